@@ -1,0 +1,25 @@
+//! skiff-core: a deterministic, sans-IO Raft state machine.
+//!
+//! The core consumes peer messages, ticks of logical time and proposals, and produces a
+//! [`Ready`]: what to persist, what to send, what to apply. It knows nothing of threads, clocks,
+//! sockets or JavaScript, so whole clusters can be simulated from a seed (see `tests/sim.rs`),
+//! and the runtime in the `skiff-rs` crate carries out the IO.
+
+pub mod config;
+pub mod entry;
+pub mod log;
+pub mod membership;
+pub mod message;
+pub mod persisted;
+pub mod progress;
+pub mod raft;
+pub mod ready;
+pub mod rng;
+
+pub use config::{Config, ConfigError, Restored};
+pub use entry::{Entry, EntryKind, Json};
+pub use log::RaftLog;
+pub use membership::Membership;
+pub use message::{Body, Message};
+pub use raft::{ProposeError, Raft, Role, StepError, MAX_SAFE};
+pub use ready::{Event, HardState, Ready};

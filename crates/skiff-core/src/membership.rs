@@ -1,0 +1,89 @@
+//! Cluster membership: who votes, and the metadata each member joined with.
+
+use crate::entry::{EntryKind, Json};
+use std::collections::BTreeMap;
+
+/// The voting members of the cluster, self included when self is a member.
+///
+/// Membership changes are single-server changes that take effect as soon as the entry is
+/// appended (Raft thesis §4.1), so the membership a node acts on is always "the base membership at
+/// the start of its log, with every membership entry in the log applied in order".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    members: BTreeMap<String, Json>,
+}
+
+impl Membership {
+    pub fn new() -> Membership {
+        Membership::default()
+    }
+
+    pub fn from_members<I: IntoIterator<Item = (String, Json)>>(iter: I) -> Membership {
+        Membership { members: iter.into_iter().collect() }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.members.contains_key(id)
+    }
+
+    pub fn metadata(&self, id: &str) -> Option<&Json> {
+        self.members.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.members.keys()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Json)> {
+        self.members.iter()
+    }
+
+    /// Votes needed for a majority.
+    pub fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    pub fn insert(&mut self, id: String, metadata: Json) {
+        self.members.insert(id, metadata);
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        self.members.remove(id);
+    }
+
+    /// Applies a membership entry; other entries leave it unchanged.
+    pub fn apply(&mut self, kind: &EntryKind) {
+        match kind {
+            EntryKind::AddPeer { id, metadata } => self.insert(id.clone(), metadata.clone()),
+            EntryKind::RemovePeer { id } => self.remove(id),
+            _ => {}
+        }
+    }
+
+    /// Reverses a membership entry. Used only to recover the membership at the start of a log
+    /// persisted by skiff-algorithm, which stored the current peers but not the older ones.
+    /// The metadata of a peer brought back this way is unknown and left empty.
+    pub fn unapply(&mut self, kind: &EntryKind) {
+        match kind {
+            EntryKind::AddPeer { id, .. } => self.remove(id),
+            EntryKind::RemovePeer { id } => self.insert(id.clone(), Json::empty_object()),
+            _ => {}
+        }
+    }
+
+    /// Whether the two memberships have a common majority-overlap guarantee: single-server
+    /// changes differ by at most one member.
+    pub fn differs_by_at_most_one(&self, other: &Membership) -> bool {
+        let added = other.ids().filter(|id| !self.contains(id)).count();
+        let removed = self.ids().filter(|id| !other.contains(id)).count();
+        added + removed <= 1
+    }
+}

@@ -1,0 +1,161 @@
+//! Peer messages, with skiff-algorithm's type names and field names.
+//!
+//! Fields the original lacked and correct Raft needs (`prevLogTerm`, `matchIndex`, the conflict
+//! hints, `preVote`) are added beside the original ones, so a trace still reads the same.
+
+use crate::entry::{Entry, Json};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppendEntries {
+    pub term: u64,
+    pub leader_id: String,
+    pub prev_log_index: u64,
+    pub prev_log_term: u64,
+    #[serde(default)]
+    pub entries: Vec<Entry>,
+    pub leader_commit: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppendEntriesResponse {
+    pub term: u64,
+    pub success: bool,
+    /// The follower's state machine position (the original's field; `waitForNode` uses it).
+    #[serde(default)]
+    pub last_applied: u64,
+    /// On success, the last index known to match the leader's log.
+    #[serde(default)]
+    pub match_index: u64,
+    /// On rejection, the `prevLogIndex` that did not match, so stale rejections can be told apart.
+    #[serde(default)]
+    pub reject_index: u64,
+    /// On rejection, where the leader should look next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_term: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestVote {
+    pub term: u64,
+    pub candidate_id: String,
+    pub last_log_index: u64,
+    pub last_log_term: u64,
+    /// A pre-vote asks "would you vote for me at `term`?" without anyone changing term.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_vote: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestVoteResponse {
+    pub term: u64,
+    pub vote_granted: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_vote: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One chunk of a snapshot stream. The state machine's chunks travel in `data` as the
+/// persistence plugin's read stream produced them; the core only sees their positions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallSnapshot {
+    pub term: u64,
+    pub leader_id: String,
+    pub last_included_index: u64,
+    pub last_included_term: u64,
+    /// Position of this chunk in the transfer, starting at 0. Lets the follower refuse gaps and
+    /// ignore duplicates.
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default)]
+    pub first: bool,
+    #[serde(default)]
+    pub done: bool,
+    /// Chunks of the state machine (an array of the read stream's objects).
+    #[serde(default)]
+    pub data: Option<Json>,
+    /// Membership at `lastIncludedIndex` (the log that described it was compacted away).
+    #[serde(default)]
+    pub peers: Option<Vec<PeerDesc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallSnapshotResponse {
+    pub term: u64,
+    /// The chunk this answers, and whether it was taken.
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default)]
+    pub success: bool,
+    /// Set on the answer to the last chunk once the snapshot is installed.
+    #[serde(default)]
+    pub installed_index: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A member as persisted and sent: `{id, metadata}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerDesc {
+    pub id: String,
+    #[serde(default = "Json::empty_object")]
+    pub metadata: Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    AppendEntries(AppendEntries),
+    AppendEntriesResponse(AppendEntriesResponse),
+    RequestVote(RequestVote),
+    RequestVoteResponse(RequestVoteResponse),
+    InstallSnapshot(InstallSnapshot),
+    InstallSnapshotResponse(InstallSnapshotResponse),
+}
+
+impl Body {
+    pub fn term(&self) -> u64 {
+        match self {
+            Body::AppendEntries(m) => m.term,
+            Body::AppendEntriesResponse(m) => m.term,
+            Body::RequestVote(m) => m.term,
+            Body::RequestVoteResponse(m) => m.term,
+            Body::InstallSnapshot(m) => m.term,
+            Body::InstallSnapshotResponse(m) => m.term,
+        }
+    }
+
+    /// The wire name of a request (responses travel as the reply to their request).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Body::AppendEntries(_) | Body::AppendEntriesResponse(_) => "AppendEntries",
+            Body::RequestVote(_) | Body::RequestVoteResponse(_) => "RequestVote",
+            Body::InstallSnapshot(_) | Body::InstallSnapshotResponse(_) => "InstallSnapshot",
+        }
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self, Body::AppendEntries(_) | Body::RequestVote(_) | Body::InstallSnapshot(_))
+    }
+}
+
+/// A message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub from: String,
+    pub to: String,
+    /// Opaque to the core: a response carries the token of the request it answers, so a
+    /// runtime whose transport pairs requests with replies (skiff's callbacks) can route it.
+    pub token: Option<u64>,
+    pub body: Body,
+}

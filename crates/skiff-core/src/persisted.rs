@@ -1,0 +1,265 @@
+//! The durable state in skiff-algorithm's format, so clusters move between the two engines.
+//!
+//! ```text
+//! { currentTerm, votedFor,
+//!   log: { meta: { lastIncludedIndex, lastIncludedTerm, members? }, entries: [...] },
+//!   peers: [ { id, metadata } ] }
+//! ```
+//!
+//! `log.meta.members` is ours: the membership at `lastIncludedIndex`, which a log that starts
+//! after compaction can no longer describe. skiff-algorithm ignores it. States written by
+//! skiff-algorithm lack it; for them we take `peers` plus this node as the current membership
+//! and recover the older one by undoing the log's membership entries.
+
+use crate::config::Restored;
+use crate::entry::{Entry, Json};
+use crate::log::{LogError, RaftLog};
+use crate::membership::Membership;
+use crate::message::PeerDesc;
+use crate::raft::{Raft, MAX_SAFE};
+use crate::ready::HardState;
+use serde::{Deserialize, Serialize, Serializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("persisted state is not in the expected format: {0}")]
+    Format(#[from] serde_json::Error),
+    #[error("persisted log is inconsistent: {0}")]
+    Log(#[from] LogError),
+    #[error("persisted {0} is too large")]
+    TooLarge(&'static str),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StateIn {
+    #[serde(default)]
+    current_term: Option<u64>,
+    #[serde(default)]
+    voted_for: Option<String>,
+    #[serde(default)]
+    log: Option<LogIn>,
+    #[serde(default)]
+    peers: Option<Vec<PeerIn>>,
+}
+
+#[derive(Deserialize)]
+struct LogIn {
+    #[serde(default)]
+    meta: Option<MetaIn>,
+    #[serde(default)]
+    entries: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaIn {
+    #[serde(default)]
+    last_included_index: u64,
+    #[serde(default)]
+    last_included_term: u64,
+    #[serde(default)]
+    members: Option<Vec<PeerIn>>,
+}
+
+#[derive(Deserialize)]
+struct PeerIn {
+    id: String,
+    #[serde(default)]
+    metadata: Option<Json>,
+}
+
+impl PeerIn {
+    fn into_pair(self) -> (String, Json) {
+        let meta = self.metadata.filter(|m| m.as_str() != "null").unwrap_or_else(Json::empty_object);
+        (self.id, meta)
+    }
+}
+
+/// Reads what `loadMeta` returned (`null` for a node that never saved anything).
+///
+/// `applied` is `lastAppliedCommitIndex`; `standby` and `metadata` are this node's options, used
+/// for a brand-new node (which bootstraps a one-member cluster unless it is a standby).
+pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, metadata: &Json) -> Result<Restored, LoadError> {
+    let parsed: Option<StateIn> = serde_json::from_str(state_json)?;
+    let fresh = || Restored { applied, bootstrap: (!standby).then(|| metadata.clone()), ..Restored::default() };
+    let Some(state) = parsed else { return Ok(fresh()) };
+    let term = state.current_term.unwrap_or(0);
+    if term > MAX_SAFE || applied > MAX_SAFE {
+        return Err(LoadError::TooLarge("term or applied index"));
+    }
+    let (meta, entries) = match state.log {
+        Some(l) => (l.meta, l.entries),
+        None => (None, Vec::new()),
+    };
+    let (snap_index, snap_term, base_members) = match meta {
+        Some(m) => (m.last_included_index, m.last_included_term, m.members),
+        None => (0, 0, None),
+    };
+    if snap_index > MAX_SAFE || snap_term > MAX_SAFE {
+        return Err(LoadError::TooLarge("log position"));
+    }
+    let log = RaftLog::restore(snap_index, snap_term, entries)?;
+    let peers = state.peers.unwrap_or_default();
+    if term == 0 && log.last_index() == 0 && peers.is_empty() && base_members.is_none() {
+        return Ok(fresh());
+    }
+    let base = match base_members {
+        Some(list) => Membership::from_members(list.into_iter().map(PeerIn::into_pair)),
+        None => {
+            // skiff-algorithm's format: every node that saved state took part as a member.
+            let mut current = Membership::from_members(
+                peers.into_iter().filter(|p| p.id != self_id).map(PeerIn::into_pair),
+            );
+            current.insert(self_id.to_string(), metadata.clone());
+            let mut base = current;
+            for e in log.iter().collect::<Vec<_>>().into_iter().rev() {
+                base.unapply(&e.kind);
+            }
+            if !base.contains(self_id) && !log.iter().any(|e| e.kind.is_membership()) {
+                base.insert(self_id.to_string(), metadata.clone());
+            }
+            base
+        }
+    };
+    Ok(Restored {
+        hard_state: HardState { term, vote: state.voted_for },
+        log,
+        base,
+        applied,
+        bootstrap: None,
+    })
+}
+
+/// A view of a core's durable state that serializes in the persisted format.
+pub struct PersistedState<'a>(pub &'a Raft);
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StateOut<'a> {
+    current_term: u64,
+    voted_for: Option<&'a str>,
+    log: LogOut<'a>,
+    peers: Peers<'a>,
+}
+
+#[derive(Serialize)]
+struct LogOut<'a> {
+    meta: MetaOut<'a>,
+    entries: Entries<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaOut<'a> {
+    last_included_index: u64,
+    last_included_term: u64,
+    members: Peers<'a>,
+}
+
+struct Peers<'a> {
+    members: &'a Membership,
+    except: Option<&'a str>,
+}
+
+impl Serialize for Peers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.members
+                .iter()
+                .filter(|(id, _)| Some(id.as_str()) != self.except)
+                .map(|(id, metadata)| PeerDesc { id: id.clone(), metadata: metadata.clone() }),
+        )
+    }
+}
+
+struct Entries<'a>(&'a RaftLog);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+impl Serialize for PersistedState<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raft = self.0;
+        let hs = raft.hard_state_ref();
+        StateOut {
+            current_term: hs.0,
+            voted_for: hs.1,
+            log: LogOut {
+                meta: MetaOut {
+                    last_included_index: raft.log().snapshot_index(),
+                    last_included_term: raft.log().snapshot_term(),
+                    members: Peers { members: raft.base_members(), except: None },
+                },
+                entries: Entries(raft.log()),
+            },
+            peers: Peers { members: raft.members(), except: Some(raft.id()) },
+        }
+        .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const ORIGINAL: &str = r#"{
+      "currentTerm": 3, "votedFor": "node-b",
+      "log": { "meta": { "lastIncludedIndex": 120, "lastIncludedTerm": 2 },
+               "entries": [ { "term": 3, "index": 121, "command": "x", "uuid": "a" },
+                            { "term": 3, "index": 122, "command": ["add peer", "node-d", { "zone": "b" }], "topologyChange": true, "uuid": "b" } ] },
+      "peers": [ { "id": "node-b", "metadata": {} }, { "id": "node-c", "metadata": {} }, { "id": "node-d", "metadata": { "zone": "b" } } ]
+    }"#;
+
+    #[test]
+    fn restores_skiff_algorithm_state() {
+        let r = restore("node-a", ORIGINAL, 121, false, &Json::empty_object()).unwrap();
+        assert_eq!(r.hard_state, HardState { term: 3, vote: Some("node-b".into()) });
+        assert_eq!((r.log.snapshot_index(), r.log.last_index()), (120, 122));
+        assert_eq!(r.base.ids().cloned().collect::<Vec<_>>(), vec!["node-a", "node-b", "node-c"]);
+        assert!(r.bootstrap.is_none());
+        let raft = Raft::new(Config::new("node-a"), r).unwrap();
+        assert_eq!(raft.members().len(), 4);
+        assert_eq!(raft.members().metadata("node-d").unwrap().as_str(), r#"{"zone":"b"}"#);
+        assert_eq!(raft.commit(), 121);
+    }
+
+    #[test]
+    fn our_state_round_trips_and_keeps_original_names() {
+        let r = restore("node-a", ORIGINAL, 121, false, &Json::empty_object()).unwrap();
+        let raft = Raft::new(Config::new("node-a"), r).unwrap();
+        let text = serde_json::to_string(&PersistedState(&raft)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["currentTerm"], 3);
+        assert_eq!(v["votedFor"], "node-b");
+        assert_eq!(v["log"]["meta"]["lastIncludedIndex"], 120);
+        assert_eq!(v["log"]["entries"][1]["topologyChange"], true);
+        assert_eq!(v["peers"].as_array().unwrap().len(), 3);
+        let again = restore("node-a", &text, 121, false, &Json::empty_object()).unwrap();
+        let raft2 = Raft::new(Config::new("node-a"), again).unwrap();
+        assert_eq!(raft2.members(), raft.members());
+        assert_eq!(raft2.base_members(), raft.base_members());
+    }
+
+    #[test]
+    fn null_means_fresh() {
+        let meta = Json::from_text(r#"{"a":1}"#).unwrap();
+        let r = restore("n", "null", 0, false, &meta).unwrap();
+        assert_eq!(r.bootstrap, Some(meta.clone()));
+        let r = restore("n", "null", 0, true, &meta).unwrap();
+        assert_eq!(r.bootstrap, None);
+    }
+
+    #[test]
+    fn junk_is_refused() {
+        let m = Json::empty_object();
+        assert!(restore("n", r#"{"currentTerm":"x"}"#, 0, false, &m).is_err());
+        assert!(restore("n", r#"[1,2]"#, 0, false, &m).is_err());
+        assert!(restore("n", r#"{"log":{"entries":[{"term":1,"index":3,"command":1}]}}"#, 0, false, &m).is_err());
+        assert!(restore("n", r#"{"currentTerm":-1}"#, 0, false, &m).is_err());
+    }
+}

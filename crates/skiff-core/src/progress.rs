@@ -1,0 +1,124 @@
+//! What a leader knows about one follower's log.
+
+use std::collections::VecDeque;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// We do not know where the follower's log matches ours: send one AppendEntries at a time
+    /// and move `next_index` back on each rejection.
+    Probe,
+    /// The follower is in step: stream AppendEntries optimistically, several in flight.
+    Replicate,
+    /// The follower needs entries that compaction removed: a snapshot transfer is under way.
+    Snapshot,
+}
+
+/// Replication progress of one follower, kept by the leader.
+///
+/// Invariants: `match_index < next_index`; every index in `inflight` is above `match_index` and
+/// the deque is increasing (it holds the last index of each AppendEntries still unanswered).
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub match_index: u64,
+    pub next_index: u64,
+    pub state: ProgressState,
+    pub inflight: VecDeque<u64>,
+    /// In `Probe`: a probe is out and unanswered, so wait for its answer or the next heartbeat.
+    pub probe_sent: bool,
+    /// The follower's last reported `lastApplied`.
+    pub applied: u64,
+    /// Logical time of the last answer from this follower, for flow-control recovery and
+    /// check-quorum.
+    pub last_heard: u64,
+    /// Logical time the current in-flight window was last advanced.
+    pub last_progress: u64,
+    /// The snapshot index being sent, in `Snapshot` state.
+    pub pending_snapshot: u64,
+}
+
+impl Progress {
+    pub fn new(next_index: u64, now: u64) -> Progress {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            inflight: VecDeque::new(),
+            probe_sent: false,
+            applied: 0,
+            last_heard: now,
+            last_progress: now,
+            pending_snapshot: 0,
+        }
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.pending_snapshot = 0;
+        if self.next_index <= self.match_index {
+            self.next_index = self.match_index + 1;
+        }
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.next_index = self.match_index + 1;
+    }
+
+    pub fn become_snapshot(&mut self, index: u64) {
+        self.state = ProgressState::Snapshot;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.pending_snapshot = index;
+    }
+
+    /// Records a successful answer. Returns whether `match_index` moved.
+    pub fn on_success(&mut self, match_index: u64, now: u64) -> bool {
+        self.last_heard = now;
+        let moved = match_index > self.match_index;
+        if moved {
+            self.match_index = match_index;
+            self.last_progress = now;
+        }
+        if self.next_index <= self.match_index {
+            self.next_index = self.match_index + 1;
+        }
+        while self.inflight.front().is_some_and(|&i| i <= self.match_index) {
+            self.inflight.pop_front();
+        }
+        match self.state {
+            ProgressState::Probe => self.become_replicate(),
+            ProgressState::Replicate | ProgressState::Snapshot => {}
+        }
+        moved
+    }
+
+    /// Whether a window of `max_inflight` messages is full.
+    pub fn is_paused(&self, max_inflight: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() >= max_inflight,
+            ProgressState::Snapshot => true,
+        }
+    }
+
+    /// Notes an AppendEntries whose last entry is `last`.
+    pub fn on_sent(&mut self, last: u64, count: usize, now: u64) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                if count > 0 {
+                    if self.inflight.is_empty() {
+                        self.last_progress = now;
+                    }
+                    self.inflight.push_back(last);
+                    self.next_index = last + 1;
+                }
+            }
+            ProgressState::Snapshot => {}
+        }
+    }
+}

@@ -1,0 +1,1090 @@
+//! The Raft state machine: messages, ticks and proposals in; a [`Ready`] out.
+
+use crate::config::{Config, ConfigError, Restored};
+use crate::entry::{Entry, EntryKind, Json};
+use crate::log::RaftLog;
+use crate::membership::Membership;
+use crate::message::*;
+use crate::progress::{Progress, ProgressState};
+use crate::ready::{Event, HardState, Ready};
+use crate::rng::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Largest index or term we accept: JavaScript numbers are exact only up to 2^53 - 1, and every
+/// index and term crosses JavaScript on its way to and from the plugins.
+pub const MAX_SAFE: u64 = (1 << 53) - 1;
+
+/// The role as users see it (`node.state.name`, minus the runtime's `idle` and `stopped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not a voting member: waits for a leader to bring it in.
+    Standby,
+    Follower,
+    Candidate,
+    Leader,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standby => "standby",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("not the leader")]
+    NotLeader { leader: Option<String> },
+    #[error("another membership change is in progress")]
+    MembershipChangePending,
+    #[error("the log is full: index would pass 2^53 - 1")]
+    LogFull,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StepError {
+    #[error("message addressed to {to}, not to this node")]
+    WrongRecipient { to: String },
+    #[error("malformed {kind} from {from}: {reason}")]
+    Malformed { kind: &'static str, from: String, reason: String },
+}
+
+/// One node's Raft state machine.
+///
+/// It performs no IO and reads no clock: the runtime feeds it time ([`Raft::tick`]), peer
+/// messages ([`Raft::step`]) and proposals, then carries out each [`Ready`] in the order the
+/// `Ready` documentation states. Given the same inputs and seed it behaves the same, so whole
+/// clusters can be simulated and replayed.
+pub struct Raft {
+    cfg: Config,
+    rng: Rng,
+
+    // Durable (persisted through `Ready::persist`).
+    /// Latest term seen. Never decreases.
+    term: u64,
+    /// Who we voted for in `term`. Set at most once per term.
+    vote: Option<String>,
+    log: RaftLog,
+    /// Membership at `log.snapshot_index()`.
+    base: Membership,
+
+    // Derived from the durable state.
+    /// `base` with every membership entry of `log` applied: the membership we act on.
+    members: Membership,
+    /// Index of the newest membership entry in the log (or of the new leader's barrier): a new
+    /// change may be proposed only once this is committed.
+    pending_conf_index: u64,
+    /// A brand-new node's own metadata until it records itself in its log.
+    bootstrap: Option<Json>,
+
+    // Volatile.
+    phase: Phase,
+    shown_role: Role,
+    leader: Option<String>,
+    /// Highest index known committed. Never decreases.
+    commit: u64,
+    /// Highest index known durable on this node (what the leader may count for itself).
+    persisted: u64,
+    /// Last entry handed out in `Ready::committed`.
+    apply_cursor: u64,
+    /// Where the state machine is, as reported by the runtime.
+    applied: u64,
+
+    now: u64,
+    election_deadline: u64,
+    heartbeat_deadline: u64,
+    quorum_check_deadline: u64,
+    /// When we last heard from the current leader (for the leader lease in vote handling).
+    last_leader_contact: Option<u64>,
+
+    votes: BTreeMap<String, bool>,
+    progress: BTreeMap<String, Progress>,
+    /// Leader: new entries wait to be sent when the `Ready` is built, so a burst of proposals
+    /// goes out as one AppendEntries per follower.
+    need_broadcast: bool,
+
+    // Output being built.
+    dirty: bool,
+    msgs: Vec<Message>,
+    events: Vec<Event>,
+}
+
+impl Raft {
+    pub fn new(cfg: Config, restored: Restored) -> Result<Raft, ConfigError> {
+        cfg.validate()?;
+        let Restored { hard_state, log, base, applied, bootstrap } = restored;
+        let mut members = base.clone();
+        let mut pending_conf_index = 0;
+        for e in log.iter() {
+            if e.kind.is_membership() {
+                members.apply(&e.kind);
+                pending_conf_index = e.index;
+            }
+        }
+        let fresh = log.last_index() == 0 && base.is_empty() && hard_state.term == 0;
+        let bootstrap = if fresh { bootstrap } else { None };
+        if let Some(meta) = &bootstrap {
+            members.insert(cfg.id.clone(), meta.clone());
+        }
+        let committed = applied.max(log.snapshot_index());
+        let mut raft = Raft {
+            rng: Rng::new(cfg.seed),
+            term: hard_state.term,
+            vote: hard_state.vote,
+            persisted: log.last_index(),
+            log,
+            base,
+            members,
+            pending_conf_index,
+            bootstrap,
+            phase: Phase::Follower,
+            shown_role: Role::Standby,
+            leader: None,
+            commit: committed,
+            apply_cursor: committed,
+            applied: committed,
+            now: 0,
+            election_deadline: 0,
+            heartbeat_deadline: 0,
+            quorum_check_deadline: 0,
+            last_leader_contact: None,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            need_broadcast: false,
+            dirty: false,
+            msgs: Vec::new(),
+            events: Vec::new(),
+            cfg,
+        };
+        raft.reset_election_timer();
+        raft.shown_role = raft.role();
+        raft.events.push(Event::Role(raft.shown_role));
+        Ok(raft)
+    }
+
+    // ----- reading -----
+
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+    /// Term and vote without copying the vote.
+    pub fn hard_state_ref(&self) -> (u64, Option<&str>) {
+        (self.term, self.vote.as_deref())
+    }
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote.clone() }
+    }
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+    pub fn is_leader(&self) -> bool {
+        self.phase == Phase::Leader
+    }
+    pub fn role(&self) -> Role {
+        match self.phase {
+            Phase::Leader => Role::Leader,
+            Phase::Candidate | Phase::PreCandidate => Role::Candidate,
+            Phase::Follower if self.is_voter() => Role::Follower,
+            Phase::Follower => Role::Standby,
+        }
+    }
+    pub fn commit(&self) -> u64 {
+        self.commit
+    }
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+    pub fn members(&self) -> &Membership {
+        &self.members
+    }
+    /// Membership at the start of the log (persisted so a restart can rebuild `members`).
+    pub fn base_members(&self) -> &Membership {
+        &self.base
+    }
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+    /// The follower's last reported `lastApplied`, as the leader knows it.
+    pub fn peer_applied(&self, id: &str) -> Option<u64> {
+        if id == self.cfg.id {
+            return Some(self.applied);
+        }
+        self.progress.get(id).map(|p| p.applied)
+    }
+    /// Whether a membership change may be proposed now.
+    pub fn can_change_membership(&self) -> bool {
+        self.is_leader() && self.commit >= self.pending_conf_index
+    }
+    /// When the runtime should call [`Raft::tick`] next, at the latest.
+    pub fn next_deadline(&self) -> u64 {
+        match self.phase {
+            Phase::Leader => self.heartbeat_deadline.min(self.quorum_check_deadline),
+            _ => self.election_deadline,
+        }
+    }
+    fn is_voter(&self) -> bool {
+        self.members.contains(&self.cfg.id)
+    }
+
+    // ----- time -----
+
+    /// Advances logical time to `now` and fires whatever timers expired.
+    pub fn tick(&mut self, now: u64) {
+        if now > self.now {
+            self.now = now;
+        }
+        match self.phase {
+            Phase::Leader => {
+                if self.now >= self.heartbeat_deadline {
+                    self.heartbeat_deadline = self.now + self.cfg.heartbeat_interval;
+                    self.broadcast_heartbeat();
+                }
+                if self.cfg.check_quorum && self.now >= self.quorum_check_deadline {
+                    self.quorum_check_deadline = self.now + self.cfg.max_election_timeout;
+                    if !self.quorum_active() {
+                        let term = self.term;
+                        self.become_follower(term, None);
+                    }
+                }
+            }
+            _ => {
+                if self.now >= self.election_deadline {
+                    if self.is_voter() {
+                        self.events.push(Event::ElectionTimeout);
+                        if self.cfg.pre_vote {
+                            self.campaign_pre();
+                        } else {
+                            self.campaign();
+                        }
+                    } else {
+                        self.reset_election_timer();
+                    }
+                }
+            }
+        }
+    }
+
+    fn reset_election_timer(&mut self) {
+        let timeout = self.rng.range(self.cfg.min_election_timeout, self.cfg.max_election_timeout + 1);
+        self.election_deadline = self.now + timeout;
+        self.events.push(Event::ResetElectionTimeout);
+    }
+
+    /// Whether a majority answered within the last election timeout (check-quorum).
+    fn quorum_active(&self) -> bool {
+        let since = self.now.saturating_sub(self.cfg.max_election_timeout);
+        let active = self
+            .members
+            .ids()
+            .filter(|id| **id == self.cfg.id || self.progress.get(*id).is_some_and(|p| p.last_heard >= since))
+            .count();
+        active >= self.members.quorum()
+    }
+
+    /// Leader lease (Raft thesis §4.2.3): a follower that heard from a leader less than an
+    /// election timeout ago does not help anyone depose it.
+    fn in_lease(&self) -> bool {
+        match (self.phase, &self.leader, self.last_leader_contact) {
+            (Phase::Leader, _, _) => true,
+            (_, Some(_), Some(t)) => self.now < t + self.cfg.min_election_timeout,
+            _ => false,
+        }
+    }
+
+    // ----- role changes -----
+
+    fn note_role(&mut self) {
+        let role = self.role();
+        if role != self.shown_role {
+            self.shown_role = role;
+            self.events.push(Event::Role(role));
+        }
+    }
+
+    fn set_leader(&mut self, leader: Option<String>) {
+        if self.leader != leader {
+            self.leader = leader.clone();
+            self.events.push(Event::Leader(leader));
+        }
+    }
+
+    fn set_term(&mut self, term: u64) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+            self.dirty = true;
+        }
+    }
+
+    fn become_follower(&mut self, term: u64, leader: Option<String>) {
+        self.set_term(term);
+        self.phase = Phase::Follower;
+        self.progress.clear();
+        self.votes.clear();
+        self.need_broadcast = false;
+        if leader.is_some() {
+            self.last_leader_contact = Some(self.now);
+        }
+        self.set_leader(leader);
+        self.reset_election_timer();
+        self.note_role();
+    }
+
+    fn request_votes(&mut self, term: u64, pre_vote: bool) {
+        let req = RequestVote {
+            term,
+            candidate_id: self.cfg.id.clone(),
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote,
+        };
+        let peers: Vec<String> = self.members.ids().filter(|id| **id != self.cfg.id).cloned().collect();
+        for to in peers {
+            self.send(to, None, Body::RequestVote(req.clone()));
+        }
+    }
+
+    fn campaign_pre(&mut self) {
+        self.phase = Phase::PreCandidate;
+        self.set_leader(None);
+        self.votes.clear();
+        self.votes.insert(self.cfg.id.clone(), true);
+        self.reset_election_timer();
+        self.note_role();
+        if self.won(true) {
+            self.campaign();
+        } else {
+            self.request_votes(self.term + 1, true);
+        }
+    }
+
+    fn campaign(&mut self) {
+        let term = self.term + 1;
+        self.set_term(term);
+        self.vote = Some(self.cfg.id.clone());
+        self.dirty = true;
+        self.phase = Phase::Candidate;
+        self.set_leader(None);
+        self.votes.clear();
+        self.votes.insert(self.cfg.id.clone(), true);
+        self.reset_election_timer();
+        self.note_role();
+        if self.won(true) {
+            self.become_leader();
+        } else {
+            self.request_votes(self.term, false);
+        }
+    }
+
+    /// Whether the votes with value `granted` reach a majority of the membership.
+    fn won(&self, granted: bool) -> bool {
+        let n = self.members.ids().filter(|id| self.votes.get(*id) == Some(&granted)).count();
+        n >= self.members.quorum()
+    }
+
+    fn become_leader(&mut self) {
+        self.phase = Phase::Leader;
+        self.set_leader(Some(self.cfg.id.clone()));
+        self.votes.clear();
+        self.progress.clear();
+        let next = self.log.last_index() + 1;
+        for id in self.members.ids() {
+            if *id != self.cfg.id {
+                self.progress.insert(id.clone(), Progress::new(next, self.now));
+            }
+        }
+        self.heartbeat_deadline = self.now + self.cfg.heartbeat_interval;
+        self.quorum_check_deadline = self.now + self.cfg.max_election_timeout;
+        self.note_role();
+        // The barrier: a leader may only count replicas of entries from its own term (§5.4.2),
+        // so it appends one at once. A brand-new node records its one-member membership instead,
+        // which serves the same purpose and lets joining members learn about it from the log.
+        let kind = match self.bootstrap.take() {
+            Some(metadata) => EntryKind::AddPeer { id: self.cfg.id.clone(), metadata },
+            None => EntryKind::barrier(),
+        };
+        // Appending cannot fail at a fresh index below MAX_SAFE; if the log is full we still lead
+        // but cannot commit, which the runtime reports through proposals failing.
+        if let Ok(index) = self.append(kind) {
+            self.pending_conf_index = index;
+        }
+        self.broadcast_heartbeat();
+    }
+
+    // ----- proposals -----
+
+    /// Appends a user command. Returns its index.
+    pub fn propose(&mut self, command: Json) -> Result<u64, ProposeError> {
+        self.ensure_leader()?;
+        self.append(EntryKind::Command(command))
+    }
+
+    /// Proposes a single-server membership change. `Ok(None)` means there is nothing to do
+    /// (the member is already there with that metadata, or already absent).
+    pub fn propose_membership(&mut self, kind: EntryKind) -> Result<Option<u64>, ProposeError> {
+        self.ensure_leader()?;
+        let needed = match &kind {
+            EntryKind::AddPeer { id, metadata } => self.members.metadata(id) != Some(metadata),
+            EntryKind::RemovePeer { id } => self.members.contains(id),
+            _ => return Ok(None),
+        };
+        if !needed {
+            return Ok(None);
+        }
+        if !self.can_change_membership() {
+            return Err(ProposeError::MembershipChangePending);
+        }
+        self.append(kind).map(Some)
+    }
+
+    fn ensure_leader(&self) -> Result<(), ProposeError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(ProposeError::NotLeader { leader: self.leader.clone() })
+        }
+    }
+
+    fn append(&mut self, kind: EntryKind) -> Result<u64, ProposeError> {
+        let index = self.log.last_index() + 1;
+        if index > MAX_SAFE {
+            return Err(ProposeError::LogFull);
+        }
+        let entry = Entry { term: self.term, index, kind, uuid: self.rng.uuid() };
+        let membership = entry.kind.is_membership();
+        if let Err(e) = self.log.append(entry) {
+            // Unreachable: the index is last + 1 and the term is ours, the highest in the log.
+            self.events.push(Event::Rejected { from: self.cfg.id.clone(), reason: e.to_string() });
+            return Err(ProposeError::LogFull);
+        }
+        self.dirty = true;
+        self.need_broadcast = true;
+        if membership {
+            self.pending_conf_index = index;
+            self.refresh_members();
+        }
+        Ok(index)
+    }
+
+    // ----- the runtime's reports -----
+
+    /// Called once the state asked for by the `Ready` with this `persist_token` is durable.
+    pub fn advance(&mut self, persist_token: (u64, u64)) {
+        let (index, term) = persist_token;
+        if index > self.persisted && self.log.term(index) == Some(term) {
+            self.persisted = index;
+            if self.is_leader() {
+                self.maybe_commit();
+            }
+        }
+    }
+
+    /// The state machine has applied everything up to `index`.
+    pub fn applied_to(&mut self, index: u64) {
+        if index > self.applied && index <= self.apply_cursor {
+            self.applied = index;
+        }
+    }
+
+    /// A message to `peer` could not be delivered: stop waiting for its answers.
+    pub fn report_unreachable(&mut self, peer: &str) {
+        if let Some(p) = self.progress.get_mut(peer) {
+            if p.state == ProgressState::Replicate {
+                p.become_probe();
+            }
+        }
+    }
+
+    // ----- output -----
+
+    pub fn has_ready(&self) -> bool {
+        self.dirty
+            || !self.msgs.is_empty()
+            || !self.events.is_empty()
+            || (self.need_broadcast && self.is_leader())
+            || self.apply_cursor < self.commit.min(self.persisted)
+    }
+
+    /// Collects what the runtime must do now. See [`Ready`] for the order.
+    pub fn ready(&mut self) -> Ready {
+        if self.need_broadcast && self.is_leader() {
+            self.need_broadcast = false;
+            let peers: Vec<String> = self.progress.keys().cloned().collect();
+            for id in peers {
+                self.send_append(&id, false);
+            }
+        }
+        self.need_broadcast = false;
+        let upto = self.commit.min(self.persisted).min(self.apply_cursor + self.cfg.max_committed_per_ready as u64);
+        let committed: Vec<Entry> = if upto > self.apply_cursor {
+            self.log.range(self.apply_cursor + 1, upto).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(last) = committed.last() {
+            self.apply_cursor = last.index;
+        }
+        let persist = std::mem::take(&mut self.dirty);
+        Ready {
+            persist,
+            persist_token: (self.log.last_index(), self.log.last_term()),
+            messages: std::mem::take(&mut self.msgs),
+            committed,
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    fn send(&mut self, to: String, token: Option<u64>, body: Body) {
+        self.msgs.push(Message { from: self.cfg.id.clone(), to, token, body });
+    }
+
+    // ----- replication (leader) -----
+
+    fn broadcast_heartbeat(&mut self) {
+        self.events.push(Event::Heartbeat);
+        let peers: Vec<String> = self.progress.keys().cloned().collect();
+        for id in peers {
+            if let Some(p) = self.progress.get_mut(&id) {
+                if p.state == ProgressState::Probe {
+                    p.probe_sent = false;
+                }
+            }
+            self.send_append(&id, true);
+        }
+    }
+
+    /// Sends `peer` what it is missing. With `heartbeat`, sends an empty AppendEntries when there
+    /// is nothing else to send, so the follower keeps its leader and learns the commit index.
+    fn send_append(&mut self, peer: &str, heartbeat: bool) {
+        let mut sent_any = false;
+        loop {
+            let Some(p) = self.progress.get(peer) else { return };
+            let last = self.log.last_index();
+            let wants_entries = p.next_index <= last && !p.is_paused(self.cfg.max_inflight);
+            if !wants_entries {
+                if heartbeat && !sent_any {
+                    self.send_heartbeat(peer);
+                }
+                return;
+            }
+            let prev = p.next_index - 1;
+            let Some(prev_term) = self.log.term(prev) else {
+                // The entries this follower needs were compacted away. Snapshot transfer is
+                // driven by the runtime; until it reports success keep the follower's lease.
+                let index = self.log.snapshot_index();
+                if let Some(p) = self.progress.get_mut(peer) {
+                    p.become_snapshot(index);
+                }
+                if heartbeat && !sent_any {
+                    self.send_heartbeat(peer);
+                }
+                return;
+            };
+            let mut entries = Vec::new();
+            let mut bytes = 0usize;
+            for e in self.log.range(prev + 1, last) {
+                if !entries.is_empty()
+                    && (entries.len() >= self.cfg.max_entries_per_message || bytes >= self.cfg.max_bytes_per_message)
+                {
+                    break;
+                }
+                bytes += e.kind.size_hint() + 64;
+                entries.push(e.clone());
+            }
+            let sent_last = prev + entries.len() as u64;
+            let count = entries.len();
+            let msg = AppendEntries {
+                term: self.term,
+                leader_id: self.cfg.id.clone(),
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries,
+                leader_commit: self.commit,
+            };
+            self.send(peer.to_string(), None, Body::AppendEntries(msg));
+            sent_any = true;
+            let now = self.now;
+            let Some(p) = self.progress.get_mut(peer) else { return };
+            p.on_sent(sent_last, count, now);
+            if p.state != ProgressState::Replicate {
+                return;
+            }
+            // In Replicate, keep filling the window.
+        }
+    }
+
+    /// An AppendEntries with no entries anchored at what the follower is known to have.
+    fn send_heartbeat(&mut self, peer: &str) {
+        let Some(p) = self.progress.get(peer) else { return };
+        let (prev, prev_term) = match self.log.term(p.match_index) {
+            Some(t) => (p.match_index, t),
+            None => (0, 0),
+        };
+        let msg = AppendEntries {
+            term: self.term,
+            leader_id: self.cfg.id.clone(),
+            prev_log_index: prev,
+            prev_log_term: prev_term,
+            entries: Vec::new(),
+            leader_commit: self.commit,
+        };
+        self.send(peer.to_string(), None, Body::AppendEntries(msg));
+    }
+
+    /// Raft §5.3/§5.4: commit the highest index a majority holds, if it is from this term.
+    fn maybe_commit(&mut self) {
+        let mut matched: Vec<u64> = self
+            .members
+            .ids()
+            .map(|id| {
+                if *id == self.cfg.id {
+                    self.persisted
+                } else {
+                    self.progress.get(id).map_or(0, |p| p.match_index)
+                }
+            })
+            .collect();
+        if matched.is_empty() {
+            return;
+        }
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.members.quorum() - 1];
+        if candidate > self.commit && self.log.term(candidate) == Some(self.term) {
+            let old = self.commit;
+            self.commit = candidate;
+            // Tell followers about the new commit index without waiting for the next heartbeat
+            // when there is nothing else to send them.
+            let peers: Vec<String> = self.progress.keys().cloned().collect();
+            for id in peers {
+                if let Some(p) = self.progress.get(&id) {
+                    if p.next_index > self.log.last_index() || p.is_paused(self.cfg.max_inflight) {
+                        self.send_heartbeat(&id);
+                    }
+                }
+            }
+            let removed_self = self
+                .log
+                .range(old + 1, candidate)
+                .any(|e| matches!(&e.kind, EntryKind::RemovePeer { id } if *id == self.cfg.id));
+            if removed_self && !self.is_voter() {
+                let term = self.term;
+                self.become_follower(term, None);
+                self.events.push(Event::RemovedSelf);
+            }
+        }
+    }
+
+    // ----- membership -----
+
+    /// Recomputes `members` from `base` and the log, and reports the difference.
+    fn refresh_members(&mut self) {
+        let mut members = self.base.clone();
+        let mut pending = 0;
+        for e in self.log.iter() {
+            if e.kind.is_membership() {
+                members.apply(&e.kind);
+                pending = e.index;
+            }
+        }
+        if let Some(meta) = self.bootstrap.clone() {
+            members.insert(self.cfg.id.clone(), meta);
+        }
+        self.pending_conf_index = if self.is_leader() { self.pending_conf_index.max(pending) } else { pending };
+        if members == self.members {
+            return;
+        }
+        for (id, meta) in members.iter() {
+            if self.members.metadata(id) != Some(meta) && *id != self.cfg.id {
+                self.events.push(Event::Joined { id: id.clone() });
+            }
+        }
+        let left: Vec<String> =
+            self.members.ids().filter(|id| !members.contains(id) && **id != self.cfg.id).cloned().collect();
+        for id in left {
+            self.events.push(Event::Left { id });
+        }
+        self.members = members;
+        if self.is_leader() {
+            let next = self.log.last_index() + 1;
+            let now = self.now;
+            let wanted: BTreeSet<String> = self.members.ids().filter(|id| **id != self.cfg.id).cloned().collect();
+            self.progress.retain(|id, _| wanted.contains(id));
+            for id in wanted {
+                self.progress.entry(id).or_insert_with(|| Progress::new(next, now));
+            }
+        }
+        self.note_role();
+    }
+
+    // ----- messages -----
+
+    /// Feeds one message from a peer.
+    pub fn step(&mut self, m: Message) -> Result<(), StepError> {
+        if m.to != self.cfg.id {
+            return Err(StepError::WrongRecipient { to: m.to });
+        }
+        if let Err(reason) = validate(&m.body) {
+            let kind = m.body.type_name();
+            self.events.push(Event::Rejected { from: m.from.clone(), reason: reason.clone() });
+            return Err(StepError::Malformed { kind, from: m.from, reason });
+        }
+        let term = m.body.term();
+        if term > self.term {
+            match &m.body {
+                Body::RequestVote(rv) if rv.pre_vote => {}
+                Body::RequestVoteResponse(r) if r.pre_vote && r.vote_granted => {}
+                Body::RequestVote(_) if self.in_lease() && !self.is_leader() => {
+                    // Ignore without changing term: a healthy leader is in charge.
+                    let body = Body::RequestVoteResponse(RequestVoteResponse {
+                        term: self.term,
+                        vote_granted: false,
+                        pre_vote: false,
+                        reason: Some("a leader is active".into()),
+                    });
+                    self.send(m.from, m.token, body);
+                    return Ok(());
+                }
+                Body::AppendEntries(_) | Body::InstallSnapshot(_) => self.become_follower(term, Some(m.from.clone())),
+                _ => self.become_follower(term, None),
+            }
+        } else if term < self.term {
+            // Answer stale requests so their sender learns the new term; drop stale answers.
+            let reason = Some(format!("term {} is behind the current term {}", term, self.term));
+            let body = match &m.body {
+                Body::AppendEntries(a) => Some(Body::AppendEntriesResponse(AppendEntriesResponse {
+                    term: self.term,
+                    success: false,
+                    last_applied: self.applied,
+                    match_index: 0,
+                    reject_index: a.prev_log_index,
+                    conflict_index: None,
+                    conflict_term: None,
+                    reason,
+                })),
+                Body::RequestVote(rv) => Some(Body::RequestVoteResponse(RequestVoteResponse {
+                    term: self.term,
+                    vote_granted: false,
+                    pre_vote: rv.pre_vote,
+                    reason,
+                })),
+                Body::InstallSnapshot(s) => Some(Body::InstallSnapshotResponse(InstallSnapshotResponse {
+                    term: self.term,
+                    seq: s.seq,
+                    success: false,
+                    installed_index: 0,
+                    reason,
+                })),
+                _ => None,
+            };
+            if let Some(body) = body {
+                self.send(m.from, m.token, body);
+            }
+            return Ok(());
+        }
+        let Message { from, token, body, .. } = m;
+        match body {
+            Body::AppendEntries(a) => self.handle_append(from, token, a),
+            Body::AppendEntriesResponse(r) => self.handle_append_response(from, r),
+            Body::RequestVote(rv) => self.handle_vote(from, token, rv),
+            Body::RequestVoteResponse(r) => self.handle_vote_response(from, r),
+            Body::InstallSnapshot(_) | Body::InstallSnapshotResponse(_) => {
+                // Snapshot chunks are carried by the runtime (see `snapshot` methods); the core only
+                // checks their terms, done above.
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_append(&mut self, from: String, token: Option<u64>, a: AppendEntries) {
+        if self.phase == Phase::Leader {
+            // Two leaders in one term cannot happen; refuse rather than corrupt anything.
+            self.events.push(Event::Rejected { from: from.clone(), reason: format!("a second leader for term {}", a.term) });
+            return;
+        }
+        if self.phase != Phase::Follower || self.leader.as_deref() != Some(from.as_str()) {
+            self.become_follower(a.term, Some(from.clone()));
+        }
+        self.last_leader_contact = Some(self.now);
+        self.reset_election_timer();
+
+        let reply = |this: &Raft, success: bool, match_index: u64, hint: Option<(u64, Option<u64>)>, reason: Option<String>| {
+            Body::AppendEntriesResponse(AppendEntriesResponse {
+                term: this.term,
+                success,
+                last_applied: this.applied,
+                match_index,
+                reject_index: a.prev_log_index,
+                conflict_index: hint.map(|h| h.0),
+                conflict_term: hint.and_then(|h| h.1),
+                reason,
+            })
+        };
+
+        // Entries at or below our snapshot are committed, hence identical to the leader's
+        // (leader completeness): skip them and match from the snapshot on.
+        let mut prev = a.prev_log_index;
+        let mut prev_term = a.prev_log_term;
+        let mut entries = a.entries.as_slice();
+        let snap = self.log.snapshot_index();
+        if prev < snap {
+            let skip = ((snap - prev) as usize).min(entries.len());
+            entries = &entries[skip..];
+            if entries.is_empty() {
+                let body = reply(self, true, snap, None, None);
+                self.send(from, token, body);
+                return;
+            }
+            prev = snap;
+            prev_term = self.log.snapshot_term();
+        }
+        if !entries.is_empty() {
+            // A brand-new node that hears from a leader is part of that leader's cluster, not
+            // a cluster of its own.
+            self.bootstrap = None;
+        }
+
+        match self.log.term(prev) {
+            Some(t) if t == prev_term => {}
+            found => {
+                let hint = if prev > self.log.last_index() || found.is_none() {
+                    (self.log.last_index() + 1, None)
+                } else {
+                    (self.log.first_index_of_term_at(prev), found)
+                };
+                let body = reply(self, false, 0, Some(hint), Some("log does not match at prevLogIndex".into()));
+                self.send(from, token, body);
+                return;
+            }
+        }
+
+        let mut changed_membership = false;
+        let mut truncated = false;
+        for e in entries {
+            match self.log.term(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    if e.index <= self.commit {
+                        self.events.push(Event::Rejected {
+                            from: from.clone(),
+                            reason: format!("entry {} conflicts with a committed entry", e.index),
+                        });
+                        return;
+                    }
+                    self.log.truncate_from(e.index);
+                    self.persisted = self.persisted.min(e.index - 1);
+                    truncated = true;
+                }
+                None => {}
+            }
+            if self.log.append(e.clone()).is_err() {
+                // Validation guarantees contiguity and terms; a failure means our own log was
+                // shorter than prev, which the match check above rules out.
+                return;
+            }
+            self.dirty = true;
+            changed_membership |= e.kind.is_membership();
+        }
+        if truncated || changed_membership {
+            self.refresh_members();
+        }
+        let last_new = prev + entries.len() as u64;
+        let commit = a.leader_commit.min(last_new);
+        if commit > self.commit {
+            self.commit = commit;
+        }
+        let body = reply(self, true, last_new, None, None);
+        self.send(from, token, body);
+    }
+
+    fn handle_append_response(&mut self, from: String, r: AppendEntriesResponse) {
+        if !self.is_leader() {
+            return;
+        }
+        let last = self.log.last_index();
+        let now = self.now;
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        p.last_heard = now;
+        p.applied = p.applied.max(r.last_applied);
+        if r.success {
+            if r.match_index > last {
+                self.events.push(Event::Rejected { from, reason: format!("matchIndex {} is past our log", r.match_index) });
+                return;
+            }
+            if p.state == ProgressState::Snapshot {
+                // A heartbeat answer during a transfer says nothing about the transfer.
+                if r.match_index > p.match_index {
+                    p.match_index = r.match_index;
+                }
+                return;
+            }
+            if p.on_success(r.match_index, now) {
+                self.maybe_commit();
+            }
+            self.send_append(&from, false);
+            return;
+        }
+        // Rejected: is this answer about what we are sending now?
+        let stale = match p.state {
+            ProgressState::Replicate => r.reject_index < p.match_index,
+            ProgressState::Probe => r.reject_index + 1 != p.next_index,
+            ProgressState::Snapshot => true,
+        };
+        if stale {
+            return;
+        }
+        let mut next = match (r.conflict_term, r.conflict_index) {
+            (Some(t), Some(ci)) => match self.log.last_index_of_term(t) {
+                Some(li) => li + 1,
+                None => ci,
+            },
+            (None, Some(ci)) => ci,
+            _ => r.reject_index,
+        };
+        next = next.min(r.reject_index).max(p.match_index + 1);
+        p.become_probe();
+        p.next_index = next;
+        self.send_append(&from, false);
+    }
+
+    fn handle_vote(&mut self, from: String, token: Option<u64>, rv: RequestVote) {
+        let up_to_date = self.log.is_up_to_date(rv.last_log_index, rv.last_log_term);
+        let (granted, reason) = if rv.pre_vote {
+            // A pre-vote is granted to a candidate that could win, without changing our state.
+            if rv.term <= self.term {
+                (false, "term is not ahead")
+            } else if self.in_lease() {
+                (false, "a leader is active")
+            } else if !up_to_date {
+                (false, "candidate log is behind")
+            } else {
+                (true, "")
+            }
+        } else if self.vote.as_ref().is_some_and(|v| *v != rv.candidate_id) {
+            (false, "already voted in this term")
+        } else if !up_to_date {
+            (false, "candidate log is behind")
+        } else {
+            (true, "")
+        };
+        if granted && !rv.pre_vote {
+            if self.vote.is_none() {
+                self.vote = Some(rv.candidate_id.clone());
+                self.dirty = true;
+            }
+            self.reset_election_timer();
+            self.events.push(Event::VoteGranted { candidate: rv.candidate_id.clone() });
+        }
+        let body = Body::RequestVoteResponse(RequestVoteResponse {
+            term: if granted && rv.pre_vote { rv.term } else { self.term },
+            vote_granted: granted,
+            pre_vote: rv.pre_vote,
+            reason: if granted { None } else { Some(reason.to_string()) },
+        });
+        self.send(from, token, body);
+    }
+
+    fn handle_vote_response(&mut self, from: String, r: RequestVoteResponse) {
+        let expected = match self.phase {
+            Phase::PreCandidate if r.pre_vote && r.term == self.term + 1 && r.vote_granted => true,
+            Phase::PreCandidate if r.pre_vote && !r.vote_granted => true,
+            Phase::Candidate if !r.pre_vote && r.term == self.term => true,
+            _ => false,
+        };
+        if !expected || !self.members.contains(&from) {
+            return;
+        }
+        self.votes.insert(from, r.vote_granted);
+        if self.won(true) {
+            if self.phase == Phase::PreCandidate {
+                self.campaign();
+            } else {
+                self.become_leader();
+            }
+        } else if self.won(false) {
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+}
+
+/// Checks a message for things no correct peer sends. Nothing about the receiver's state is
+/// consulted, so a malformed message changes nothing.
+fn validate(body: &Body) -> Result<(), String> {
+    let term = body.term();
+    if term > MAX_SAFE {
+        return Err(format!("term {term} is too large"));
+    }
+    let check = |what: &str, v: u64| if v > MAX_SAFE { Err(format!("{what} {v} is too large")) } else { Ok(()) };
+    match body {
+        Body::AppendEntries(a) => {
+            check("prevLogIndex", a.prev_log_index)?;
+            check("leaderCommit", a.leader_commit)?;
+            if a.prev_log_term > a.term {
+                return Err("prevLogTerm is past the message term".into());
+            }
+            let mut expect = a.prev_log_index + 1;
+            let mut last_term = a.prev_log_term;
+            for e in &a.entries {
+                if e.index != expect {
+                    return Err(format!("entry index {} where {} was expected", e.index, expect));
+                }
+                if e.term < last_term || e.term > a.term {
+                    return Err(format!("entry {} has term {} out of order", e.index, e.term));
+                }
+                check("index", e.index)?;
+                expect += 1;
+                last_term = e.term;
+            }
+            if a.leader_id.is_empty() {
+                return Err("empty leaderId".into());
+            }
+        }
+        Body::AppendEntriesResponse(r) => {
+            check("matchIndex", r.match_index)?;
+            check("rejectIndex", r.reject_index)?;
+            check("lastApplied", r.last_applied)?;
+            if let Some(ci) = r.conflict_index {
+                check("conflictIndex", ci)?;
+            }
+        }
+        Body::RequestVote(rv) => {
+            check("lastLogIndex", rv.last_log_index)?;
+            if rv.last_log_term > rv.term {
+                return Err("lastLogTerm is past the message term".into());
+            }
+            if rv.candidate_id.is_empty() {
+                return Err("empty candidateId".into());
+            }
+        }
+        Body::RequestVoteResponse(_) => {}
+        Body::InstallSnapshot(s) => {
+            check("lastIncludedIndex", s.last_included_index)?;
+            if s.last_included_term > s.term {
+                return Err("lastIncludedTerm is past the message term".into());
+            }
+        }
+        Body::InstallSnapshotResponse(r) => check("installedIndex", r.installed_index)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! What the core asks its runtime to do.
+
+use crate::entry::Entry;
+use crate::message::Message;
+use crate::Role;
+
+/// Term and vote: the part of the durable state that elections change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: u64,
+    pub vote: Option<String>,
+}
+
+/// Things worth telling the user about, in the order they happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The role changed (`state` and `<role>` events).
+    Role(Role),
+    /// The known leader changed.
+    Leader(Option<String>),
+    /// A member was added to (or had its metadata changed in) the membership this node acts on.
+    Joined { id: String },
+    /// A member was removed.
+    Left { id: String },
+    /// This node granted its vote.
+    VoteGranted { candidate: String },
+    ElectionTimeout,
+    ResetElectionTimeout,
+    /// A leader sent a round of heartbeats.
+    Heartbeat,
+    /// The removal of this node from the cluster committed while it led it: it has stepped down
+    /// and should stop.
+    RemovedSelf,
+    /// A message from a peer was refused as malformed or impossible; no state changed.
+    Rejected { from: String, reason: String },
+}
+
+/// The output of one round of input.
+///
+/// The runtime must handle a `Ready` in this order:
+/// 1. if `persist` is set, durably save the state returned by [`crate::Raft::persisted_state`]
+///    as of the moment `ready()` returned (term, vote, log and membership together);
+/// 2. only then send `messages` (votes and acknowledgements promise durability) and call
+///    [`crate::Raft::advance`] with this `Ready`'s `persist_token`;
+/// 3. `committed` may be applied at any time, in order, each once: every entry in it is already
+///    durable locally and committed by a majority. Report progress with
+///    [`crate::Raft::applied_to`].
+///
+/// `events` are informational and may be dropped.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub persist: bool,
+    /// Identifies what `persist` covers: the last log entry (index, term) when it was taken.
+    pub persist_token: (u64, u64),
+    pub messages: Vec<Message>,
+    pub committed: Vec<Entry>,
+    pub events: Vec<Event>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        !self.persist && self.messages.is_empty() && self.committed.is_empty() && self.events.is_empty()
+    }
+}
