@@ -564,10 +564,20 @@ impl Raft {
     fn broadcast_heartbeat(&mut self) {
         self.events.push(Event::Heartbeat);
         let peers: Vec<String> = self.progress.keys().cloned().collect();
+        let now = self.now;
+        let stalled_after = self.cfg.max_election_timeout;
         for id in peers {
             if let Some(p) = self.progress.get_mut(&id) {
-                if p.state == ProgressState::Probe {
-                    p.probe_sent = false;
+                match p.state {
+                    ProgressState::Probe => p.probe_sent = false,
+                    // Answers stopped coming (lost messages, a restarted follower): fall back to
+                    // probing from what is known to match instead of waiting forever.
+                    ProgressState::Replicate
+                        if !p.inflight.is_empty() && now.saturating_sub(p.last_progress) >= stalled_after =>
+                    {
+                        p.become_probe()
+                    }
+                    _ => {}
                 }
             }
             self.send_append(&id, true);

@@ -1,0 +1,34 @@
+//! What the JS side tells a running node (see docs/PROTOCOL.md).
+
+use serde::Deserialize;
+
+/// An error a plugin passed to its callback, as the wrapper forwards it.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct PluginError {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+impl PluginError {
+    pub fn message(&self) -> String {
+        self.message.clone().unwrap_or_else(|| "plugin failed".into())
+    }
+    pub fn code_or(&self, fallback: &str) -> String {
+        self.code.clone().unwrap_or_else(|| fallback.to_string())
+    }
+}
+
+#[derive(Debug)]
+pub enum Input {
+    Propose { req: u32, command: String, timeout_ms: u64, wait_for: Option<String> },
+    Join { req: u32, peer: String, metadata: String },
+    Leave { req: u32, peer: String },
+    /// An IO operation finished: `error` from the plugin, or its result as JSON text.
+    Complete { io: u32, error: Option<PluginError>, result: Option<String> },
+    /// A request from a peer; answer with a `reply` op carrying `reply`.
+    Receive { reply: u64, kind: String, args: String },
+    SetListened(Vec<String>),
+    Stop { req: u32 },
+}

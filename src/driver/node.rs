@@ -1,0 +1,943 @@
+//! The tokio task that owns one core and performs its IO through the JS wrapper.
+
+use super::input::{Input, PluginError};
+use super::op::{ApplyItem, Arg, JsError, Op};
+use super::options::NodeOptions;
+use super::status::Status;
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RequestVote, RequestVoteResponse};
+use skiff_core::persisted::{restore, PersistedState};
+use skiff_core::{Body, Entry, EntryKind, Event, Json, Message, ProposeError, Raft, Role};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Where the driver's operations go: the binding hands each batch to JS in one hop.
+pub trait Host: Send + 'static {
+    fn dispatch(&self, batch: String);
+}
+
+/// Most entries handed to JS in one `apply` op.
+const APPLY_BATCH: usize = 1024;
+/// How often timeouts of IO and commands are scanned.
+const SCAN_EVERY_MS: u64 = 25;
+/// Back-off before retrying a failed persistence operation.
+const RETRY_MS: u64 = 100;
+
+enum IoKind {
+    LoadMeta,
+    LastApplied,
+    Save,
+    Apply,
+    Send { peer: String, kind: &'static str },
+}
+
+struct IoWait {
+    kind: IoKind,
+    deadline: u64,
+}
+
+/// A `saveMeta` under way and what waits on it.
+struct Save {
+    io: u32,
+    state: Box<RawValue>,
+    token: (u64, u64),
+    /// Messages of the `Ready` that asked for this save: sent only once it is durable.
+    messages: Vec<Message>,
+    retry_at: Option<u64>,
+}
+
+/// An `apply` batch under way.
+struct Applying {
+    io: u32,
+    /// (index, term) of each entry in the batch.
+    entries: Vec<(u64, u64)>,
+}
+
+#[derive(PartialEq, Eq)]
+enum Waiting {
+    /// A user command: completes when this node applied it (and `wait_for` did too).
+    Command { wait_for: Option<String> },
+    /// A membership change: completes when applied here.
+    Membership,
+}
+
+struct Pending {
+    index: u64,
+    term: u64,
+    deadline: u64,
+    timeout_ms: u64,
+    waiting: Waiting,
+    /// Applied locally; now only waiting for `wait_for`.
+    applied: bool,
+}
+
+struct MembershipRequest {
+    req: u32,
+    kind: EntryKind,
+    deadline: u64,
+}
+
+struct Loading {
+    meta: Option<String>,
+    applied: Option<u64>,
+    retry_at: Option<u64>,
+}
+
+pub struct Driver<H: Host> {
+    opts: NodeOptions,
+    seed: u64,
+    host: H,
+    status: Arc<Mutex<Status>>,
+    rx: UnboundedReceiver<Input>,
+    start: Instant,
+    now: u64,
+
+    raft: Option<Raft>,
+    loading: Loading,
+    ops: Vec<Op>,
+    next_io: u32,
+    ios: HashMap<u32, IoWait>,
+    last_scan: u64,
+
+    saving: Option<Save>,
+    applying: Option<Applying>,
+    apply_retry_at: Option<u64>,
+    apply_queue: VecDeque<Entry>,
+
+    pending: HashMap<u32, Pending>,
+    by_index: BTreeMap<u64, Vec<u32>>,
+    membership_queue: VecDeque<MembershipRequest>,
+
+    connected: BTreeSet<String>,
+    listened: HashSet<String>,
+    removed_self: bool,
+    stopping: Option<u32>,
+}
+
+fn coded_arg(code: &str, message: impl Into<String>) -> Arg {
+    Arg::Error { message: message.into(), code: code.to_string() }
+}
+
+fn raw(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
+}
+
+fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
+}
+
+impl<H: Host> Driver<H> {
+    pub fn new(opts: NodeOptions, seed: u64, host: H, status: Arc<Mutex<Status>>, rx: UnboundedReceiver<Input>) -> Self {
+        Driver {
+            opts,
+            seed,
+            host,
+            status,
+            rx,
+            start: Instant::now(),
+            now: 0,
+            raft: None,
+            loading: Loading { meta: None, applied: None, retry_at: None },
+            ops: Vec::new(),
+            next_io: 1,
+            ios: HashMap::new(),
+            last_scan: 0,
+            saving: None,
+            applying: None,
+            apply_retry_at: None,
+            apply_queue: VecDeque::new(),
+            pending: HashMap::new(),
+            by_index: BTreeMap::new(),
+            membership_queue: VecDeque::new(),
+            connected: BTreeSet::new(),
+            listened: HashSet::new(),
+            removed_self: false,
+            stopping: None,
+        }
+    }
+
+    pub async fn run(mut self) {
+        self.begin_load();
+        self.flush();
+        loop {
+            let wake = self.start + Duration::from_millis(self.next_wakeup());
+            tokio::select! {
+                biased;
+                input = self.rx.recv() => match input {
+                    Some(input) => {
+                        self.now = self.clock();
+                        self.handle(input);
+                        // Take everything already queued: one round, one `Ready`, one hop to JS.
+                        let mut n = 0;
+                        while self.stopping.is_none() && n < 10_000 {
+                            match self.rx.try_recv() {
+                                Ok(input) => self.handle(input),
+                                Err(_) => break,
+                            }
+                            n += 1;
+                        }
+                    }
+                    None => {
+                        // The binding is gone: nobody can hear us any more.
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            if let Some(req) = self.stopping {
+                self.finish_stop(req);
+                self.flush();
+                return;
+            }
+            self.now = self.clock();
+            self.round();
+            self.flush();
+        }
+    }
+
+    fn clock(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn next_wakeup(&self) -> u64 {
+        let mut at = self.last_scan + SCAN_EVERY_MS;
+        if let Some(r) = &self.raft {
+            at = at.min(r.next_deadline());
+        }
+        at.max(self.now)
+    }
+
+    fn io(&mut self, kind: IoKind, timeout: u64) -> u32 {
+        let io = self.next_io;
+        self.next_io = self.next_io.wrapping_add(1).max(1);
+        self.ios.insert(io, IoWait { kind, deadline: self.now + timeout });
+        io
+    }
+
+    fn persistence_timeout(&self) -> u64 {
+        self.opts.command_timeout
+    }
+
+    fn send_timeout(&self) -> u64 {
+        self.opts.max_election_timeout * 2
+    }
+
+    fn flush(&mut self) {
+        if self.ops.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.ops);
+        match serde_json::to_string(&ops) {
+            Ok(batch) => self.host.dispatch(batch),
+            Err(e) => {
+                // Cannot happen for the types in `Op`; say so rather than lose the batch silently.
+                let fallback = serde_json::json!([{ "op": "event", "name": "error",
+                    "args": [{ "message": format!("internal: cannot encode operations: {e}"), "code": "EINTERNAL" }] }]);
+                self.host.dispatch(fallback.to_string());
+            }
+        }
+    }
+
+    // ----- events -----
+
+    fn wants(&self, name: &str) -> bool {
+        matches!(name, "error" | "warning") || self.listened.contains(name)
+    }
+
+    fn emit(&mut self, name: &'static str, args: Vec<Arg>) {
+        if self.wants(name) {
+            self.ops.push(Op::Event { name, args });
+        }
+    }
+
+    fn warn(&mut self, code: &str, message: impl Into<String>) {
+        self.emit("warning", vec![coded_arg(code, message)]);
+    }
+
+    fn error(&mut self, code: &str, message: impl Into<String>) {
+        self.emit("error", vec![coded_arg(code, message)]);
+    }
+
+    fn peer_arg(&self, id: &str) -> Arg {
+        let metadata = self
+            .raft
+            .as_ref()
+            .and_then(|r| r.members().metadata(id).cloned())
+            .or_else(|| self.status.lock().members.metadata(id).cloned())
+            .unwrap_or_else(Json::empty_object);
+        Arg::Peer { id: id.to_string(), metadata }
+    }
+
+    fn emit_state(&mut self, name: &'static str) {
+        self.status.lock().state = name;
+        self.emit("state", vec![Arg::Str(name.to_string()), Arg::node()]);
+        let ev: &'static str = name;
+        self.emit(ev, vec![Arg::node()]);
+    }
+
+    // ----- loading -----
+
+    fn begin_load(&mut self) {
+        self.loading = Loading { meta: None, applied: None, retry_at: None };
+        let t = self.persistence_timeout();
+        let io = self.io(IoKind::LoadMeta, t);
+        self.ops.push(Op::LoadMeta { io });
+        let io = self.io(IoKind::LastApplied, t);
+        self.ops.push(Op::LastApplied { io });
+    }
+
+    fn load_failed(&mut self, what: &str, err: String, code: &str) {
+        self.error(code, format!("{what} failed: {err}"));
+        // Forget the other half too and start over after a pause.
+        self.ios.retain(|_, w| !matches!(w.kind, IoKind::LoadMeta | IoKind::LastApplied));
+        self.loading.retry_at = Some(self.now + RETRY_MS * 10);
+    }
+
+    fn maybe_finish_load(&mut self) {
+        let (Some(meta), Some(applied)) = (self.loading.meta.clone(), self.loading.applied) else { return };
+        let restored = match restore(&self.opts.id, &meta, applied, self.opts.standby, &self.opts.metadata) {
+            Ok(r) => r,
+            Err(e) => {
+                self.load_failed("loadMeta", e.to_string(), "EBADSTATE");
+                return;
+            }
+        };
+        let mut cfg = self.opts.core_config(self.seed);
+        cfg.seed = self.seed;
+        let mut raft = match Raft::new(cfg, restored) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error("EINVALIDOPTIONS", e.to_string());
+                return;
+            }
+        };
+        raft.tick(self.now);
+        self.raft = Some(raft);
+        self.emit("loaded", vec![]);
+        self.sync_connections();
+    }
+
+    fn parse_applied(&mut self, result: Option<String>) -> Result<u64, String> {
+        let v: serde_json::Value = match result.as_deref().map(serde_json::from_str) {
+            None => serde_json::Value::Null,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return Err(format!("lastAppliedCommitIndex returned something that is not JSON: {e}")),
+        };
+        match &v {
+            serde_json::Value::Null => Ok(0),
+            serde_json::Value::Number(n) => match n.as_u64() {
+                Some(i) if i <= skiff_core::MAX_SAFE => Ok(i),
+                _ => Err(format!("lastAppliedCommitIndex returned {n}, not a non-negative integer")),
+            },
+            serde_json::Value::String(s) => match s.trim().parse::<u64>() {
+                Ok(i) if i <= skiff_core::MAX_SAFE => Ok(i),
+                _ => Err(format!("lastAppliedCommitIndex returned {s:?}, not an index")),
+            },
+            other => Err(format!("lastAppliedCommitIndex returned {other}, not an index")),
+        }
+    }
+
+    // ----- inputs -----
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Propose { req, command, timeout_ms, wait_for } => self.propose(req, command, timeout_ms, wait_for),
+            Input::Join { req, peer, metadata } => match Json::from_text(&metadata) {
+                Ok(metadata) => self.queue_membership(req, EntryKind::AddPeer { id: peer, metadata }),
+                Err(e) => self.done(req, Some(JsError::new("EBADMETADATA", format!("metadata is not JSON: {e}")))),
+            },
+            Input::Leave { req, peer } => self.queue_membership(req, EntryKind::RemovePeer { id: peer }),
+            Input::Complete { io, error, result } => self.complete(io, error, result),
+            Input::Receive { reply, kind, args } => self.receive(reply, kind, args),
+            Input::SetListened(names) => self.listened = names.into_iter().collect(),
+            Input::Stop { req } => self.stopping = Some(req),
+        }
+    }
+
+    fn done(&mut self, req: u32, error: Option<JsError>) {
+        self.ops.push(Op::Done { req, error });
+    }
+
+    fn not_leader(&self) -> JsError {
+        JsError::not_leader(self.raft.as_ref().and_then(|r| r.leader().map(str::to_string)))
+    }
+
+    fn propose(&mut self, req: u32, command: String, timeout_ms: u64, wait_for: Option<String>) {
+        let Some(raft) = self.raft.as_mut() else {
+            let e = self.not_leader();
+            return self.done(req, Some(e));
+        };
+        let json = match Json::from_text(&command) {
+            Ok(j) => j,
+            Err(e) => return self.done(req, Some(JsError::new("EBADCOMMAND", format!("command is not JSON: {e}")))),
+        };
+        let term = raft.term();
+        match raft.propose(json) {
+            Ok(index) => {
+                let timeout_ms = if timeout_ms == 0 { self.opts.command_timeout } else { timeout_ms };
+                self.track(req, index, term, timeout_ms, Waiting::Command { wait_for });
+            }
+            Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
+            Err(e) => self.done(req, Some(JsError::new("ELOGFULL", e.to_string()))),
+        }
+    }
+
+    fn track(&mut self, req: u32, index: u64, term: u64, timeout_ms: u64, waiting: Waiting) {
+        self.pending.insert(
+            req,
+            Pending { index, term, deadline: self.now + timeout_ms, timeout_ms, waiting, applied: false },
+        );
+        self.by_index.entry(index).or_default().push(req);
+    }
+
+    fn queue_membership(&mut self, req: u32, kind: EntryKind) {
+        let is_leader = self.raft.as_ref().is_some_and(|r| r.is_leader());
+        if !is_leader {
+            let e = self.not_leader();
+            return self.done(req, Some(e));
+        }
+        if let EntryKind::AddPeer { id, .. } = &kind {
+            if *id == self.opts.id {
+                return self.done(req, Some(JsError::new("EJOINSELF", "can't join self")));
+            }
+        }
+        let deadline = self.now + self.opts.command_timeout;
+        self.membership_queue.push_back(MembershipRequest { req, kind, deadline });
+    }
+
+    /// Proposes queued membership changes one at a time, each once the previous one committed.
+    fn drive_membership(&mut self) {
+        while let Some(front) = self.membership_queue.front() {
+            let Some(raft) = self.raft.as_mut() else { return };
+            if !raft.is_leader() {
+                let e = self.not_leader();
+                for m in std::mem::take(&mut self.membership_queue) {
+                    self.done(m.req, Some(e.clone()));
+                }
+                return;
+            }
+            if !raft.can_change_membership() {
+                return;
+            }
+            let term = raft.term();
+            let kind = front.kind.clone();
+            let req = front.req;
+            let remaining = front.deadline.saturating_sub(self.now).max(1);
+            self.membership_queue.pop_front();
+            match raft.propose_membership(kind.clone()) {
+                Ok(None) => self.done(req, None),
+                Ok(Some(index)) => self.track(req, index, term, remaining, Waiting::Membership),
+                Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
+                Err(ProposeError::MembershipChangePending) => {
+                    // Raced with can_change_membership; put it back.
+                    let deadline = self.now + remaining;
+                    self.membership_queue.push_front(MembershipRequest { req, kind, deadline });
+                    return;
+                }
+                Err(e) => self.done(req, Some(JsError::new("ELOGFULL", e.to_string()))),
+            }
+        }
+    }
+
+    fn complete(&mut self, io: u32, error: Option<PluginError>, result: Option<String>) {
+        let Some(wait) = self.ios.remove(&io) else {
+            // A late or second callback: the operation was already finished or retried.
+            return;
+        };
+        match wait.kind {
+            IoKind::LoadMeta => match error {
+                Some(e) => self.load_failed("loadMeta", e.message(), &e.code_or("EPERSISTENCE")),
+                None => {
+                    self.loading.meta = Some(result.unwrap_or_else(|| "null".into()));
+                    self.maybe_finish_load();
+                }
+            },
+            IoKind::LastApplied => match error {
+                Some(e) => self.load_failed("lastAppliedCommitIndex", e.message(), &e.code_or("EPERSISTENCE")),
+                None => match self.parse_applied(result) {
+                    Ok(i) => {
+                        self.loading.applied = Some(i);
+                        self.maybe_finish_load();
+                    }
+                    Err(msg) => self.load_failed("lastAppliedCommitIndex", msg, "EBADRESULT"),
+                },
+            },
+            IoKind::Save => self.save_finished(io, error),
+            IoKind::Apply => self.apply_finished(io, error, result),
+            IoKind::Send { peer, kind } => self.send_finished(peer, kind, error, result),
+        }
+    }
+
+    // ----- persistence of the core's state -----
+
+    fn issue_save(&mut self) {
+        let Some(save) = self.saving.as_mut() else { return };
+        save.retry_at = None;
+        let state = save.state.clone();
+        let t = self.persistence_timeout();
+        let io = self.io(IoKind::Save, t);
+        if let Some(save) = self.saving.as_mut() {
+            save.io = io;
+        }
+        self.ops.push(Op::SaveMeta { io, state });
+    }
+
+    fn save_finished(&mut self, io: u32, error: Option<PluginError>) {
+        let Some(save) = self.saving.as_mut() else { return };
+        if save.io != io {
+            return;
+        }
+        if let Some(e) = error {
+            // Nothing that depends on this state is sent until a save succeeds.
+            save.retry_at = Some(self.now + RETRY_MS);
+            let code = e.code_or("EPERSISTENCE");
+            self.error(&code, format!("saveMeta failed: {}", e.message()));
+            return;
+        }
+        let Some(save) = self.saving.take() else { return };
+        for m in save.messages {
+            self.send_message(m);
+        }
+        if let Some(raft) = self.raft.as_mut() {
+            raft.advance(save.token);
+        }
+    }
+
+    // ----- applying committed entries -----
+
+    fn issue_apply(&mut self) {
+        if self.applying.is_some() || self.apply_queue.is_empty() {
+            return;
+        }
+        if self.apply_retry_at.is_some_and(|t| t > self.now) {
+            return;
+        }
+        self.apply_retry_at = None;
+        let n = self.apply_queue.len().min(APPLY_BATCH);
+        let mut items = Vec::with_capacity(n);
+        let mut entries = Vec::with_capacity(n);
+        for e in self.apply_queue.iter().take(n) {
+            let command = match &e.kind {
+                EntryKind::Command(c) => Some(c.clone()),
+                _ => None,
+            };
+            items.push(ApplyItem { index: e.index, command });
+            entries.push((e.index, e.term));
+        }
+        let t = self.persistence_timeout().max(n as u64);
+        let io = self.io(IoKind::Apply, t);
+        self.applying = Some(Applying { io, entries });
+        self.ops.push(Op::Apply { io, entries: items });
+    }
+
+    fn apply_finished(&mut self, io: u32, error: Option<PluginError>, result: Option<String>) {
+        let Some(applying) = self.applying.take() else { return };
+        if applying.io != io {
+            self.applying = Some(applying);
+            return;
+        }
+        let reported: Option<u64> = result.as_deref().and_then(|r| serde_json::from_str(r).ok());
+        let first = applying.entries.first().map_or(0, |e| e.0);
+        let last = applying.entries.last().map_or(0, |e| e.0);
+        let done_upto = match (&error, reported) {
+            (None, _) => last,
+            (Some(_), Some(i)) if i >= first && i <= last => i,
+            (Some(_), _) => first.saturating_sub(1),
+        };
+        let mut applied = Vec::new();
+        while let Some(e) = self.apply_queue.front() {
+            if e.index > done_upto {
+                break;
+            }
+            applied.push((e.index, e.term));
+            self.apply_queue.pop_front();
+        }
+        if let Some(raft) = self.raft.as_mut() {
+            raft.applied_to(done_upto);
+        }
+        for (index, term) in applied {
+            self.on_applied(index, term);
+        }
+        if done_upto >= first {
+            self.emit("done persisting", vec![Arg::Num(done_upto)]);
+        }
+        if let Some(e) = error {
+            let code = e.code_or("EPERSISTENCE");
+            self.error(&code, format!("applying index {} failed: {}", done_upto + 1, e.message()));
+            self.apply_retry_at = Some(self.now + RETRY_MS);
+        }
+    }
+
+    fn on_applied(&mut self, index: u64, term: u64) {
+        let Some(reqs) = self.by_index.remove(&index) else { return };
+        for req in reqs {
+            let Some(p) = self.pending.get_mut(&req) else { continue };
+            if p.term != term {
+                // Another leader's entry took this index: the command was not committed.
+                self.pending.remove(&req);
+                let e = self.not_leader();
+                self.done(req, Some(e));
+                continue;
+            }
+            p.applied = true;
+            let finished = match &p.waiting {
+                Waiting::Command { wait_for: Some(node) } => {
+                    let node = node.clone();
+                    self.raft.as_ref().and_then(|r| r.peer_applied(&node)).is_some_and(|a| a >= index)
+                }
+                _ => true,
+            };
+            if finished {
+                self.pending.remove(&req);
+                self.done(req, None);
+            } else {
+                // Keep it findable by the waitForNode scan.
+                self.by_index.entry(index).or_default().push(req);
+            }
+        }
+    }
+
+    /// Completes commands that were applied here and wait for another node to apply them.
+    fn check_wait_for_node(&mut self) {
+        let Some(raft) = self.raft.as_ref() else { return };
+        let mut finished = Vec::new();
+        for (req, p) in &self.pending {
+            if let (true, Waiting::Command { wait_for: Some(node) }) = (p.applied, &p.waiting) {
+                if raft.peer_applied(node).is_some_and(|a| a >= p.index) {
+                    finished.push((*req, p.index));
+                }
+            }
+        }
+        for (req, index) in finished {
+            self.pending.remove(&req);
+            if let Some(v) = self.by_index.get_mut(&index) {
+                v.retain(|r| *r != req);
+                if v.is_empty() {
+                    self.by_index.remove(&index);
+                }
+            }
+            self.done(req, None);
+        }
+    }
+
+    // ----- messages -----
+
+    fn sync_connections(&mut self) {
+        let Some(raft) = self.raft.as_ref() else { return };
+        let wanted: BTreeSet<String> = raft.members().ids().filter(|id| **id != self.opts.id).cloned().collect();
+        let gone: Vec<String> = self.connected.difference(&wanted).cloned().collect();
+        let new: Vec<(String, Json)> = wanted
+            .difference(&self.connected)
+            .map(|id| (id.clone(), raft.members().metadata(id).cloned().unwrap_or_else(Json::empty_object)))
+            .collect();
+        for peer in gone {
+            self.connected.remove(&peer);
+            self.ops.push(Op::Disconnect { peer });
+        }
+        for (peer, metadata) in new {
+            self.connected.insert(peer.clone());
+            self.emit("connecting", vec![Arg::Peer { id: peer.clone(), metadata: metadata.clone() }]);
+            self.ops.push(Op::Connect { peer, metadata });
+        }
+    }
+
+    fn send_message(&mut self, m: Message) {
+        let kind = m.body.type_name();
+        let args = match &m.body {
+            Body::AppendEntries(b) => to_raw(b),
+            Body::AppendEntriesResponse(b) => to_raw(b),
+            Body::RequestVote(b) => to_raw(b),
+            Body::RequestVoteResponse(b) => to_raw(b),
+            Body::InstallSnapshot(b) => to_raw(b),
+            Body::InstallSnapshotResponse(b) => to_raw(b),
+        };
+        if let Some(token) = m.token {
+            if self.wants("reply") {
+                self.ops.push(Op::Event { name: "reply", args: vec![Arg::Raw(args.clone())] });
+            }
+            self.ops.push(Op::Reply { id: token, error: None, result: Some(args) });
+            return;
+        }
+        if !self.connected.contains(&m.to) {
+            let metadata = self.peer_arg(&m.to);
+            if let Arg::Peer { id, metadata } = metadata {
+                self.connected.insert(id.clone());
+                self.ops.push(Op::Connect { peer: id, metadata });
+            }
+        }
+        if self.wants("outgoing call") {
+            let peer = self.peer_arg(&m.to);
+            self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Raw(args.clone())] });
+        }
+        let t = self.send_timeout();
+        let io = self.io(IoKind::Send { peer: m.to.clone(), kind }, t);
+        self.ops.push(Op::Send { io, peer: m.to, kind, args });
+    }
+
+    fn send_finished(&mut self, peer: String, kind: &'static str, error: Option<PluginError>, result: Option<String>) {
+        if self.wants("response") {
+            let p = self.peer_arg(&peer);
+            let err = error.as_ref().map_or(Arg::Null(()), |e| coded_arg(&e.code_or("ETRANSPORT"), e.message()));
+            let res = result.clone().map_or(Arg::Null(()), |r| Arg::Raw(raw(r)));
+            self.ops.push(Op::Event { name: "response", args: vec![p, err, res] });
+        }
+        if let Some(e) = error {
+            if let Some(raft) = self.raft.as_mut() {
+                raft.report_unreachable(&peer);
+            }
+            self.warn(&e.code_or("ETRANSPORT"), format!("{kind} to {peer} failed: {}", e.message()));
+            return;
+        }
+        let text = result.unwrap_or_else(|| "null".into());
+        let body = match kind {
+            "AppendEntries" => serde_json::from_str::<AppendEntriesResponse>(&text).map(Body::AppendEntriesResponse),
+            "RequestVote" => serde_json::from_str::<RequestVoteResponse>(&text).map(Body::RequestVoteResponse),
+            _ => serde_json::from_str::<InstallSnapshotResponse>(&text).map(Body::InstallSnapshotResponse),
+        };
+        match body {
+            Ok(body) => self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body }),
+            Err(e) => self.warn("EBADMESSAGE", format!("malformed {kind} reply from {peer}: {e}")),
+        }
+    }
+
+    fn receive(&mut self, reply: u64, kind: String, args: String) {
+        let reject = |this: &mut Self, code: &str, message: String| {
+            this.warn(code, message.clone());
+            this.ops.push(Op::Reply { id: reply, error: Some(JsError::new(code, message)), result: None });
+        };
+        if self.raft.is_none() {
+            return reject(self, "ENOTREADY", "node is still loading its state".into());
+        }
+        let parsed: Result<(String, Body), String> = match kind.as_str() {
+            "AppendEntries" => serde_json::from_str::<AppendEntries>(&args)
+                .map(|a| (a.leader_id.clone(), Body::AppendEntries(a)))
+                .map_err(|e| e.to_string()),
+            "RequestVote" => serde_json::from_str::<RequestVote>(&args)
+                .map(|a| (a.candidate_id.clone(), Body::RequestVote(a)))
+                .map_err(|e| e.to_string()),
+            "InstallSnapshot" => serde_json::from_str::<InstallSnapshot>(&args)
+                .map(|a| (a.leader_id.clone(), Body::InstallSnapshot(a)))
+                .map_err(|e| e.to_string()),
+            other => Err(format!("unknown message type {other:?}")),
+        };
+        let (from, body) = match parsed {
+            Ok(p) => p,
+            Err(e) => return reject(self, "EBADMESSAGE", format!("malformed {kind} message: {e}")),
+        };
+        if self.wants(body.type_name()) {
+            let name = body.type_name();
+            self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
+        }
+        if matches!(body, Body::InstallSnapshot(_)) {
+            return reject(self, "ENOSNAPSHOT", "snapshot transfer is not available on this node".into());
+        }
+        self.step(Message { from, to: self.opts.id.clone(), token: Some(reply), body });
+    }
+
+    fn step(&mut self, m: Message) {
+        let token = m.token;
+        let Some(raft) = self.raft.as_mut() else { return };
+        if let Err(e) = raft.step(m) {
+            if let Some(id) = token {
+                self.ops.push(Op::Reply { id, error: Some(JsError::new("EBADMESSAGE", e.to_string())), result: None });
+            }
+        }
+    }
+
+    // ----- one round -----
+
+    fn round(&mut self) {
+        if self.raft.is_none() {
+            if self.loading.retry_at.is_some_and(|t| t <= self.now) {
+                self.begin_load();
+            }
+            self.scan_timeouts();
+            return;
+        }
+        if let Some(raft) = self.raft.as_mut() {
+            raft.tick(self.now);
+        }
+        if self.saving.as_ref().is_some_and(|s| s.retry_at.is_some_and(|t| t <= self.now)) {
+            self.issue_save();
+        }
+        self.drive_membership();
+        self.collect_ready();
+        self.issue_apply();
+        self.check_wait_for_node();
+        self.scan_timeouts();
+        if self.removed_self && self.apply_queue.is_empty() && self.applying.is_none() && self.saving.is_none() {
+            self.stopping = Some(0);
+        }
+        self.publish();
+    }
+
+    fn collect_ready(&mut self) {
+        loop {
+            if self.saving.is_some() {
+                return;
+            }
+            let Some(raft) = self.raft.as_mut() else { return };
+            if !raft.has_ready() {
+                return;
+            }
+            let ready = raft.ready();
+            let state = if ready.persist {
+                Some(to_raw(&PersistedState(raft)))
+            } else {
+                None
+            };
+            let mut membership_changed = false;
+            for ev in ready.events {
+                membership_changed |= matches!(ev, Event::Joined { .. } | Event::Left { .. });
+                self.core_event(ev);
+            }
+            if membership_changed {
+                self.sync_connections();
+            }
+            self.apply_queue.extend(ready.committed);
+            match state {
+                Some(state) => {
+                    self.saving = Some(Save { io: 0, state, token: ready.persist_token, messages: ready.messages, retry_at: None });
+                    self.issue_save();
+                }
+                None => {
+                    for m in ready.messages {
+                        self.send_message(m);
+                    }
+                }
+            }
+            // Proposals that arrived while this ran are picked up in the next round.
+            self.drive_membership();
+        }
+    }
+
+    fn core_event(&mut self, ev: Event) {
+        match ev {
+            Event::Role(role) => {
+                let name: &'static str = role.name();
+                self.emit_state(name);
+                if role != Role::Leader {
+                    // Queued membership changes need a leader.
+                    let e = self.not_leader();
+                    for m in std::mem::take(&mut self.membership_queue) {
+                        self.done(m.req, Some(e.clone()));
+                    }
+                }
+            }
+            Event::Leader(_) => {}
+            Event::Joined { id } => {
+                let p = self.peer_arg(&id);
+                self.emit("joined", vec![p]);
+            }
+            Event::Left { id } => {
+                let metadata = self.status.lock().members.metadata(&id).cloned().unwrap_or_else(Json::empty_object);
+                self.emit("left", vec![Arg::Peer { id, metadata }]);
+            }
+            Event::VoteGranted { candidate } => self.emit("vote granted", vec![Arg::Str(candidate)]),
+            Event::ElectionTimeout => self.emit("election timeout", vec![]),
+            Event::ResetElectionTimeout => self.emit("reset election timeout", vec![]),
+            Event::Heartbeat => self.emit("heartbeat", vec![]),
+            Event::RemovedSelf => self.removed_self = true,
+            Event::Rejected { from, reason } => self.warn("EBADMESSAGE", format!("refused a message from {from}: {reason}")),
+        }
+    }
+
+    fn scan_timeouts(&mut self) {
+        if self.now < self.last_scan + SCAN_EVERY_MS {
+            return;
+        }
+        self.last_scan = self.now;
+        let now = self.now;
+        let expired: Vec<u32> = self.ios.iter().filter(|(_, w)| w.deadline <= now).map(|(io, _)| *io).collect();
+        for io in expired {
+            let Some(w) = self.ios.remove(&io) else { continue };
+            match w.kind {
+                IoKind::LoadMeta | IoKind::LastApplied => {
+                    self.load_failed("loading persisted state", "the persistence plugin did not call back".into(), "ETIMEDOUT")
+                }
+                IoKind::Save => {
+                    self.error("ETIMEDOUT", "saveMeta did not call back; retrying");
+                    if let Some(s) = self.saving.as_mut() {
+                        if s.io == io {
+                            s.retry_at = Some(now);
+                        }
+                    }
+                }
+                IoKind::Apply => {
+                    self.error("ETIMEDOUT", "applyCommand did not call back; retrying");
+                    if self.applying.as_ref().is_some_and(|a| a.io == io) {
+                        self.applying = None;
+                    }
+                }
+                IoKind::Send { peer, kind } => {
+                    if let Some(raft) = self.raft.as_mut() {
+                        raft.report_unreachable(&peer);
+                    }
+                    self.warn("ETIMEDOUT", format!("{kind} to {peer} got no reply"));
+                }
+            }
+        }
+        if self.saving.as_ref().is_some_and(|s| s.retry_at.is_some_and(|t| t <= now)) {
+            self.issue_save();
+        }
+        let expired: Vec<u32> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
+        for req in expired {
+            let Some(p) = self.pending.remove(&req) else { continue };
+            if let Some(v) = self.by_index.get_mut(&p.index) {
+                v.retain(|r| *r != req);
+                if v.is_empty() {
+                    self.by_index.remove(&p.index);
+                }
+            }
+            let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
+            self.done(req, Some(JsError::new("ETIMEDOUT", msg)));
+        }
+        let expired: Vec<u32> =
+            self.membership_queue.iter().filter(|m| m.deadline <= now).map(|m| m.req).collect();
+        if !expired.is_empty() {
+            self.membership_queue.retain(|m| m.deadline > now);
+            for req in expired {
+                let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);
+                self.done(req, Some(JsError::new("ETIMEDOUT", msg)));
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let Some(raft) = self.raft.as_ref() else { return };
+        let mut s = self.status.lock();
+        s.term = raft.term();
+        s.leader = raft.leader().map(str::to_string);
+        s.commit = raft.commit();
+        s.applied = raft.applied();
+        s.last_index = raft.log().last_index();
+        if s.members != *raft.members() {
+            s.members = raft.members().clone();
+        }
+    }
+
+    fn finish_stop(&mut self, req: u32) {
+        self.publish();
+        let err = JsError::new("ESTOPPED", "node stopped");
+        let reqs: Vec<u32> = self.pending.keys().copied().collect();
+        for r in reqs {
+            self.done(r, Some(err.clone()));
+        }
+        self.pending.clear();
+        self.by_index.clear();
+        for m in std::mem::take(&mut self.membership_queue) {
+            self.done(m.req, Some(err.clone()));
+        }
+        for peer in std::mem::take(&mut self.connected) {
+            self.ops.push(Op::Disconnect { peer });
+        }
+        self.emit_state("stopped");
+        if req != 0 {
+            self.done(req, None);
+        }
+        self.ops.push(Op::Stopped);
+    }
+}

@@ -1,0 +1,72 @@
+//! Operations the engine asks the JS wrapper to carry out (see docs/PROTOCOL.md).
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use skiff_core::Json;
+
+/// A coded error as it crosses to JS, where it becomes an `Error` with these properties.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JsError {
+    pub message: String,
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Option<String>>,
+}
+
+impl JsError {
+    pub fn new(code: &str, message: impl Into<String>) -> JsError {
+        JsError { message: message.into(), code: code.to_string(), leader: None }
+    }
+
+    pub fn not_leader(leader: Option<String>) -> JsError {
+        JsError { message: "not the leader".into(), code: "ENOTLEADER".into(), leader: Some(leader) }
+    }
+}
+
+/// One item of an `apply` batch: a command for `applyCommand`, or (no `command`) an internal
+/// entry whose index is recorded with `saveCommitIndex`.
+#[derive(Debug, Serialize)]
+pub struct ApplyItem {
+    pub index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Json>,
+}
+
+/// An event argument: JSON, or the node itself.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Arg {
+    Json(Json),
+    Raw(Box<RawValue>),
+    Str(String),
+    Num(u64),
+    Peer { id: String, metadata: Json },
+    Error { message: String, code: String },
+    Node {
+        #[serde(rename = "$node")]
+        node: bool,
+    },
+    Null(()),
+}
+
+impl Arg {
+    pub fn node() -> Arg {
+        Arg::Node { node: true }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Op {
+    LoadMeta { io: u32 },
+    LastApplied { io: u32 },
+    SaveMeta { io: u32, state: Box<RawValue> },
+    Apply { io: u32, entries: Vec<ApplyItem> },
+    Connect { peer: String, metadata: Json },
+    Disconnect { peer: String },
+    Send { io: u32, peer: String, #[serde(rename = "type")] kind: &'static str, args: Box<RawValue> },
+    Reply { id: u64, error: Option<JsError>, result: Option<Box<RawValue>> },
+    Event { name: &'static str, args: Vec<Arg> },
+    Done { req: u32, error: Option<JsError> },
+    Stopped,
+}

@@ -1,0 +1,79 @@
+//! Node options as the JS wrapper passes them, checked again on the native side.
+
+use serde::Deserialize;
+use skiff_core::{Config, Json};
+
+/// The options that reach the engine (`transport` and `persistence` stay in JS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeOptions {
+    pub id: String,
+    #[serde(default)]
+    pub standby: bool,
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    #[serde(default = "Json::empty_object")]
+    pub metadata: Json,
+    #[serde(default = "defaults::heartbeat")]
+    pub heartbeat_interval: u64,
+    #[serde(default = "defaults::min_election")]
+    pub min_election_timeout: u64,
+    #[serde(default = "defaults::max_election")]
+    pub max_election_timeout: u64,
+    #[serde(default = "defaults::command_timeout")]
+    pub command_timeout: u64,
+    #[serde(default = "defaults::retained")]
+    pub retained_log_entries: u64,
+}
+
+mod defaults {
+    pub fn heartbeat() -> u64 {
+        50
+    }
+    pub fn min_election() -> u64 {
+        150
+    }
+    pub fn max_election() -> u64 {
+        300
+    }
+    pub fn command_timeout() -> u64 {
+        3000
+    }
+    pub fn retained() -> u64 {
+        50
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("options are not valid JSON of the expected shape: {0}")]
+    Shape(#[from] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl NodeOptions {
+    pub fn parse(text: &str) -> Result<NodeOptions, OptionsError> {
+        let o: NodeOptions = serde_json::from_str(text)?;
+        if o.id.is_empty() {
+            return Err(OptionsError::Invalid("id must be a non-empty string".into()));
+        }
+        if !o.metadata.as_str().starts_with('{') {
+            return Err(OptionsError::Invalid("metadata must be an object".into()));
+        }
+        if o.command_timeout == 0 {
+            return Err(OptionsError::Invalid("commandTimeout must be positive".into()));
+        }
+        o.core_config(0).validate().map_err(|e| OptionsError::Invalid(e.0))?;
+        Ok(o)
+    }
+
+    pub fn core_config(&self, seed: u64) -> Config {
+        let mut c = Config::new(self.id.clone());
+        c.heartbeat_interval = self.heartbeat_interval;
+        c.min_election_timeout = self.min_election_timeout;
+        c.max_election_timeout = self.max_election_timeout;
+        c.seed = seed;
+        c
+    }
+}
