@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RequestVote, RequestVoteResponse};
 use skiff_core::persisted::{restore, PersistedState};
-use skiff_core::{Body, Entry, EntryKind, Event, Json, Message, ProposeError, Raft, Role};
+use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,9 @@ const APPLY_BATCH: usize = 1024;
 const SCAN_EVERY_MS: u64 = 25;
 /// Back-off before retrying a failed persistence operation.
 const RETRY_MS: u64 = 100;
+/// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
+const SNAPSHOT_CHUNKS: usize = 512;
+const SNAPSHOT_BYTES: usize = 256 * 1024;
 
 enum IoKind {
     LoadMeta,
@@ -32,6 +35,44 @@ enum IoKind {
     Save,
     Apply,
     Send { peer: String, kind: &'static str },
+    SnapshotRead { peer: String },
+    SnapshotReset,
+    SnapshotWrite,
+}
+
+/// Leader: a snapshot streaming to one follower. While any is open, applying is held back, so
+/// every read stream shows the state machine exactly at `meta.index` (the plugin API promises no
+/// point-in-time read, so the engine keeps the state still instead).
+struct Outgoing {
+    sid: u32,
+    meta: SnapshotMeta,
+    /// Sequence number of the next chunk to send.
+    seq: u64,
+    done_sent: bool,
+    last_activity: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum InstallPhase {
+    /// Waiting for the save that records the install mark.
+    Marking,
+    /// `removeAllState` under way.
+    Resetting,
+    /// Waiting for the next chunk.
+    Idle,
+    /// A chunk is being written (`seq`), with its reply token.
+    Writing { seq: u64, token: Option<u64>, done: bool },
+}
+
+/// Follower: a snapshot being written into the state machine.
+struct Incoming {
+    from: String,
+    index: u64,
+    sid: u32,
+    next_seq: u64,
+    phase: InstallPhase,
+    /// The first chunk, held until the state machine has been cleared.
+    first: Option<(Option<u64>, Option<Json>, bool)>,
 }
 
 struct IoWait {
@@ -47,6 +88,8 @@ struct Save {
     /// Messages of the `Ready` that asked for this save: sent only once it is durable.
     messages: Vec<Message>,
     retry_at: Option<u64>,
+    /// The snapshot install this save marks as begun, if any.
+    install_mark: Option<u64>,
 }
 
 /// An `apply` batch under way.
@@ -111,6 +154,11 @@ pub struct Driver<H: Host> {
     by_index: BTreeMap<u64, Vec<u32>>,
     membership_queue: VecDeque<MembershipRequest>,
 
+    outgoing: HashMap<String, Outgoing>,
+    snapshot_wanted: BTreeSet<String>,
+    incoming: Option<Incoming>,
+    next_sid: u32,
+
     connected: BTreeSet<String>,
     listened: HashSet<String>,
     removed_self: bool,
@@ -152,6 +200,10 @@ impl<H: Host> Driver<H> {
             pending: HashMap::new(),
             by_index: BTreeMap::new(),
             membership_queue: VecDeque::new(),
+            outgoing: HashMap::new(),
+            snapshot_wanted: BTreeSet::new(),
+            incoming: None,
+            next_sid: 1,
             connected: BTreeSet::new(),
             listened: HashSet::new(),
             removed_self: false,
@@ -468,6 +520,9 @@ impl<H: Host> Driver<H> {
             IoKind::Save => self.save_finished(io, error),
             IoKind::Apply => self.apply_finished(io, error, result),
             IoKind::Send { peer, kind } => self.send_finished(peer, kind, error, result),
+            IoKind::SnapshotRead { peer } => self.snapshot_read_finished(peer, error, result),
+            IoKind::SnapshotReset => self.install_reset_finished(error),
+            IoKind::SnapshotWrite => self.install_write_finished(error),
         }
     }
 
@@ -504,12 +559,25 @@ impl<H: Host> Driver<H> {
         if let Some(raft) = self.raft.as_mut() {
             raft.advance(save.token);
         }
+        if let (Some(index), Some(inc)) = (save.install_mark, self.incoming.as_mut()) {
+            if inc.index == index && inc.phase == InstallPhase::Marking {
+                // The mark is durable: now the state machine may be cleared.
+                inc.phase = InstallPhase::Resetting;
+                let t = self.persistence_timeout();
+                let io = self.io(IoKind::SnapshotReset, t);
+                self.ops.push(Op::SnapshotReset { io });
+            }
+        }
     }
 
     // ----- applying committed entries -----
 
     fn issue_apply(&mut self) {
         if self.applying.is_some() || self.apply_queue.is_empty() {
+            return;
+        }
+        // Hold the state machine still while a snapshot of it is read, or while one is written.
+        if !self.outgoing.is_empty() || self.incoming.is_some() {
             return;
         }
         if self.apply_retry_at.is_some_and(|t| t > self.now) {
@@ -731,9 +799,6 @@ impl<H: Host> Driver<H> {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
         }
-        if matches!(body, Body::InstallSnapshot(_)) {
-            return reject(self, "ENOSNAPSHOT", "snapshot transfer is not available on this node".into());
-        }
         self.step(Message { from, to: self.opts.id.clone(), token: Some(reply), body });
     }
 
@@ -764,6 +829,8 @@ impl<H: Host> Driver<H> {
             self.issue_save();
         }
         self.drive_membership();
+        self.collect_ready();
+        self.start_snapshots();
         self.collect_ready();
         self.issue_apply();
         self.check_wait_for_node();
@@ -800,7 +867,15 @@ impl<H: Host> Driver<H> {
             self.apply_queue.extend(ready.committed);
             match state {
                 Some(state) => {
-                    self.saving = Some(Save { io: 0, state, token: ready.persist_token, messages: ready.messages, retry_at: None });
+                    let install_mark = self.raft.as_ref().and_then(|r| r.pending_install().map(|p| p.index));
+                    self.saving = Some(Save {
+                        io: 0,
+                        state,
+                        token: ready.persist_token,
+                        messages: ready.messages,
+                        retry_at: None,
+                        install_mark,
+                    });
                     self.issue_save();
                 }
                 None => {
@@ -842,6 +917,12 @@ impl<H: Host> Driver<H> {
             Event::Heartbeat => self.emit("heartbeat", vec![]),
             Event::RemovedSelf => self.removed_self = true,
             Event::Rejected { from, reason } => self.warn("EBADMESSAGE", format!("refused a message from {from}: {reason}")),
+            Event::SnapshotNeeded { peer } => {
+                self.snapshot_wanted.insert(peer);
+            }
+            Event::SnapshotAcked { peer, seq } => self.snapshot_acked(peer, seq),
+            Event::SnapshotInstalled { peer } | Event::SnapshotFailed { peer } => self.close_outgoing(&peer),
+            Event::SnapshotChunk { from, token, chunk } => self.install_chunk(from, token, chunk),
         }
     }
 
@@ -878,7 +959,24 @@ impl<H: Host> Driver<H> {
                     }
                     self.warn("ETIMEDOUT", format!("{kind} to {peer} got no reply"));
                 }
+                IoKind::SnapshotRead { peer } => {
+                    self.warn("ETIMEDOUT", format!("reading the snapshot for {peer} stalled"));
+                    self.abort_outgoing(&peer);
+                }
+                IoKind::SnapshotReset | IoKind::SnapshotWrite => {
+                    self.install_failed("ETIMEDOUT", "the persistence plugin did not call back while installing a snapshot".into());
+                }
             }
+        }
+        let stalled: Vec<String> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.last_activity + self.opts.command_timeout <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in stalled {
+            self.warn("ETIMEDOUT", format!("snapshot transfer to {peer} stalled"));
+            self.abort_outgoing(&peer);
         }
         if self.saving.as_ref().is_some_and(|s| s.retry_at.is_some_and(|t| t <= now)) {
             self.issue_save();
@@ -919,6 +1017,203 @@ impl<H: Host> Driver<H> {
         }
     }
 
+    // ----- snapshots: sending (leader) -----
+
+    fn start_snapshots(&mut self) {
+        if self.snapshot_wanted.is_empty() || self.applying.is_some() {
+            // Wait for the apply under way: the read must see a state machine at rest.
+            return;
+        }
+        for peer in std::mem::take(&mut self.snapshot_wanted) {
+            if self.outgoing.contains_key(&peer) {
+                continue;
+            }
+            let Some(raft) = self.raft.as_mut() else { return };
+            let index = raft.applied();
+            let Some(meta) = raft.begin_snapshot(&peer, index) else { continue };
+            let sid = self.next_sid;
+            self.next_sid = self.next_sid.wrapping_add(1).max(1);
+            self.outgoing.insert(peer.clone(), Outgoing { sid, meta, seq: 0, done_sent: false, last_activity: self.now });
+            self.read_snapshot(&peer);
+        }
+    }
+
+    fn read_snapshot(&mut self, peer: &str) {
+        let Some(o) = self.outgoing.get_mut(peer) else { return };
+        o.last_activity = self.now;
+        let sid = o.sid;
+        let t = self.persistence_timeout();
+        let io = self.io(IoKind::SnapshotRead { peer: peer.to_string() }, t);
+        self.ops.push(Op::SnapshotRead { io, sid, max_chunks: SNAPSHOT_CHUNKS, max_bytes: SNAPSHOT_BYTES });
+    }
+
+    fn snapshot_read_finished(&mut self, peer: String, error: Option<PluginError>, result: Option<String>) {
+        if !self.outgoing.contains_key(&peer) {
+            return;
+        }
+        if let Some(e) = error {
+            self.error(&e.code_or("EPERSISTENCE"), format!("reading the state machine for a snapshot failed: {}", e.message()));
+            return self.abort_outgoing(&peer);
+        }
+        #[derive(serde::Deserialize)]
+        struct ReadResult {
+            chunks: Json,
+            done: bool,
+        }
+        let parsed: Option<ReadResult> = result.as_deref().and_then(|r| serde_json::from_str(r).ok());
+        let Some(read) = parsed else {
+            self.warn("EBADRESULT", "the snapshot read returned something unexpected");
+            return self.abort_outgoing(&peer);
+        };
+        let Some(o) = self.outgoing.get_mut(&peer) else { return };
+        o.last_activity = self.now;
+        o.done_sent = read.done;
+        let (meta, seq) = (o.meta.clone(), o.seq);
+        let sent = self.raft.as_mut().is_some_and(|r| r.send_snapshot_chunk(&peer, &meta, seq, Some(read.chunks), read.done));
+        if !sent {
+            self.close_outgoing(&peer);
+        }
+    }
+
+    fn snapshot_acked(&mut self, peer: String, seq: u64) {
+        let Some(o) = self.outgoing.get_mut(&peer) else { return };
+        if o.seq != seq {
+            return;
+        }
+        o.seq += 1;
+        o.last_activity = self.now;
+        if !o.done_sent {
+            self.read_snapshot(&peer);
+        }
+    }
+
+    fn abort_outgoing(&mut self, peer: &str) {
+        if let Some(raft) = self.raft.as_mut() {
+            raft.snapshot_aborted(peer);
+        }
+        self.close_outgoing(peer);
+    }
+
+    fn close_outgoing(&mut self, peer: &str) {
+        if let Some(o) = self.outgoing.remove(peer) {
+            self.ops.push(Op::SnapshotClose { sid: o.sid });
+        }
+    }
+
+    // ----- snapshots: installing (follower) -----
+
+    fn install_chunk(&mut self, from: String, token: Option<u64>, chunk: skiff_core::message::InstallSnapshot) {
+        let reply = |this: &mut Self, success: bool, installed: u64, reason: Option<&str>| {
+            if let Some(raft) = this.raft.as_mut() {
+                raft.snapshot_reply(&from, token, chunk.seq, success, installed, reason.map(str::to_string));
+            }
+        };
+        if chunk.seq == 0 {
+            if let Some(old) = self.incoming.take() {
+                self.ops.push(Op::SnapshotAbort { sid: old.sid });
+            }
+            if self.applying.is_some() {
+                return reply(self, false, 0, Some("busy applying entries; retry"));
+            }
+            let members = Membership::from_members(
+                chunk.peers.clone().unwrap_or_default().into_iter().map(|p| (p.id, p.metadata)),
+            );
+            let began = self
+                .raft
+                .as_mut()
+                .is_some_and(|r| r.begin_install(chunk.last_included_index, chunk.last_included_term, members));
+            if !began {
+                return reply(self, false, 0, Some("snapshot refused"));
+            }
+            let sid = self.next_sid;
+            self.next_sid = self.next_sid.wrapping_add(1).max(1);
+            self.incoming = Some(Incoming {
+                from: from.clone(),
+                index: chunk.last_included_index,
+                sid,
+                next_seq: 0,
+                phase: InstallPhase::Marking,
+                first: Some((token, chunk.data.clone(), chunk.done)),
+            });
+            return;
+        }
+        let Some(inc) = self.incoming.as_mut() else {
+            return reply(self, false, 0, Some("no snapshot transfer in progress"));
+        };
+        if inc.from != from || inc.index != chunk.last_included_index {
+            return reply(self, false, 0, Some("chunk of another transfer"));
+        }
+        if chunk.seq < inc.next_seq {
+            // A duplicate of a chunk already written.
+            return reply(self, true, 0, None);
+        }
+        if chunk.seq != inc.next_seq || inc.phase != InstallPhase::Idle {
+            return reply(self, false, 0, Some("chunk out of order"));
+        }
+        self.write_chunk(token, chunk.seq, chunk.data, chunk.done);
+    }
+
+    fn write_chunk(&mut self, token: Option<u64>, seq: u64, data: Option<Json>, done: bool) {
+        let Some(inc) = self.incoming.as_mut() else { return };
+        inc.phase = InstallPhase::Writing { seq, token, done };
+        let (sid, index) = (inc.sid, inc.index);
+        let t = self.persistence_timeout();
+        let io = self.io(IoKind::SnapshotWrite, t);
+        self.ops.push(Op::SnapshotWrite { io, sid, chunks: data.unwrap_or_else(|| Json::from_value(&[] as &[u8])), end: done, index });
+    }
+
+    fn install_reset_finished(&mut self, error: Option<PluginError>) {
+        if let Some(e) = error {
+            return self.install_failed(&e.code_or("EPERSISTENCE"), format!("removeAllState failed: {}", e.message()));
+        }
+        let Some(inc) = self.incoming.as_mut() else { return };
+        if inc.phase != InstallPhase::Resetting {
+            return;
+        }
+        inc.phase = InstallPhase::Idle;
+        if let Some((token, data, done)) = inc.first.take() {
+            self.write_chunk(token, 0, data, done);
+        }
+    }
+
+    fn install_write_finished(&mut self, error: Option<PluginError>) {
+        if let Some(e) = error {
+            return self.install_failed(&e.code_or("EPERSISTENCE"), format!("writing the snapshot failed: {}", e.message()));
+        }
+        let Some(inc) = self.incoming.as_mut() else { return };
+        let InstallPhase::Writing { seq, token, done } = inc.phase else { return };
+        let (from, index) = (inc.from.clone(), inc.index);
+        inc.next_seq = seq + 1;
+        inc.phase = InstallPhase::Idle;
+        let mut installed = 0;
+        if done {
+            // The stream finished and the plugin recorded `index`: the state machine is the
+            // snapshot. Reset the log; entries queued for applying are older than it.
+            self.incoming = None;
+            if self.raft.as_mut().is_some_and(|r| r.finish_install(index)) {
+                self.apply_queue.retain(|e| e.index > index);
+                installed = index;
+                self.emit("snapshot installed", vec![Arg::Num(index)]);
+            }
+        }
+        if let Some(raft) = self.raft.as_mut() {
+            raft.snapshot_reply(&from, token, seq, true, installed, None);
+        }
+    }
+
+    fn install_failed(&mut self, code: &str, message: String) {
+        self.error(code, message.clone());
+        let Some(inc) = self.incoming.take() else { return };
+        self.ops.push(Op::SnapshotAbort { sid: inc.sid });
+        let token = match inc.phase {
+            InstallPhase::Writing { token, .. } => token,
+            _ => inc.first.and_then(|f| f.0),
+        };
+        if let Some(raft) = self.raft.as_mut() {
+            raft.snapshot_reply(&inc.from, token, inc.next_seq, false, 0, Some(message));
+        }
+    }
+
     fn finish_stop(&mut self, req: u32) {
         self.publish();
         let err = JsError::new("ESTOPPED", "node stopped");
@@ -930,6 +1225,12 @@ impl<H: Host> Driver<H> {
         self.by_index.clear();
         for m in std::mem::take(&mut self.membership_queue) {
             self.done(m.req, Some(err.clone()));
+        }
+        for (_, o) in std::mem::take(&mut self.outgoing) {
+            self.ops.push(Op::SnapshotClose { sid: o.sid });
+        }
+        if let Some(inc) = self.incoming.take() {
+            self.ops.push(Op::SnapshotAbort { sid: inc.sid });
         }
         for peer in std::mem::take(&mut self.connected) {
             self.ops.push(Op::Disconnect { peer });

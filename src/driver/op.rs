@@ -68,5 +68,16 @@ pub enum Op {
     Reply { id: u64, error: Option<JsError>, result: Option<Box<RawValue>> },
     Event { name: &'static str, args: Vec<Arg> },
     Done { req: u32, error: Option<JsError> },
+    /// Read up to `max_chunks` chunks (about `max_bytes` of JSON) from the state machine's read
+    /// stream `sid`, opening it on first use; answered with `{chunks, done}`.
+    #[serde(rename_all = "camelCase")]
+    SnapshotRead { io: u32, sid: u32, max_chunks: usize, max_bytes: usize },
+    SnapshotClose { sid: u32 },
+    /// `removeAllState`.
+    SnapshotReset { io: u32 },
+    /// Write `chunks` into write stream `sid` (opened on first use); with `end`, finish the
+    /// stream and then `saveCommitIndex(index)`.
+    SnapshotWrite { io: u32, sid: u32, chunks: Json, end: bool, index: u64 },
+    SnapshotAbort { sid: u32 },
     Stopped,
 }

@@ -73,6 +73,7 @@ impl NodeOptions {
         c.heartbeat_interval = self.heartbeat_interval;
         c.min_election_timeout = self.min_election_timeout;
         c.max_election_timeout = self.max_election_timeout;
+        c.retained_log_entries = self.retained_log_entries;
         c.seed = seed;
         c
     }

@@ -24,6 +24,9 @@ pub struct Config {
     pub pre_vote: bool,
     /// A leader that has not heard from a majority for an election timeout steps down.
     pub check_quorum: bool,
+    /// Applied entries kept in the log after compaction (`retainedLogEntries`). Followers that
+    /// need older entries get a snapshot instead.
+    pub retained_log_entries: u64,
     /// Seed of the core's own generator (election timeouts, entry ids).
     pub seed: u64,
 }
@@ -41,6 +44,7 @@ impl Config {
             max_committed_per_ready: 4096,
             pre_vote: true,
             check_quorum: true,
+            retained_log_entries: 50,
             seed: 0,
         }
     }
@@ -81,4 +85,15 @@ pub struct Restored {
     /// For a brand-new node that is not a standby: it forms a one-member cluster with this
     /// metadata, and records that in its log when it first leads.
     pub bootstrap: Option<Json>,
+    /// A snapshot install was under way when the node stopped: the state machine may be half
+    /// written, so nothing may be applied until a complete snapshot is installed.
+    pub install: Option<PendingInstall>,
+}
+
+/// A snapshot being installed, recorded durably before the state machine is cleared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingInstall {
+    pub index: u64,
+    pub term: u64,
+    pub members: Membership,
 }

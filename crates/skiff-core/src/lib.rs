@@ -16,10 +16,10 @@ pub mod raft;
 pub mod ready;
 pub mod rng;
 
-pub use config::{Config, ConfigError, Restored};
+pub use config::{Config, ConfigError, PendingInstall, Restored};
 pub use entry::{Entry, EntryKind, Json};
 pub use log::RaftLog;
 pub use membership::Membership;
 pub use message::{Body, Message};
-pub use raft::{ProposeError, Raft, Role, StepError, MAX_SAFE};
+pub use raft::{ProposeError, Raft, Role, SnapshotMeta, StepError, MAX_SAFE};
 pub use ready::{Event, HardState, Ready};

@@ -39,6 +39,10 @@ pub struct AppendEntriesResponse {
     pub conflict_term: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The follower's state machine is incomplete (an install was interrupted): only a
+    /// snapshot can help it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_snapshot: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

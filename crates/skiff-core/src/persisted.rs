@@ -11,7 +11,7 @@
 //! skiff-algorithm lack it; for them we take `peers` plus this node as the current membership
 //! and recover the older one by undoing the log's membership entries.
 
-use crate::config::Restored;
+use crate::config::{PendingInstall, Restored};
 use crate::entry::{Entry, Json};
 use crate::log::{LogError, RaftLog};
 use crate::membership::Membership;
@@ -60,6 +60,17 @@ struct MetaIn {
     last_included_term: u64,
     #[serde(default)]
     members: Option<Vec<PeerIn>>,
+    #[serde(default)]
+    pending_snapshot: Option<PendingIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingIn {
+    last_included_index: u64,
+    last_included_term: u64,
+    #[serde(default)]
+    members: Vec<PeerIn>,
 }
 
 #[derive(Deserialize)]
@@ -92,16 +103,27 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
         Some(l) => (l.meta, l.entries),
         None => (None, Vec::new()),
     };
-    let (snap_index, snap_term, base_members) = match meta {
-        Some(m) => (m.last_included_index, m.last_included_term, m.members),
-        None => (0, 0, None),
+    let (snap_index, snap_term, base_members, pending) = match meta {
+        Some(m) => (m.last_included_index, m.last_included_term, m.members, m.pending_snapshot),
+        None => (0, 0, None, None),
+    };
+    let install = match pending {
+        Some(p) if p.last_included_index > MAX_SAFE || p.last_included_term > MAX_SAFE => {
+            return Err(LoadError::TooLarge("pending snapshot position"))
+        }
+        Some(p) => Some(PendingInstall {
+            index: p.last_included_index,
+            term: p.last_included_term,
+            members: Membership::from_members(p.members.into_iter().map(PeerIn::into_pair)),
+        }),
+        None => None,
     };
     if snap_index > MAX_SAFE || snap_term > MAX_SAFE {
         return Err(LoadError::TooLarge("log position"));
     }
     let log = RaftLog::restore(snap_index, snap_term, entries)?;
     let peers = state.peers.unwrap_or_default();
-    if term == 0 && log.last_index() == 0 && peers.is_empty() && base_members.is_none() {
+    if term == 0 && log.last_index() == 0 && peers.is_empty() && base_members.is_none() && install.is_none() {
         return Ok(fresh());
     }
     let base = match base_members {
@@ -128,6 +150,7 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
         base,
         applied,
         bootstrap: None,
+        install,
     })
 }
 
@@ -152,6 +175,16 @@ struct LogOut<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct MetaOut<'a> {
+    last_included_index: u64,
+    last_included_term: u64,
+    members: Peers<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_snapshot: Option<PendingOut<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingOut<'a> {
     last_included_index: u64,
     last_included_term: u64,
     members: Peers<'a>,
@@ -193,6 +226,11 @@ impl Serialize for PersistedState<'_> {
                     last_included_index: raft.log().snapshot_index(),
                     last_included_term: raft.log().snapshot_term(),
                     members: Peers { members: raft.base_members(), except: None },
+                    pending_snapshot: raft.pending_install().map(|pi| PendingOut {
+                        last_included_index: pi.index,
+                        last_included_term: pi.term,
+                        members: Peers { members: &pi.members, except: None },
+                    }),
                 },
                 entries: Entries(raft.log()),
             },

@@ -1,6 +1,6 @@
 //! The Raft state machine: messages, ticks and proposals in; a [`Ready`] out.
 
-use crate::config::{Config, ConfigError, Restored};
+use crate::config::{Config, ConfigError, PendingInstall, Restored};
 use crate::entry::{Entry, EntryKind, Json};
 use crate::log::RaftLog;
 use crate::membership::Membership;
@@ -13,6 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Largest index or term we accept: JavaScript numbers are exact only up to 2^53 - 1, and every
 /// index and term crosses JavaScript on its way to and from the plugins.
 pub const MAX_SAFE: u64 = (1 << 53) - 1;
+
+/// How many entries past `retained_log_entries` a leader may keep for live followers that are
+/// catching up, before it compacts anyway and lets them take a snapshot.
+pub const HOLD_FOR_FOLLOWERS: u64 = 10_000;
 
 /// The role as users see it (`node.state.name`, minus the runtime's `idle` and `stopped`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +45,14 @@ enum Phase {
     PreCandidate,
     Candidate,
     Leader,
+}
+
+/// What a snapshot transfer carries besides the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub index: u64,
+    pub term: u64,
+    pub members: Membership,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -88,6 +100,10 @@ pub struct Raft {
     pending_conf_index: u64,
     /// A brand-new node's own metadata until it records itself in its log.
     bootstrap: Option<Json>,
+    /// A snapshot install that began and has not finished: while set, the state machine is
+    /// untrusted, so nothing is applied, this node does not campaign, and it asks leaders for a
+    /// snapshot. Durable (`log.meta.pendingSnapshot`).
+    install: Option<PendingInstall>,
 
     // Volatile.
     phase: Phase,
@@ -124,7 +140,19 @@ pub struct Raft {
 impl Raft {
     pub fn new(cfg: Config, restored: Restored) -> Result<Raft, ConfigError> {
         cfg.validate()?;
-        let Restored { hard_state, log, base, applied, bootstrap } = restored;
+        let Restored { hard_state, mut log, mut base, applied, bootstrap, install } = restored;
+        // An install whose state machine write finished and was recorded (saveCommitIndex) but
+        // whose log reset was not yet saved: finish it now.
+        let mut dirty = false;
+        let install = match install {
+            Some(pi) if applied == pi.index => {
+                log.install_snapshot(pi.index, pi.term);
+                base = pi.members;
+                dirty = true;
+                None
+            }
+            other => other,
+        };
         let mut members = base.clone();
         let mut pending_conf_index = 0;
         for e in log.iter() {
@@ -149,6 +177,7 @@ impl Raft {
             members,
             pending_conf_index,
             bootstrap,
+            install,
             phase: Phase::Follower,
             shown_role: Role::Standby,
             leader: None,
@@ -163,7 +192,7 @@ impl Raft {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             need_broadcast: false,
-            dirty: false,
+            dirty,
             msgs: Vec::new(),
             events: Vec::new(),
             cfg,
@@ -270,7 +299,9 @@ impl Raft {
             }
             _ => {
                 if self.now >= self.election_deadline {
-                    if self.is_voter() {
+                    // A node whose state machine is incomplete must not lead: it could neither
+                    // apply nor serve snapshots.
+                    if self.is_voter() && self.install.is_none() {
                         self.events.push(Event::ElectionTimeout);
                         if self.cfg.pre_vote {
                             self.campaign_pre();
@@ -340,7 +371,11 @@ impl Raft {
     fn become_follower(&mut self, term: u64, leader: Option<String>) {
         self.set_term(term);
         self.phase = Phase::Follower;
-        self.progress.clear();
+        for (peer, p) in std::mem::take(&mut self.progress) {
+            if p.state == ProgressState::Snapshot {
+                self.events.push(Event::SnapshotFailed { peer });
+            }
+        }
         self.votes.clear();
         self.need_broadcast = false;
         if leader.is_some() {
@@ -501,10 +536,51 @@ impl Raft {
     }
 
     /// The state machine has applied everything up to `index`.
+    /// Compacts the log so that at most `retained_log_entries` applied entries stay in it.
     pub fn applied_to(&mut self, index: u64) {
         if index > self.applied && index <= self.apply_cursor {
             self.applied = index;
         }
+        let keep = self.cfg.retained_log_entries;
+        if self.install.is_none() && self.applied > self.log.snapshot_index() + keep {
+            let mut upto = self.applied - keep;
+            if self.is_leader() {
+                // Do not compact away what a live follower is about to need: a follower a few
+                // batches behind should get entries, not a whole snapshot. A follower that has
+                // been silent for a while, or one too far behind, does not hold the log.
+                let since = self.now.saturating_sub(2 * self.cfg.max_election_timeout);
+                let floor = self.applied.saturating_sub(keep + HOLD_FOR_FOLLOWERS);
+                let slowest = self
+                    .progress
+                    .values()
+                    .filter(|p| p.last_heard >= since && p.state != ProgressState::Snapshot)
+                    .map(|p| p.match_index)
+                    .min();
+                if let Some(m) = slowest {
+                    upto = upto.min(m.max(floor));
+                }
+            }
+            if upto <= self.log.snapshot_index() {
+                return;
+            }
+            self.base = self.membership_at(upto);
+            self.log.compact_to(upto);
+            self.dirty = true;
+        }
+    }
+
+    /// The membership as of `index` (which must be at or after the log's start).
+    pub fn membership_at(&self, index: u64) -> Membership {
+        let mut m = self.base.clone();
+        for e in self.log.range(self.log.first_index(), index) {
+            m.apply(&e.kind);
+        }
+        m
+    }
+
+    /// The snapshot install under way, if any.
+    pub fn pending_install(&self) -> Option<&PendingInstall> {
+        self.install.as_ref()
     }
 
     /// A message to `peer` could not be delivered: stop waiting for its answers.
@@ -523,7 +599,7 @@ impl Raft {
             || !self.msgs.is_empty()
             || !self.events.is_empty()
             || (self.need_broadcast && self.is_leader())
-            || self.apply_cursor < self.commit.min(self.persisted)
+            || (self.install.is_none() && self.apply_cursor < self.commit.min(self.persisted))
     }
 
     /// Collects what the runtime must do now. See [`Ready`] for the order.
@@ -537,7 +613,7 @@ impl Raft {
         }
         self.need_broadcast = false;
         let upto = self.commit.min(self.persisted).min(self.apply_cursor + self.cfg.max_committed_per_ready as u64);
-        let committed: Vec<Entry> = if upto > self.apply_cursor {
+        let committed: Vec<Entry> = if upto > self.apply_cursor && self.install.is_none() {
             self.log.range(self.apply_cursor + 1, upto).cloned().collect()
         } else {
             Vec::new()
@@ -602,10 +678,7 @@ impl Raft {
             let Some(prev_term) = self.log.term(prev) else {
                 // The entries this follower needs were compacted away. Snapshot transfer is
                 // driven by the runtime; until it reports success keep the follower's lease.
-                let index = self.log.snapshot_index();
-                if let Some(p) = self.progress.get_mut(peer) {
-                    p.become_snapshot(index);
-                }
+                self.enter_snapshot(peer);
                 if heartbeat && !sent_any {
                     self.send_heartbeat(peer);
                 }
@@ -739,12 +812,173 @@ impl Raft {
             let next = self.log.last_index() + 1;
             let now = self.now;
             let wanted: BTreeSet<String> = self.members.ids().filter(|id| **id != self.cfg.id).cloned().collect();
-            self.progress.retain(|id, _| wanted.contains(id));
+            let dropped: Vec<String> = self.progress.keys().filter(|id| !wanted.contains(*id)).cloned().collect();
+            for id in dropped {
+                if self.progress.remove(&id).is_some_and(|p| p.state == ProgressState::Snapshot) {
+                    self.events.push(Event::SnapshotFailed { peer: id });
+                }
+            }
             for id in wanted {
                 self.progress.entry(id).or_insert_with(|| Progress::new(next, now));
             }
         }
         self.note_role();
+    }
+
+    // ----- snapshots -----
+    //
+    // The state machine lives in the user's persistence plugin, so the runtime moves its bytes;
+    // the core decides when a transfer is needed, stamps every chunk with its term, and changes
+    // the log and membership when one completes.
+
+    fn enter_snapshot(&mut self, peer: &str) {
+        let Some(p) = self.progress.get_mut(peer) else { return };
+        if p.state != ProgressState::Snapshot {
+            p.become_snapshot(0);
+            self.events.push(Event::SnapshotNeeded { peer: peer.to_string() });
+        }
+    }
+
+    /// Leader: the runtime opened a read of the state machine, which is at `index` (the runtime
+    /// holds applying back until the read ends, so the stream is exactly the state at `index`).
+    /// Returns what the chunks must carry, or `None` if `peer` no longer needs a snapshot.
+    pub fn begin_snapshot(&mut self, peer: &str, index: u64) -> Option<SnapshotMeta> {
+        if !self.is_leader() || index < self.log.snapshot_index() || index > self.applied {
+            return None;
+        }
+        let term = self.log.term(index)?;
+        let members = self.membership_at(index);
+        let p = self.progress.get_mut(peer)?;
+        if p.state != ProgressState::Snapshot {
+            return None;
+        }
+        p.pending_snapshot = index;
+        p.last_heard = self.now;
+        Some(SnapshotMeta { index, term, members })
+    }
+
+    /// Leader: sends chunk `seq` of the transfer to `peer`. Returns false when the transfer is no
+    /// longer wanted (the runtime then closes its read).
+    pub fn send_snapshot_chunk(&mut self, peer: &str, meta: &SnapshotMeta, seq: u64, data: Option<Json>, done: bool) -> bool {
+        let ok = self.is_leader()
+            && self.progress.get(peer).is_some_and(|p| p.state == ProgressState::Snapshot && p.pending_snapshot == meta.index);
+        if !ok {
+            return false;
+        }
+        let peers = (seq == 0).then(|| {
+            meta.members.iter().map(|(id, m)| PeerDesc { id: id.clone(), metadata: m.clone() }).collect()
+        });
+        let chunk = InstallSnapshot {
+            term: self.term,
+            leader_id: self.cfg.id.clone(),
+            last_included_index: meta.index,
+            last_included_term: meta.term,
+            seq,
+            first: seq == 0,
+            done,
+            data,
+            peers,
+        };
+        self.send(peer.to_string(), None, Body::InstallSnapshot(chunk));
+        true
+    }
+
+    /// Leader: the runtime gave up on a transfer (read failed, no answer). It is retried from
+    /// scratch when the follower is next found to need it.
+    pub fn snapshot_aborted(&mut self, peer: &str) {
+        if let Some(p) = self.progress.get_mut(peer) {
+            if p.state == ProgressState::Snapshot {
+                p.become_probe();
+            }
+        }
+    }
+
+    fn handle_install_response(&mut self, from: String, r: InstallSnapshotResponse) {
+        if !self.is_leader() {
+            return;
+        }
+        let now = self.now;
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        p.last_heard = now;
+        if p.state != ProgressState::Snapshot || p.pending_snapshot == 0 {
+            return;
+        }
+        if !r.success {
+            p.become_probe();
+            self.events.push(Event::SnapshotFailed { peer: from });
+        } else if r.installed_index != 0 {
+            if r.installed_index != p.pending_snapshot || r.installed_index > last {
+                return;
+            }
+            p.become_probe();
+            p.on_success(r.installed_index, now);
+            self.events.push(Event::SnapshotInstalled { peer: from.clone() });
+            self.maybe_commit();
+            self.send_append(&from, false);
+        } else {
+            self.events.push(Event::SnapshotAcked { peer: from, seq: r.seq });
+        }
+    }
+
+    fn handle_install(&mut self, from: String, token: Option<u64>, s: InstallSnapshot) {
+        if self.phase == Phase::Leader {
+            self.events.push(Event::Rejected { from, reason: format!("a second leader for term {}", s.term) });
+            return;
+        }
+        if self.phase != Phase::Follower || self.leader.as_deref() != Some(from.as_str()) {
+            self.become_follower(s.term, Some(from.clone()));
+        }
+        self.last_leader_contact = Some(self.now);
+        self.reset_election_timer();
+        self.bootstrap = None;
+        if self.install.is_none() && s.last_included_index <= self.commit {
+            // We already have everything it holds.
+            let index = s.last_included_index;
+            self.snapshot_reply(&from, token, s.seq, true, index, None);
+            return;
+        }
+        self.events.push(Event::SnapshotChunk { from, token, chunk: s });
+    }
+
+    /// Follower: answers one chunk. `installed_index` is non-zero once the snapshot is installed.
+    pub fn snapshot_reply(&mut self, to: &str, token: Option<u64>, seq: u64, success: bool, installed_index: u64, reason: Option<String>) {
+        let body = Body::InstallSnapshotResponse(InstallSnapshotResponse {
+            term: self.term,
+            seq,
+            success,
+            installed_index,
+            reason,
+        });
+        self.send(to.to_string(), token, body);
+    }
+
+    /// Follower: a transfer of the state machine at `index` starts. The mark is persisted with
+    /// the next `Ready`; the runtime must not clear the state machine before that save is
+    /// durable, so that a crash in the middle never leaves a half-written state machine that
+    /// counts as caught up.
+    pub fn begin_install(&mut self, index: u64, term: u64, members: Membership) -> bool {
+        if self.is_leader() || (self.install.is_none() && index <= self.commit) {
+            return false;
+        }
+        self.install = Some(PendingInstall { index, term, members });
+        self.dirty = true;
+        true
+    }
+
+    /// Follower: the state machine now holds exactly the snapshot at `index`, and the plugin
+    /// recorded `index` as applied. Resets the log to the snapshot.
+    pub fn finish_install(&mut self, index: u64) -> bool {
+        let Some(pi) = self.install.take_if(|pi| pi.index == index) else { return false };
+        self.log.install_snapshot(pi.index, pi.term);
+        self.base = pi.members;
+        self.commit = self.commit.max(index);
+        self.apply_cursor = index;
+        self.applied = index;
+        self.persisted = self.persisted.max(index).min(self.log.last_index());
+        self.dirty = true;
+        self.refresh_members();
+        true
     }
 
     // ----- messages -----
@@ -791,6 +1025,7 @@ impl Raft {
                     conflict_index: None,
                     conflict_term: None,
                     reason,
+                    needs_snapshot: false,
                 })),
                 Body::RequestVote(rv) => Some(Body::RequestVoteResponse(RequestVoteResponse {
                     term: self.term,
@@ -818,10 +1053,8 @@ impl Raft {
             Body::AppendEntriesResponse(r) => self.handle_append_response(from, r),
             Body::RequestVote(rv) => self.handle_vote(from, token, rv),
             Body::RequestVoteResponse(r) => self.handle_vote_response(from, r),
-            Body::InstallSnapshot(_) | Body::InstallSnapshotResponse(_) => {
-                // Snapshot chunks are carried by the runtime (see `snapshot` methods); the core only
-                // checks their terms, done above.
-            }
+            Body::InstallSnapshot(s) => self.handle_install(from, token, s),
+            Body::InstallSnapshotResponse(r) => self.handle_install_response(from, r),
         }
         Ok(())
     }
@@ -848,6 +1081,7 @@ impl Raft {
                 conflict_index: hint.map(|h| h.0),
                 conflict_term: hint.and_then(|h| h.1),
                 reason,
+                needs_snapshot: this.install.is_some(),
             })
         };
 
@@ -936,6 +1170,14 @@ impl Raft {
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_heard = now;
         p.applied = p.applied.max(r.last_applied);
+        if r.needs_snapshot && p.state != ProgressState::Snapshot {
+            if r.success && r.match_index > p.match_index && r.match_index <= last {
+                p.match_index = r.match_index;
+            }
+            self.enter_snapshot(&from);
+            self.maybe_commit();
+            return;
+        }
         if r.success {
             if r.match_index > last {
                 self.events.push(Event::Rejected { from, reason: format!("matchIndex {} is past our log", r.match_index) });

@@ -33,6 +33,18 @@ pub enum Event {
     RemovedSelf,
     /// A message from a peer was refused as malformed or impossible; no state changed.
     Rejected { from: String, reason: String },
+    /// Leader: `peer` needs entries that compaction removed; stream it a snapshot
+    /// ([`crate::Raft::begin_snapshot`]).
+    SnapshotNeeded { peer: String },
+    /// Leader: `peer` took chunk `seq`; send the next one.
+    SnapshotAcked { peer: String, seq: u64 },
+    /// Leader: `peer` installed the snapshot; the transfer is over.
+    SnapshotInstalled { peer: String },
+    /// Leader: `peer` refused a chunk, or this node stopped leading: abandon the transfer.
+    SnapshotFailed { peer: String },
+    /// Follower: a snapshot chunk to write (see [`crate::Raft::begin_install`]). Answer it with
+    /// [`crate::Raft::snapshot_reply`] once it is written.
+    SnapshotChunk { from: String, token: Option<u64>, chunk: crate::message::InstallSnapshot },
 }
 
 /// The output of one round of input.

@@ -1,0 +1,1660 @@
+//! A seeded, deterministic simulation of whole skiff-core clusters.
+//!
+//! One logical clock (ms), one event queue ordered by (time, sequence), one generator: the same
+//! `RunConfig` always produces the same run. Every node is driven by a model of the runtime that
+//! follows the rules of `Ready` (save, then send, then `advance`), with a simulated disk, a state
+//! machine that persists its applied index atomically with each command, crashes that lose all
+//! volatile state and unfinished saves, and a network that delays, reorders, duplicates, loses and
+//! partitions. Safety invariants are checked after every event.
+
+#![allow(dead_code)]
+
+use skiff_core::message::Body;
+use skiff_core::persisted::{restore, PersistedState};
+use skiff_core::rng::Rng;
+use skiff_core::{Config, Entry, EntryKind, Event, Json, Membership, Message, Raft, Restored};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+// ----------------------------------------------------------------------------------------------
+// Configuration of one run
+// ----------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// n1 starts fresh and non-standby, the others fresh standbys; the harness joins them.
+    Bootstrap,
+    /// Every node starts from an original-format (skiff-algorithm) persisted state listing all.
+    Persisted,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub start: Start,
+    /// Events processed with faults on before healing everything.
+    pub steps: usize,
+    /// Random clients, faults and membership changes (off for scripted scenarios).
+    pub auto: bool,
+    pub clients: bool,
+    pub partitions: bool,
+    pub crashes: bool,
+    pub membership: bool,
+    pub loss_permille: u64,
+    pub dup_permille: u64,
+    /// Chance that a message takes a long detour (heavy reordering, very stale deliveries).
+    pub slow_permille: u64,
+    pub delay: (u64, u64),
+    pub disk_delay: (u64, u64),
+    pub apply_delay: (u64, u64),
+    pub client_gap: (u64, u64),
+    pub fault_gap: (u64, u64),
+    pub heartbeat: u64,
+    pub election: (u64, u64),
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub max_entries: usize,
+    pub max_inflight: usize,
+    pub max_committed: usize,
+    /// Pull `ready()` while a save is in flight and queue it (true), or wait for the save first
+    /// like the skiff-rs runtime does (false).
+    pub pull_while_saving: bool,
+    /// Persisted start: length of the term-1 log the original state already held (each node
+    /// holds a random prefix of it).
+    pub preloaded_entries: usize,
+    /// Per-node election timeout overrides (scripted scenarios).
+    pub election_override: Vec<Option<(u64, u64)>>,
+    /// Logical time allowed after healing for a leader to emerge and a proposal to commit.
+    pub end_bound_ms: u64,
+}
+
+impl RunConfig {
+    /// The configuration a seed selects.
+    pub fn random(seed: u64) -> RunConfig {
+        let mut r = Rng::new(seed ^ SEED_SALT);
+        let nodes = [3, 3, 3, 3, 5, 5, 5, 5, 1, 7][r.range(0, 10) as usize];
+        let start = if r.range(0, 10) < 6 { Start::Bootstrap } else { Start::Persisted };
+        let heartbeat = r.range(15, 51);
+        let min_el = heartbeat * 3 + r.range(0, 120);
+        let max_el = min_el + r.range(min_el / 2, min_el * 2);
+        let delay_hi = [3, 10, 25, 40][r.range(0, 4) as usize];
+        let multi = nodes > 1;
+        RunConfig {
+            seed,
+            nodes,
+            start,
+            steps: 3000,
+            auto: true,
+            clients: true,
+            partitions: multi && r.range(0, 10) < 8,
+            crashes: r.range(0, 10) < 8,
+            membership: nodes >= 3 && r.range(0, 10) < 6,
+            loss_permille: [0, 10, 50, 100][r.range(0, 4) as usize],
+            dup_permille: [0, 0, 20, 50][r.range(0, 4) as usize],
+            slow_permille: [0, 5, 20][r.range(0, 3) as usize],
+            delay: (1, delay_hi),
+            disk_delay: [(0, 1), (1, 5), (1, 15), (5, 40)][r.range(0, 4) as usize],
+            apply_delay: [(0, 0), (0, 5), (1, 30)][r.range(0, 3) as usize],
+            client_gap: [(5, 30), (10, 80), (1, 10)][r.range(0, 3) as usize],
+            fault_gap: [(100, 600), (200, 1500), (50, 300)][r.range(0, 3) as usize],
+            heartbeat,
+            election: (min_el, max_el),
+            pre_vote: r.range(0, 10) < 8,
+            check_quorum: r.range(0, 10) < 8,
+            max_entries: [1, 3, 64, 1024][r.range(0, 4) as usize],
+            max_inflight: [1, 2, 16][r.range(0, 3) as usize],
+            max_committed: [1, 3, 4096][r.range(0, 3) as usize],
+            pull_while_saving: r.range(0, 2) == 0,
+            preloaded_entries: r.range(0, 4) as usize,
+            election_override: Vec::new(),
+            end_bound_ms: 60_000,
+        }
+    }
+
+    /// A quiet cluster for scripted scenarios: no random clients, faults or membership changes.
+    pub fn manual(nodes: usize, start: Start, seed: u64) -> RunConfig {
+        RunConfig {
+            seed,
+            nodes,
+            start,
+            steps: 0,
+            auto: false,
+            clients: false,
+            partitions: false,
+            crashes: false,
+            membership: false,
+            loss_permille: 0,
+            dup_permille: 0,
+            slow_permille: 0,
+            delay: (1, 5),
+            disk_delay: (1, 3),
+            apply_delay: (0, 2),
+            client_gap: (10, 50),
+            fault_gap: (100, 500),
+            heartbeat: 30,
+            election: (150, 300),
+            pre_vote: true,
+            check_quorum: true,
+            max_entries: 64,
+            max_inflight: 16,
+            max_committed: 4096,
+            pull_while_saving: true,
+            preloaded_entries: 0,
+            election_override: Vec::new(),
+            end_bound_ms: 60_000,
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "seed={} nodes={} start={:?} steps={} clients={} partitions={} crashes={} membership={} loss={}‰ dup={}‰ slow={}‰ \
+             delay={:?} disk={:?} apply={:?} hb={} election={:?} pre_vote={} check_quorum={} max_entries={} max_inflight={} \
+             max_committed={} pull_while_saving={} preloaded={}",
+            self.seed, self.nodes, self.start, self.steps, self.clients, self.partitions, self.crashes, self.membership,
+            self.loss_permille, self.dup_permille, self.slow_permille, self.delay, self.disk_delay, self.apply_delay,
+            self.heartbeat, self.election, self.pre_vote, self.check_quorum, self.max_entries, self.max_inflight,
+            self.max_committed, self.pull_while_saving, self.preloaded_entries
+        )
+    }
+}
+
+const SEED_SALT: u64 = 0x5eed_0f5c_1ff0_0001;
+
+// ----------------------------------------------------------------------------------------------
+// Nodes
+// ----------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Up,
+    /// Crashed; restarts from its durable state.
+    Crashed,
+    /// Stopped after `Event::RemovedSelf`; wiped once the removal is seen committed.
+    Stopped,
+    /// Removed from the cluster and its data deleted; comes back as a fresh standby.
+    Wiped,
+}
+
+/// The last completed save: the JSON text, plus what the harness knew it contained when it was
+/// taken (checked against `restore` of the text at every restart).
+#[derive(Clone, Debug)]
+pub struct Durable {
+    pub text: String,
+    pub term: u64,
+    pub vote: Option<String>,
+    /// Term of each log entry, index 1 first (the core has no compaction API).
+    pub terms: Vec<u64>,
+    pub members: Option<Membership>,
+}
+
+impl Durable {
+    fn null() -> Durable {
+        Durable { text: "null".into(), term: 0, vote: None, terms: Vec::new(), members: None }
+    }
+
+    fn capture(raft: &Raft) -> Durable {
+        Durable {
+            text: serde_json::to_string(&PersistedState(raft)).expect("PersistedState serializes"),
+            term: raft.term(),
+            vote: raft.hard_state_ref().1.map(str::to_string),
+            terms: raft.log().iter().map(|e| e.term).collect(),
+            members: Some(raft.members().clone()),
+        }
+    }
+
+    fn from_restored(text: String, r: &Restored) -> Durable {
+        Durable {
+            text,
+            term: r.hard_state.term,
+            vote: r.hard_state.vote.clone(),
+            terms: r.log.iter().map(|e| e.term).collect(),
+            members: None,
+        }
+    }
+}
+
+struct Pending {
+    save: Option<Durable>,
+    token: (u64, u64),
+    /// Messages, each with what an AppendEntries success claims: (matchIndex, its term).
+    msgs: Vec<(Message, Option<(u64, u64)>)>,
+    started: bool,
+    done: bool,
+}
+
+pub struct Node {
+    pub id: String,
+    pub meta: Json,
+    pub standby: bool,
+    pub raft: Option<Raft>,
+    pub status: Status,
+    /// Bumped at every start: events of an older incarnation are ignored.
+    pub inc: u64,
+    /// Bumped when the node's data is deleted: its votes before and after are unrelated.
+    pub lineage: u64,
+    pub started_at: u64,
+    tick_token: u64,
+    next_tick_at: u64,
+    crash_token: u64,
+    pub durable: Durable,
+    pipeline: VecDeque<Pending>,
+    apply_q: VecDeque<Entry>,
+    apply_scheduled: bool,
+    /// The state machine: applied commands, and the applied index persisted atomically with them.
+    pub sm: Vec<(u64, String)>,
+    pub sm_applied: u64,
+    stop_requested: bool,
+    // Checker state for the current incarnation.
+    mirror: Vec<(u64, String)>,
+    commit_cursor: u64,
+    lc: (u64, u64),
+    last_term: u64,
+    last_commit: u64,
+    pub removed_self_seen: bool,
+}
+
+impl Node {
+    pub fn raft(&self) -> &Raft {
+        self.raft.as_ref().unwrap_or_else(|| panic!("{} is not running", self.id))
+    }
+    pub fn is_up(&self) -> bool {
+        self.status == Status::Up
+    }
+    pub fn is_leader(&self) -> bool {
+        self.raft.as_ref().is_some_and(|r| r.is_leader())
+    }
+    pub fn has_command(&self, cmd: &str) -> bool {
+        self.sm.iter().any(|(_, c)| c == cmd)
+    }
+}
+
+pub fn node_id(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+fn node_index(id: &str, n: usize) -> Option<usize> {
+    let k: usize = id.strip_prefix('n')?.parse().ok()?;
+    (k >= 1 && k <= n).then(|| k - 1)
+}
+
+fn node_meta(i: usize) -> Json {
+    Json::from_text(&format!(r#"{{"zone":"z{}"}}"#, i + 1)).unwrap()
+}
+
+// ----------------------------------------------------------------------------------------------
+// Events
+// ----------------------------------------------------------------------------------------------
+
+enum Ev {
+    Deliver(Message),
+    Tick(usize, u64, u64),
+    SaveDone(usize, u64),
+    Apply(usize, u64),
+    Restart(usize, u64),
+    Readd(usize, u64),
+    Client,
+    Fault,
+    Heal(u64),
+    Driver,
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // BinaryHeap is a max-heap: earliest first.
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MOp {
+    Add(usize),
+    Remove(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Faults,
+    End,
+    Done,
+}
+
+struct Committed {
+    term: u64,
+    uuid: String,
+    /// Lowest term of any node that knew this index committed (the committing leader's term).
+    commit_term: u64,
+}
+
+// ----------------------------------------------------------------------------------------------
+// The simulation
+// ----------------------------------------------------------------------------------------------
+
+pub struct Sim {
+    pub cfg: RunConfig,
+    rng: Rng,
+    pub now: u64,
+    pub nodes: Vec<Node>,
+    queue: BinaryHeap<Scheduled>,
+    seq: u64,
+    pub steps: usize,
+    pub phase: Phase,
+    /// blocked[a][b]: messages from a to b are dropped.
+    pub blocked: Vec<Vec<bool>>,
+    partition_gen: u64,
+    partition_active: bool,
+    pub ops: VecDeque<MOp>,
+    touched: Vec<usize>,
+    // Checker.
+    leaders: HashMap<u64, String>,
+    index_term: HashMap<(u64, u64), (String, String, u64)>,
+    committed: Vec<Committed>,
+    cmd_index: HashMap<String, u64>,
+    proposals: HashMap<(usize, u64, u64), (u64, String)>,
+    pub acked: Vec<(u64, String)>,
+    pub proposed: usize,
+    votes: HashMap<(usize, u64, u64), String>,
+    next_cmd: u64,
+    final_cmds: Vec<String>,
+    final_proposed_in: Option<(usize, u64, u64)>,
+    end_started: u64,
+    // Diagnostics.
+    pub trace_on: bool,
+    trace_all: bool,
+    trace: VecDeque<String>,
+    /// Every message actually sent, when `capture` is set (scripted scenarios).
+    pub capture: bool,
+    pub sent: Vec<Message>,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub delivered: u64,
+    pub saves: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub elections: u64,
+    pub max_term: u64,
+    pub removals: u64,
+    pub adds: u64,
+    pub applied: u64,
+    pub end_ms: u64,
+}
+
+macro_rules! trace {
+    ($sim:expr, $($arg:tt)*) => {
+        if $sim.trace_on {
+            let line = format!("[{:>7}] {}", $sim.now, format!($($arg)*));
+            $sim.push_trace(line);
+        }
+    };
+}
+
+impl Sim {
+    pub fn new(cfg: RunConfig) -> Sim {
+        Sim::new_traced(cfg, false)
+    }
+
+    /// `trace` keeps the last few hundred events for a failure report (slower).
+    pub fn new_traced(cfg: RunConfig, trace: bool) -> Sim {
+        let n = cfg.nodes;
+        let mut sim = Sim {
+            rng: Rng::new(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03),
+            now: 0,
+            nodes: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            steps: 0,
+            phase: Phase::Faults,
+            blocked: vec![vec![false; n]; n],
+            partition_gen: 0,
+            partition_active: false,
+            ops: VecDeque::new(),
+            touched: Vec::new(),
+            leaders: HashMap::new(),
+            index_term: HashMap::new(),
+            committed: Vec::new(),
+            cmd_index: HashMap::new(),
+            proposals: HashMap::new(),
+            acked: Vec::new(),
+            proposed: 0,
+            votes: HashMap::new(),
+            next_cmd: 0,
+            final_cmds: Vec::new(),
+            final_proposed_in: None,
+            end_started: 0,
+            trace_on: false,
+            trace_all: std::env::var("SIM_TRACE").is_ok_and(|v| v == "all"),
+            trace: VecDeque::new(),
+            capture: false,
+            sent: Vec::new(),
+            stats: Stats::default(),
+            cfg,
+        };
+        sim.trace_on = sim.trace_all || trace;
+        let preload: Vec<String> = (1..=sim.cfg.preloaded_entries)
+            .map(|j| format!(r#"{{"term":1,"index":{j},"command":"pre-{j}","uuid":"pre-{j}"}}"#))
+            .collect();
+        for i in 0..n {
+            let id = node_id(i);
+            let meta = node_meta(i);
+            let (standby, durable) = match sim.cfg.start {
+                Start::Bootstrap => (i != 0, Durable::null()),
+                Start::Persisted => {
+                    let peers: Vec<String> = (0..n)
+                        .filter(|&k| k != i)
+                        .map(|k| format!(r#"{{"id":"{}","metadata":{}}}"#, node_id(k), node_meta(k).as_str()))
+                        .collect();
+                    let len = if preload.is_empty() { 0 } else { sim.rng.range(0, preload.len() as u64 + 1) as usize };
+                    let term = if preload.is_empty() { sim.rng.range(0, 2) } else { 1 };
+                    let vote = if term > 0 && sim.rng.range(0, 2) == 0 {
+                        format!(r#""{}""#, node_id(sim.rng.range(0, n as u64) as usize))
+                    } else {
+                        "null".into()
+                    };
+                    let text = format!(
+                        r#"{{"currentTerm":{term},"votedFor":{vote},"log":{{"meta":{{"lastIncludedIndex":0,"lastIncludedTerm":0}},"entries":[{}]}},"peers":[{}]}}"#,
+                        preload[..len].join(","),
+                        peers.join(",")
+                    );
+                    let r = restore(&id, &text, 0, false, &meta).expect("original-format state restores");
+                    assert_eq!(r.base.len(), n, "restored membership lists every node");
+                    (false, Durable::from_restored(text, &r))
+                }
+            };
+            sim.nodes.push(Node {
+                id,
+                meta,
+                standby,
+                raft: None,
+                status: Status::Crashed,
+                inc: 0,
+                lineage: 0,
+                started_at: 0,
+                tick_token: 0,
+                next_tick_at: u64::MAX,
+                crash_token: 0,
+                durable,
+                pipeline: VecDeque::new(),
+                apply_q: VecDeque::new(),
+                apply_scheduled: false,
+                sm: Vec::new(),
+                sm_applied: 0,
+                stop_requested: false,
+                mirror: Vec::new(),
+                commit_cursor: 0,
+                lc: (0, 0),
+                last_term: 0,
+                last_commit: 0,
+                removed_self_seen: false,
+            });
+        }
+        for i in 0..n {
+            sim.start(i);
+        }
+        if sim.cfg.start == Start::Bootstrap {
+            for i in 1..n {
+                sim.ops.push_back(MOp::Add(i));
+            }
+        }
+        sim.schedule(0, Ev::Driver);
+        if sim.cfg.auto {
+            let g = sim.between(sim.cfg.client_gap);
+            sim.schedule(g, Ev::Client);
+            let g = sim.between(sim.cfg.fault_gap);
+            sim.schedule(g, Ev::Fault);
+        }
+        sim.check_all();
+        sim
+    }
+
+    // ----- small helpers -----
+
+    fn between(&mut self, (lo, hi): (u64, u64)) -> u64 {
+        self.rng.range(lo, hi + 1)
+    }
+
+    fn chance(&mut self, permille: u64) -> bool {
+        permille > 0 && self.rng.range(0, 1000) < permille
+    }
+
+    fn schedule(&mut self, delay: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Scheduled { at: self.now + delay, seq: self.seq, ev });
+    }
+
+    fn push_trace(&mut self, line: String) {
+        if self.trace_all {
+            eprintln!("{line}");
+        }
+        self.trace.push_back(line);
+        if self.trace.len() > 400 {
+            self.trace.pop_front();
+        }
+    }
+
+    pub fn trace_tail(&self) -> String {
+        self.trace.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn node_config(&self, i: usize) -> Config {
+        let mut c = Config::new(node_id(i));
+        c.heartbeat_interval = self.cfg.heartbeat;
+        let (lo, hi) = self.cfg.election_override.get(i).copied().flatten().unwrap_or(self.cfg.election);
+        c.min_election_timeout = lo;
+        c.max_election_timeout = hi;
+        c.max_entries_per_message = self.cfg.max_entries;
+        c.max_inflight = self.cfg.max_inflight;
+        c.max_committed_per_ready = self.cfg.max_committed;
+        c.pre_vote = self.cfg.pre_vote;
+        c.check_quorum = self.cfg.check_quorum;
+        c.seed = self.cfg.seed.wrapping_mul(1_000_003) ^ ((i as u64) << 40) ^ (self.nodes[i].inc << 20) ^ 0xabcdef;
+        c
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            match &n.raft {
+                Some(r) => s.push_str(&format!(
+                    "  {} {:?} inc={} role={} term={} vote={:?} leader={:?} commit={} applied={} last={}/{} members={:?} sm_applied={} pipeline={}\n",
+                    n.id, n.status, n.inc, r.role().name(), r.term(), r.hard_state_ref().1, r.leader(), r.commit(), r.applied(),
+                    r.log().last_index(), r.log().last_term(), r.members().ids().collect::<Vec<_>>(), n.sm_applied, n.pipeline.len()
+                )),
+                None => s.push_str(&format!("  {} {:?} inc={} durable_term={} sm_applied={}\n", n.id, n.status, n.inc, n.durable.term, n.sm_applied)),
+            }
+        }
+        s
+    }
+
+    #[track_caller]
+    pub fn violation(&self, what: String) -> ! {
+        panic!(
+            "SIMULATION INVARIANT VIOLATED: {what}\n  at t={}ms step={} phase={:?}\n  config: {}\n  replay: SIM_SEED={} cargo test -p skiff-core --release --test sim -- --nocapture random_clusters\n{}",
+            self.now,
+            self.steps,
+            self.phase,
+            self.cfg.summary(),
+            self.cfg.seed,
+            self.describe()
+        );
+    }
+
+    // ----- node lifecycle -----
+
+    /// Starts node `i` from its durable state, as the runtime does after `loadMeta`.
+    pub fn start(&mut self, i: usize) {
+        let cfg = {
+            self.nodes[i].inc += 1;
+            self.node_config(i)
+        };
+        let node = &self.nodes[i];
+        let restored = restore(&node.id, &node.durable.text, node.sm_applied, node.standby, &node.meta)
+            .unwrap_or_else(|e| self.violation(format!("{}: own durable state does not restore: {e}", node.id)));
+        let raft = Raft::new(cfg, restored).unwrap_or_else(|e| self.violation(format!("Raft::new: {e}")));
+        // The save round-trips: what restore read is what was in memory when it was taken.
+        let d = &node.durable;
+        let terms: Vec<u64> = raft.log().iter().map(|e| e.term).collect();
+        if raft.term() != d.term || raft.hard_state_ref().1 != d.vote.as_deref() || terms != d.terms {
+            self.violation(format!("{}: restored term/vote/log differ from the save ({} {:?} {:?})", node.id, d.term, d.vote, d.terms));
+        }
+        if let Some(m) = &d.members {
+            if raft.members() != m {
+                self.violation(format!("{}: restored membership {:?} differs from the saved one {:?}", node.id, raft.members(), m));
+            }
+        }
+        if raft.commit() != node.sm_applied.max(raft.log().snapshot_index()) {
+            self.violation(format!("{}: restored commit {} is not the applied index {}", node.id, raft.commit(), node.sm_applied));
+        }
+        trace!(self, "{} start inc={} term={} last={} applied={}", node.id, node.inc, raft.term(), raft.log().last_index(), node.sm_applied);
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.raft = Some(raft);
+        node.status = Status::Up;
+        node.started_at = now;
+        node.pipeline.clear();
+        node.apply_q.clear();
+        node.apply_scheduled = false;
+        node.stop_requested = false;
+        node.mirror.clear();
+        node.commit_cursor = 0;
+        node.lc = (0, 0);
+        node.last_term = 0;
+        node.last_commit = 0;
+        node.next_tick_at = u64::MAX;
+        // The runtime ticks once right after creating the core.
+        node.raft.as_mut().unwrap().tick(0);
+        self.process(i);
+        self.schedule_tick(i);
+    }
+
+    /// Loses all volatile state: the core, unfinished saves, unsent messages, unapplied entries.
+    pub fn crash(&mut self, i: usize) {
+        if self.nodes[i].status != Status::Up {
+            return;
+        }
+        trace!(self, "{} CRASH", self.nodes[i].id);
+        self.stats.crashes += 1;
+        if self.nodes[i].durable.text == "null" {
+            // Nothing of this incarnation survived or left the node (messages wait for a save),
+            // so the next one may legitimately reuse its (index, term) pairs.
+            let mirror = std::mem::take(&mut self.nodes[i].mirror);
+            for (k, (term, uuid)) in mirror.iter().enumerate() {
+                if self.index_term.get(&(k as u64 + 1, *term)).is_some_and(|v| v.0 == *uuid) {
+                    self.index_term.remove(&(k as u64 + 1, *term));
+                }
+            }
+        }
+        let node = &mut self.nodes[i];
+        node.raft = None;
+        node.status = Status::Crashed;
+        node.pipeline.clear();
+        node.apply_q.clear();
+        node.apply_scheduled = false;
+        node.crash_token += 1;
+    }
+
+    /// Deletes the node's data after its removal committed: it will come back as a new standby.
+    fn wipe(&mut self, i: usize) {
+        trace!(self, "{} WIPE", self.nodes[i].id);
+        let id = self.nodes[i].id.clone();
+        let node = &mut self.nodes[i];
+        node.raft = None;
+        node.status = Status::Wiped;
+        node.pipeline.clear();
+        node.apply_q.clear();
+        node.apply_scheduled = false;
+        node.durable = Durable::null();
+        node.sm.clear();
+        node.sm_applied = 0;
+        node.standby = true;
+        node.lineage += 1;
+        node.crash_token += 1;
+        node.mirror.clear();
+        // Connections to the old process are gone.
+        self.queue.retain(|s| !matches!(&s.ev, Ev::Deliver(m) if m.to == id || m.from == id));
+    }
+
+    fn schedule_tick(&mut self, i: usize) {
+        let gap = self.between((5, 60));
+        let node = &self.nodes[i];
+        let Some(raft) = &node.raft else { return };
+        let deadline = node.started_at + raft.next_deadline();
+        let at = (self.now + gap).min(deadline.max(self.now + 1)) + self.rng.range(0, 3);
+        let node = &mut self.nodes[i];
+        node.tick_token += 1;
+        node.next_tick_at = at;
+        let (inc, token) = (node.inc, node.tick_token);
+        self.schedule(at - self.now, Ev::Tick(i, inc, token));
+    }
+
+    /// Ticks earlier if the core's next deadline moved before the scheduled tick.
+    fn ensure_tick(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let Some(raft) = &node.raft else { return };
+        let deadline = (node.started_at + raft.next_deadline()).max(self.now + 1);
+        if deadline < node.next_tick_at {
+            let node = &mut self.nodes[i];
+            node.tick_token += 1;
+            node.next_tick_at = deadline;
+            let (inc, token) = (node.inc, node.tick_token);
+            self.schedule(deadline - self.now, Ev::Tick(i, inc, token));
+        }
+    }
+
+    // ----- the runtime model -----
+
+    /// Collects `Ready`s and carries them out as far as the disk allows.
+    fn process(&mut self, i: usize) {
+        self.touched.push(i);
+        loop {
+            loop {
+                let node = &mut self.nodes[i];
+                if !self.cfg.pull_while_saving && !node.pipeline.is_empty() {
+                    break;
+                }
+                let Some(raft) = node.raft.as_mut() else { return };
+                if !raft.has_ready() {
+                    break;
+                }
+                let rd = raft.ready();
+                self.handle_ready(i, rd);
+            }
+            self.pump(i);
+            let node = &self.nodes[i];
+            let Some(raft) = &node.raft else { return };
+            let blocked = !self.cfg.pull_while_saving && !node.pipeline.is_empty();
+            if blocked || !raft.has_ready() {
+                break;
+            }
+        }
+        let node = &self.nodes[i];
+        if node.stop_requested && node.pipeline.is_empty() {
+            trace!(self, "{} stops after RemovedSelf", node.id);
+            let node = &mut self.nodes[i];
+            node.raft = None;
+            node.status = Status::Stopped;
+            node.apply_q.clear();
+            node.apply_scheduled = false;
+            node.crash_token += 1;
+            return;
+        }
+        self.ensure_tick(i);
+    }
+
+    fn handle_ready(&mut self, i: usize, rd: skiff_core::Ready) {
+        for ev in &rd.events {
+            match ev {
+                Event::Rejected { from, reason } => {
+                    self.violation(format!("{} rejected a message from {from}: {reason}", self.nodes[i].id))
+                }
+                Event::RemovedSelf => {
+                    let line = format!("{} RemovedSelf (term {} commit {})", self.nodes[i].id, self.nodes[i].raft().term(), self.nodes[i].raft().commit());
+                    trace!(self, "{line}");
+                    let node = &self.nodes[i];
+                    let raft = node.raft();
+                    if raft.is_leader() || raft.members().contains(&node.id) {
+                        self.violation(format!("{} reported RemovedSelf but is still leader or member", node.id));
+                    }
+                    let removed_committed = raft.log().range(1, raft.commit()).any(|e| matches!(&e.kind, EntryKind::RemovePeer { id } if *id == node.id));
+                    if !removed_committed {
+                        self.violation(format!("{} reported RemovedSelf without a committed removal", node.id));
+                    }
+                    let node = &mut self.nodes[i];
+                    node.stop_requested = true;
+                    node.removed_self_seen = true;
+                }
+                Event::Role(r) if *r == skiff_core::Role::Leader => {
+                    self.stats.elections += 1;
+                    trace!(self, "{} LEADER term {}", self.nodes[i].id, self.nodes[i].raft().term());
+                }
+                _ => {}
+            }
+        }
+        let node = &self.nodes[i];
+        let raft = node.raft();
+        if !rd.committed.is_empty() {
+            for e in &rd.committed {
+                if e.index > raft.commit() {
+                    self.violation(format!("{}: Ready hands out entry {} above commit {}", node.id, e.index, raft.commit()));
+                }
+                if node.durable.terms.get(e.index as usize - 1) != Some(&e.term) {
+                    self.violation(format!("{}: Ready hands out entry {} (term {}) that is not in the completed save", node.id, e.index, e.term));
+                }
+            }
+        }
+        let save = rd.persist.then(|| Durable::capture(raft));
+        let msgs: Vec<(Message, Option<(u64, u64)>)> = rd
+            .messages
+            .into_iter()
+            .map(|m| {
+                let claim = match &m.body {
+                    Body::AppendEntriesResponse(r) if r.success => {
+                        Some((r.match_index, raft.log().term(r.match_index).unwrap_or(u64::MAX)))
+                    }
+                    _ => None,
+                };
+                (m, claim)
+            })
+            .collect();
+        if save.is_some() {
+            self.stats.saves += 1;
+        }
+        let node = &mut self.nodes[i];
+        if !rd.committed.is_empty() {
+            node.apply_q.extend(rd.committed);
+            if !node.apply_scheduled {
+                node.apply_scheduled = true;
+                let inc = node.inc;
+                let d = self.between(self.cfg.apply_delay);
+                self.schedule(d, Ev::Apply(i, inc));
+            }
+        }
+        let node = &mut self.nodes[i];
+        node.pipeline.push_back(Pending { save, token: rd.persist_token, msgs, started: false, done: false });
+    }
+
+    /// Runs the pipeline: one save in flight; a Ready's messages go out (and `advance` is called)
+    /// only once its save, and every save before it, completed.
+    fn pump(&mut self, i: usize) {
+        let mut unreachable = Vec::new();
+        loop {
+            let node = &mut self.nodes[i];
+            let Some(front) = node.pipeline.front_mut() else { break };
+            if front.save.is_some() && !front.done {
+                if !front.started {
+                    front.started = true;
+                    let inc = node.inc;
+                    let d = self.between(self.cfg.disk_delay);
+                    self.schedule(d, Ev::SaveDone(i, inc));
+                }
+                break;
+            }
+            let p = node.pipeline.pop_front().unwrap();
+            let persisted = p.save.is_some();
+            if let Some(save) = p.save {
+                node.durable = save;
+            }
+            for (m, claim) in p.msgs {
+                self.check_send(i, &m, claim);
+                if let Some(peer) = self.send(m) {
+                    unreachable.push(peer);
+                }
+            }
+            if persisted {
+                self.nodes[i].raft.as_mut().unwrap().advance(p.token);
+            }
+        }
+        if let Some(raft) = self.nodes[i].raft.as_mut() {
+            for peer in unreachable {
+                raft.report_unreachable(&peer);
+            }
+        }
+    }
+
+    /// Puts a message on the network. Returns the peer when the transport would report it
+    /// unreachable.
+    fn send(&mut self, m: Message) -> Option<String> {
+        if self.capture {
+            self.sent.push(m.clone());
+        }
+        let n = self.nodes.len();
+        let to = node_index(&m.to, n)?;
+        if let Some(from) = node_index(&m.from, n) {
+            if self.blocked[from][to] {
+                trace!(self, "drop (partition) {}", short(&m));
+                return self.rng.range(0, 2).eq(&0).then(|| m.to.clone());
+            }
+        }
+        if self.phase == Phase::Faults {
+            if self.chance(self.cfg.loss_permille) {
+                trace!(self, "drop (loss) {}", short(&m));
+                return None;
+            }
+            if self.chance(self.cfg.dup_permille) {
+                let d = self.delay();
+                self.schedule(d, Ev::Deliver(m.clone()));
+            }
+        }
+        let d = self.delay();
+        self.schedule(d, Ev::Deliver(m));
+        None
+    }
+
+    fn delay(&mut self) -> u64 {
+        let mut d = self.between(self.cfg.delay);
+        if self.chance(self.cfg.slow_permille) {
+            d += self.rng.range(50, 600);
+        }
+        d
+    }
+
+    // ----- the event loop -----
+
+    /// Processes one event. Returns false when nothing is scheduled.
+    pub fn step_once(&mut self) -> bool {
+        let Some(s) = self.queue.pop() else { return false };
+        self.now = s.at;
+        self.steps += 1;
+        match s.ev {
+            Ev::Deliver(m) => self.deliver(m),
+            Ev::Tick(i, inc, token) => {
+                let node = &mut self.nodes[i];
+                if node.status == Status::Up && node.inc == inc && node.tick_token == token {
+                    let local = self.now - node.started_at;
+                    node.raft.as_mut().unwrap().tick(local);
+                    self.process(i);
+                    self.schedule_tick(i);
+                }
+            }
+            Ev::SaveDone(i, inc) => {
+                let node = &mut self.nodes[i];
+                if node.status == Status::Up && node.inc == inc {
+                    if let Some(front) = node.pipeline.front_mut() {
+                        front.done = true;
+                    }
+                    self.process(i);
+                }
+            }
+            Ev::Apply(i, inc) => {
+                if self.nodes[i].status == Status::Up && self.nodes[i].inc == inc {
+                    self.apply(i);
+                }
+            }
+            Ev::Restart(i, token) => {
+                if self.nodes[i].status == Status::Crashed && self.nodes[i].crash_token == token {
+                    self.start(i);
+                }
+            }
+            Ev::Readd(i, lineage) => {
+                if self.nodes[i].status == Status::Wiped && self.nodes[i].lineage == lineage {
+                    self.start(i);
+                    self.ops.push_back(MOp::Add(i));
+                }
+            }
+            Ev::Client => self.client(),
+            Ev::Fault => self.fault(),
+            Ev::Heal(gen) => {
+                if gen == self.partition_gen && self.partition_active {
+                    trace!(self, "HEAL partition {gen}");
+                    self.heal();
+                }
+            }
+            Ev::Driver => {
+                self.driver();
+                let d = self.between((10, 40));
+                self.schedule(d, Ev::Driver);
+            }
+        }
+        self.check_all();
+        true
+    }
+
+    fn deliver(&mut self, m: Message) {
+        let n = self.nodes.len();
+        let Some(to) = node_index(&m.to, n) else { return };
+        if self.nodes[to].status != Status::Up {
+            return;
+        }
+        if let Some(from) = node_index(&m.from, n) {
+            if self.blocked[from][to] {
+                trace!(self, "drop at delivery (partition) {}", short(&m));
+                return;
+            }
+        }
+        trace!(self, "deliver {}", short(&m));
+        self.stats.delivered += 1;
+        let raft = self.nodes[to].raft.as_mut().unwrap();
+        if let Err(e) = raft.step(m) {
+            self.violation(format!("step refused a message from a correct peer: {e}"));
+        }
+        self.process(to);
+    }
+
+    /// Applies what is queued (a random prefix of it), persisting each command with its index.
+    fn apply(&mut self, i: usize) {
+        let q = self.nodes[i].apply_q.len() as u64;
+        let take = if q == 0 { 0 } else { self.rng.range(1, q + 1) };
+        let mut last = None;
+        for _ in 0..take {
+            let e = self.nodes[i].apply_q.pop_front().unwrap();
+            let node = &self.nodes[i];
+            if e.index != node.sm_applied + 1 {
+                self.violation(format!(
+                    "{} applies index {} but its state machine is at {} (must apply in order, exactly once)",
+                    node.id, e.index, node.sm_applied
+                ));
+            }
+            let term = node.raft().term();
+            self.note_committed(i, &e, term);
+            if let EntryKind::Command(c) = &e.kind {
+                let cmd = c.as_str().to_string();
+                match self.cmd_index.get(&cmd) {
+                    Some(&at) if at != e.index => {
+                        self.violation(format!("command {cmd} applied at index {} and at index {at}", e.index))
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.cmd_index.insert(cmd.clone(), e.index);
+                    }
+                }
+                self.nodes[i].sm.push((e.index, cmd));
+            }
+            let inc = self.nodes[i].inc;
+            if let Some((term, cmd)) = self.proposals.remove(&(i, inc, e.index)) {
+                if term == e.term {
+                    let applied_cmd = match &e.kind {
+                        EntryKind::Command(c) => c.as_str(),
+                        _ => "",
+                    };
+                    if applied_cmd != cmd {
+                        self.violation(format!("proposal {cmd} at ({}, {term}) applied as {applied_cmd}", e.index));
+                    }
+                    trace!(self, "ACK {cmd} at {}", e.index);
+                    self.acked.push((e.index, cmd));
+                }
+            }
+            self.stats.applied += 1;
+            self.nodes[i].sm_applied = e.index;
+            last = Some(e.index);
+        }
+        let node = &mut self.nodes[i];
+        if let Some(idx) = last {
+            node.raft.as_mut().unwrap().applied_to(idx);
+        }
+        if node.apply_q.is_empty() {
+            node.apply_scheduled = false;
+        } else {
+            let inc = node.inc;
+            let d = self.between(self.cfg.apply_delay);
+            self.schedule(d, Ev::Apply(i, inc));
+        }
+        self.process(i);
+    }
+
+    // ----- clients -----
+
+    fn next_command(&mut self) -> String {
+        self.next_cmd += 1;
+        let k = self.next_cmd;
+        if k % 2 == 0 {
+            format!("{}", 1_000_000 + k)
+        } else {
+            format!(r#""c{k}""#)
+        }
+    }
+
+    /// Proposes a command at node `i` (which must be leader). Returns its index.
+    pub fn propose(&mut self, i: usize, cmd: &str) -> Option<u64> {
+        let raft = self.nodes[i].raft.as_mut()?;
+        let term = raft.term();
+        match raft.propose(Json::from_text(cmd).unwrap()) {
+            Ok(index) => {
+                trace!(self, "{} PROPOSE {cmd} -> ({index}, {term})", self.nodes[i].id);
+                let inc = self.nodes[i].inc;
+                self.proposals.insert((i, inc, index), (term, cmd.to_string()));
+                self.proposed += 1;
+                self.process(i);
+                Some(index)
+            }
+            Err(_) => None,
+        }
+    }
+
+    pub fn leaders(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_leader()).collect()
+    }
+
+    /// The leader with the highest term, if any.
+    pub fn leader(&self) -> Option<usize> {
+        self.leaders().into_iter().max_by_key(|&i| self.nodes[i].raft().term())
+    }
+
+    fn client(&mut self) {
+        if self.phase != Phase::Faults || !self.cfg.clients {
+            return;
+        }
+        let leaders = self.leaders();
+        if !leaders.is_empty() {
+            let i = leaders[self.rng.range(0, leaders.len() as u64) as usize];
+            let burst = self.rng.range(1, 4);
+            for _ in 0..burst {
+                let cmd = self.next_command();
+                self.propose(i, &cmd);
+            }
+        }
+        let g = self.between(self.cfg.client_gap);
+        self.schedule(g, Ev::Client);
+    }
+
+    // ----- membership, as users drive it -----
+
+    fn reflected(&self, op: &MOp, members: &Membership) -> bool {
+        match op {
+            MOp::Add(x) => members.metadata(&self.nodes[*x].id) == Some(&self.nodes[*x].meta),
+            MOp::Remove(x) => !members.contains(&self.nodes[*x].id),
+        }
+    }
+
+    fn driver(&mut self) {
+        if self.ops.is_empty() {
+            self.maybe_new_op();
+        }
+        let Some(op) = self.ops.front().cloned() else { return };
+        let Some(l) = self.leader() else { return };
+        let raft = self.nodes[l].raft();
+        if !raft.can_change_membership() {
+            return;
+        }
+        if self.reflected(&op, raft.members()) {
+            // The leader's whole membership is committed (commit >= pending change): done.
+            trace!(self, "membership op {:?} committed (seen by {})", op, self.nodes[l].id);
+            self.ops.pop_front();
+            if let MOp::Remove(x) = op {
+                self.stats.removals += 1;
+                self.wipe(x);
+                let lineage = self.nodes[x].lineage;
+                let d = self.between((50, 1500));
+                self.schedule(d, Ev::Readd(x, lineage));
+            } else {
+                self.stats.adds += 1;
+            }
+            return;
+        }
+        let kind = match op {
+            MOp::Add(x) => EntryKind::AddPeer { id: self.nodes[x].id.clone(), metadata: self.nodes[x].meta.clone() },
+            MOp::Remove(x) => EntryKind::RemovePeer { id: self.nodes[x].id.clone() },
+        };
+        trace!(self, "{} propose membership {:?}", self.nodes[l].id, op);
+        match self.nodes[l].raft.as_mut().unwrap().propose_membership(kind) {
+            Ok(_) => self.process(l),
+            Err(e) => self.violation(format!("propose_membership refused while can_change_membership(): {e}")),
+        }
+    }
+
+    fn maybe_new_op(&mut self) {
+        if !self.cfg.auto || !self.cfg.membership || self.phase != Phase::Faults {
+            return;
+        }
+        if self.nodes.iter().any(|n| matches!(n.status, Status::Wiped | Status::Stopped)) {
+            return;
+        }
+        if !self.chance(30) {
+            return;
+        }
+        let Some(l) = self.leader() else { return };
+        let members: Vec<usize> =
+            self.nodes[l].raft().members().ids().filter_map(|id| node_index(id, self.nodes.len())).collect();
+        if members.len() < 3 {
+            return;
+        }
+        let target = if self.chance(300) {
+            l
+        } else {
+            let followers: Vec<usize> = members.into_iter().filter(|&k| k != l).collect();
+            followers[self.rng.range(0, followers.len() as u64) as usize]
+        };
+        trace!(self, "new membership op: remove {}", self.nodes[target].id);
+        self.ops.push_back(MOp::Remove(target));
+    }
+
+    // ----- faults -----
+
+    pub fn heal(&mut self) {
+        for row in &mut self.blocked {
+            row.iter_mut().for_each(|b| *b = false);
+        }
+        self.partition_active = false;
+    }
+
+    pub fn block(&mut self, from: usize, to: usize) {
+        self.blocked[from][to] = true;
+    }
+
+    pub fn unblock(&mut self, from: usize, to: usize) {
+        self.blocked[from][to] = false;
+    }
+
+    /// Cuts `i` off from everyone, both ways.
+    pub fn isolate(&mut self, i: usize) {
+        for k in 0..self.nodes.len() {
+            if k != i {
+                self.blocked[i][k] = true;
+                self.blocked[k][i] = true;
+            }
+        }
+    }
+
+    fn fault(&mut self) {
+        if self.phase != Phase::Faults || !self.cfg.auto {
+            return;
+        }
+        let n = self.nodes.len();
+        let kind = self.rng.range(0, 10);
+        if kind < 5 && self.cfg.partitions && !self.partition_active && n > 1 {
+            self.partition_gen += 1;
+            self.partition_active = true;
+            self.stats.partitions += 1;
+            let style = self.rng.range(0, 4);
+            match style {
+                0 => {
+                    // Isolate one node, often the leader.
+                    let i = match self.leader() {
+                        Some(l) if self.rng.range(0, 2) == 0 => l,
+                        _ => self.rng.range(0, n as u64) as usize,
+                    };
+                    self.isolate(i);
+                }
+                1 => {
+                    // Symmetric split into two groups.
+                    let side: Vec<bool> = (0..n).map(|_| self.rng.range(0, 2) == 0).collect();
+                    for a in 0..n {
+                        for b in 0..n {
+                            if side[a] != side[b] {
+                                self.blocked[a][b] = true;
+                            }
+                        }
+                    }
+                }
+                2 => {
+                    // One-way: a node that can send but not receive, or the reverse.
+                    let i = match self.leader() {
+                        Some(l) if self.rng.range(0, 2) == 0 => l,
+                        _ => self.rng.range(0, n as u64) as usize,
+                    };
+                    let inbound = self.rng.range(0, 2) == 0;
+                    for k in 0..n {
+                        if k != i {
+                            if inbound {
+                                self.blocked[k][i] = true;
+                            } else {
+                                self.blocked[i][k] = true;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    // Random directed links.
+                    for a in 0..n {
+                        for b in 0..n {
+                            if a != b && self.chance(300) {
+                                self.blocked[a][b] = true;
+                            }
+                        }
+                    }
+                }
+            }
+            trace!(self, "PARTITION {} style {style}: {:?}", self.partition_gen, self.blocked);
+            let gen = self.partition_gen;
+            let d = self.between((100, 3000));
+            self.schedule(d, Ev::Heal(gen));
+        } else if kind < 9 && self.cfg.crashes {
+            let down = self.nodes.iter().filter(|n| n.status == Status::Crashed).count();
+            let up: Vec<usize> = (0..n).filter(|&i| self.nodes[i].status == Status::Up).collect();
+            if !up.is_empty() && down + 1 < n.max(2) {
+                let i = match self.leader() {
+                    Some(l) if self.rng.range(0, 3) == 0 => l,
+                    _ => up[self.rng.range(0, up.len() as u64) as usize],
+                };
+                self.crash(i);
+                let token = self.nodes[i].crash_token;
+                let d = if self.chance(200) { 0 } else { self.between((20, 2000)) };
+                self.schedule(d, Ev::Restart(i, token));
+            }
+        }
+        let g = self.between(self.cfg.fault_gap);
+        self.schedule(g, Ev::Fault);
+    }
+
+    // ----- phases -----
+
+    /// Heals everything and stops injecting faults and client traffic.
+    pub fn enter_end(&mut self) {
+        trace!(self, "END PHASE: heal everything");
+        self.phase = Phase::End;
+        self.end_started = self.now;
+        self.heal();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].status == Status::Crashed {
+                self.start(i);
+            }
+        }
+        self.check_all();
+    }
+
+    /// Runs a whole randomized run: faults, then healing and the liveness and durability checks.
+    pub fn run(&mut self) {
+        while self.phase != Phase::Done {
+            if self.phase == Phase::Faults && self.steps >= self.cfg.steps {
+                self.enter_end();
+            }
+            if !self.step_once() {
+                self.violation("nothing left to do".into());
+            }
+            if self.phase == Phase::End {
+                self.end_check();
+            }
+        }
+    }
+
+    /// Heals everything and runs until the cluster is live again (scripted scenarios).
+    pub fn finish(&mut self) {
+        if self.phase == Phase::Faults {
+            self.enter_end();
+        }
+        while self.phase != Phase::Done {
+            if !self.step_once() {
+                self.violation("nothing left to do".into());
+            }
+            self.end_check();
+        }
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now + ms;
+        while self.queue.peek().is_some_and(|s| s.at <= until) {
+            self.step_once();
+        }
+        self.now = until;
+    }
+
+    /// Runs until `cond` holds (checked after every event). Returns whether it did in time.
+    pub fn run_until(&mut self, max_ms: u64, mut cond: impl FnMut(&Sim) -> bool) -> bool {
+        let until = self.now + max_ms;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if !self.queue.peek().is_some_and(|s| s.at <= until) {
+                return cond(self);
+            }
+            self.step_once();
+        }
+    }
+
+    fn end_check(&mut self) {
+        if self.now > self.end_started + self.cfg.end_bound_ms {
+            self.violation(format!(
+                "liveness: {} ms after healing there is still no leader that committed a proposal on all members (ops {:?})",
+                self.cfg.end_bound_ms, self.ops
+            ));
+        }
+        if !self.ops.is_empty() || self.nodes.iter().any(|n| matches!(n.status, Status::Wiped | Status::Stopped | Status::Crashed)) {
+            return;
+        }
+        let leaders = self.leaders();
+        if leaders.len() != 1 {
+            return;
+        }
+        let l = leaders[0];
+        let (term, inc) = (self.nodes[l].raft().term(), self.nodes[l].inc);
+        if self.final_proposed_in != Some((l, inc, term)) {
+            let cmd = format!(r#""final-{}""#, self.final_cmds.len());
+            if self.propose(l, &cmd).is_some() {
+                self.final_cmds.push(cmd);
+                self.final_proposed_in = Some((l, inc, term));
+            }
+            return;
+        }
+        let members: Vec<usize> = self.nodes[l].raft().members().ids().filter_map(|id| node_index(id, self.nodes.len())).collect();
+        let cmd = self.final_cmds.last().unwrap();
+        if !members.iter().all(|&m| self.nodes[m].is_up() && self.nodes[m].has_command(cmd)) {
+            return;
+        }
+        // Live again. Now the final checks.
+        let lid = self.nodes[l].id.clone();
+        for &m in &members {
+            let r = self.nodes[m].raft();
+            if m != l && r.leader() != Some(lid.as_str()) {
+                self.violation(format!("{} does not follow the single leader {lid} at the end (leader {:?})", self.nodes[m].id, r.leader()));
+            }
+        }
+        for (index, cmd) in &self.acked {
+            for &m in &members {
+                let sm = &self.nodes[m].sm;
+                let found = sm.binary_search_by_key(index, |(i, _)| *i).ok().map(|k| &sm[k].1);
+                if found != Some(cmd) {
+                    self.violation(format!(
+                        "acknowledged command {cmd} at index {index} is missing from {}'s state machine (found {:?})",
+                        self.nodes[m].id, found
+                    ));
+                }
+            }
+        }
+        self.stats.end_ms = self.now - self.end_started;
+        self.stats.max_term = self.nodes.iter().filter_map(|n| n.raft.as_ref().map(|r| r.term())).max().unwrap_or(0);
+        trace!(self, "DONE: leader {lid} term {term}, {} acked", self.acked.len());
+        self.phase = Phase::Done;
+    }
+
+    // ----- invariants -----
+
+    fn check_all(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &i in &touched {
+            self.check_node(i);
+        }
+        self.touched = touched;
+        self.touched.clear();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_leader() {
+                self.check_leader(i);
+            }
+        }
+    }
+
+    /// Election safety and leader completeness for a current leader.
+    fn check_leader(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let raft = node.raft();
+        let term = raft.term();
+        match self.leaders.get(&term) {
+            Some(id) if *id != node.id => self.violation(format!("two leaders in term {term}: {id} and {}", node.id)),
+            Some(_) => {}
+            None => {
+                self.leaders.insert(term, node.id.clone());
+            }
+        }
+        // A leader that removed itself leads only until that removal commits.
+        if !raft.members().contains(&node.id) {
+            let removal = raft.log().iter().filter(|e| {
+                matches!(&e.kind, EntryKind::RemovePeer { id } | EntryKind::AddPeer { id, .. } if *id == node.id)
+            }).last();
+            if let Some(e) = removal {
+                if e.index <= raft.commit() {
+                    self.violation(format!("{} still leads after its removal (index {}) committed", node.id, e.index));
+                }
+            }
+        }
+        let node = &self.nodes[i];
+        let mut cursor = if node.lc.0 == term { node.lc.1 } else { 0 };
+        let raft = node.raft();
+        while (cursor as usize) < self.committed.len() {
+            let j = cursor + 1;
+            let c = &self.committed[j as usize - 1];
+            if c.commit_term < term && j > raft.log().snapshot_index() {
+                match raft.log().entry(j) {
+                    Some(e) if e.term == c.term && e.uuid == c.uuid => {}
+                    other => self.violation(format!(
+                        "leader completeness: {} leads term {term} but lacks entry {j} (term {}) committed in term {}; has {:?}",
+                        node.id, c.term, c.commit_term, other.map(|e| (e.term, &e.uuid))
+                    )),
+                }
+            }
+            cursor = j;
+        }
+        self.nodes[i].lc = (term, cursor);
+    }
+
+    fn note_committed(&mut self, i: usize, e: &Entry, observer_term: u64) {
+        let j = e.index as usize;
+        if j <= self.committed.len() {
+            let c = &mut self.committed[j - 1];
+            if c.term != e.term || c.uuid != e.uuid {
+                let (ct, cu) = (c.term, c.uuid.clone());
+                self.violation(format!(
+                    "state machine safety: {} has entry {j} as (term {}, {}) committed, another node had (term {ct}, {cu})",
+                    self.nodes[i].id, e.term, e.uuid
+                ));
+            }
+            c.commit_term = c.commit_term.min(observer_term);
+        } else if j == self.committed.len() + 1 {
+            self.committed.push(Committed { term: e.term, uuid: e.uuid.clone(), commit_term: observer_term });
+        } else {
+            self.violation(format!("{}: entry {j} committed while entry {} is unknown", self.nodes[i].id, self.committed.len() + 1));
+        }
+    }
+
+    /// Log matching, monotonic term and commit, and what this node knows committed.
+    fn check_node(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let Some(raft) = &node.raft else { return };
+        if raft.term() < node.last_term {
+            self.violation(format!("{}: term went back from {} to {}", node.id, node.last_term, raft.term()));
+        }
+        if raft.commit() < node.last_commit {
+            self.violation(format!("{}: commit went back from {} to {}", node.id, node.last_commit, raft.commit()));
+        }
+        let log = raft.log();
+        if log.snapshot_index() != 0 {
+            self.violation(format!("{}: unexpected snapshot index {}", node.id, log.snapshot_index()));
+        }
+        let last = log.last_index();
+        let unchanged = node.mirror.len() as u64 == last
+            && (last == 0 || node.mirror.last().is_some_and(|(t, u)| {
+                let e = log.entry(last).unwrap();
+                e.term == *t && e.uuid == *u
+            }));
+        let mut new_entries = Vec::new();
+        let mut k = last + 1;
+        if !unchanged {
+            k = 1;
+            while k <= last && (k as usize) <= node.mirror.len() {
+                let (t, u) = &node.mirror[k as usize - 1];
+                let e = log.entry(k).unwrap();
+                if e.term != *t || e.uuid != *u {
+                    break;
+                }
+                k += 1;
+            }
+            if k <= node.commit_cursor && (k as usize) <= node.mirror.len() {
+                self.violation(format!("{}: committed entry {k} was removed or replaced", node.id));
+            }
+            for j in k..=last {
+                let e = log.entry(j).unwrap();
+                let prev_term = log.term(j - 1).unwrap();
+                new_entries.push((j, e.term, e.uuid.clone(), format!("{:?}", e.kind), prev_term));
+            }
+        }
+        let commit = raft.commit();
+        if commit > last {
+            self.violation(format!("{}: commit {commit} is past the end of its log {last}", node.id));
+        }
+        let mut newly_committed = Vec::new();
+        for j in node.commit_cursor + 1..=commit {
+            newly_committed.push(log.entry(j).unwrap().clone());
+        }
+        let (term, id) = (raft.term(), node.id.clone());
+        for (j, t, uuid, kind, prev_term) in &new_entries {
+            match self.index_term.get(&(*j, *t)) {
+                Some((u, kd, pt)) => {
+                    if u != uuid || kd != kind {
+                        self.violation(format!("log matching: {id} has entry ({j}, term {t}) = {uuid} {kind}, another log has {u} {kd}"));
+                    }
+                    if pt != prev_term {
+                        self.violation(format!(
+                            "log matching: {id} has entry ({j}, term {t}) after an entry of term {prev_term}; another log has it after term {pt}"
+                        ));
+                    }
+                }
+                None => {
+                    self.index_term.insert((*j, *t), (uuid.clone(), kind.clone(), *prev_term));
+                }
+            }
+        }
+        for e in &newly_committed {
+            self.note_committed(i, e, term);
+        }
+        let node = &mut self.nodes[i];
+        if !unchanged {
+            node.mirror.truncate(k as usize - 1);
+            node.mirror.extend(new_entries.into_iter().map(|(_, t, u, _, _)| (t, u)));
+        }
+        node.commit_cursor = commit;
+        node.last_commit = commit;
+        node.last_term = term;
+    }
+
+    /// The durability rule at the moment a message leaves: what it promises is in the last
+    /// completed save.
+    fn check_send(&mut self, i: usize, m: &Message, claim: Option<(u64, u64)>) {
+        let node = &self.nodes[i];
+        let d = &node.durable;
+        let prevote = matches!(&m.body, Body::RequestVote(r) if r.pre_vote) || matches!(&m.body, Body::RequestVoteResponse(r) if r.pre_vote);
+        if !prevote && m.body.term() > d.term {
+            self.violation(format!("{} sends a term-{} message before term {} is saved (saved {}): {}", node.id, m.body.term(), m.body.term(), d.term, short(m)));
+        }
+        match &m.body {
+            Body::RequestVoteResponse(r) if r.vote_granted && !r.pre_vote => {
+                if d.term == r.term && d.vote.as_deref() != Some(m.to.as_str()) {
+                    self.violation(format!("{} grants its term-{} vote to {} but the save holds vote {:?}", node.id, r.term, m.to, d.vote));
+                }
+                let key = (i, node.lineage, r.term);
+                match self.votes.get(&key) {
+                    Some(c) if *c != m.to => {
+                        self.violation(format!("{} voted twice in term {}: for {c} and for {}", node.id, r.term, m.to))
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.votes.insert(key, m.to.clone());
+                    }
+                }
+            }
+            Body::RequestVote(rv) if !rv.pre_vote => {
+                if d.term == rv.term && d.vote.as_deref() != Some(node.id.as_str()) {
+                    self.violation(format!("{} campaigns in term {} but the save holds vote {:?}", node.id, rv.term, d.vote));
+                }
+            }
+            Body::AppendEntriesResponse(r) if r.success => {
+                let (index, term) = claim.unwrap();
+                if index > 0 && d.terms.get(index as usize - 1) != Some(&term) {
+                    self.violation(format!(
+                        "{} acknowledges entries up to {index} (term {term}) that its completed save does not hold (saved log ends at {})",
+                        node.id,
+                        d.terms.len()
+                    ));
+                }
+            }
+            _ => {}
+        }
+        trace!(self, "send {}", short(m));
+    }
+
+    // ----- helpers for scripted scenarios -----
+
+    /// Delivers a message (e.g. from a fake peer) now.
+    pub fn inject(&mut self, m: Message) {
+        self.deliver(m);
+        self.check_all();
+    }
+
+    pub fn raft(&self, i: usize) -> &Raft {
+        self.nodes[i].raft()
+    }
+
+    pub fn command(&mut self) -> String {
+        self.next_command()
+    }
+
+    pub fn committed_len(&self) -> usize {
+        self.committed.len()
+    }
+
+    pub fn index_of_command(&self, cmd: &str) -> Option<u64> {
+        self.cmd_index.get(cmd).copied()
+    }
+}
+
+/// A one-line description of a message for traces.
+pub fn short(m: &Message) -> String {
+    let b = match &m.body {
+        Body::AppendEntries(a) => format!(
+            "AE t{} prev=({},{}) n={}{} commit={}",
+            a.term,
+            a.prev_log_index,
+            a.prev_log_term,
+            a.entries.len(),
+            a.entries.last().map(|e| format!(" last=({},{})", e.index, e.term)).unwrap_or_default(),
+            a.leader_commit
+        ),
+        Body::AppendEntriesResponse(r) => format!(
+            "AER t{} ok={} match={} reject={} hint={:?}/{:?}",
+            r.term, r.success, r.match_index, r.reject_index, r.conflict_index, r.conflict_term
+        ),
+        Body::RequestVote(r) => format!("RV{} t{} last=({},{})", if r.pre_vote { "(pre)" } else { "" }, r.term, r.last_log_index, r.last_log_term),
+        Body::RequestVoteResponse(r) => format!("RVR{} t{} granted={}", if r.pre_vote { "(pre)" } else { "" }, r.term, r.vote_granted),
+        Body::InstallSnapshot(s) => format!("IS t{}", s.term),
+        Body::InstallSnapshotResponse(s) => format!("ISR t{}", s.term),
+    };
+    format!("{}->{} {b}", m.from, m.to)
+}
