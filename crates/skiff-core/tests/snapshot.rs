@@ -1,0 +1,239 @@
+//! Compaction and snapshot transfer, driven by hand through the core's API the way the runtime
+//! drives it: the "state machine" of each node is a Vec of applied commands.
+
+use skiff_core::persisted::{restore, PersistedState};
+use skiff_core::{Body, Config, Entry, EntryKind, Event, Json, Membership, Message, Raft, Ready};
+use std::collections::BTreeMap;
+
+struct Node {
+    raft: Raft,
+    /// (index, command) applied, in order.
+    sm: Vec<(u64, String)>,
+    /// Everything this node durably saved last.
+    saved: String,
+    /// Snapshot chunks being written.
+    writing: Vec<(u64, String)>,
+    snapshot_installs: usize,
+}
+
+struct Cluster {
+    nodes: BTreeMap<String, Node>,
+    now: u64,
+    /// Messages in flight.
+    net: Vec<Message>,
+}
+
+fn cfg(id: &str, retained: u64) -> Config {
+    let mut c = Config::new(id);
+    c.retained_log_entries = retained;
+    c.seed = id.bytes().map(u64::from).sum();
+    c
+}
+
+impl Cluster {
+    fn new(ids: &[&str], retained: u64) -> Cluster {
+        let mut nodes = BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            let r = restore(id, "null", 0, i != 0, &Json::empty_object()).unwrap();
+            let raft = Raft::new(cfg(id, retained), r).unwrap();
+            nodes.insert(id.to_string(), Node { raft, sm: vec![], saved: "null".into(), writing: vec![], snapshot_installs: 0 });
+        }
+        Cluster { nodes, now: 0, net: vec![] }
+    }
+
+    /// Processes one node's Ready fully (save, send, apply), as the runtime does.
+    fn process(&mut self, id: &str) {
+        loop {
+            let node = self.nodes.get_mut(id).unwrap();
+            if !node.raft.has_ready() {
+                return;
+            }
+            let ready: Ready = node.raft.ready();
+            if ready.persist {
+                node.saved = serde_json::to_string(&PersistedState(&node.raft)).unwrap();
+            }
+            node.raft.advance(ready.persist_token);
+            for e in &ready.committed {
+                if let EntryKind::Command(c) = &e.kind {
+                    assert!(node.sm.last().is_none_or(|l| l.0 < e.index), "applied out of order");
+                    node.sm.push((e.index, c.as_str().to_string()));
+                }
+            }
+            if let Some(last) = ready.committed.last() {
+                node.raft.applied_to(last.index);
+            }
+            let mut snapshot_work = vec![];
+            for ev in ready.events {
+                match ev {
+                    Event::SnapshotNeeded { peer } => snapshot_work.push(peer),
+                    Event::SnapshotChunk { from, token, chunk } => {
+                        let node = self.nodes.get_mut(id).unwrap();
+                        if chunk.first {
+                            let members = Membership::from_members(
+                                chunk.peers.clone().unwrap().into_iter().map(|p| (p.id, p.metadata)),
+                            );
+                            assert!(node.raft.begin_install(chunk.last_included_index, chunk.last_included_term, members));
+                            node.writing.clear();
+                        }
+                        let items: Vec<(u64, String)> = serde_json::from_str(chunk.data.unwrap().as_str()).unwrap();
+                        node.writing.extend(items);
+                        let mut installed = 0;
+                        if chunk.done {
+                            node.sm = std::mem::take(&mut node.writing);
+                            assert!(node.raft.finish_install(chunk.last_included_index));
+                            node.snapshot_installs += 1;
+                            installed = chunk.last_included_index;
+                        }
+                        node.raft.snapshot_reply(&from, token, chunk.seq, true, installed, None);
+                    }
+                    Event::SnapshotAcked { .. } => panic!("single-chunk transfers only in this test"),
+                    _ => {}
+                }
+            }
+            self.net.extend(ready.messages);
+            for peer in snapshot_work {
+                let node = self.nodes.get_mut(id).unwrap();
+                let index = node.raft.applied();
+                let meta = node.raft.begin_snapshot(&peer, index).expect("leader can snapshot");
+                let upto: Vec<(u64, String)> = node.sm.iter().filter(|(i, _)| *i <= index).cloned().collect();
+                let data = Json::from_value(&upto);
+                assert!(node.raft.send_snapshot_chunk(&peer, &meta, 0, Some(data), true));
+            }
+        }
+    }
+
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now += 1;
+            let ids: Vec<String> = self.nodes.keys().cloned().collect();
+            for id in &ids {
+                self.nodes.get_mut(id).unwrap().raft.tick(self.now);
+                self.process(id);
+            }
+            while !self.net.is_empty() {
+                for m in std::mem::take(&mut self.net) {
+                    let to = m.to.clone();
+                    if let Some(n) = self.nodes.get_mut(&to) {
+                        let _ = n.raft.step(m);
+                        self.process(&to);
+                    }
+                }
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<String> {
+        self.nodes.values().find(|n| n.raft.is_leader()).map(|n| n.raft.id().to_string())
+    }
+
+    fn propose(&mut self, cmd: &str) {
+        let l = self.leader().unwrap();
+        self.nodes.get_mut(&l).unwrap().raft.propose(Json::from_value(cmd)).unwrap();
+        self.process(&l);
+    }
+
+    fn join(&mut self, id: &str) {
+        let l = self.leader().unwrap();
+        let r = self.nodes.get_mut(&l).unwrap().raft.propose_membership(EntryKind::AddPeer {
+            id: id.into(),
+            metadata: Json::empty_object(),
+        });
+        assert!(matches!(r, Ok(Some(_))), "{r:?}");
+        self.process(&l);
+    }
+}
+
+fn commands(n: &Node) -> Vec<String> {
+    n.sm.iter().map(|(_, c)| c.clone()).collect()
+}
+
+#[test]
+fn a_new_member_catches_up_from_a_snapshot_and_then_from_the_log() {
+    let mut c = Cluster::new(&["a", "b"], 10);
+    c.run(400);
+    assert_eq!(c.leader().as_deref(), Some("a"));
+    for i in 0..100 {
+        c.propose(&format!("c{i}"));
+    }
+    c.run(50);
+    let a = &c.nodes["a"];
+    assert!(a.raft.log().snapshot_index() > 50, "leader compacted: {}", a.raft.log().snapshot_index());
+    assert!(a.raft.log().len() <= 10 + 1);
+    c.join("b");
+    c.run(500);
+    for i in 100..120 {
+        c.propose(&format!("c{i}"));
+    }
+    c.run(200);
+    let expected: Vec<String> = (0..120).map(|i| format!("\"c{i}\"")).collect();
+    assert_eq!(commands(&c.nodes["a"]), expected);
+    assert_eq!(commands(&c.nodes["b"]), expected, "every command exactly once, in order");
+    assert_eq!(c.nodes["b"].snapshot_installs, 1);
+    assert!(c.nodes["b"].raft.members().contains("a") && c.nodes["b"].raft.members().contains("b"));
+}
+
+#[test]
+fn a_crash_in_the_middle_of_an_install_applies_nothing_until_a_snapshot_completes() {
+    let mut c = Cluster::new(&["a", "b"], 5);
+    c.run(400);
+    for i in 0..30 {
+        c.propose(&format!("c{i}"));
+    }
+    c.run(50);
+    // b starts an install, saves the mark, and crashes before the state machine is written.
+    let b = c.nodes.get_mut("b").unwrap();
+    let members = Membership::from_members([("a".to_string(), Json::empty_object())]);
+    b.raft.begin_install(31, 1, members);
+    let _ = b.raft.ready();
+    let saved = serde_json::to_string(&PersistedState(&b.raft)).unwrap();
+    assert!(saved.contains("pendingSnapshot"));
+    let restored = restore("b", &saved, 0, true, &Json::empty_object()).unwrap();
+    let mut raft = Raft::new(cfg("b", 5), restored).unwrap();
+    assert!(raft.pending_install().is_some());
+    // Nothing is handed out for applying while the mark stands.
+    let entry = Entry { term: 1, index: 1, kind: EntryKind::Command(Json::from_value("x")), uuid: String::new() };
+    let _ = raft.step(Message {
+        from: "a".into(),
+        to: "b".into(),
+        token: None,
+        body: Body::AppendEntries(skiff_core::message::AppendEntries {
+            term: raft.term().max(1),
+            leader_id: "a".into(),
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![entry],
+            leader_commit: 1,
+        }),
+    });
+    let ready = raft.ready();
+    assert!(ready.committed.is_empty(), "an untrusted state machine must not apply");
+    let needs = ready.messages.iter().any(|m| {
+        matches!(&m.body, Body::AppendEntriesResponse(r) if r.success && r.needs_snapshot)
+    });
+    assert!(needs, "the follower asks for a snapshot: {:?}", ready.messages);
+    raft.advance(ready.persist_token);
+    assert_eq!(raft.commit(), 1);
+    let ready = raft.ready();
+    assert!(ready.committed.is_empty(), "still nothing applied after the entry is durable");
+    // It never campaigns with an incomplete state machine.
+    raft.tick(100_000);
+    assert!(!raft.is_leader());
+    assert_ne!(raft.role(), skiff_core::Role::Candidate);
+}
+
+#[test]
+fn finishing_an_install_that_was_recorded_but_not_saved() {
+    // The plugin recorded the snapshot index (saveCommitIndex) but the node stopped before it
+    // saved the reset log: restarting completes the install instead of applying old entries.
+    let state = r#"{"currentTerm":2,"votedFor":null,"log":{"meta":{"lastIncludedIndex":0,"lastIncludedTerm":0,"members":[{"id":"a","metadata":{}},{"id":"b","metadata":{}}],
+      "pendingSnapshot":{"lastIncludedIndex":40,"lastIncludedTerm":2,"members":[{"id":"a","metadata":{}},{"id":"b","metadata":{}}]}},
+      "entries":[{"term":1,"index":1,"command":"old","uuid":"x"}]},"peers":[{"id":"a","metadata":{}}]}"#;
+    let restored = restore("b", state, 40, true, &Json::empty_object()).unwrap();
+    let mut raft = Raft::new(cfg("b", 5), restored).unwrap();
+    assert!(raft.pending_install().is_none());
+    assert_eq!(raft.log().snapshot_index(), 40);
+    assert_eq!(raft.commit(), 40);
+    let ready = raft.ready();
+    assert!(ready.persist, "the finished install is saved");
+    assert!(ready.committed.is_empty());
+}
