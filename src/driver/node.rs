@@ -410,7 +410,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn done(&mut self, req: u32, error: Option<JsError>) {
-        self.ops.push(Op::Done { req, error });
+        self.ops.push(Op::Done { req, error, index: None });
     }
 
     fn not_leader(&self) -> JsError {
@@ -592,7 +592,8 @@ impl<H: Host> Driver<H> {
                 EntryKind::Command(c) => Some(c.clone()),
                 _ => None,
             };
-            items.push(ApplyItem { index: e.index, command });
+            let want = command.is_some() && self.by_index.contains_key(&e.index);
+            items.push(ApplyItem { index: e.index, command, want });
             entries.push((e.index, e.term));
         }
         let t = self.persistence_timeout().max(n as u64);
@@ -660,7 +661,7 @@ impl<H: Host> Driver<H> {
             };
             if finished {
                 self.pending.remove(&req);
-                self.done(req, None);
+                self.ops.push(Op::Done { req, error: None, index: Some(index) });
             } else {
                 // Keep it findable by the waitForNode scan.
                 self.by_index.entry(index).or_default().push(req);
@@ -687,7 +688,7 @@ impl<H: Host> Driver<H> {
                     self.by_index.remove(&index);
                 }
             }
-            self.done(req, None);
+            self.ops.push(Op::Done { req, error: None, index: Some(index) });
         }
     }
 

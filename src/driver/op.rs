@@ -30,6 +30,10 @@ pub struct ApplyItem {
     pub index: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Json>,
+    /// A local `command()` call waits for this entry: keep what `applyCommand` called back
+    /// with, to hand it to that caller.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub want: bool,
 }
 
 /// An event argument: JSON, or the node itself.
@@ -67,7 +71,14 @@ pub enum Op {
     Send { io: u32, peer: String, #[serde(rename = "type")] kind: &'static str, args: Box<RawValue> },
     Reply { id: u64, error: Option<JsError>, result: Option<Box<RawValue>> },
     Event { name: &'static str, args: Vec<Arg> },
-    Done { req: u32, error: Option<JsError> },
+    /// Finishes a `command`/`join`/`leave`/`stop` call. `index` is the log index of a command,
+    /// whose `applyCommand` result the wrapper kept (see `ApplyItem::want`).
+    Done {
+        req: u32,
+        error: Option<JsError>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        index: Option<u64>,
+    },
     /// Read up to `max_chunks` chunks (about `max_bytes` of JSON) from the state machine's read
     /// stream `sid`, opening it on first use; answered with `{chunks, done}`.
     #[serde(rename_all = "camelCase")]

@@ -1,0 +1,125 @@
+'use strict';
+
+// The built-in key-value state machine used by the file persistence plugin.
+//
+// Commands (JSON values carried through the Raft log):
+//   { op: 'put', key, value }   sets key (a missing value is stored as null); result: undefined
+//   { op: 'del', key }          removes key; result: true if it existed
+//   { op: 'get', key }          result: the value, or undefined. Through the log this is a
+//                               linearizable read.
+// Keys are strings or finite numbers (1 and '1' are different keys). Any other command (the
+// original skiff's tests commit strings, numbers and arrays) is a no-op: the log still advances.
+//
+// The state machine interface the persistence plugin drives (implement it for your own):
+//   apply(command, index) → result, or a Promise of it. Deterministic: replaying the same
+//                          commands from the same state gives the same state.
+//   snapshot()           → an iterable or async iterable of chunks describing the whole state
+//                          (non-null values msgpack can carry; a few hundred KB each at most).
+//                          Called while no apply() runs, consumed before the next apply().
+//   reset()              → clear everything (may return a Promise).
+//   restore(chunk)       → add one chunk produced by snapshot(), in order (may return a Promise).
+// Chunks of this one: { entries: [[key, value], ...] } with at most `batchSize` entries and
+// roughly `batchBytes` bytes.
+
+const DEFAULT_BATCH_SIZE = 256;
+const DEFAULT_BATCH_BYTES = 256 * 1024;
+
+function validKey(key) {
+  return typeof key === 'string' || (typeof key === 'number' && Number.isFinite(key));
+}
+
+function roughSize(value) {
+  if (typeof value === 'string') return value.length + 8;
+  if (Buffer.isBuffer(value)) return value.length + 8;
+  if (value === null || typeof value !== 'object') return 16;
+  // Objects and arrays: a cheap estimate that does not walk deep structures.
+  return 64 + (Array.isArray(value) ? value.length * 16 : Object.keys(value).length * 32);
+}
+
+class KvStateMachine {
+  constructor(options = {}) {
+    this.batchSize = options.batchSize || DEFAULT_BATCH_SIZE;
+    this.batchBytes = options.batchBytes || DEFAULT_BATCH_BYTES;
+    this._map = new Map();
+  }
+
+  // ------------------------------------------------------------ the state machine interface
+
+  apply(command /* , index */) {
+    if (command === null || typeof command !== 'object' || Array.isArray(command) ||
+        !validKey(command.key)) {
+      return undefined;
+    }
+    switch (command.op) {
+      case 'put':
+        this._map.set(command.key, command.value === undefined ? null : command.value);
+        return undefined;
+      case 'del':
+        return this._map.delete(command.key);
+      case 'get':
+        return this._map.get(command.key);
+      default:
+        return undefined;
+    }
+  }
+
+  * snapshot() {
+    let entries = [];
+    let bytes = 0;
+    for (const [key, value] of this._map) {
+      entries.push([key, value]);
+      bytes += roughSize(key) + roughSize(value);
+      if (entries.length >= this.batchSize || bytes >= this.batchBytes) {
+        yield { entries };
+        entries = [];
+        bytes = 0;
+      }
+    }
+    if (entries.length) yield { entries };
+  }
+
+  reset() {
+    this._map = new Map();
+  }
+
+  restore(chunk) {
+    if (!chunk || !Array.isArray(chunk.entries)) {
+      throw Object.assign(new Error('not a key-value snapshot chunk'), { code: 'EBADCHUNK' });
+    }
+    for (const entry of chunk.entries) {
+      if (!Array.isArray(entry) || !validKey(entry[0])) {
+        throw Object.assign(new Error('bad entry in a key-value snapshot chunk'), { code: 'EBADCHUNK' });
+      }
+      this._map.set(entry[0], entry[1] === undefined ? null : entry[1]);
+    }
+  }
+
+  // ------------------------------------------------------------ local reads (not linearizable)
+
+  get(key) { return this._map.get(key); }
+
+  has(key) { return this._map.has(key); }
+
+  get size() { return this._map.size; }
+
+  keys() { return this._map.keys(); }
+
+  entries() { return this._map.entries(); }
+
+  /** A plain-object copy of the state (string keys), for tests and demos. */
+  toObject() {
+    const out = {};
+    for (const [key, value] of this._map) {
+      Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
+    }
+    return out;
+  }
+}
+
+function createKvStateMachine(options) {
+  return new KvStateMachine(options);
+}
+
+createKvStateMachine.createKvStateMachine = createKvStateMachine;
+createKvStateMachine.KvStateMachine = KvStateMachine;
+module.exports = createKvStateMachine;
