@@ -577,7 +577,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         // Hold the state machine still while a snapshot of it is read, or while one is written.
-        if !self.outgoing.is_empty() || self.incoming.is_some() {
+        if self.outgoing.values().any(|o| !o.done_sent) || self.incoming.is_some() {
             return;
         }
         if self.apply_retry_at.is_some_and(|t| t > self.now) {
@@ -756,6 +756,9 @@ impl<H: Host> Driver<H> {
         if let Some(e) = error {
             if let Some(raft) = self.raft.as_mut() {
                 raft.report_unreachable(&peer);
+            }
+            if kind == "InstallSnapshot" {
+                self.abort_outgoing(&peer);
             }
             self.warn(&e.code_or("ETRANSPORT"), format!("{kind} to {peer} failed: {}", e.message()));
             return;
@@ -958,6 +961,9 @@ impl<H: Host> Driver<H> {
                     if let Some(raft) = self.raft.as_mut() {
                         raft.report_unreachable(&peer);
                     }
+                    if kind == "InstallSnapshot" {
+                        self.abort_outgoing(&peer);
+                    }
                     self.warn("ETIMEDOUT", format!("{kind} to {peer} got no reply"));
                 }
                 IoKind::SnapshotRead { peer } => {
@@ -972,7 +978,7 @@ impl<H: Host> Driver<H> {
         let stalled: Vec<String> = self
             .outgoing
             .iter()
-            .filter(|(_, o)| o.last_activity + self.opts.command_timeout <= now)
+            .filter(|(_, o)| o.last_activity + self.send_timeout() <= now)
             .map(|(p, _)| p.clone())
             .collect();
         for peer in stalled {

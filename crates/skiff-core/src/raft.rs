@@ -546,14 +546,15 @@ impl Raft {
             let mut upto = self.applied - keep;
             if self.is_leader() {
                 // Do not compact away what a live follower is about to need: a follower a few
-                // batches behind should get entries, not a whole snapshot. A follower that has
-                // been silent for a while, or one too far behind, does not hold the log.
+                // batches behind should get entries, not a whole snapshot. Only followers in
+                // step (answering, in Replicate) hold the log, and only up to a bound; one that
+                // failed a send, went silent, or is too far behind gets a snapshot instead.
                 let since = self.now.saturating_sub(2 * self.cfg.max_election_timeout);
                 let floor = self.applied.saturating_sub(keep + HOLD_FOR_FOLLOWERS);
                 let slowest = self
                     .progress
                     .values()
-                    .filter(|p| p.last_heard >= since && p.state != ProgressState::Snapshot)
+                    .filter(|p| p.last_heard >= since && p.state == ProgressState::Replicate)
                     .map(|p| p.match_index)
                     .min();
                 if let Some(m) = slowest {
@@ -848,8 +849,12 @@ impl Raft {
         }
         let term = self.log.term(index)?;
         let members = self.membership_at(index);
+        let recently = self.now.saturating_sub(self.cfg.max_election_timeout);
         let p = self.progress.get_mut(peer)?;
-        if p.state != ProgressState::Snapshot {
+        // Only stream to a follower that answers: a transfer holds the leader's state machine
+        // still, and must not do so for a node that is down. It is asked again when the follower
+        // answers a heartbeat.
+        if p.state != ProgressState::Snapshot || p.last_heard < recently {
             return None;
         }
         p.pending_snapshot = index;
@@ -1187,6 +1192,10 @@ impl Raft {
                 // A heartbeat answer during a transfer says nothing about the transfer.
                 if r.match_index > p.match_index {
                     p.match_index = r.match_index;
+                }
+                if p.pending_snapshot == 0 {
+                    // Needed, not started (the follower was silent): it answers now.
+                    self.events.push(Event::SnapshotNeeded { peer: from });
                 }
                 return;
             }
