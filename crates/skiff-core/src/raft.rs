@@ -1304,9 +1304,8 @@ fn validate(body: &Body) -> Result<(), String> {
             if a.prev_log_term > a.term {
                 return Err("prevLogTerm is past the message term".into());
             }
-            let mut expect = a.prev_log_index + 1;
             let mut last_term = a.prev_log_term;
-            for e in &a.entries {
+            for (expect, e) in (a.prev_log_index + 1..).zip(a.entries.iter()) {
                 if e.index != expect {
                     return Err(format!("entry index {} where {} was expected", e.index, expect));
                 }
@@ -1314,7 +1313,6 @@ fn validate(body: &Body) -> Result<(), String> {
                     return Err(format!("entry {} has term {} out of order", e.index, e.term));
                 }
                 check("index", e.index)?;
-                expect += 1;
                 last_term = e.term;
             }
             if a.leader_id.is_empty() {
