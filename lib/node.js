@@ -140,6 +140,7 @@ function createNodeClass(loadNative) {
         _laneRelease: new Map(), // io -> release of the lane its op holds until it completes
         _abortedSids: new Set(), // snapshot write streams the engine gave up on
         _latestState: undefined, // the newest state the engine asked saveMeta to write
+        _lastApplied: 0, // highest index an apply chain saw applied (for `quiesce`)
         _applyResults: new Map(), // log index -> value applyCommand called back with (items marked want)
         _readStreams: new Map(), // sid -> snapshot read stream record
         _writeStreams: new Map(), // sid -> snapshot write stream record
@@ -583,8 +584,19 @@ function createNodeClass(loadNative) {
           this._closeReadStream(op.sid);
           return;
         case 'snapshotReset':
+          // no apply chain may go on after the state machine is cleared
+          this._applyGen += 1;
           this._callPlugin(op.io, 'persistence.removeAllState', persistence, 'removeAllState', [this.id], false,
             this._smLane);
+          return;
+        case 'quiesce':
+          // Stop the apply chain, wait until no state-machine call is under way, and tell the
+          // engine exactly how far applying got: a snapshot read then starts from that index.
+          this._applyGen += 1;
+          this._smLane.run((release) => {
+            release();
+            this._complete(op.io, null, JSON.stringify(this._lastApplied));
+          });
           return;
         case 'snapshotWrite':
           this._smLane.run((release) => {
@@ -615,6 +627,15 @@ function createNodeClass(loadNative) {
       }
     }
 
+    _progress(io, index) {
+      if (!this._native || this._released) return;
+      try {
+        this._native.progress(io, index);
+      } catch (e) {
+        this._warn(e);
+      }
+    }
+
     _complete(io, error, resultJson) {
       const release = this._laneRelease.get(io);
       if (release) {
@@ -641,9 +662,13 @@ function createNodeClass(loadNative) {
         const opts = laneOpts || {};
         lane.run((release) => {
           this._invoke(label, target, method, args, (err, result) => {
-            release();
-            if (!abandoned) onResult(err, result);
-            else if (opts.late) opts.late(err, result);
+            // the outcome is recorded before the next call in the lane may start
+            try {
+              if (!abandoned) onResult(err, result);
+              else if (opts.late) opts.late(err, result);
+            } finally {
+              release();
+            }
           });
         }, opts.timeoutMs || 0, () => {
           abandoned = true;
@@ -746,6 +771,7 @@ function createNodeClass(loadNative) {
             this._applyResults.delete(this._applyResults.keys().next().value);
           }
         }
+        if (!err && item.index > this._lastApplied) this._lastApplied = item.index;
         if (stale()) return false;
         if (err) {
           this._complete(op.io, toWire(err), JSON.stringify(last));
@@ -753,6 +779,9 @@ function createNodeClass(loadNative) {
         }
         last = item.index;
         k++;
+        // Progress per item: commands waiting for this index are answered now, and the engine
+        // knows how far a slow chain got.
+        this._progress(op.io, item.index);
         if (this.listenerCount('applied log') > 0) this._emitSafe('applied log', item.index);
         return true;
       };

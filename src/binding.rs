@@ -98,6 +98,14 @@ impl RaftNode {
         let _ = self.input(Input::Complete { io, error, result: result_json });
     }
 
+    /// Item `index` of apply batch `io` is applied (progress inside a batch).
+    #[napi]
+    pub fn progress(&self, io: u32, index: f64) {
+        if index.is_finite() && index >= 0.0 {
+            let _ = self.input(Input::ApplyProgress { io, index: index as u64 });
+        }
+    }
+
     #[napi]
     pub fn receive(&self, reply: f64, kind: String, args_json: String) -> napi::Result<(), String> {
         self.input(Input::Receive { reply: reply as u64, kind, args: args_json })

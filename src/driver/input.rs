@@ -27,6 +27,8 @@ pub enum Input {
     Leave { req: u32, peer: String },
     /// An IO operation finished: `error` from the plugin, or its result as JSON text.
     Complete { io: u32, error: Option<PluginError>, result: Option<String> },
+    /// Item `index` of apply batch `io` was applied.
+    ApplyProgress { io: u32, index: u64 },
     /// A request from a peer; answer with a `reply` op carrying `reply`.
     Receive { reply: u64, kind: String, args: String },
     SetListened(Vec<String>),

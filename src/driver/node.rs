@@ -38,6 +38,7 @@ enum IoKind {
     SnapshotRead { peer: String },
     SnapshotReset,
     SnapshotWrite,
+    Quiesce,
 }
 
 /// Leader: a snapshot streaming to one follower. While any is open, applying is held back, so
@@ -158,6 +159,8 @@ pub struct Driver<H: Host> {
     snapshot_wanted: BTreeSet<String>,
     incoming: Option<Incoming>,
     next_sid: u32,
+    /// A `quiesce` op under way: applying stops so a snapshot read starts from an exact index.
+    quiescing: Option<u32>,
 
     connected: BTreeSet<String>,
     listened: HashSet<String>,
@@ -204,6 +207,7 @@ impl<H: Host> Driver<H> {
             snapshot_wanted: BTreeSet::new(),
             incoming: None,
             next_sid: 1,
+            quiescing: None,
             connected: BTreeSet::new(),
             listened: HashSet::new(),
             removed_self: false,
@@ -403,6 +407,7 @@ impl<H: Host> Driver<H> {
             },
             Input::Leave { req, peer } => self.queue_membership(req, EntryKind::RemovePeer { id: peer }),
             Input::Complete { io, error, result } => self.complete(io, error, result),
+            Input::ApplyProgress { io, index } => self.apply_progress(io, index),
             Input::Receive { reply, kind, args } => self.receive(reply, kind, args),
             Input::SetListened(names) => self.listened = names.into_iter().collect(),
             Input::Stop { req } => self.stopping = Some(req),
@@ -523,6 +528,7 @@ impl<H: Host> Driver<H> {
             IoKind::SnapshotRead { peer } => self.snapshot_read_finished(peer, error, result),
             IoKind::SnapshotReset => self.install_reset_finished(error),
             IoKind::SnapshotWrite => self.install_write_finished(error),
+            IoKind::Quiesce => self.quiesce_finished(io, error, result),
         }
     }
 
@@ -577,7 +583,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         // Hold the state machine still while a snapshot of it is read, or while one is written.
-        if self.outgoing.values().any(|o| !o.done_sent) || self.incoming.is_some() {
+        if self.outgoing.values().any(|o| !o.done_sent) || self.incoming.is_some() || self.quiescing.is_some() {
             return;
         }
         if self.apply_retry_at.is_some_and(|t| t > self.now) {
@@ -596,7 +602,7 @@ impl<H: Host> Driver<H> {
             items.push(ApplyItem { index: e.index, command, want });
             entries.push((e.index, e.term));
         }
-        let t = self.persistence_timeout().max(n as u64);
+        let t = self.persistence_timeout();
         let io = self.io(IoKind::Apply, t);
         self.applying = Some(Applying { io, entries });
         self.ops.push(Op::Apply { io, entries: items });
@@ -616,20 +622,7 @@ impl<H: Host> Driver<H> {
             (Some(_), Some(i)) if i >= first && i <= last => i,
             (Some(_), _) => first.saturating_sub(1),
         };
-        let mut applied = Vec::new();
-        while let Some(e) = self.apply_queue.front() {
-            if e.index > done_upto {
-                break;
-            }
-            applied.push((e.index, e.term));
-            self.apply_queue.pop_front();
-        }
-        if let Some(raft) = self.raft.as_mut() {
-            raft.applied_to(done_upto);
-        }
-        for (index, term) in applied {
-            self.on_applied(index, term);
-        }
+        self.progress_to(done_upto);
         if done_upto >= first {
             self.emit("done persisting", vec![Arg::Num(done_upto)]);
         }
@@ -638,6 +631,41 @@ impl<H: Host> Driver<H> {
             self.error(&code, format!("applying index {} failed: {}", done_upto + 1, e.message()));
             self.apply_retry_at = Some(self.now + RETRY_MS);
         }
+    }
+
+    /// The state machine has applied everything up to `index`: answer the commands waiting for
+    /// those entries and tell the core.
+    fn progress_to(&mut self, index: u64) {
+        let mut applied = Vec::new();
+        while let Some(e) = self.apply_queue.front() {
+            if e.index > index {
+                break;
+            }
+            applied.push((e.index, e.term));
+            self.apply_queue.pop_front();
+        }
+        if applied.is_empty() {
+            return;
+        }
+        if let Some(raft) = self.raft.as_mut() {
+            raft.applied_to(index);
+        }
+        for (index, term) in applied {
+            self.on_applied(index, term);
+        }
+    }
+
+    /// One item of the apply batch `io` is done. A slow chain thus keeps its deadline as long as
+    /// it progresses, and a retry after a real stall starts where the chain stopped.
+    fn apply_progress(&mut self, io: u32, index: u64) {
+        if self.applying.as_ref().is_none_or(|a| a.io != io) {
+            return;
+        }
+        let deadline = self.now + self.persistence_timeout();
+        if let Some(w) = self.ios.get_mut(&io) {
+            w.deadline = deadline;
+        }
+        self.progress_to(index);
     }
 
     fn on_applied(&mut self, index: u64, term: u64) {
@@ -970,6 +998,12 @@ impl<H: Host> Driver<H> {
                     self.warn("ETIMEDOUT", format!("reading the snapshot for {peer} stalled"));
                     self.abort_outgoing(&peer);
                 }
+                IoKind::Quiesce => {
+                    self.warn("ETIMEDOUT", "the state machine did not come to rest for a snapshot; retrying");
+                    if self.quiescing == Some(io) {
+                        self.quiescing = None;
+                    }
+                }
                 IoKind::SnapshotReset | IoKind::SnapshotWrite => {
                     self.install_failed("ETIMEDOUT", "the persistence plugin did not call back while installing a snapshot".into());
                 }
@@ -1026,11 +1060,40 @@ impl<H: Host> Driver<H> {
 
     // ----- snapshots: sending (leader) -----
 
+    /// Starts transfers to the followers that need one. The state machine must be at rest and
+    /// its position exact: unless transfers already hold applying back, first stop the apply
+    /// chain and learn how far it got (`quiesce`).
     fn start_snapshots(&mut self) {
-        if self.snapshot_wanted.is_empty() || self.applying.is_some() {
-            // Wait for the apply under way: the read must see a state machine at rest.
+        if self.snapshot_wanted.is_empty() || self.quiescing.is_some() {
             return;
         }
+        if self.outgoing.values().any(|o| !o.done_sent) {
+            return self.begin_transfers();
+        }
+        let t = self.persistence_timeout();
+        let io = self.io(IoKind::Quiesce, t);
+        self.quiescing = Some(io);
+        self.ops.push(Op::Quiesce { io });
+    }
+
+    fn quiesce_finished(&mut self, io: u32, error: Option<PluginError>, result: Option<String>) {
+        if self.quiescing != Some(io) {
+            return;
+        }
+        self.quiescing = None;
+        if let Some(e) = error {
+            return self.warn(&e.code_or("EPLUGIN"), format!("could not stop applying for a snapshot: {}", e.message()));
+        }
+        // The chain under way was stopped; forget its batch (the rest is re-sent later).
+        if let Some(a) = self.applying.take() {
+            self.ios.remove(&a.io);
+        }
+        let reported: u64 = result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(0);
+        self.progress_to(reported);
+        self.begin_transfers();
+    }
+
+    fn begin_transfers(&mut self) {
         for peer in std::mem::take(&mut self.snapshot_wanted) {
             if self.outgoing.contains_key(&peer) {
                 continue;

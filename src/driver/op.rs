@@ -90,5 +90,8 @@ pub enum Op {
     /// stream and then `saveCommitIndex(index)`.
     SnapshotWrite { io: u32, sid: u32, chunks: Json, end: bool, index: u64 },
     SnapshotAbort { sid: u32 },
+    /// Stop the apply chain, wait until no state-machine call is under way, and answer with the
+    /// last index applied.
+    Quiesce { io: u32 },
     Stopped,
 }
