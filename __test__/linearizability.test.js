@@ -350,7 +350,7 @@ test('performance: 2,000 ops over 5 keys with concurrency 10', () => {
   const t0 = process.hrtime.bigint();
   const res = check(h);
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  console.log(`# checked ${h.length} ops over 5 keys (concurrency 10, 2% unknown outcomes) in ${ms.toFixed(1)} ms`);
+  console.log(`checked ${h.length} ops over 5 keys (concurrency 10, 2% unknown outcomes) in ${ms.toFixed(1)} ms`);
   assert.strictEqual(res.ok, true, res.explanation);
 
   // Same size, one key, and a violation near the end: the search has to give up everywhere.
@@ -361,7 +361,7 @@ test('performance: 2,000 ops over 5 keys with concurrency 10', () => {
   const t1 = process.hrtime.bigint();
   const res2 = check(h2);
   const ms2 = Number(process.hrtime.bigint() - t1) / 1e6;
-  console.log(`# rejected ${h2.length} ops on one key in ${ms2.toFixed(1)} ms`);
+  console.log(`rejected ${h2.length} ops on one key in ${ms2.toFixed(1)} ms`);
   assert.strictEqual(res2.ok, false);
   assert.ok(ms + ms2 < 30000);
 });
