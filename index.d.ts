@@ -258,6 +258,248 @@ declare namespace Node {
     /** Commands applied on `nodeId`, in order. */
     commands(nodeId: string): any[];
   }
+
+  // ------------------------------------------------------------------ built-in: TCP transport
+
+  /** `createTcpTransport(options)`; node ids are addresses like `tcp://host:port`. */
+  interface TcpTransportOptions {
+    /** bytes of payload in one frame [16 MiB]. */
+    maxFrameSize?: number;
+    /** ms from send() to reply [2000]. */
+    requestTimeout?: number;
+    /** ms one TCP connection attempt may take [2000]. */
+    connectTimeout?: number;
+    /** ms, first reconnect back-off [50]. */
+    minReconnectDelay?: number;
+    /** ms, back-off cap [2000]. */
+    maxReconnectDelay?: number;
+    /** requests waiting for a connection; more fail at once with ENOTCONNECTED [1000]. */
+    maxQueue?: number;
+    /** ms an incoming socket may take to say hello [5000]. */
+    handshakeTimeout?: number;
+    noDelay?: boolean;
+    /** ms initial keep-alive delay, or false [10000]. */
+    keepAlive?: number | false;
+  }
+
+  /** What `listen` takes: where to bind, overriding the host and port of the node id. */
+  interface TcpListenOptions {
+    host?: string;
+    port?: number;
+  }
+
+  interface TcpConnection extends Connection {
+    readonly connected: boolean;
+    readonly closed: boolean;
+  }
+
+  interface TcpServer extends EventEmitter, Listener {
+    readonly localId: string;
+    address(): import('net').AddressInfo | string | null;
+    close(cb?: (err?: any) => void): void;
+  }
+
+  interface TcpTransport extends Transport {
+    readonly name: 'tcp';
+    readonly options: Readonly<Required<TcpTransportOptions>>;
+    listen(
+      localNodeId: string,
+      options: TcpListenOptions | null | undefined,
+      onConnection: (peerId: string, peerMetadata: any, connection: TcpConnection) => void,
+      cb?: (err: Error | null) => void,
+    ): TcpServer;
+    connect(localNodeId: string, localMetadata: any, peerId: string, peerMetadata?: any): TcpConnection;
+  }
+
+  interface CreateTcpTransport {
+    (options?: TcpTransportOptions): TcpTransport;
+    readonly createTcpTransport: CreateTcpTransport;
+    /** `tcp://host:port` → { host, port }; throws an error with code EINVALIDADDRESS. */
+    parseAddress(id: string): { host: string; port: number };
+    readonly DEFAULTS: Readonly<Required<TcpTransportOptions>>;
+  }
+
+  // ------------------------------------------------------------------ built-in: state machines
+
+  /** What the file persistence drives (see lib/persistence/kv-state-machine.js). */
+  interface StateMachine {
+    /** Deterministic; the result is what `command()` resolves with on the leader. */
+    apply(command: any, index: number): unknown;
+    /** Chunks describing the whole state (non-null values msgpack can carry). */
+    snapshot(): Iterable<unknown> | AsyncIterable<unknown>;
+    reset(): void | Promise<void>;
+    restore(chunk: any): void | Promise<void>;
+  }
+
+  type KvKey = string | number;
+
+  /** Commands of the built-in key-value state machine. */
+  type KvCommand =
+    | { op: 'put'; key: KvKey; value?: Command }
+    | { op: 'del'; key: KvKey }
+    | { op: 'get'; key: KvKey };
+
+  interface KvStateMachineOptions {
+    /** entries per snapshot chunk [256]. */
+    batchSize?: number;
+    /** rough bytes per snapshot chunk [256 KiB]. */
+    batchBytes?: number;
+  }
+
+  interface KvStateMachine extends StateMachine {
+    readonly batchSize: number;
+    readonly batchBytes: number;
+    /** Local reads: NOT linearizable. */
+    get(key: KvKey): any;
+    has(key: KvKey): boolean;
+    readonly size: number;
+    keys(): IterableIterator<KvKey>;
+    entries(): IterableIterator<[KvKey, any]>;
+    toObject(): { [key: string]: any };
+  }
+
+  interface CreateKvStateMachine {
+    (options?: KvStateMachineOptions): KvStateMachine;
+    readonly createKvStateMachine: CreateKvStateMachine;
+    readonly KvStateMachine: new (options?: KvStateMachineOptions) => KvStateMachine;
+  }
+
+  // ------------------------------------------------------------------ built-in: file persistence
+
+  interface FilePersistenceOptions<S extends StateMachine = KvStateMachine> {
+    /** Folder; each node id gets a sub-folder. */
+    dir: string;
+    /** Journal bytes that trigger a new checkpoint [8 MiB]. */
+    compactBytes?: number;
+    /** A factory `(nodeId) => instance`, or an instance for a single node id [the key-value store]. */
+    stateMachine?: S | ((nodeId: string) => S);
+  }
+
+  /** Durable persistence: files under `dir`, fsync'd before any callback. */
+  interface FilePersistence<S extends StateMachine = KvStateMachine> extends Persistence {
+    readonly dir: string;
+    readonly compactBytes: number;
+    createReadStream(nodeId: string): Readable & { lastIncludedIndex?: number };
+    /** The state machine instance of `nodeId` (local reads: NOT linearizable). */
+    stateMachine(nodeId: string): S;
+    /** Loads `nodeId` from disk if needed. */
+    load(nodeId: string, cb?: (err: Error | null, stateMachine?: S) => void): Promise<S>;
+    /** Waits for queued work and closes open files. */
+    close(cb?: (err: Error | null) => void): Promise<void>;
+  }
+
+  interface CreateFilePersistence {
+    <S extends StateMachine = KvStateMachine>(options: FilePersistenceOptions<S>): FilePersistence<S>;
+    readonly createFilePersistence: CreateFilePersistence;
+    readonly FilePersistence: new <S extends StateMachine = KvStateMachine>(options: FilePersistenceOptions<S>) => FilePersistence<S>;
+    /** The folder name used for a node id. */
+    safeName(nodeId: string): string;
+  }
+
+  // ------------------------------------------------------------------ built-in: key-value store
+
+  /** `createKvStore(options)`: a Node + TCP transport + file persistence (lib/kv.js). */
+  interface KvStoreOptions {
+    /** The node id AND the listen address, `tcp://host:port`. */
+    id: string;
+    /** Folder for the durable state (this node uses a sub-folder). */
+    dir: string;
+    /** A brand-new store forms a one-member cluster; else it waits to be joined [false]. */
+    bootstrap?: boolean;
+    /** Joined by a bootstrapping store on its very first start, once it leads [[]]. */
+    peers?: readonly string[];
+    /** Where to bind, e.g. { host: '0.0.0.0' } [the id's host and port]. */
+    listen?: TcpListenOptions;
+    /** TCP transport options, or a transport plugin. */
+    transport?: TcpTransportOptions | Transport;
+    /** ms start() waits to lead and for the peers' joins [10000]. */
+    startTimeout?: number;
+    /** Decided by `bootstrap`. */
+    standby?: never;
+    /** Always the file persistence in `dir`. */
+    persistence?: never;
+    // Node options passed through:
+    cluster?: string;
+    uuid?: () => string;
+    heartbeatInterval?: number;
+    minElectionTimeout?: number;
+    maxElectionTimeout?: number;
+    commandTimeout?: number;
+    retainedLogEntries?: number;
+    metadata?: JsonObject;
+  }
+
+  interface KvStoreStatus {
+    id: string;
+    state: StateName;
+    term: number;
+    /** The leader's address, or null. */
+    leader: string | null;
+  }
+
+  interface KvStoreEvents {
+    /** Errors and warnings of the node (nothing crashes the process). */
+    warning: [err: SkiffError];
+    state: [name: StateName];
+  }
+
+  /**
+   * Every operation goes through the local node's log and needs it to be the leader: others
+   * reject with `ENOTLEADER` and `err.leader`. Use a `KvClient` to be redirected.
+   */
+  interface KvStore extends EventEmitter {
+    readonly id: string;
+    readonly dir: string;
+    readonly bootstrap: boolean;
+    readonly peers: readonly string[];
+    /** The Raft node, once started. */
+    readonly node: Node | null;
+    /** The file persistence, once started. */
+    readonly persistence: FilePersistence | null;
+    start(): Promise<KvStore>;
+    put(key: KvKey, value: Command): Promise<void>;
+    /** Linearizable: read through the log. */
+    get<V = any>(key: KvKey): Promise<V | undefined>;
+    /** Resolves true if the key existed. */
+    del(key: KvKey): Promise<boolean>;
+    /** This store's own copy, without the log: NOT linearizable. */
+    localGet<V = any>(key: KvKey): Promise<V | undefined>;
+    join(peerAddress: string, metadata?: any): Promise<void>;
+    leave(peerAddress: string): Promise<void>;
+    /** The leader's address as known here (null when unknown); waits up to `timeout` ms for one. */
+    leader(timeout?: number): Promise<string | null>;
+    status(): KvStoreStatus;
+    stop(): Promise<void>;
+
+    on<E extends keyof KvStoreEvents>(event: E, listener: (...args: KvStoreEvents[E]) => void): this;
+    on(event: string | symbol, listener: (...args: any[]) => void): this;
+    once<E extends keyof KvStoreEvents>(event: E, listener: (...args: KvStoreEvents[E]) => void): this;
+    once(event: string | symbol, listener: (...args: any[]) => void): this;
+  }
+
+  interface KvClientOptions {
+    /** ms one operation may take, retries included [10000]. */
+    timeout?: number;
+    /** ms one request may take; keep it above the stores' commandTimeout [5000]. */
+    requestTimeout?: number;
+    /** ms to wait for a connection before trying another address [500]. */
+    connectWait?: number;
+    /** ms between rounds while no leader is known [50]. */
+    retryDelay?: number;
+    /** Retry after a timeout or a lost connection (may apply a command twice) [true]. */
+    retryAmbiguous?: boolean;
+  }
+
+  /** Talks to stores over TCP; follows `ENOTLEADER` redirects and tries other addresses. */
+  interface KvClient {
+    readonly addresses: readonly string[];
+    /** The address it sends to first (the last known leader), or null. */
+    readonly leader: string | null;
+    put(key: KvKey, value: Command): Promise<void>;
+    get<V = any>(key: KvKey): Promise<V | undefined>;
+    del(key: KvKey): Promise<boolean>;
+    close(): Promise<void>;
+  }
 }
 
 interface NodeConstructor {
@@ -278,6 +520,11 @@ interface NodeConstructor {
   readonly events: readonly string[];
   readonly states: readonly Node.StateName[];
   readonly MemoryPersistence: new () => Node.MemoryPersistence;
+  readonly createTcpTransport: Node.CreateTcpTransport;
+  readonly createFilePersistence: Node.CreateFilePersistence;
+  readonly createKvStateMachine: Node.CreateKvStateMachine;
+  readonly createKvStore: (options: Node.KvStoreOptions) => Node.KvStore;
+  readonly createKvClient: (addresses: readonly string[], options?: Node.KvClientOptions) => Node.KvClient;
 }
 
 declare const Node: NodeConstructor;

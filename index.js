@@ -37,5 +37,11 @@ Node.defaults = DEFAULTS;
 Node.events = ENGINE_EVENTS;
 Node.states = STATE_NAMES;
 Node.MemoryPersistence = MemoryPersistence;
+// Built-in plugins and the replicated key-value store (lib/kv.js).
+Node.createTcpTransport = require('./lib/transport/tcp');
+Node.createFilePersistence = require('./lib/persistence/file');
+Node.createKvStateMachine = require('./lib/persistence/kv-state-machine');
+Node.createKvStore = require('./lib/kv').createKvStore;
+Node.createKvClient = require('./lib/kv').createKvClient;
 
 module.exports = Node;

@@ -88,6 +88,8 @@ pub struct Restored {
     /// A snapshot install was under way when the node stopped: the state machine may be half
     /// written, so nothing may be applied until a complete snapshot is installed.
     pub install: Option<PendingInstall>,
+    /// The highest commit index a leader announced (`log.meta.knownCommit`).
+    pub known_commit: u64,
 }
 
 /// A snapshot being installed, recorded durably before the state machine is cleared.

@@ -147,6 +147,10 @@ impl RaftLog {
     /// are kept when they agree with it (Raft §7: "if existing log entry has same index and term as
     /// snapshot's last included entry, retain log entries following it").
     pub fn install_snapshot(&mut self, index: u64, term: u64) {
+        if index < self.snapshot_index {
+            // Older than what we have: nothing to do (the log never moves backwards).
+            return;
+        }
         if self.term(index) == Some(term) {
             self.compact_to(index);
         } else {

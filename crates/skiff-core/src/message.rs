@@ -16,6 +16,10 @@ pub struct AppendEntries {
     #[serde(default)]
     pub entries: Vec<Entry>,
     pub leader_commit: u64,
+    /// With `prevLogIndex` 0: the membership before the first entry, when the log does not
+    /// record it (see `Raft::base_for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerDesc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

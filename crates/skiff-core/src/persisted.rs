@@ -62,6 +62,8 @@ struct MetaIn {
     members: Option<Vec<PeerIn>>,
     #[serde(default)]
     pending_snapshot: Option<PendingIn>,
+    #[serde(default)]
+    known_commit: u64,
 }
 
 #[derive(Deserialize)]
@@ -103,10 +105,13 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
         Some(l) => (l.meta, l.entries),
         None => (None, Vec::new()),
     };
-    let (snap_index, snap_term, base_members, pending) = match meta {
-        Some(m) => (m.last_included_index, m.last_included_term, m.members, m.pending_snapshot),
-        None => (0, 0, None, None),
+    let (snap_index, snap_term, base_members, pending, known_commit) = match meta {
+        Some(m) => (m.last_included_index, m.last_included_term, m.members, m.pending_snapshot, m.known_commit),
+        None => (0, 0, None, None, 0),
     };
+    if known_commit > MAX_SAFE {
+        return Err(LoadError::TooLarge("knownCommit"));
+    }
     let install = match pending {
         Some(p) if p.last_included_index > MAX_SAFE || p.last_included_term > MAX_SAFE => {
             return Err(LoadError::TooLarge("pending snapshot position"))
@@ -151,6 +156,7 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
         applied,
         bootstrap: None,
         install,
+        known_commit,
     })
 }
 
@@ -180,6 +186,12 @@ struct MetaOut<'a> {
     members: Peers<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pending_snapshot: Option<PendingOut<'a>>,
+    #[serde(skip_serializing_if = "is_zero")]
+    known_commit: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Serialize)]
@@ -231,6 +243,7 @@ impl Serialize for PersistedState<'_> {
                         last_included_term: pi.term,
                         members: Peers { members: &pi.members, except: None },
                     }),
+                    known_commit: raft.known_commit(),
                 },
                 entries: Entries(raft.log()),
             },

@@ -111,6 +111,11 @@ pub struct Raft {
     leader: Option<String>,
     /// Highest index known committed. Never decreases.
     commit: u64,
+    /// Highest commit index any leader told us about (durable, `log.meta.knownCommit`). Until
+    /// our log reaches it we may hold an outdated membership (a node catching up, perhaps one
+    /// re-added under an old id), so we do not campaign. Some node of every majority has a log
+    /// that long, so this never stops a majority from electing a leader.
+    known_commit: u64,
     /// Highest index known durable on this node (what the leader may count for itself).
     persisted: u64,
     /// Last entry handed out in `Ready::committed`.
@@ -140,7 +145,7 @@ pub struct Raft {
 impl Raft {
     pub fn new(cfg: Config, restored: Restored) -> Result<Raft, ConfigError> {
         cfg.validate()?;
-        let Restored { hard_state, mut log, mut base, applied, bootstrap, install } = restored;
+        let Restored { hard_state, mut log, mut base, applied, bootstrap, install, known_commit } = restored;
         // An install whose state machine write finished and was recorded (saveCommitIndex) but
         // whose log reset was not yet saved: finish it now.
         let mut dirty = false;
@@ -182,6 +187,7 @@ impl Raft {
             shown_role: Role::Standby,
             leader: None,
             commit: committed,
+            known_commit,
             apply_cursor: committed,
             applied: committed,
             now: 0,
@@ -237,6 +243,9 @@ impl Raft {
     }
     pub fn commit(&self) -> u64 {
         self.commit
+    }
+    pub fn known_commit(&self) -> u64 {
+        self.known_commit
     }
     pub fn applied(&self) -> u64 {
         self.applied
@@ -301,7 +310,7 @@ impl Raft {
                 if self.now >= self.election_deadline {
                     // A node whose state machine is incomplete must not lead: it could neither
                     // apply nor serve snapshots.
-                    if self.is_voter() && self.install.is_none() {
+                    if self.is_voter() && self.install.is_none() && self.log.last_index() >= self.known_commit {
                         self.events.push(Event::ElectionTimeout);
                         if self.cfg.pre_vote {
                             self.campaign_pre();
@@ -705,6 +714,7 @@ impl Raft {
                 prev_log_term: prev_term,
                 entries,
                 leader_commit: self.commit,
+                peers: self.base_for(prev),
             };
             self.send(peer.to_string(), None, Body::AppendEntries(msg));
             sent_any = true;
@@ -716,6 +726,16 @@ impl Raft {
             }
             // In Replicate, keep filling the window.
         }
+    }
+
+    /// The membership before the first entry, for an AppendEntries anchored at index 0 of a log
+    /// that does not start with its own membership (a cluster from skiff-algorithm's format keeps
+    /// its first members in `peers`, not in the log): a follower replaying such a log from the
+    /// start needs it to know who the members are.
+    fn base_for(&self, prev: u64) -> Option<Vec<PeerDesc>> {
+        (prev == 0 && self.log.snapshot_index() == 0 && !self.base.is_empty()).then(|| {
+            self.base.iter().map(|(id, m)| PeerDesc { id: id.clone(), metadata: m.clone() }).collect()
+        })
     }
 
     /// An AppendEntries with no entries anchored at what the follower is known to have.
@@ -732,6 +752,7 @@ impl Raft {
             prev_log_term: prev_term,
             entries: Vec::new(),
             leader_commit: self.commit,
+            peers: self.base_for(prev),
         };
         self.send(peer.to_string(), None, Body::AppendEntries(msg));
     }
@@ -963,7 +984,7 @@ impl Raft {
     /// durable, so that a crash in the middle never leaves a half-written state machine that
     /// counts as caught up.
     pub fn begin_install(&mut self, index: u64, term: u64, members: Membership) -> bool {
-        if self.is_leader() || (self.install.is_none() && index <= self.commit) {
+        if self.is_leader() || index < self.log.snapshot_index() || (self.install.is_none() && index <= self.commit) {
             return false;
         }
         self.install = Some(PendingInstall { index, term, members });
@@ -1075,6 +1096,10 @@ impl Raft {
         }
         self.last_leader_contact = Some(self.now);
         self.reset_election_timer();
+        if a.leader_commit > self.known_commit {
+            self.known_commit = a.leader_commit;
+            self.dirty = true;
+        }
 
         let reply = |this: &Raft, success: bool, match_index: u64, hint: Option<(u64, Option<u64>)>, reason: Option<String>| {
             Body::AppendEntriesResponse(AppendEntriesResponse {
@@ -1112,7 +1137,22 @@ impl Raft {
             // a cluster of its own.
             self.bootstrap = None;
         }
+        if self.install.is_some() {
+            // Only a snapshot helps now. Taking entries meanwhile could leave this node, which may
+            // not campaign, with the longest log, refusing every candidate.
+            let body = reply(self, false, 0, None, Some("waiting for a snapshot".into()));
+            self.send(from, token, body);
+            return;
+        }
 
+        if let (0, 0, Some(peers)) = (prev, self.log.snapshot_index(), &a.peers) {
+            let base = Membership::from_members(peers.iter().map(|p| (p.id.clone(), p.metadata.clone())));
+            if base != self.base {
+                self.base = base;
+                self.dirty = true;
+                self.refresh_members();
+            }
+        }
         match self.log.term(prev) {
             Some(t) if t == prev_term => {}
             found => {
@@ -1142,6 +1182,7 @@ impl Raft {
                     }
                     self.log.truncate_from(e.index);
                     self.persisted = self.persisted.min(e.index - 1);
+                    self.drop_acks_from(e.index);
                     truncated = true;
                 }
                 None => {}
@@ -1166,6 +1207,12 @@ impl Raft {
         self.send(from, token, body);
     }
 
+    /// Our log was truncated at `index`: acknowledgements still queued that cover it would
+    /// promise entries no disk will hold, so they go.
+    fn drop_acks_from(&mut self, index: u64) {
+        self.msgs.retain(|m| !matches!(&m.body, Body::AppendEntriesResponse(r) if r.success && r.match_index >= index));
+    }
+
     fn handle_append_response(&mut self, from: String, r: AppendEntriesResponse) {
         if !self.is_leader() {
             return;
@@ -1175,7 +1222,18 @@ impl Raft {
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_heard = now;
         p.applied = p.applied.max(r.last_applied);
-        if r.needs_snapshot && p.state != ProgressState::Snapshot {
+        if p.state == ProgressState::Snapshot {
+            // Answers to heartbeats during a transfer say nothing about the transfer.
+            if r.success && r.match_index > p.match_index && r.match_index <= last {
+                p.match_index = r.match_index;
+            }
+            if p.pending_snapshot == 0 {
+                // Needed, not started (the follower was silent): it answers now.
+                self.events.push(Event::SnapshotNeeded { peer: from });
+            }
+            return;
+        }
+        if r.needs_snapshot {
             if r.success && r.match_index > p.match_index && r.match_index <= last {
                 p.match_index = r.match_index;
             }
@@ -1186,17 +1244,6 @@ impl Raft {
         if r.success {
             if r.match_index > last {
                 self.events.push(Event::Rejected { from, reason: format!("matchIndex {} is past our log", r.match_index) });
-                return;
-            }
-            if p.state == ProgressState::Snapshot {
-                // A heartbeat answer during a transfer says nothing about the transfer.
-                if r.match_index > p.match_index {
-                    p.match_index = r.match_index;
-                }
-                if p.pending_snapshot == 0 {
-                    // Needed, not started (the follower was silent): it answers now.
-                    self.events.push(Event::SnapshotNeeded { peer: from });
-                }
                 return;
             }
             if p.on_success(r.match_index, now) {
@@ -1230,6 +1277,8 @@ impl Raft {
 
     fn handle_vote(&mut self, from: String, token: Option<u64>, rv: RequestVote) {
         let up_to_date = self.log.is_up_to_date(rv.last_log_index, rv.last_log_term);
+        // Votes are granted whatever our own view of the membership: a member that has not yet
+        // received the entry adding it must still be able to help elect a leader.
         let (granted, reason) = if rv.pre_vote {
             // A pre-vote is granted to a candidate that could win, without changing our state.
             if rv.term <= self.term {
