@@ -141,6 +141,7 @@ function createNodeClass(loadNative) {
         _abortedSids: new Set(), // snapshot write streams the engine gave up on
         _latestState: undefined, // the newest state the engine asked saveMeta to write
         _lastApplied: 0, // highest index an apply chain saw applied (for `quiesce`)
+        _direct: new Map(), // log index -> reqId of a command answered when that index is applied
         _applyResults: new Map(), // log index -> value applyCommand called back with (items marked want)
         _readStreams: new Map(), // sid -> snapshot read stream record
         _writeStreams: new Map(), // sid -> snapshot write stream record
@@ -548,9 +549,25 @@ function createNodeClass(loadNative) {
           return;
         case 'saveMeta':
           this._latestState = op.state;
-          this._callPlugin(op.io, 'persistence.saveMeta', persistence, 'saveMeta',
-            [this.id, op.state], false, this._metaLane,
-            { timeoutMs: this._laneTimeout(), late: () => this._resaveLatest() });
+          this._invoke('persistence.saveMeta', persistence, 'saveMeta', [this.id, op.state], (err) => {
+            if (err) {
+              // what waited for this save is dropped: peers time out and ask again
+              this._complete(op.io, toWire(err), null);
+              return;
+            }
+            // the messages that promise what this save made durable go out now, without a hop
+            // through the engine
+            if (Array.isArray(op.after)) {
+              for (const after of op.after) {
+                try {
+                  this._runOp(normalizeOp(after));
+                } catch (e) {
+                  rethrowLater(e);
+                }
+              }
+            }
+            this._complete(op.io, null, null);
+          }, this._metaLane, { timeoutMs: this._laneTimeout(), late: () => this._resaveLatest() });
           return;
         case 'apply':
           this._applyChain(op);
@@ -754,6 +771,9 @@ function createNodeClass(loadNative) {
       if (!Array.isArray(entries)) {
         entries = op.index !== undefined ? [{ index: op.index, command: op.command }] : [];
       }
+      for (const item of entries) {
+        if (item && item.req !== undefined && item.req !== null) this._direct.set(item.index, item.req);
+      }
       const persistence = this.options.persistence;
       let k = 0;
       let last = null;
@@ -772,6 +792,7 @@ function createNodeClass(loadNative) {
           }
         }
         if (!err && item.index > this._lastApplied) this._lastApplied = item.index;
+        if (!err) this._answerDirect(item.index, result);
         if (stale()) return false;
         if (err) {
           this._complete(op.io, toWire(err), JSON.stringify(last));
@@ -834,6 +855,19 @@ function createNodeClass(loadNative) {
       if (name === 'state' && typeof converted[0] === 'string') this._cachedState = converted[0];
       else if (STATE_NAMES.includes(name)) this._cachedState = name;
       this._emitSafe(name, ...converted);
+    }
+
+    // A command the engine handed over with its apply item (`req`) completes as soon as that
+    // index is applied, by whichever chain applies it.
+    _answerDirect(index, result) {
+      const req = this._direct.get(index);
+      if (req === undefined) return;
+      this._direct.delete(index);
+      const callback = this._requests.get(req);
+      if (!callback) return;
+      this._requests.delete(req);
+      if (result !== undefined) callback(null, result);
+      else callback(null);
     }
 
     _done(req, error, index) {
@@ -1298,6 +1332,7 @@ function createNodeClass(loadNative) {
       for (const answer of replies) answer(makeError('node is stopped', CODES.ESTOPPED));
 
       this._applyResults.clear();
+      this._direct.clear();
       for (const sid of [...this._readStreams.keys()]) this._closeReadStream(sid);
       for (const sid of [...this._writeStreams.keys()]) this._abortWriteStream(sid);
 

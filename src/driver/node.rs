@@ -91,6 +91,8 @@ struct Save {
     retry_at: Option<u64>,
     /// The snapshot install this save marks as begun, if any.
     install_mark: Option<u64>,
+    /// The term written by this save.
+    term: u64,
 }
 
 /// An `apply` batch under way.
@@ -161,6 +163,8 @@ pub struct Driver<H: Host> {
     next_sid: u32,
     /// A `quiesce` op under way: applying stops so a snapshot read starts from an exact index.
     quiescing: Option<u32>,
+    /// The term of the newest state known to be on disk.
+    durable_term: u64,
 
     connected: BTreeSet<String>,
     listened: HashSet<String>,
@@ -208,6 +212,7 @@ impl<H: Host> Driver<H> {
             incoming: None,
             next_sid: 1,
             quiescing: None,
+            durable_term: 0,
             connected: BTreeSet::new(),
             listened: HashSet::new(),
             removed_self: false,
@@ -371,6 +376,7 @@ impl<H: Host> Driver<H> {
             }
         };
         raft.tick(self.now);
+        self.durable_term = raft.term();
         self.raft = Some(raft);
         self.emit("loaded", vec![]);
         self.sync_connections();
@@ -534,16 +540,25 @@ impl<H: Host> Driver<H> {
 
     // ----- persistence of the core's state -----
 
+    /// Issues (or re-issues) the save under way. The first time, the messages waiting for it
+    /// travel with it and the wrapper sends them as soon as `saveMeta` calls back, without a hop
+    /// through the engine. If that save fails they are dropped: peers time out and ask again.
     fn issue_save(&mut self) {
         let Some(save) = self.saving.as_mut() else { return };
         save.retry_at = None;
         let state = save.state.clone();
+        let messages = std::mem::take(&mut save.messages);
         let t = self.persistence_timeout();
         let io = self.io(IoKind::Save, t);
         if let Some(save) = self.saving.as_mut() {
             save.io = io;
         }
-        self.ops.push(Op::SaveMeta { io, state });
+        let outer = std::mem::take(&mut self.ops);
+        for m in messages {
+            self.send_message(m);
+        }
+        let after = std::mem::replace(&mut self.ops, outer);
+        self.ops.push(Op::SaveMeta { io, state, after });
     }
 
     fn save_finished(&mut self, io: u32, error: Option<PluginError>) {
@@ -559,6 +574,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         let Some(save) = self.saving.take() else { return };
+        self.durable_term = self.durable_term.max(save.term);
         for m in save.messages {
             self.send_message(m);
         }
@@ -593,14 +609,18 @@ impl<H: Host> Driver<H> {
         let n = self.apply_queue.len().min(APPLY_BATCH);
         let mut items = Vec::with_capacity(n);
         let mut entries = Vec::with_capacity(n);
-        for e in self.apply_queue.iter().take(n) {
-            let command = match &e.kind {
-                EntryKind::Command(c) => Some(c.clone()),
-                _ => None,
+        for k in 0..n {
+            let (index, term, command) = match self.apply_queue.get(k) {
+                Some(e) => match &e.kind {
+                    EntryKind::Command(c) => (e.index, e.term, Some(c.clone())),
+                    _ => (e.index, e.term, None),
+                },
+                None => break,
             };
-            let want = command.is_some() && self.by_index.contains_key(&e.index);
-            items.push(ApplyItem { index: e.index, command, want });
-            entries.push((e.index, e.term));
+            let want = command.is_some() && self.by_index.contains_key(&index);
+            let req = if want { self.take_direct(index, term) } else { None };
+            items.push(ApplyItem { index, command, want: want && req.is_none(), req });
+            entries.push((index, term));
         }
         let t = self.persistence_timeout();
         let io = self.io(IoKind::Apply, t);
@@ -631,6 +651,24 @@ impl<H: Host> Driver<H> {
             self.error(&code, format!("applying index {} failed: {}", done_upto + 1, e.message()));
             self.apply_retry_at = Some(self.now + RETRY_MS);
         }
+    }
+
+    /// A command waiting for the entry (`index`, `term`) that needs nothing but this node's apply
+    /// (no `waitForNode`) is handed to the wrapper, which answers it when the item is applied.
+    /// It leaves the engine's books: it is committed, so it will be applied.
+    fn take_direct(&mut self, index: u64, term: u64) -> Option<u32> {
+        let reqs = self.by_index.get(&index)?;
+        if reqs.len() != 1 {
+            return None;
+        }
+        let req = reqs[0];
+        let p = self.pending.get(&req)?;
+        if p.term != term || !matches!(p.waiting, Waiting::Command { wait_for: None }) {
+            return None;
+        }
+        self.pending.remove(&req);
+        self.by_index.remove(&index);
+        Some(req)
     }
 
     /// The state machine has applied everything up to `index`: answer the commands waiting for
@@ -900,14 +938,21 @@ impl<H: Host> Driver<H> {
             match state {
                 Some(state) => {
                     let install_mark = self.raft.as_ref().and_then(|r| r.pending_install().map(|p| p.index));
-                    self.saving = Some(Save {
-                        io: 0,
-                        state,
-                        token: ready.persist_token,
-                        messages: ready.messages,
-                        retry_at: None,
-                        install_mark,
-                    });
+                    let term = self.raft.as_ref().map_or(0, |r| r.term());
+                    // A leader whose term (and so its vote) is already on disk streams new entries
+                    // to followers while saving them itself; everything else waits for the save.
+                    let (early, messages): (Vec<Message>, Vec<Message>) = if term == self.durable_term {
+                        ready
+                            .messages
+                            .into_iter()
+                            .partition(|m| m.token.is_none() && matches!(m.body, Body::AppendEntries(_)))
+                    } else {
+                        (Vec::new(), ready.messages)
+                    };
+                    for m in early {
+                        self.send_message(m);
+                    }
+                    self.saving = Some(Save { io: 0, state, token: ready.persist_token, messages, retry_at: None, install_mark, term });
                     self.issue_save();
                 }
                 None => {

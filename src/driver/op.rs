@@ -34,6 +34,10 @@ pub struct ApplyItem {
     /// with, to hand it to that caller.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub want: bool,
+    /// The local `command()` request that completes as soon as this item is applied, answered
+    /// by the wrapper itself (one hop fewer than a `done` op).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
 }
 
 /// An event argument: JSON, or the node itself.
@@ -64,7 +68,14 @@ impl Arg {
 pub enum Op {
     LoadMeta { io: u32 },
     LastApplied { io: u32 },
-    SaveMeta { io: u32, state: Box<RawValue> },
+    /// `after`: operations the wrapper runs once this save has called back successfully (the
+    /// messages that promise what the save makes durable), dropped if it fails.
+    SaveMeta {
+        io: u32,
+        state: Box<RawValue>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        after: Vec<Op>,
+    },
     Apply { io: u32, entries: Vec<ApplyItem> },
     Connect { peer: String, metadata: Json },
     Disconnect { peer: String },

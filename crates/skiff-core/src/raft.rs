@@ -574,8 +574,9 @@ impl Raft {
                 return;
             }
             self.base = self.membership_at(upto);
+            // Not a reason to save on its own: the next save (there is one for every new entry)
+            // writes the shorter log, and a longer one on disk is still correct.
             self.log.compact_to(upto);
-            self.dirty = true;
         }
     }
 

@@ -53,7 +53,9 @@ pub enum Event {
 /// 1. if `persist` is set, durably save the state returned by [`crate::Raft::persisted_state`]
 ///    as of the moment `ready()` returned (term, vote, log and membership together);
 /// 2. only then send `messages` (votes and acknowledgements promise durability) and call
-///    [`crate::Raft::advance`] with this `Ready`'s `persist_token`;
+///    [`crate::Raft::advance`] with this `Ready`'s `persist_token`. One exception: a leader's
+///    AppendEntries requests may go out before its own save when its term and vote are already
+///    durable (Raft thesis §10.2.1): the leader counts itself only once `advance` says so;
 /// 3. `committed` may be applied at any time, in order, each once: every entry in it is already
 ///    durable locally and committed by a majority. Report progress with
 ///    [`crate::Raft::applied_to`].
