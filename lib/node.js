@@ -142,6 +142,7 @@ function createNodeClass(loadNative) {
         _latestState: undefined, // the newest state the engine asked saveMeta to write
         _lastApplied: 0, // highest index an apply chain saw applied (for `quiesce`)
         _direct: new Map(), // log index -> reqId of a command answered when that index is applied
+        _savedEntries: [], // log entries of the last saveMeta op, for the next one's `from`
         _applyResults: new Map(), // log index -> value applyCommand called back with (items marked want)
         _readStreams: new Map(), // sid -> snapshot read stream record
         _writeStreams: new Map(), // sid -> snapshot write stream record
@@ -548,8 +549,8 @@ function createNodeClass(loadNative) {
             'lastAppliedCommitIndex', [this.id], true);
           return;
         case 'saveMeta':
-          this._latestState = op.state;
-          this._invoke('persistence.saveMeta', persistence, 'saveMeta', [this.id, op.state], (err) => {
+          this._latestState = this._fullState(op);
+          this._invoke('persistence.saveMeta', persistence, 'saveMeta', [this.id, this._latestState], (err) => {
             if (err) {
               // what waited for this save is dropped: peers time out and ask again
               this._complete(op.io, toWire(err), null);
@@ -855,6 +856,29 @@ function createNodeClass(loadNative) {
       if (name === 'state' && typeof converted[0] === 'string') this._cachedState = converted[0];
       else if (STATE_NAMES.includes(name)) this._cachedState = name;
       this._emitSafe(name, ...converted);
+    }
+
+    // The state to hand `saveMeta`. With `from`, the op carries only the log entries from that
+    // index on; the earlier ones are those of the previous save (kept here, each parsed once).
+    _fullState(op) {
+      const state = op.state;
+      const log = state && state.log;
+      if (!log || !Array.isArray(log.entries)) return state;
+      if (op.from !== undefined && op.from !== null) {
+        const prev = this._savedEntries;
+        const first = ((log.meta && log.meta.lastIncludedIndex) || 0) + 1;
+        const kept = [];
+        if (prev.length > 0) {
+          const base = prev[0].index;
+          const end = Math.min(prev.length, op.from - base);
+          for (let i = Math.max(0, first - base); i < end; i++) kept.push(prev[i]);
+        }
+        for (const e of log.entries) kept.push(e);
+        log.entries = kept;
+      }
+      this._savedEntries = log.entries;
+      // the plugin gets its own array: it may keep or change it
+      return Object.assign({}, state, { log: Object.assign({}, log, { entries: log.entries.slice() }) });
     }
 
     // A command the engine handed over with its apply item (`req`) completes as soon as that

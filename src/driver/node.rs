@@ -7,7 +7,7 @@ use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RequestVote, RequestVoteResponse};
-use skiff_core::persisted::{restore, PersistedState};
+use skiff_core::persisted::{restore, PersistedState, PersistedTail};
 use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -85,6 +85,8 @@ struct IoWait {
 struct Save {
     io: u32,
     state: Box<RawValue>,
+    /// `state` holds the log entries from this index on (see `Op::SaveMeta`).
+    from: Option<u64>,
     token: (u64, u64),
     /// Messages of the `Ready` that asked for this save: sent only once it is durable.
     messages: Vec<Message>,
@@ -165,6 +167,8 @@ pub struct Driver<H: Host> {
     quiescing: Option<u32>,
     /// The term of the newest state known to be on disk.
     durable_term: u64,
+    /// Last log entry (index, term) of the state last sent in a `saveMeta` op.
+    js_log: Option<(u64, u64)>,
 
     connected: BTreeSet<String>,
     listened: HashSet<String>,
@@ -213,6 +217,7 @@ impl<H: Host> Driver<H> {
             next_sid: 1,
             quiescing: None,
             durable_term: 0,
+            js_log: None,
             connected: BTreeSet::new(),
             listened: HashSet::new(),
             removed_self: false,
@@ -547,6 +552,7 @@ impl<H: Host> Driver<H> {
         let Some(save) = self.saving.as_mut() else { return };
         save.retry_at = None;
         let state = save.state.clone();
+        let from = save.from;
         let messages = std::mem::take(&mut save.messages);
         let t = self.persistence_timeout();
         let io = self.io(IoKind::Save, t);
@@ -558,7 +564,7 @@ impl<H: Host> Driver<H> {
             self.send_message(m);
         }
         let after = std::mem::replace(&mut self.ops, outer);
-        self.ops.push(Op::SaveMeta { io, state, after });
+        self.ops.push(Op::SaveMeta { io, state, from, after });
     }
 
     fn save_finished(&mut self, io: u32, error: Option<PluginError>) {
@@ -600,6 +606,10 @@ impl<H: Host> Driver<H> {
         }
         // Hold the state machine still while a snapshot of it is read, or while one is written.
         if self.outgoing.values().any(|o| !o.done_sent) || self.incoming.is_some() || self.quiescing.is_some() {
+            return;
+        }
+        // A state machine that an install began to replace takes nothing but a snapshot.
+        if self.raft.as_ref().is_some_and(|r| r.pending_install().is_some()) {
             return;
         }
         if self.apply_retry_at.is_some_and(|t| t > self.now) {
@@ -922,7 +932,18 @@ impl<H: Host> Driver<H> {
             }
             let ready = raft.ready();
             let state = if ready.persist {
-                Some(to_raw(&PersistedState(raft)))
+                let log = raft.log();
+                // The wrapper still holds the entries of the previous save up to `js_log`; send
+                // only what follows, unless the log was truncated or moved past them.
+                let from = match self.js_log {
+                    Some((last, term)) if last >= log.snapshot_index() && log.term(last) == Some(term) => Some(last + 1),
+                    _ => None,
+                };
+                self.js_log = Some((log.last_index(), log.last_term()));
+                Some(match from {
+                    Some(from) => (to_raw(&PersistedTail(raft, from)), Some(from)),
+                    None => (to_raw(&PersistedState(raft)), None),
+                })
             } else {
                 None
             };
@@ -936,7 +957,7 @@ impl<H: Host> Driver<H> {
             }
             self.apply_queue.extend(ready.committed);
             match state {
-                Some(state) => {
+                Some((state, from)) => {
                     let install_mark = self.raft.as_ref().and_then(|r| r.pending_install().map(|p| p.index));
                     let term = self.raft.as_ref().map_or(0, |r| r.term());
                     // A leader whose term (and so its vote) is already on disk streams new entries
@@ -952,7 +973,8 @@ impl<H: Host> Driver<H> {
                     for m in early {
                         self.send_message(m);
                     }
-                    self.saving = Some(Save { io: 0, state, token: ready.persist_token, messages, retry_at: None, install_mark, term });
+                    self.saving =
+                        Some(Save { io: 0, state, from, token: ready.persist_token, messages, retry_at: None, install_mark, term });
                     self.issue_save();
                 }
                 None => {
@@ -1240,6 +1262,10 @@ impl<H: Host> Driver<H> {
             if !began {
                 return reply(self, false, 0, Some("snapshot refused"));
             }
+            // Entries still queued for applying are older than the snapshot, which replaces them;
+            // applied onto a cleared state machine after a failed transfer they would corrupt it.
+            self.apply_queue.clear();
+            self.apply_retry_at = None;
             let sid = self.next_sid;
             self.next_sid = self.next_sid.wrapping_add(1).max(1);
             self.incoming = Some(Incoming {

@@ -70,9 +70,14 @@ pub enum Op {
     LastApplied { io: u32 },
     /// `after`: operations the wrapper runs once this save has called back successfully (the
     /// messages that promise what the save makes durable), dropped if it fails.
+    /// With `from`, `state.log.entries` holds only the entries from that index on: the wrapper
+    /// keeps the earlier ones from the previous `saveMeta` (the engine sends each entry to JS
+    /// once instead of with every save).
     SaveMeta {
         io: u32,
         state: Box<RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         after: Vec<Op>,
     },

@@ -163,6 +163,10 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
 /// A view of a core's durable state that serializes in the persisted format.
 pub struct PersistedState<'a>(pub &'a Raft);
 
+/// The same state with only the log entries from index `.1` on: for a runtime that keeps the
+/// earlier entries of the previous save and sends only what changed.
+pub struct PersistedTail<'a>(pub &'a Raft, pub u64);
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct StateOut<'a> {
@@ -218,15 +222,21 @@ impl Serialize for Peers<'_> {
     }
 }
 
-struct Entries<'a>(&'a RaftLog);
+struct Entries<'a>(&'a RaftLog, u64);
 
 impl Serialize for Entries<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter())
+        s.collect_seq(self.0.range(self.1, self.0.last_index()))
     }
 }
 
 impl Serialize for PersistedState<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PersistedTail(self.0, 0).serialize(s)
+    }
+}
+
+impl Serialize for PersistedTail<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let raft = self.0;
         let hs = raft.hard_state_ref();
@@ -245,7 +255,7 @@ impl Serialize for PersistedState<'_> {
                     }),
                     known_commit: raft.known_commit(),
                 },
-                entries: Entries(raft.log()),
+                entries: Entries(raft.log(), self.1),
             },
             peers: Peers { members: raft.members(), except: Some(raft.id()) },
         }
