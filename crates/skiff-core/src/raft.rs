@@ -410,34 +410,39 @@ impl Raft {
     }
 
     fn campaign_pre(&mut self) {
-        self.phase = Phase::PreCandidate;
-        self.set_leader(None);
-        self.votes.clear();
-        self.votes.insert(self.cfg.id.clone(), true);
-        self.reset_election_timer();
-        self.note_role();
-        if self.won(true) {
-            self.campaign();
-        } else {
-            self.request_votes(self.term + 1, true);
-        }
+        self.campaign_as(Phase::PreCandidate);
     }
 
     fn campaign(&mut self) {
-        let term = self.term + 1;
-        self.set_term(term);
-        self.vote = Some(self.cfg.id.clone());
-        self.dirty = true;
-        self.phase = Phase::Candidate;
+        self.campaign_as(Phase::Candidate);
+    }
+
+    /// Stands for election. A pre-candidate asks whether it could win at the next term without
+    /// changing anything; a candidate takes the next term and votes for itself (saved before any
+    /// RequestVote goes out).
+    fn campaign_as(&mut self, phase: Phase) {
+        let pre = phase == Phase::PreCandidate;
+        if !pre {
+            let term = self.term + 1;
+            self.set_term(term);
+            self.vote = Some(self.cfg.id.clone());
+            self.dirty = true;
+        }
+        self.phase = phase;
         self.set_leader(None);
         self.votes.clear();
         self.votes.insert(self.cfg.id.clone(), true);
         self.reset_election_timer();
         self.note_role();
         if self.won(true) {
-            self.become_leader();
+            if pre {
+                self.campaign();
+            } else {
+                self.become_leader();
+            }
         } else {
-            self.request_votes(self.term, false);
+            let term = if pre { self.term + 1 } else { self.term };
+            self.request_votes(term, pre);
         }
     }
 
