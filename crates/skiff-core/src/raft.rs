@@ -1104,7 +1104,12 @@ impl Raft {
         self.reset_election_timer();
         if a.leader_commit > self.known_commit {
             self.known_commit = a.leader_commit;
-            self.dirty = true;
+            // Worth a save only while our log is shorter (it is what stops us campaigning); a
+            // commit index we already hold entries for changes nothing after a restart.
+            let reach = self.log.last_index().max(a.prev_log_index + a.entries.len() as u64);
+            if self.known_commit > reach {
+                self.dirty = true;
+            }
         }
 
         let reply = |this: &Raft, success: bool, match_index: u64, hint: Option<(u64, Option<u64>)>, reason: Option<String>| {

@@ -1608,6 +1608,10 @@ impl Sim {
                             k == i
                                 || matches!(n.status, Status::Retired | Status::Wiped)
                                 || n.durable.last_index() >= removed_at
+                                // A node that is not a voter in its own view (a standby never
+                                // brought back in) cannot campaign with a stale membership.
+                                || (n.status == Status::Up
+                                    && n.raft.as_ref().is_some_and(|r| !r.members().contains(&n.id)))
                         });
                     if caught_up {
                         self.start(i);
