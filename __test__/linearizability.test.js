@@ -150,16 +150,7 @@ test('malformed histories are refused', () => {
 // ---------------------------------------------------------------------------------------------
 // Random histories, cross-checked against a brute-force search on small ones.
 
-function prng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { prng } = require('./helpers/prng');
 
 // Simulates `clients` clients issuing `total` operations on `keys` keys against a real register,
 // each taking effect at a random point inside its interval: the history is linearizable.

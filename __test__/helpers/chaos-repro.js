@@ -13,16 +13,7 @@ const { ChaosStore } = require('./chaos-store');
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { prng: rng } = require('./prng');
 
 async function until(fn, ms, what) {
   const end = Date.now() + ms;

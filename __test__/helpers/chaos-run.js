@@ -26,16 +26,7 @@ const { ChaosNet } = require('./chaos-net');
 const { ChaosStore, applyTo, emptySm, smText } = require('./chaos-store');
 const { check } = require('./linearizability');
 
-function prng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { prng } = require('./prng');
 
 const DEFAULTS = {
   seed: 1,
