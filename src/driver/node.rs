@@ -100,8 +100,9 @@ struct Save {
 /// An `apply` batch under way.
 struct Applying {
     io: u32,
-    /// (index, term) of each entry in the batch.
-    entries: Vec<(u64, u64)>,
+    /// Indexes of the first and last entry of the batch.
+    first: u64,
+    last: u64,
 }
 
 #[derive(PartialEq, Eq)]
@@ -274,6 +275,13 @@ impl<H: Host> Driver<H> {
             at = at.min(r.next_deadline());
         }
         at.max(self.now)
+    }
+
+    /// A fresh id for a snapshot stream.
+    fn new_sid(&mut self) -> u32 {
+        let sid = self.next_sid;
+        self.next_sid = self.next_sid.wrapping_add(1).max(1);
+        sid
     }
 
     fn io(&mut self, kind: IoKind, timeout: u64) -> u32 {
@@ -461,6 +469,18 @@ impl<H: Host> Driver<H> {
         self.by_index.entry(index).or_default().push(req);
     }
 
+    /// Forgets a pending request, in both indexes.
+    fn untrack(&mut self, req: u32) -> Option<Pending> {
+        let p = self.pending.remove(&req)?;
+        if let Some(v) = self.by_index.get_mut(&p.index) {
+            v.retain(|r| *r != req);
+            if v.is_empty() {
+                self.by_index.remove(&p.index);
+            }
+        }
+        Some(p)
+    }
+
     fn queue_membership(&mut self, req: u32, kind: EntryKind) {
         let is_leader = self.raft.as_ref().is_some_and(|r| r.is_leader());
         if !is_leader {
@@ -618,7 +638,6 @@ impl<H: Host> Driver<H> {
         self.apply_retry_at = None;
         let n = self.apply_queue.len().min(APPLY_BATCH);
         let mut items = Vec::with_capacity(n);
-        let mut entries = Vec::with_capacity(n);
         for k in 0..n {
             let (index, term, command) = match self.apply_queue.get(k) {
                 Some(e) => match &e.kind {
@@ -630,11 +649,11 @@ impl<H: Host> Driver<H> {
             let want = command.is_some() && self.by_index.contains_key(&index);
             let req = if want { self.take_direct(index, term) } else { None };
             items.push(ApplyItem { index, command, want: want && req.is_none(), req });
-            entries.push((index, term));
         }
         let t = self.persistence_timeout();
         let io = self.io(IoKind::Apply, t);
-        self.applying = Some(Applying { io, entries });
+        let (first, last) = (items.first().map_or(0, |i| i.index), items.last().map_or(0, |i| i.index));
+        self.applying = Some(Applying { io, first, last });
         self.ops.push(Op::Apply { io, entries: items });
     }
 
@@ -645,8 +664,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         let reported: Option<u64> = result.as_deref().and_then(|r| serde_json::from_str(r).ok());
-        let first = applying.entries.first().map_or(0, |e| e.0);
-        let last = applying.entries.last().map_or(0, |e| e.0);
+        let (first, last) = (applying.first, applying.last);
         let done_upto = match (&error, reported) {
             (None, _) => last,
             (Some(_), Some(i)) if i >= first && i <= last => i,
@@ -757,13 +775,7 @@ impl<H: Host> Driver<H> {
             }
         }
         for (req, index) in finished {
-            self.pending.remove(&req);
-            if let Some(v) = self.by_index.get_mut(&index) {
-                v.retain(|r| *r != req);
-                if v.is_empty() {
-                    self.by_index.remove(&index);
-                }
-            }
+            self.untrack(req);
             self.ops.push(Op::Done { req, error: None, index: Some(index) });
         }
     }
@@ -1091,13 +1103,7 @@ impl<H: Host> Driver<H> {
         }
         let expired: Vec<u32> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
         for req in expired {
-            let Some(p) = self.pending.remove(&req) else { continue };
-            if let Some(v) = self.by_index.get_mut(&p.index) {
-                v.retain(|r| *r != req);
-                if v.is_empty() {
-                    self.by_index.remove(&p.index);
-                }
-            }
+            let Some(p) = self.untrack(req) else { continue };
             let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
             self.done(req, Some(JsError::new("ETIMEDOUT", msg)));
         }
@@ -1168,8 +1174,7 @@ impl<H: Host> Driver<H> {
             let Some(raft) = self.raft.as_mut() else { return };
             let index = raft.applied();
             let Some(meta) = raft.begin_snapshot(&peer, index) else { continue };
-            let sid = self.next_sid;
-            self.next_sid = self.next_sid.wrapping_add(1).max(1);
+            let sid = self.new_sid();
             self.outgoing.insert(peer.clone(), Outgoing { sid, meta, seq: 0, done_sent: false, last_activity: self.now });
             self.read_snapshot(&peer);
         }
@@ -1266,8 +1271,7 @@ impl<H: Host> Driver<H> {
             // applied onto a cleared state machine after a failed transfer they would corrupt it.
             self.apply_queue.clear();
             self.apply_retry_at = None;
-            let sid = self.next_sid;
-            self.next_sid = self.next_sid.wrapping_add(1).max(1);
+            let sid = self.new_sid();
             self.incoming = Some(Incoming {
                 from: from.clone(),
                 index: chunk.last_included_index,

@@ -1233,20 +1233,18 @@ impl Raft {
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_heard = now;
         p.applied = p.applied.max(r.last_applied);
-        if p.state == ProgressState::Snapshot {
-            // Answers to heartbeats during a transfer say nothing about the transfer.
+        if p.state == ProgressState::Snapshot || r.needs_snapshot {
+            // Only a snapshot helps this follower; what a success says about its log still holds.
             if r.success && r.match_index > p.match_index && r.match_index <= last {
                 p.match_index = r.match_index;
             }
-            if p.pending_snapshot == 0 {
-                // Needed, not started (the follower was silent): it answers now.
-                self.events.push(Event::SnapshotNeeded { peer: from });
-            }
-            return;
-        }
-        if r.needs_snapshot {
-            if r.success && r.match_index > p.match_index && r.match_index <= last {
-                p.match_index = r.match_index;
+            if p.state == ProgressState::Snapshot {
+                // Answers to heartbeats during a transfer say nothing about the transfer, but one
+                // that is needed and not started (the follower was silent) can start now.
+                if p.pending_snapshot == 0 {
+                    self.events.push(Event::SnapshotNeeded { peer: from });
+                }
+                return;
             }
             self.enter_snapshot(&from);
             self.maybe_commit();
