@@ -16,7 +16,9 @@ class Lane {
     this._queue = [];
   }
 
-  // `fn(release)` starts a plugin call and must call `release()` once that call is over.
+  // `fn(release, touch)` starts a plugin call (or a chain of them) and must call `release()` once
+  // it is over. A long chain calls `touch()` as it makes progress: the timeout then counts from
+  // the last touch instead of from the start.
   run(fn, timeoutMs, onAbandon) {
     const task = { fn, timeoutMs, onAbandon };
     if (this._busy) {
@@ -30,6 +32,7 @@ class Lane {
   _start(task) {
     let released = false;
     let timer = null;
+    let touchedAt = 0;
     const next = () => {
       const t = this._queue.shift();
       if (t) this._start(t);
@@ -41,17 +44,26 @@ class Lane {
       if (timer) clearTimeout(timer);
       next();
     };
-    if (task.timeoutMs > 0) {
+    const arm = (ms) => {
       timer = setTimeout(() => {
         if (released) return;
+        const idle = Date.now() - touchedAt;
+        if (touchedAt > 0 && idle < task.timeoutMs) {
+          arm(task.timeoutMs - idle);
+          return;
+        }
         released = true;
         if (task.onAbandon) task.onAbandon();
         next();
-      }, task.timeoutMs);
+      }, ms);
       if (typeof timer.unref === 'function') timer.unref();
-    }
+    };
+    const touch = () => {
+      touchedAt = Date.now();
+    };
+    if (task.timeoutMs > 0) arm(task.timeoutMs);
     try {
-      task.fn(release);
+      task.fn(release, touch);
     } catch (e) {
       release();
       throw e;

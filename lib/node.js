@@ -36,6 +36,10 @@ const ALWAYS_LISTENED = Object.freeze(['error', 'warning', 'state']);
 
 const CONNECTION_EVENTS = Object.freeze(['connected', 'disconnected', 'connecting']);
 
+// An apply chain reports its progress to the engine after this many items, or this long.
+const PROGRESS_EVERY_ITEMS = 32;
+const PROGRESS_EVERY_MS = 20;
+
 // At most this many applyCommand results wait for their command's `done`.
 const MAX_KEPT_RESULTS = 100000;
 
@@ -158,6 +162,9 @@ function createNodeClass(loadNative) {
         _listenedKey: null,
         _listenedSet: new Set(),
         _listenedScheduled: false,
+        _dispatching: false, // a batch is running (see `_run`)
+        _backlog: [], // batches that arrived while another ran
+        _apiDepth: 0, // inside command/join/leave: callbacks wait for the next tick
         _allListened: true,
       };
       for (const key of Object.keys(internal)) {
@@ -166,12 +173,18 @@ function createNodeClass(loadNative) {
 
       const RaftNode = loadNative();
       this._native = new RaftNode(JSON.stringify(config), (...args) => this._onBatch(args));
-      this._native.setListened(ENGINE_EVENTS.slice());
-      // The original loads persistence from its constructor; so do we.
-      this._native.start();
+      this._run(this._native.setListened(ENGINE_EVENTS.slice()));
+      // The original starts loading from its constructor; we start on the next tick, so that
+      // listeners attached right after `Node(options)` hear what a failing plugin reports.
       process.nextTick(() => {
         this._allListened = false;
         this._updateListened();
+        if (this._released) return;
+        try {
+          this._run(this._native.start());
+        } catch (e) {
+          this._emitSafe('error', toError(e));
+        }
       });
     }
 
@@ -260,7 +273,7 @@ function createNodeClass(loadNative) {
       this._listenedKey = key;
       this._listenedSet = names;
       try {
-        this._native.setListened(list);
+        this._run(this._native.setListened(list));
       } catch (_) { /* engine already gone */ }
     }
 
@@ -471,7 +484,7 @@ function createNodeClass(loadNative) {
         const req = ++this._seq;
         this._stopReq = req;
         try {
-          this._native.stop(req);
+          this._run(this._native.stop(req));
         } catch (e) {
           // the engine is gone already: release on our side
           this._stopReq = null;
@@ -488,30 +501,79 @@ function createNodeClass(loadNative) {
     _request(callback, call) {
       const req = ++this._seq;
       this._requests.set(req, callback);
+      let batch;
       try {
-        call(req);
+        batch = call(req);
       } catch (e) {
         this._requests.delete(req);
         failSoon(callback, toError(e));
+        return;
+      }
+      // A request the engine answers at once (not the leader, say) must still call back
+      // asynchronously, as it always did: `_finish` defers callbacks while this runs.
+      this._apiDepth += 1;
+      try {
+        this._run(batch);
+      } finally {
+        this._apiDepth -= 1;
+      }
+    }
+
+    // Calls a request's callback; from inside an API call, on the next tick.
+    _finish(callback, err, result) {
+      if (this._apiDepth > 0) {
+        if (err) process.nextTick(callback, err);
+        else if (result !== undefined) process.nextTick(callback, null, result);
+        else process.nextTick(callback, null);
+        return;
+      }
+      if (err) callback(err);
+      else if (result !== undefined) callback(null, result);
+      else callback(null);
+    }
+
+    // Runs a batch the engine returned. Batches run one after another, in the order the engine
+    // produced them: one that arrives while another runs (a plugin called back synchronously,
+    // or a callback made a new request) waits for it.
+    _run(batch) {
+      if (typeof batch !== 'string' || batch === '') return;
+      if (this._dispatching) {
+        this._backlog.push(batch);
+        return;
+      }
+      this._dispatching = true;
+      try {
+        this._dispatch(batch);
+        while (this._backlog.length > 0) this._dispatch(this._backlog.shift());
+      } finally {
+        this._dispatching = false;
       }
     }
 
     // ---------------------------------------------------------------- engine → JS
 
+    // The engine's threadsafe function: a wake-up after a timer queued operations (then
+    // `drain()` takes them), or a whole batch.
     _onBatch(args) {
-      // napi may call back with (batch) or, error-first, (null, batch)
-      let batch;
-      for (const a of args) {
-        if (typeof a === 'string') {
-          batch = a;
-          break;
-        }
-      }
-      if (batch === undefined) {
-        if (args[0] instanceof Error) this._emitSafe('error', args[0]);
+      // napi may call back with (value) or, error-first, (null, value)
+      if (args[0] instanceof Error) {
+        this._emitSafe('error', args[0]);
         return;
       }
-      this._dispatch(batch);
+      const batch = args.find((a) => typeof a === 'string' && a !== '');
+      if (batch !== undefined) {
+        this._run(batch);
+        return;
+      }
+      if (this._released || !this._native || typeof this._native.drain !== 'function') return;
+      let queued;
+      try {
+        queued = this._native.drain();
+      } catch (e) {
+        this._warn(e);
+        return;
+      }
+      this._run(queued);
     }
 
     _dispatch(batchJson) {
@@ -648,7 +710,7 @@ function createNodeClass(loadNative) {
     _progress(io, index) {
       if (!this._native || this._released) return;
       try {
-        this._native.progress(io, index);
+        this._run(this._native.progress(io, index));
       } catch (e) {
         this._warn(e);
       }
@@ -662,7 +724,7 @@ function createNodeClass(loadNative) {
       }
       if (!this._native || this._released) return;
       try {
-        this._native.complete(io, error, resultJson);
+        this._run(this._native.complete(io, error, resultJson));
       } catch (e) {
         this._warn(e);
       }
@@ -776,73 +838,97 @@ function createNodeClass(loadNative) {
         if (item && item.req !== undefined && item.req !== null) this._direct.set(item.index, item.req);
       }
       const persistence = this.options.persistence;
-      let k = 0;
-      let last = null;
-      const stale = () => this._released || gen !== this._applyGen;
-      // returns true when the chain may go on with the next item
-      const handle = (err, result) => {
-        const item = entries[k];
-        // a wanted result is kept even from a superseded chain: a retry may find the index
-        // already applied and call back with nothing
-        if (!err && item.want && !this._released &&
-            (result !== undefined || !this._applyResults.has(item.index))) {
-          this._applyResults.set(item.index, result);
-          if (this._applyResults.size > MAX_KEPT_RESULTS) {
-            // results whose `done` never came (the command failed meanwhile): drop the oldest
-            this._applyResults.delete(this._applyResults.keys().next().value);
-          }
-        }
-        if (!err && item.index > this._lastApplied) this._lastApplied = item.index;
-        if (!err) this._answerDirect(item.index, result);
-        if (stale()) return false;
-        if (err) {
-          this._complete(op.io, toWire(err), JSON.stringify(last));
-          return false;
-        }
-        last = item.index;
-        k++;
-        // Progress per item: commands waiting for this index are answered now, and the engine
-        // knows how far a slow chain got.
-        this._progress(op.io, item.index);
-        if (this.listenerCount('applied log') > 0) this._emitSafe('applied log', item.index);
-        return true;
-      };
-      const run = () => {
-        for (;;) {
-          if (stale()) return;
-          if (k >= entries.length) {
-            this._complete(op.io, null, JSON.stringify(last));
-            return;
-          }
-          const item = entries[k] || {};
-          const hasCommand = Object.prototype.hasOwnProperty.call(item, 'command');
-          let sync = true;
-          let syncDone = false;
-          let syncErr = null;
-          let syncResult;
-          const after = (err, result) => {
-            if (sync) {
-              syncDone = true;
-              syncErr = err;
-              syncResult = result;
-            } else if (handle(err, result)) {
-              run();
+      const timeoutMs = this._laneTimeout();
+      // How often a long chain tells the engine how far it got (answering commands that wait
+      // for more than this node's apply, and keeping the engine's deadline for the chain fresh).
+      const progressMs = Math.max(1, Math.min(PROGRESS_EVERY_MS, Math.floor(timeoutMs / 4)));
+      let abandoned = false;
+      // The whole chain holds the state-machine lane once; the lane gives up on it only after
+      // `timeoutMs` without progress.
+      this._smLane.run((release, touch) => {
+        let k = 0;
+        let last = null;
+        let reportedK = 0;
+        let reportedAt = Date.now();
+        const stale = () => abandoned || this._released || gen !== this._applyGen;
+        // returns true when the chain may go on with the next item
+        const handle = (err, result) => {
+          const item = entries[k];
+          // a wanted result is kept even from a superseded chain: a retry may find the index
+          // already applied and call back with nothing
+          if (!err && item.want && !this._released &&
+              (result !== undefined || !this._applyResults.has(item.index))) {
+            this._applyResults.set(item.index, result);
+            if (this._applyResults.size > MAX_KEPT_RESULTS) {
+              // results whose `done` never came (the command failed meanwhile): drop the oldest
+              this._applyResults.delete(this._applyResults.keys().next().value);
             }
-          };
-          if (hasCommand) {
-            this._invoke('persistence.applyCommand', persistence, 'applyCommand',
-              [this.id, item.index, revive(item.command)], after, this._smLane,
-              { timeoutMs: this._laneTimeout() });
-          } else {
-            this._invoke('persistence.saveCommitIndex', persistence, 'saveCommitIndex',
-              [this.id, item.index], after, this._smLane, { timeoutMs: this._laneTimeout() });
           }
-          sync = false;
-          if (!syncDone) return; // continues from the plugin's callback
-          if (!handle(syncErr, syncResult)) return;
-        }
-      };
-      run();
+          if (!err && item.index > this._lastApplied) this._lastApplied = item.index;
+          if (!err) this._answerDirect(item.index, result);
+          if (stale()) {
+            release();
+            return false;
+          }
+          if (err) {
+            release();
+            this._complete(op.io, toWire(err), JSON.stringify(last));
+            return false;
+          }
+          last = item.index;
+          k++;
+          touch();
+          if (k < entries.length && (k - reportedK >= PROGRESS_EVERY_ITEMS || Date.now() - reportedAt >= progressMs)) {
+            reportedK = k;
+            reportedAt = Date.now();
+            this._progress(op.io, item.index);
+          }
+          if (this.listenerCount('applied log') > 0) this._emitSafe('applied log', item.index);
+          return true;
+        };
+        const run = () => {
+          for (;;) {
+            if (stale()) {
+              release();
+              return;
+            }
+            if (k >= entries.length) {
+              // the lane is free before the engine hears of it (its answer may be a new chain)
+              release();
+              this._complete(op.io, null, JSON.stringify(last));
+              return;
+            }
+            const item = entries[k] || {};
+            const hasCommand = Object.prototype.hasOwnProperty.call(item, 'command');
+            let sync = true;
+            let syncDone = false;
+            let syncErr = null;
+            let syncResult;
+            const after = (err, result) => {
+              if (sync) {
+                syncDone = true;
+                syncErr = err;
+                syncResult = result;
+              } else if (handle(err, result)) {
+                run();
+              }
+            };
+            if (hasCommand) {
+              this._invoke('persistence.applyCommand', persistence, 'applyCommand',
+                [this.id, item.index, revive(item.command)], after);
+            } else {
+              this._invoke('persistence.saveCommitIndex', persistence, 'saveCommitIndex',
+                [this.id, item.index], after);
+            }
+            sync = false;
+            if (!syncDone) return; // continues from the plugin's callback
+            if (!handle(syncErr, syncResult)) return;
+          }
+        };
+        run();
+      }, timeoutMs, () => {
+        abandoned = true;
+      });
     }
 
     _event(name, args) {
@@ -890,8 +976,7 @@ function createNodeClass(loadNative) {
       const callback = this._requests.get(req);
       if (!callback) return;
       this._requests.delete(req);
-      if (result !== undefined) callback(null, result);
-      else callback(null);
+      this._finish(callback, null, result);
     }
 
     _done(req, error, index) {
@@ -909,9 +994,7 @@ function createNodeClass(loadNative) {
       const callback = this._requests.get(req);
       if (!callback) return;
       this._requests.delete(req);
-      if (error) callback(toError(error));
-      else if (result !== undefined) callback(null, result);
-      else callback(null);
+      this._finish(callback, error ? toError(error) : null, result);
     }
 
     // ---------------------------------------------------------------- snapshots
@@ -1294,7 +1377,7 @@ function createNodeClass(loadNative) {
       const id = ++this._seq;
       this._replies.set(id, answer);
       try {
-        this._native.receive(id, String(type), argsJson === undefined ? 'null' : argsJson);
+        this._run(this._native.receive(id, String(type), argsJson === undefined ? 'null' : argsJson));
       } catch (e) {
         this._replies.delete(id);
         answer(toError(e));

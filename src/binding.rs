@@ -1,27 +1,27 @@
 //! The napi binding: translates between JS values and the driver, nothing more.
 //!
 //! One `RaftNode` per JS `Node`. The JS wrapper (`index.js`) owns the user's plugins; the engine
-//! reaches them only through the `dispatch` threadsafe function, which carries whole batches of
-//! operations (docs/PROTOCOL.md).
+//! reaches them through the operations each call returns, and after a timer through the `wake`
+//! threadsafe function and `drain()` (docs/PROTOCOL.md).
 
-use crate::driver::{Driver, Host, Input, NodeOptions, PluginError, Status as NodeStatus};
+use crate::driver::{run_timers, Driver, Host, Input, NodeOptions, PluginError, Status as NodeStatus};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-/// `dispatch(batchJson)`: called on the JS thread, its return value ignored. Strong, so a
-/// running node keeps the process alive; released when the driver task ends (after `stop()`).
-type DispatchFn = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, false>;
+/// `wake()`: called on the JS thread when a timer queued operations; JS answers with `drain()`.
+/// Strong, so a running node keeps the process alive; the driver releases it when the node stops.
+type WakeFn = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, false>;
 
-struct JsHost(Arc<DispatchFn>);
+struct JsHost(WakeFn);
 
 impl Host for JsHost {
-    fn dispatch(&self, batch: String) {
+    fn wake(&self) {
         // Non-blocking: the queue is unbounded, and a closing environment just drops the call.
-        let _ = self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        let _ = self.0.call(String::new(), ThreadsafeFunctionCallMode::NonBlocking);
     }
 }
 
@@ -30,103 +30,121 @@ fn coded(code: &str, msg: impl std::fmt::Display) -> napi::Error<String> {
     napi::Error::new(code.to_string(), msg.to_string())
 }
 
+fn stopped() -> napi::Error<String> {
+    coded("ESTOPPED", "node stopped")
+}
+
+/// Every method that feeds the engine returns the operations that produced, as a JSON batch
+/// for the wrapper to run (null when there are none).
 #[napi]
 pub struct RaftNode {
-    tx: Option<mpsc::UnboundedSender<Input>>,
-    driver: Option<Driver<JsHost>>,
+    driver: Arc<Mutex<Driver<JsHost>>>,
+    notify: Arc<Notify>,
     status: Arc<Mutex<NodeStatus>>,
+    started: bool,
 }
 
 #[napi]
 impl RaftNode {
     #[napi(constructor)]
-    pub fn new(config_json: String, dispatch: Function<String, Unknown<'static>>) -> napi::Result<Self, String> {
+    pub fn new(config_json: String, wake: Function<String, Unknown<'static>>) -> napi::Result<Self, String> {
         let opts = NodeOptions::parse(&config_json).map_err(|e| coded("EINVALIDOPTIONS", e))?;
-        let tsfn: DispatchFn = dispatch
+        let tsfn: WakeFn = wake
             .build_threadsafe_function::<String>()
             .callee_handled::<false>()
             .weak::<false>()
             .build()
             .map_err(|e| coded("EINTERNAL", e.reason))?;
         let status = Arc::new(Mutex::new(NodeStatus::default()));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let notify = Arc::new(Notify::new());
         let seed: u64 = rand::random();
-        let driver = Driver::new(opts, seed, JsHost(Arc::new(tsfn)), status.clone(), rx);
-        Ok(RaftNode { tx: Some(tx), driver: Some(driver), status })
+        let driver = Driver::new(opts, seed, JsHost(tsfn), status.clone(), notify.clone());
+        Ok(RaftNode { driver: Arc::new(Mutex::new(driver)), notify, status, started: false })
     }
 
-    /// Starts the driver task: it loads persisted state, then runs.
+    /// Starts the timer task and asks for the persisted state.
     #[napi]
-    pub fn start(&mut self) -> napi::Result<(), String> {
-        let driver = self.driver.take().ok_or_else(|| coded("ESTARTED", "node already started"))?;
-        napi::bindgen_prelude::spawn(driver.run());
-        Ok(())
-    }
-
-    fn input(&self, input: Input) -> napi::Result<(), String> {
-        match &self.tx {
-            Some(tx) if tx.send(input).is_ok() => Ok(()),
-            _ => Err(coded("ESTOPPED", "node stopped")),
+    pub fn start(&mut self) -> napi::Result<Option<String>, String> {
+        if self.started {
+            return Err(coded("ESTARTED", "node already started"));
         }
+        self.started = true;
+        let batch = self.driver.lock().start();
+        napi::bindgen_prelude::spawn(run_timers(self.driver.clone(), self.notify.clone()));
+        Ok(batch)
+    }
+
+    fn input(&self, input: Input) -> napi::Result<Option<String>, String> {
+        let mut d = self.driver.lock();
+        if d.is_finished() {
+            return Err(stopped());
+        }
+        Ok(d.input(input))
+    }
+
+    /// Feeds an input whose caller has no use for an error (a late result after stop is dropped).
+    fn input_quiet(&self, input: Input) -> Option<String> {
+        self.driver.lock().input(input)
+    }
+
+    /// The operations a timer queued (after a wake-up).
+    #[napi]
+    pub fn drain(&self) -> Option<String> {
+        self.driver.lock().drain()
     }
 
     #[napi]
-    pub fn propose(&self, req: u32, command_json: String, timeout_ms: f64, wait_for: Option<String>) -> napi::Result<(), String> {
+    pub fn propose(&self, req: u32, command_json: String, timeout_ms: f64, wait_for: Option<String>) -> napi::Result<Option<String>, String> {
         let timeout_ms = if timeout_ms.is_finite() && timeout_ms > 0.0 { timeout_ms as u64 } else { 0 };
         self.input(Input::Propose { req, command: command_json, timeout_ms, wait_for })
     }
 
     #[napi]
-    pub fn join(&self, req: u32, peer: String, metadata_json: String) -> napi::Result<(), String> {
+    pub fn join(&self, req: u32, peer: String, metadata_json: String) -> napi::Result<Option<String>, String> {
         self.input(Input::Join { req, peer, metadata: metadata_json })
     }
 
     #[napi]
-    pub fn leave(&self, req: u32, peer: String) -> napi::Result<(), String> {
+    pub fn leave(&self, req: u32, peer: String) -> napi::Result<Option<String>, String> {
         self.input(Input::Leave { req, peer })
     }
 
     /// Finishes IO op `io`. Never throws: a late call after stop is simply dropped.
     #[napi]
-    pub fn complete(&self, io: u32, error: Option<serde_json::Value>, result_json: Option<String>) {
+    pub fn complete(&self, io: u32, error: Option<serde_json::Value>, result_json: Option<String>) -> Option<String> {
         let error = error.filter(|e| !e.is_null()).map(|e| {
             serde_json::from_value::<PluginError>(e.clone()).unwrap_or(PluginError {
                 message: Some(e.to_string()),
                 code: None,
             })
         });
-        let _ = self.input(Input::Complete { io, error, result: result_json });
+        self.input_quiet(Input::Complete { io, error, result: result_json })
     }
 
     /// Item `index` of apply batch `io` is applied (progress inside a batch).
     #[napi]
-    pub fn progress(&self, io: u32, index: f64) {
+    pub fn progress(&self, io: u32, index: f64) -> Option<String> {
         if index.is_finite() && index >= 0.0 {
-            let _ = self.input(Input::ApplyProgress { io, index: index as u64 });
+            self.input_quiet(Input::ApplyProgress { io, index: index as u64 })
+        } else {
+            None
         }
     }
 
     #[napi]
-    pub fn receive(&self, reply: f64, kind: String, args_json: String) -> napi::Result<(), String> {
+    pub fn receive(&self, reply: f64, kind: String, args_json: String) -> napi::Result<Option<String>, String> {
         self.input(Input::Receive { reply: reply as u64, kind, args: args_json })
     }
 
     #[napi]
-    pub fn set_listened(&self, names: Vec<String>) {
-        let _ = self.input(Input::SetListened(names));
+    pub fn set_listened(&self, names: Vec<String>) -> Option<String> {
+        self.input_quiet(Input::SetListened(names))
     }
 
-    /// Stops the node; answered by a `done` op for `req`, then `stopped`.
+    /// Stops the node: the batch returned answers `req` with a `done` op, then `stopped`.
     #[napi]
-    pub fn stop(&mut self, req: u32) -> napi::Result<(), String> {
-        let result = self.input(Input::Stop { req });
-        // Dropping the sender lets the task end even if the stop input was lost.
-        self.tx = None;
-        if let Some(driver) = self.driver.take() {
-            // Never started: nothing runs; releasing the driver releases the dispatch function.
-            drop(driver);
-        }
-        result
+    pub fn stop(&mut self, req: u32) -> napi::Result<Option<String>, String> {
+        self.input(Input::Stop { req })
     }
 
     #[napi]

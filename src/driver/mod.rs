@@ -1,4 +1,5 @@
-//! The runtime around a core: one tokio task per node, IO through the JS wrapper.
+//! The runtime around a core: inputs run on the caller's thread, timers on a tokio task, and
+//! IO goes through the JS wrapper.
 
 pub mod input;
 pub mod node;
@@ -7,6 +8,6 @@ pub mod options;
 pub mod status;
 
 pub use input::{Input, PluginError};
-pub use node::{Driver, Host};
+pub use node::{run_timers, Driver, Host};
 pub use options::NodeOptions;
 pub use status::Status;

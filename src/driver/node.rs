@@ -1,4 +1,11 @@
-//! The tokio task that owns one core and performs its IO through the JS wrapper.
+//! The driver: owns one core and performs its IO through the JS wrapper.
+//!
+//! Inputs from JS (proposals, plugin results, peer messages) run synchronously on the calling
+//! thread and hand back the operations they produced at once: a thread hop costs tens of
+//! microseconds each way, and a commit takes several such steps. Timers (elections, heartbeats,
+//! IO timeouts) run on a tokio task (`run_timers`); what they produce waits in the same ordered
+//! queue and a threadsafe-function wake-up tells JS to `drain` it. So every operation reaches JS
+//! exactly once and in the order the driver produced it, whoever picks it up.
 
 use super::input::{Input, PluginError};
 use super::op::{ApplyItem, Arg, JsError, Op};
@@ -12,17 +19,26 @@ use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, Propo
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::Notify;
 
-/// Where the driver's operations go: the binding hands each batch to JS in one hop.
+/// How the driver reaches JS on its own (from a timer): a wake-up, after which JS calls `drain`.
 pub trait Host: Send + 'static {
-    fn dispatch(&self, batch: String);
+    fn wake(&self);
 }
 
 /// Most entries handed to JS in one `apply` op.
 const APPLY_BATCH: usize = 1024;
 /// How often timeouts of IO and commands are scanned.
 const SCAN_EVERY_MS: u64 = 25;
+/// Group commit while entries stream in: a save may wait this long after the previous one
+/// finished, to carry more entries (see `Driver::hold_save`).
+const SAVE_HOLD: Duration = Duration::from_millis(5);
+/// ...unless the entries waiting are at least this fraction (1/n) of the log a save writes,
+const SAVE_HOLD_FRACTION: u64 = 8;
+/// ...and only while at least this many committed entries wait to be applied: the state
+/// machine has work for the time the held entries take to commit (so a lone command, or a
+/// few, never wait).
+const SAVE_HOLD_BACKLOG: u64 = 32;
 /// Back-off before retrying a failed persistence operation.
 const RETRY_MS: u64 = 100;
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
@@ -138,9 +154,17 @@ struct Loading {
 pub struct Driver<H: Host> {
     opts: NodeOptions,
     seed: u64,
-    host: H,
+    host: Option<H>,
     status: Arc<Mutex<Status>>,
-    rx: UnboundedReceiver<Input>,
+    /// Tells the timer task to look again at `next_wakeup` (it moved earlier, or the node ended).
+    notify: Arc<Notify>,
+    /// The time (ms since `start`) the timer task sleeps until.
+    timer_at: u64,
+    /// A wake-up is on its way to JS; it drains whatever is queued when it lands.
+    wake_pending: bool,
+    /// Stopped: inputs are ignored and the timer task ends. `host` is released with it, so
+    /// the process may exit.
+    finished: bool,
     start: Instant,
     now: u64,
 
@@ -170,6 +194,8 @@ pub struct Driver<H: Host> {
     durable_term: u64,
     /// Last log entry (index, term) of the state last sent in a `saveMeta` op.
     js_log: Option<(u64, u64)>,
+    /// When the last save finished (see `hold_save`).
+    last_save_done: Option<Instant>,
 
     connected: BTreeSet<String>,
     listened: HashSet<String>,
@@ -190,13 +216,16 @@ fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
 }
 
 impl<H: Host> Driver<H> {
-    pub fn new(opts: NodeOptions, seed: u64, host: H, status: Arc<Mutex<Status>>, rx: UnboundedReceiver<Input>) -> Self {
+    pub fn new(opts: NodeOptions, seed: u64, host: H, status: Arc<Mutex<Status>>, notify: Arc<Notify>) -> Self {
         Driver {
             opts,
             seed,
-            host,
+            host: Some(host),
             status,
-            rx,
+            notify,
+            timer_at: 0,
+            wake_pending: false,
+            finished: false,
             start: Instant::now(),
             now: 0,
             raft: None,
@@ -219,6 +248,7 @@ impl<H: Host> Driver<H> {
             quiescing: None,
             durable_term: 0,
             js_log: None,
+            last_save_done: None,
             connected: BTreeSet::new(),
             listened: HashSet::new(),
             removed_self: false,
@@ -226,43 +256,94 @@ impl<H: Host> Driver<H> {
         }
     }
 
-    pub async fn run(mut self) {
-        self.begin_load();
-        self.flush();
-        loop {
-            let wake = self.start + Duration::from_millis(self.next_wakeup());
-            tokio::select! {
-                biased;
-                input = self.rx.recv() => match input {
-                    Some(input) => {
-                        self.now = self.clock();
-                        self.handle(input);
-                        // Take everything already queued: one round, one `Ready`, one hop to JS.
-                        let mut n = 0;
-                        while self.stopping.is_none() && n < 10_000 {
-                            match self.rx.try_recv() {
-                                Ok(input) => self.handle(input),
-                                Err(_) => break,
-                            }
-                            n += 1;
-                        }
-                    }
-                    None => {
-                        // The binding is gone: nobody can hear us any more.
-                        return;
-                    }
-                },
-                _ = tokio::time::sleep_until(wake.into()) => {}
-            }
-            if let Some(req) = self.stopping {
-                self.finish_stop(req);
-                self.flush();
-                return;
-            }
-            self.now = self.clock();
-            self.round();
-            self.flush();
+    /// Begins loading the persisted state; the returned batch asks JS for it.
+    pub fn start(&mut self) -> Option<String> {
+        if self.finished {
+            return None;
         }
+        self.now = self.clock();
+        self.begin_load();
+        self.take_batch()
+    }
+
+    /// Runs one input from JS and returns the operations it produced (with any a timer queued
+    /// before), as one JSON batch. After the node stopped, inputs are dropped.
+    pub fn input(&mut self, input: Input) -> Option<String> {
+        if self.finished {
+            return None;
+        }
+        self.now = self.clock();
+        self.handle(input);
+        self.settle();
+        if self.finished {
+            // Everything left is in the batch returned here: release the threadsafe function.
+            self.host = None;
+        } else if self.next_wakeup() < self.timer_at {
+            self.notify.notify_one();
+        }
+        self.take_batch()
+    }
+
+    /// What is queued for JS; called when a wake-up lands.
+    pub fn drain(&mut self) -> Option<String> {
+        self.wake_pending = false;
+        self.take_batch()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// For the timer task: records when it will next look, and returns that instant.
+    fn arm_timer(&mut self) -> Instant {
+        self.now = self.clock();
+        self.timer_at = self.next_wakeup();
+        self.start + Duration::from_millis(self.timer_at)
+    }
+
+    /// A timer fired: tick, and wake JS if that produced anything.
+    fn timer_round(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.now = self.clock();
+        self.settle();
+        if !self.ops.is_empty() && !self.wake_pending {
+            if let Some(host) = &self.host {
+                self.wake_pending = true;
+                host.wake();
+            }
+        }
+        if self.finished {
+            // Release the threadsafe function: the wake-up above is still delivered.
+            self.host = None;
+        }
+    }
+
+    /// A round, or the end of the node once a stop was asked for (by `stop()`, or by the node
+    /// itself after it was removed from the cluster).
+    fn settle(&mut self) {
+        if self.stopping.is_none() {
+            self.round();
+        }
+        if let Some(req) = self.stopping {
+            self.finish_stop(req);
+            self.finished = true;
+            self.notify.notify_one();
+        }
+    }
+
+    fn take_batch(&mut self) -> Option<String> {
+        if self.ops.is_empty() {
+            return None;
+        }
+        let ops = std::mem::take(&mut self.ops);
+        Some(serde_json::to_string(&ops).unwrap_or_else(|e| {
+            // Cannot happen for the types in `Op`; say so rather than lose the batch silently.
+            serde_json::json!([{ "op": "event", "name": "error",
+                "args": [{ "message": format!("internal: cannot encode operations: {e}"), "code": "EINTERNAL" }] }])
+            .to_string()
+        }))
     }
 
     fn clock(&self) -> u64 {
@@ -273,6 +354,9 @@ impl<H: Host> Driver<H> {
         let mut at = self.last_scan + SCAN_EVERY_MS;
         if let Some(r) = &self.raft {
             at = at.min(r.next_deadline());
+        }
+        if let Some(until) = self.hold_save() {
+            at = at.min(until.duration_since(self.start).as_millis() as u64 + 1);
         }
         at.max(self.now)
     }
@@ -297,22 +381,6 @@ impl<H: Host> Driver<H> {
 
     fn send_timeout(&self) -> u64 {
         self.opts.max_election_timeout * 2
-    }
-
-    fn flush(&mut self) {
-        if self.ops.is_empty() {
-            return;
-        }
-        let ops = std::mem::take(&mut self.ops);
-        match serde_json::to_string(&ops) {
-            Ok(batch) => self.host.dispatch(batch),
-            Err(e) => {
-                // Cannot happen for the types in `Op`; say so rather than lose the batch silently.
-                let fallback = serde_json::json!([{ "op": "event", "name": "error",
-                    "args": [{ "message": format!("internal: cannot encode operations: {e}"), "code": "EINTERNAL" }] }]);
-                self.host.dispatch(fallback.to_string());
-            }
-        }
     }
 
     // ----- events -----
@@ -601,6 +669,7 @@ impl<H: Host> Driver<H> {
         }
         let Some(save) = self.saving.take() else { return };
         self.durable_term = self.durable_term.max(save.term);
+        self.last_save_done = Some(Instant::now());
         for m in save.messages {
             self.send_message(m);
         }
@@ -933,9 +1002,35 @@ impl<H: Host> Driver<H> {
         self.publish();
     }
 
+    /// Group commit. Each save hands the plugin the whole log (the persisted format is one
+    /// document), so saving every entry or two as it arrives costs a full copy of the log per
+    /// entry. While the state machine is busy (many committed entries wait to be applied), a
+    /// `Ready` that asks for a save waits until a fair share of the log is new, or `SAVE_HOLD`
+    /// after the last save.
+    /// Term and vote changes never wait, and neither does a lone command.
+    fn hold_save(&self) -> Option<Instant> {
+        let done = self.last_save_done?;
+        let raft = self.raft.as_ref()?;
+        if !raft.has_unsaved() || raft.term() != self.durable_term || raft.pending_install().is_some() {
+            return None;
+        }
+        let log = raft.log();
+        if raft.commit().saturating_sub(raft.applied()) < SAVE_HOLD_BACKLOG {
+            return None;
+        }
+        let saved = self.js_log.map_or(log.snapshot_index(), |(i, _)| i);
+        let waiting = log.last_index().saturating_sub(saved);
+        let size = log.last_index().saturating_sub(log.snapshot_index());
+        if waiting * SAVE_HOLD_FRACTION >= size {
+            return None;
+        }
+        let until = done + SAVE_HOLD;
+        (Instant::now() < until).then_some(until)
+    }
+
     fn collect_ready(&mut self) {
         loop {
-            if self.saving.is_some() {
+            if self.saving.is_some() || self.hold_save().is_some() {
                 return;
             }
             let Some(raft) = self.raft.as_mut() else { return };
@@ -1385,5 +1480,24 @@ impl<H: Host> Driver<H> {
             self.done(req, None);
         }
         self.ops.push(Op::Stopped);
+    }
+}
+
+/// The timer task of one node: sleeps until the driver's next deadline (or a nudge), then runs
+/// a round. Ends once the node has stopped.
+pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Notify>) {
+    loop {
+        let at = {
+            let mut d = driver.lock();
+            if d.finished {
+                return;
+            }
+            d.arm_timer()
+        };
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep_until(at.into()) => {}
+        }
+        driver.lock().timer_round();
     }
 }

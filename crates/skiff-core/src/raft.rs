@@ -610,6 +610,12 @@ impl Raft {
 
     // ----- output -----
 
+    /// Whether the next [`Ready`] asks for a save (new entries, or a changed term, vote or
+    /// membership). A runtime may hold such a `Ready` back for a moment to save more at once.
+    pub fn has_unsaved(&self) -> bool {
+        self.dirty
+    }
+
     pub fn has_ready(&self) -> bool {
         self.dirty
             || !self.msgs.is_empty()
