@@ -61,3 +61,28 @@ test('callbacks are never called synchronously', async (t) => {
     if (expectError) assert.equal(outcome.err.code, 'ENOTLEADER');
   }
 });
+
+// stop() ends the engine within the call; the commands it fails and its own callback are still
+// called back after it has returned.
+test('stop() calls back after it returns', async (t) => {
+  const c = await startCluster(t, 3);
+  const leader = await c.waitForLeader();
+  let returned = false;
+  const seen = [];
+  const both = new Promise((resolve) => {
+    const note = (what) => {
+      seen.push(what);
+      if (seen.length === 2) resolve();
+    };
+    leader.command('in flight', (err) => note({ what: 'command', code: err && err.code, sync: !returned }));
+    leader.stop((err) => note({ what: 'stop', err, sync: !returned }));
+    returned = true;
+  });
+  await both;
+  const command = seen.find((s) => s.what === 'command');
+  const stop = seen.find((s) => s.what === 'stop');
+  assert.equal(command.sync, false, 'command callback after stop() returned');
+  assert.equal(command.code, 'ESTOPPED');
+  assert.equal(stop.sync, false, 'stop callback after stop() returned');
+  assert.equal(stop.err, null);
+});

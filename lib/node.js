@@ -483,12 +483,17 @@ function createNodeClass(loadNative) {
         this._stopping = true;
         const req = ++this._seq;
         this._stopReq = req;
+        // the engine stops within this call: what it fails, and `stop`'s own callback, are
+        // called back after `stop()` has returned
+        this._apiDepth += 1;
         try {
           this._run(this._native.stop(req));
         } catch (e) {
           // the engine is gone already: release on our side
           this._stopReq = null;
           this._release();
+        } finally {
+          this._apiDepth -= 1;
         }
       }
       return promise;
@@ -1432,7 +1437,7 @@ function createNodeClass(loadNative) {
       const pending = [...this._requests.values()];
       this._requests.clear();
       for (const callback of pending) {
-        callback(makeError('node stopped before the request completed', CODES.ESTOPPED));
+        this._finish(callback, makeError('node stopped before the request completed', CODES.ESTOPPED));
       }
       const replies = [...this._replies.values()];
       this._replies.clear();
@@ -1452,7 +1457,7 @@ function createNodeClass(loadNative) {
       this._closeServer(() => {
         const callbacks = this._stopCallbacks;
         this._stopCallbacks = [];
-        for (const callback of callbacks) callback(null);
+        for (const callback of callbacks) this._finish(callback, null);
       });
     }
   }

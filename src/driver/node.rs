@@ -181,6 +181,9 @@ pub struct Driver<H: Host> {
     apply_queue: VecDeque<Entry>,
 
     pending: HashMap<u32, Pending>,
+    /// The `pending` commands applied here that wait for another node (`waitForNode`): the only
+    /// ones each round must look at.
+    awaiting_peer: BTreeSet<u32>,
     by_index: BTreeMap<u64, Vec<u32>>,
     membership_queue: VecDeque<MembershipRequest>,
 
@@ -239,6 +242,7 @@ impl<H: Host> Driver<H> {
             apply_retry_at: None,
             apply_queue: VecDeque::new(),
             pending: HashMap::new(),
+            awaiting_peer: BTreeSet::new(),
             by_index: BTreeMap::new(),
             membership_queue: VecDeque::new(),
             outgoing: HashMap::new(),
@@ -540,6 +544,7 @@ impl<H: Host> Driver<H> {
     /// Forgets a pending request, in both indexes.
     fn untrack(&mut self, req: u32) -> Option<Pending> {
         let p = self.pending.remove(&req)?;
+        self.awaiting_peer.remove(&req);
         if let Some(v) = self.by_index.get_mut(&p.index) {
             v.retain(|r| *r != req);
             if v.is_empty() {
@@ -828,6 +833,7 @@ impl<H: Host> Driver<H> {
             } else {
                 // Keep it findable by the waitForNode scan.
                 self.by_index.entry(index).or_default().push(req);
+                self.awaiting_peer.insert(req);
             }
         }
     }
@@ -836,7 +842,7 @@ impl<H: Host> Driver<H> {
     fn check_wait_for_node(&mut self) {
         let Some(raft) = self.raft.as_ref() else { return };
         let mut finished = Vec::new();
-        for (req, p) in &self.pending {
+        for (req, p) in self.awaiting_peer.iter().filter_map(|r| self.pending.get(r).map(|p| (r, p))) {
             if let (true, Waiting::Command { wait_for: Some(node) }) = (p.applied, &p.waiting) {
                 if raft.peer_applied(node).is_some_and(|a| a >= p.index) {
                     finished.push((*req, p.index));
@@ -1462,6 +1468,7 @@ impl<H: Host> Driver<H> {
             self.done(r, Some(err.clone()));
         }
         self.pending.clear();
+        self.awaiting_peer.clear();
         self.by_index.clear();
         for m in std::mem::take(&mut self.membership_queue) {
             self.done(m.req, Some(err.clone()));
