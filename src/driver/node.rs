@@ -34,7 +34,7 @@ const SCAN_EVERY_MS: u64 = 25;
 /// finished, to carry more entries (see `Driver::hold_save`).
 const SAVE_HOLD: Duration = Duration::from_millis(5);
 /// ...unless the entries waiting are at least this fraction (1/n) of the log a save writes,
-const SAVE_HOLD_FRACTION: u64 = 8;
+const SAVE_HOLD_FRACTION: u64 = 4;
 /// ...and only while at least this many committed entries wait to be applied: the state
 /// machine has work for the time the held entries take to commit (so a lone command, or a
 /// few, never wait).
