@@ -21,3 +21,16 @@ test('bench/run.js --quick --rows=3x1 runs both engines and exits 0', { timeout:
   assert.match(stdout, /node v\d+/);
   assert.match(stdout, /^done$/m);
 });
+
+test('bench/ceiling.js prints the plugins-only upper bound and exits 0', { timeout: 30000 }, async () => {
+  const root = path.join(__dirname, '..');
+  const { code, stdout, stderr } = await new Promise((resolve) => {
+    execFile(process.execPath, ['bench/ceiling.js', '--seconds=0.5', '--clients=16', '--batch=8'],
+      { cwd: root, timeout: 20000 },
+      (err, out, errOut) => resolve({ code: err ? (err.code ?? 1) : 0, stdout: out, stderr: errOut }));
+  });
+  assert.equal(code, 0, `ceiling exited with ${code}\n${stdout}\n${stderr}`);
+  const m = /^ceiling: 3 nodes, C=16, batch 8, saveMeta of 300 entries: ([\d,]+) cmd\/s \(([\d,]+) commands/m.exec(stdout);
+  assert.ok(m, stdout);
+  assert.ok(Number(m[2].replace(/,/g, '')) > 0, 'some commands completed');
+});
