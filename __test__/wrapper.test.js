@@ -16,6 +16,7 @@ class FakeNative {
     this.config = JSON.parse(configJson);
     this.dispatch = dispatch;
     this.calls = [];
+    this.hints = [];
     this.listened = null;
     this.status = { term: 0, leader: null, state: 'idle', peers: {} };
     FakeNative.last = this;
@@ -30,11 +31,19 @@ class FakeNative {
   }
 
   start() { this.record('start'); }
-  propose(...a) { this.record('propose', ...a); }
+  // The wrapper passes how far its state machine got as a trailing hint (`applied`): kept apart
+  // so that the recorded calls read as the protocol's arguments.
+  hint(a, n) {
+    this.hints.push(a[n]);
+    return a.slice(0, n);
+  }
+
+  propose(...a) { this.record('propose', ...this.hint(a, 4)); }
   join(...a) { this.record('join', ...a); }
   leave(...a) { this.record('leave', ...a); }
-  complete(...a) { this.record('complete', ...a); }
-  receive(...a) { this.record('receive', ...a); }
+  complete(...a) { this.record('complete', ...this.hint(a, 3)); }
+  progress(...a) { this.record('progress', ...this.hint(a, 2)); }
+  receive(...a) { this.record('receive', ...this.hint(a, 3)); }
   setListened(names) {
     this.listened = names.slice();
     this.record('setListened', names.slice());
@@ -276,6 +285,8 @@ test('apply chains applyCommand and saveCommitIndex in order', async (t) => {
   });
   await until(() => completes(native, 9).length === 1, 'apply complete');
   assert.deepEqual(completes(native, 9), [[9, null, '4']]);
+  // the engine also hears how far the state machine got, with that same call
+  assert.equal(native.hints[native.hints.length - 1], 4);
   assert.deepEqual(seen.map((s) => s.slice(0, 2)), [['apply', 1], ['save', 2], ['apply', 3], ['apply', 4]]);
   assert.equal(seen[0][2], 'a');
   assert.ok(Buffer.isBuffer(seen[2][2].b));

@@ -425,7 +425,7 @@ function createNodeClass(loadNative) {
         failSoon(callback, e);
         return promise;
       }
-      this._request(callback, (req) => this._native.propose(req, json, timeout, waitForNode));
+      this._request(callback, (req) => this._native.propose(req, json, timeout, waitForNode, this._lastApplied));
       return promise;
     }
 
@@ -715,7 +715,7 @@ function createNodeClass(loadNative) {
     _progress(io, index) {
       if (!this._native || this._released) return;
       try {
-        this._run(this._native.progress(io, index));
+        this._run(this._native.progress(io, index, this._lastApplied));
       } catch (e) {
         this._warn(e);
       }
@@ -729,7 +729,7 @@ function createNodeClass(loadNative) {
       }
       if (!this._native || this._released) return;
       try {
-        this._run(this._native.complete(io, error, resultJson));
+        this._run(this._native.complete(io, error, resultJson, this._lastApplied));
       } catch (e) {
         this._warn(e);
       }
@@ -1382,7 +1382,8 @@ function createNodeClass(loadNative) {
       const id = ++this._seq;
       this._replies.set(id, answer);
       try {
-        this._run(this._native.receive(id, String(type), argsJson === undefined ? 'null' : argsJson));
+        this._run(this._native.receive(id, String(type), argsJson === undefined ? 'null' : argsJson,
+          this._lastApplied));
       } catch (e) {
         this._replies.delete(id);
         answer(toError(e));

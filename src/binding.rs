@@ -30,6 +30,11 @@ fn coded(code: &str, msg: impl std::fmt::Display) -> napi::Error<String> {
     napi::Error::new(code.to_string(), msg.to_string())
 }
 
+/// A log index the wrapper passed as a hint; anything else is no hint.
+fn index_hint(value: Option<f64>) -> Option<u64> {
+    value.filter(|v| v.is_finite() && *v >= 0.0 && *v <= skiff_core::MAX_SAFE as f64).map(|v| v as u64)
+}
+
 fn stopped() -> napi::Error<String> {
     coded("ESTOPPED", "node stopped")
 }
@@ -74,17 +79,19 @@ impl RaftNode {
         Ok(batch)
     }
 
-    fn input(&self, input: Input) -> napi::Result<Option<String>, String> {
+    /// `applied`: how far this node's state machine got, as the wrapper knows it right now (the
+    /// engine hears of it in `progress` only every so many items; see `Driver::applied_hint`).
+    fn input(&self, input: Input, applied: Option<f64>) -> napi::Result<Option<String>, String> {
         let mut d = self.driver.lock();
         if d.is_finished() {
             return Err(stopped());
         }
-        Ok(d.input(input))
+        Ok(d.input(input, index_hint(applied)))
     }
 
     /// Feeds an input whose caller has no use for an error (a late result after stop is dropped).
-    fn input_quiet(&self, input: Input) -> Option<String> {
-        self.driver.lock().input(input)
+    fn input_quiet(&self, input: Input, applied: Option<f64>) -> Option<String> {
+        self.driver.lock().input(input, index_hint(applied))
     }
 
     /// The operations a timer queued (after a wake-up).
@@ -94,57 +101,67 @@ impl RaftNode {
     }
 
     #[napi]
-    pub fn propose(&self, req: u32, command_json: String, timeout_ms: f64, wait_for: Option<String>) -> napi::Result<Option<String>, String> {
+    pub fn propose(
+        &self,
+        req: u32,
+        command_json: String,
+        timeout_ms: f64,
+        wait_for: Option<String>,
+        applied: Option<f64>,
+    ) -> napi::Result<Option<String>, String> {
         let timeout_ms = if timeout_ms.is_finite() && timeout_ms > 0.0 { timeout_ms as u64 } else { 0 };
-        self.input(Input::Propose { req, command: command_json, timeout_ms, wait_for })
+        self.input(Input::Propose { req, command: command_json, timeout_ms, wait_for }, applied)
     }
 
     #[napi]
     pub fn join(&self, req: u32, peer: String, metadata_json: String) -> napi::Result<Option<String>, String> {
-        self.input(Input::Join { req, peer, metadata: metadata_json })
+        self.input(Input::Join { req, peer, metadata: metadata_json }, None)
     }
 
     #[napi]
     pub fn leave(&self, req: u32, peer: String) -> napi::Result<Option<String>, String> {
-        self.input(Input::Leave { req, peer })
+        self.input(Input::Leave { req, peer }, None)
     }
 
     /// Finishes IO op `io`. Never throws: a late call after stop is simply dropped.
     #[napi]
-    pub fn complete(&self, io: u32, error: Option<serde_json::Value>, result_json: Option<String>) -> Option<String> {
+    pub fn complete(
+        &self,
+        io: u32,
+        error: Option<serde_json::Value>,
+        result_json: Option<String>,
+        applied: Option<f64>,
+    ) -> Option<String> {
         let error = error.filter(|e| !e.is_null()).map(|e| {
             serde_json::from_value::<PluginError>(e.clone()).unwrap_or(PluginError {
                 message: Some(e.to_string()),
                 code: None,
             })
         });
-        self.input_quiet(Input::Complete { io, error, result: result_json })
+        self.input_quiet(Input::Complete { io, error, result: result_json }, applied)
     }
 
     /// Item `index` of apply batch `io` is applied (progress inside a batch).
     #[napi]
-    pub fn progress(&self, io: u32, index: f64) -> Option<String> {
-        if index.is_finite() && index >= 0.0 {
-            self.input_quiet(Input::ApplyProgress { io, index: index as u64 })
-        } else {
-            None
-        }
+    pub fn progress(&self, io: u32, index: f64, applied: Option<f64>) -> Option<String> {
+        let index = index_hint(Some(index))?;
+        self.input_quiet(Input::ApplyProgress { io, index }, applied)
     }
 
     #[napi]
-    pub fn receive(&self, reply: f64, kind: String, args_json: String) -> napi::Result<Option<String>, String> {
-        self.input(Input::Receive { reply: reply as u64, kind, args: args_json })
+    pub fn receive(&self, reply: f64, kind: String, args_json: String, applied: Option<f64>) -> napi::Result<Option<String>, String> {
+        self.input(Input::Receive { reply: reply as u64, kind, args: args_json }, applied)
     }
 
     #[napi]
     pub fn set_listened(&self, names: Vec<String>) -> Option<String> {
-        self.input_quiet(Input::SetListened(names))
+        self.input_quiet(Input::SetListened(names), None)
     }
 
     /// Stops the node: the batch returned answers `req` with a `done` op, then `stopped`.
     #[napi]
     pub fn stop(&mut self, req: u32) -> napi::Result<Option<String>, String> {
-        self.input(Input::Stop { req })
+        self.input(Input::Stop { req }, None)
     }
 
     #[napi]

@@ -38,7 +38,7 @@ const SAVE_HOLD_FRACTION: u64 = 4;
 /// ...and only while at least this many committed entries wait to be applied: the state
 /// machine has work for the time the held entries take to commit (so a lone command, or a
 /// few, never wait).
-const SAVE_HOLD_BACKLOG: u64 = 32;
+const SAVE_HOLD_BACKLOG: u64 = 16;
 /// Back-off before retrying a failed persistence operation.
 const RETRY_MS: u64 = 100;
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
@@ -199,6 +199,11 @@ pub struct Driver<H: Host> {
     js_log: Option<(u64, u64)>,
     /// When the last save finished (see `hold_save`).
     last_save_done: Option<Instant>,
+    /// How far the state machine got, as the wrapper last said with an input. Apply chains
+    /// report progress to the core only every so many items; group commit needs to know sooner
+    /// when the state machine is about to run out of work. Only a hint: nothing but
+    /// `hold_save` relies on it.
+    applied_hint: u64,
 
     connected: BTreeSet<String>,
     listened: HashSet<String>,
@@ -253,6 +258,7 @@ impl<H: Host> Driver<H> {
             durable_term: 0,
             js_log: None,
             last_save_done: None,
+            applied_hint: 0,
             connected: BTreeSet::new(),
             listened: HashSet::new(),
             removed_self: false,
@@ -272,9 +278,12 @@ impl<H: Host> Driver<H> {
 
     /// Runs one input from JS and returns the operations it produced (with any a timer queued
     /// before), as one JSON batch. After the node stopped, inputs are dropped.
-    pub fn input(&mut self, input: Input) -> Option<String> {
+    pub fn input(&mut self, input: Input, applied: Option<u64>) -> Option<String> {
         if self.finished {
             return None;
+        }
+        if let Some(a) = applied {
+            self.applied_hint = a;
         }
         self.now = self.clock();
         self.handle(input);
@@ -1021,7 +1030,7 @@ impl<H: Host> Driver<H> {
             return None;
         }
         let log = raft.log();
-        if raft.commit().saturating_sub(raft.applied()) < SAVE_HOLD_BACKLOG {
+        if raft.commit().saturating_sub(raft.applied().max(self.applied_hint)) < SAVE_HOLD_BACKLOG {
             return None;
         }
         let saved = self.js_log.map_or(log.snapshot_index(), |(i, _)| i);
