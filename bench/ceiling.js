@@ -105,7 +105,9 @@ function command(cmd, cb) {
   lastIndex += 1;
   const index = lastIndex;
   log.push({ term: 1, index, command: JSON.parse(JSON.stringify(cmd)), uuid: uuid() });
-  if (log.length > 4 * LOG) log.splice(0, log.length - 2 * LOG); // keep the array bounded
+  // keep the array bounded, but never below what the next save and batch need
+  const keep = 2 * Math.max(LOG, BATCH);
+  if (log.length > 2 * keep) log.splice(0, log.length - keep);
   waiting.set(index, cb);
   unbatched += 1;
   // a partial batch goes out only when the leader's state machine would otherwise run dry
@@ -141,4 +143,11 @@ setImmediate(() => {
     });
   };
   for (let c = 0; c < CLIENTS; c++) client();
+  // a client whose command was never answered means the figure is wrong: fail loudly
+  process.on('exit', () => {
+    if (active > 0) {
+      console.error(`ceiling: ${active} clients never got an answer`);
+      process.exitCode = 1;
+    }
+  });
 });
