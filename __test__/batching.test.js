@@ -86,3 +86,91 @@ test('stop() calls back after it returns', async (t) => {
   assert.equal(stop.sync, false, 'stop callback after stop() returned');
   assert.equal(stop.err, null);
 });
+
+// Plugins that call back synchronously, transport included: a request runs the remote node's
+// engine inside the sender's call. Batches that arrive while another runs wait their turn, so
+// nothing re-enters the engine, the stack stays flat and every node applies every command once,
+// in the same order.
+function syncPlugins() {
+  const handlers = new Map(); // node id -> receive handler of its incoming connection
+  const transport = {
+    listen(id, options, onConnection, cb) {
+      handlers.set(id, { onConnection });
+      if (cb) cb(null);
+      return { close(done) { handlers.delete(id); if (done) done(); } };
+    },
+    connect(localId, localMeta, peerId) {
+      const { EventEmitter } = require('events');
+      const out = new EventEmitter();
+      const inbound = new EventEmitter();
+      let handler = null;
+      inbound.receive = (fn) => { handler = fn; };
+      inbound.send = () => {};
+      inbound.close = (done) => { if (done) done(); };
+      let hooked = false;
+      out.receive = () => {};
+      out.close = (done) => { if (done) done(); };
+      out.send = (type, args, cb) => {
+        const remote = handlers.get(peerId);
+        if (!remote) return cb(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }));
+        if (!hooked) {
+          hooked = true;
+          remote.onConnection(localId, localMeta, inbound);
+        }
+        if (!handler) return cb(Object.assign(new Error('no handler'), { code: 'ECONNREFUSED' }));
+        return handler(type, JSON.parse(JSON.stringify(args)), (err, result) =>
+          cb(err, result === undefined ? undefined : JSON.parse(JSON.stringify(result))));
+      };
+      return out;
+    },
+  };
+  const meta = new Map();
+  const applied = new Map(); // id -> [commands]
+  const at = new Map(); // id -> last applied index
+  const persistence = {
+    loadMeta: (id, cb) => cb(null, meta.has(id) ? JSON.parse(meta.get(id)) : null),
+    saveMeta: (id, state, cb) => { meta.set(id, JSON.stringify(state)); cb(null); },
+    applyCommand: (id, index, command, cb) => {
+      if (index > (at.get(id) || 0)) {
+        at.set(id, index);
+        if (!applied.has(id)) applied.set(id, []);
+        applied.get(id).push(command);
+      }
+      cb(null);
+    },
+    lastAppliedCommitIndex: (id, cb) => cb(null, at.get(id) || 0),
+    saveCommitIndex: (id, index, cb) => { at.set(id, Math.max(at.get(id) || 0, index)); cb(null); },
+    removeAllState: (id, cb) => { applied.set(id, []); at.set(id, 0); cb(null); },
+    createReadStream: () => require('stream').Readable.from([], { objectMode: true }),
+    createWriteStream: () => new (require('stream').Writable)({ objectMode: true, write: (c, e, d) => d() }),
+  };
+  return { transport, persistence, applied };
+}
+
+test('plugins that call back synchronously', async (t) => {
+  const { Node, waitForState, waitUntil } = require('./helpers/cluster');
+  const { transport, persistence, applied } = syncPlugins();
+  const nodes = [];
+  t.after(() => Promise.all(nodes.map((n) => n.stop().catch(() => {}))));
+  const add = (id, extra) => {
+    const n = Node(Object.assign({ id, transport, persistence }, extra));
+    n.on('warning', () => {});
+    n.on('error', () => {});
+    n.listen(id);
+    nodes.push(n);
+    return n;
+  };
+  const leader = add('s1', {});
+  await waitForState(leader, 'leader');
+  for (const id of ['s2', 's3']) {
+    add(id, { standby: true });
+    await leader.join(id);
+  }
+  const all = Array.from({ length: 1000 }, (_, i) => ({ n: i }));
+  await Promise.all(all.map((cmd) => leader.command(cmd)));
+  for (let i = 0; i < 100; i++) await leader.command({ seq: i });
+  await waitUntil(() => nodes.every((n) => (applied.get(n.id) || []).length === 1100), 'every node to apply all');
+  const order = applied.get('s1');
+  for (const n of nodes) assert.deepEqual(applied.get(n.id), order, `${n.id} applied the same sequence`);
+  assert.deepEqual(order.slice(1000), Array.from({ length: 100 }, (_, i) => ({ seq: i })));
+});
