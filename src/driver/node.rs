@@ -35,10 +35,10 @@ const SCAN_EVERY_MS: u64 = 25;
 const SAVE_HOLD: Duration = Duration::from_millis(5);
 /// ...unless the entries waiting are at least this fraction (1/n) of the log a save writes,
 const SAVE_HOLD_FRACTION: u64 = 4;
-/// ...and only while at least this many committed entries wait to be applied: the state
-/// machine has work for the time the held entries take to commit (so a lone command, or a
-/// few, never wait).
-const SAVE_HOLD_BACKLOG: u64 = 16;
+/// ...and only while the state machine has at least this many entries in hand to apply: it
+/// has work for the time the held entries take to commit (so a lone command, or a few,
+/// never wait).
+const SAVE_HOLD_BACKLOG: u64 = 4;
 /// Back-off before retrying a failed persistence operation.
 const RETRY_MS: u64 = 100;
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
@@ -1019,10 +1019,11 @@ impl<H: Host> Driver<H> {
 
     /// Group commit. Each save hands the plugin the whole log (the persisted format is one
     /// document), so saving every entry or two as it arrives costs a full copy of the log per
-    /// entry. While the state machine is busy (many committed entries wait to be applied), a
-    /// `Ready` that asks for a save waits until a fair share of the log is new, or `SAVE_HOLD`
-    /// after the last save.
-    /// Term and vote changes never wait, and neither does a lone command.
+    /// entry. While the state machine is busy (it has entries in hand to apply, one
+    /// `applyCommand` at a time), a `Ready` that asks for a save waits until a fair share of
+    /// the log is new, or `SAVE_HOLD` after the last save. Holding the `Ready` also holds the
+    /// AppendEntries it carries, so followers get (and save) batches too. Term and vote changes
+    /// never wait, and neither does a lone command.
     fn hold_save(&self) -> Option<Instant> {
         let done = self.last_save_done?;
         let raft = self.raft.as_ref()?;
@@ -1030,7 +1031,10 @@ impl<H: Host> Driver<H> {
             return None;
         }
         let log = raft.log();
-        if raft.commit().saturating_sub(raft.applied().max(self.applied_hint)) < SAVE_HOLD_BACKLOG {
+        // Only what the state machine has already been handed counts: entries committed since
+        // reach it through the very `Ready` this would hold.
+        let handed = self.apply_queue.back().map(|e| e.index).max(self.applying.as_ref().map(|a| a.last)).unwrap_or(0);
+        if handed.saturating_sub(raft.applied().max(self.applied_hint)) < SAVE_HOLD_BACKLOG {
             return None;
         }
         let saved = self.js_log.map_or(log.snapshot_index(), |(i, _)| i);
