@@ -7,7 +7,7 @@
 //   node bench/run.js [--quick] [--rows=3x1,3x64,...] [--long=N] [--time=S] [--count=N]
 //
 //   --quick      short rows and a short long run (a smoke run)
-//   --rows=...   rows to run, comma separated: 3x1 3x64 3x256 5x256 7x256 3x64x10k long
+//   --rows=...   rows to run, comma separated: 3x1 3x16 3x64 3x256 5x256 7x256 3x64x10k long
 //   --long=N     commands in the long run (default 1,000,000; --quick: 20,000)
 //   --time=S     measured seconds per engine row, at most (default 5; --quick: 1)
 //   --count=N    measured commands per engine row, at most (default 100,000; --quick: 2,000)
@@ -24,7 +24,7 @@ const vm = require('vm');
 const { performance } = require('perf_hooks');
 const { ENGINES, startCluster, sleep } = require('./engines');
 
-const ALL_ROWS = ['3x1', '3x64', '3x256', '5x256', '7x256', '3x64x10k', 'long'];
+const ALL_ROWS = ['3x1', '3x16', '3x64', '3x256', '5x256', '7x256', '3x64x10k', 'long'];
 const KEYS = 1000;
 const PAD_10K = 'x'.repeat(10 * 1024);
 // Same node options for both engines. skiff-algorithm arms a never-cleared timer of
@@ -45,7 +45,7 @@ function parseArgs(argv) {
     else if (a.startsWith('--time=')) args.time = Number(a.slice(7));
     else if (a.startsWith('--count=')) args.count = Number(a.slice(8));
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node bench/run.js [--quick] [--rows=3x1,3x64,3x256,5x256,7x256,3x64x10k,long] ' +
+      console.log('usage: node bench/run.js [--quick] [--rows=3x1,3x16,3x64,3x256,5x256,7x256,3x64x10k,long] ' +
         '[--long=N] [--time=S] [--count=N]');
       process.exit(0);
     } else {
