@@ -35,7 +35,7 @@ pub struct ApplyItem {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub want: bool,
     /// The local `command()` request that completes as soon as this item is applied, answered
-    /// by the wrapper itself (one hop fewer than a `done` op).
+    /// by the wrapper itself (no round trip through the engine for a `done` op).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub req: Option<u32>,
 }
