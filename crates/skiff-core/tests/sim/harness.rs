@@ -32,6 +32,7 @@
 //!   votes in one term across restarts; entries handed out to apply are in the completed save;
 //! - the save round-trips: `restore` of it gives back the term, vote, log and membership saved;
 //! - no `Event::Rejected`, no malformed message, `RemovedSelf` only after a committed removal.
+//!
 //! At the end of a run everything is healed: within a bounded time a single leader must exist that
 //! commits a proposal on every member, every member follows it, and every acknowledged proposal
 //! (its proposer applied its index with the term it was proposed in) is in every state machine.
@@ -59,6 +60,7 @@ pub enum Start {
 
 /// Deliberate runtime faults, to check that the checker notices them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // each is a way of breaking the save: the shared suffix says so
 pub enum Mutation {
     /// Send a Ready's messages without waiting for its save.
     SendBeforeSave,
@@ -1173,7 +1175,7 @@ impl Sim {
                 node.removed_self_seen = true;
                 self.stats.removed_self += 1;
             }
-            Event::Role(r) if r == skiff_core::Role::Leader => {
+            Event::Role(skiff_core::Role::Leader) => {
                 self.stats.elections += 1;
                 trace!(self, "{} LEADER term {}", self.nodes[i].id, self.nodes[i].raft().term());
             }
@@ -1724,7 +1726,7 @@ impl Sim {
     fn next_command(&mut self) -> String {
         self.next_cmd += 1;
         let k = self.next_cmd;
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             format!("{}", 1_000_000 + k)
         } else {
             format!(r#""c{k}""#)
@@ -2050,7 +2052,7 @@ impl Sim {
             if cond(self) {
                 return true;
             }
-            if !self.queue.peek().is_some_and(|s| s.at <= until) {
+            if self.queue.peek().is_none_or(|s| s.at > until) {
                 self.now = self.now.max(until);
                 return cond(self);
             }
@@ -2370,13 +2372,13 @@ impl Sim {
                     }
                 }
             }
-            Body::RequestVote(rv) if !rv.pre_vote => {
-                if d.term == rv.term && d.vote.as_deref() != Some(node.id.as_str()) {
-                    self.violation(format!(
-                        "{} campaigns in term {} but the save holds vote {:?}",
-                        node.id, rv.term, d.vote
-                    ));
-                }
+            Body::RequestVote(rv)
+                if !rv.pre_vote && d.term == rv.term && d.vote.as_deref() != Some(node.id.as_str()) =>
+            {
+                self.violation(format!(
+                    "{} campaigns in term {} but the save holds vote {:?}",
+                    node.id, rv.term, d.vote
+                ));
             }
             Body::AppendEntriesResponse(r) if r.success => {
                 if let Some((index, term)) = claim {
