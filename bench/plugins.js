@@ -12,16 +12,23 @@
 const { EventEmitter } = require('events');
 const { Readable, Writable } = require('stream');
 
+// What crosses the in-memory wire: a JSON copy. The test suite's fakes (__test__/helpers) use
+// these two as well, so every in-memory transport copies values and errors the same way.
 function clone(value) {
   return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
 }
 
+// An error as it arrives at the other end: a fresh Error with the message and the fields a
+// skiff error carries (`code`, `leader`); no error (null, undefined, false) stays none.
 function wireError(err) {
-  if (err === null || err === undefined) return null;
-  const e = new Error(err && typeof err.message === 'string' ? err.message : String(err));
-  if (err && err.code !== undefined) e.code = err.code;
-  if (err && err.leader !== undefined) e.leader = err.leader;
-  return e;
+  if (err === null || err === undefined || err === false) return null;
+  if (err instanceof Error || (typeof err === 'object' && typeof err.message === 'string')) {
+    const e = new Error(err.message);
+    if (err.code !== undefined) e.code = err.code;
+    if (err.leader !== undefined) e.leader = err.leader;
+    return e;
+  }
+  return new Error(String(err));
 }
 
 function coded(message, code) {
@@ -229,4 +236,4 @@ class Persistence {
   }
 }
 
-module.exports = { Hub, Persistence, clone };
+module.exports = { Hub, Persistence, clone, wireError };

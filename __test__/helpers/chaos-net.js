@@ -28,21 +28,11 @@
 
 const { EventEmitter } = require('events');
 
-function clone(v) {
-  return v === undefined ? undefined : JSON.parse(JSON.stringify(v));
-}
+const { clone, wireError } = require('../../bench/plugins');
 
 function netError(message, code) {
   const e = new Error(message);
   e.code = code;
-  return e;
-}
-
-function wireError(err) {
-  if (err === null || err === undefined) return null;
-  const e = new Error(typeof err.message === 'string' ? err.message : String(err));
-  if (err && err.code !== undefined) e.code = err.code;
-  if (err && err.leader !== undefined) e.leader = err.leader;
   return e;
 }
 

@@ -23,9 +23,7 @@
 
 const { Readable, Writable } = require('stream');
 
-function clone(v) {
-  return v === undefined ? undefined : JSON.parse(JSON.stringify(v));
-}
+const { clone } = require('../../bench/plugins');
 
 function emptySm() {
   return { index: 0, kv: new Map(), sessions: new Map() };

@@ -23,20 +23,7 @@
 const { EventEmitter } = require('events');
 const { Readable, Writable } = require('stream');
 
-function clone(value) {
-  return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
-}
-
-function wireError(err) {
-  if (err === null || err === undefined || err === false) return null;
-  if (err instanceof Error || (typeof err === 'object' && typeof err.message === 'string')) {
-    const e = new Error(err.message);
-    if (err.code !== undefined) e.code = err.code;
-    if (err.leader !== undefined) e.leader = err.leader;
-    return e;
-  }
-  return new Error(String(err));
-}
+const { clone, wireError } = require('../../bench/plugins');
 
 function injected(what) {
   const e = new Error(`injected failure: ${what}`);
@@ -124,6 +111,26 @@ class Endpoint extends EventEmitter {
     return end;
   }
 
+  // Whether the network loses a message between the two ends now, a request or its reply: a
+  // partition (in 'error' mode it also fails `callback`) or a random drop.
+  _lost(callback) {
+    const hub = this.hub;
+    if (!hub.canTalk(this.local, this.remote)) {
+      hub.stats.blocked += 1;
+      if (hub.partitionMode === 'error') {
+        const e = new Error(`${this.remote} is unreachable from ${this.local}`);
+        e.code = 'EHOSTUNREACH';
+        callback(e);
+      }
+      return true;
+    }
+    if (hub.dropRate > 0 && Math.random() < hub.dropRate) {
+      hub.stats.dropped += 1;
+      return true;
+    }
+    return false;
+  }
+
   send(type, args, cb) {
     const hub = this.hub;
     const callback = typeof cb === 'function' ? cb : () => {};
@@ -150,19 +157,7 @@ class Endpoint extends EventEmitter {
         callback(e);
         return;
       }
-      if (!hub.canTalk(this.local, this.remote)) {
-        hub.stats.blocked += 1;
-        if (hub.partitionMode === 'error') {
-          const e = new Error(`${this.remote} is unreachable from ${this.local}`);
-          e.code = 'EHOSTUNREACH';
-          callback(e);
-        }
-        return;
-      }
-      if (hub.dropRate > 0 && Math.random() < hub.dropRate) {
-        hub.stats.dropped += 1;
-        return;
-      }
+      if (this._lost(callback)) return;
       const end = this._peerEnd();
       if (!end || typeof end.handler !== 'function') {
         const e = new Error(`cannot connect to ${this.remote}`);
@@ -185,19 +180,7 @@ class Endpoint extends EventEmitter {
         }
         setImmediate(() => {
           if (this.closed) return;
-          if (!hub.canTalk(this.local, this.remote)) {
-            hub.stats.blocked += 1;
-            if (hub.partitionMode === 'error') {
-              const e = new Error(`${this.remote} is unreachable from ${this.local}`);
-              e.code = 'EHOSTUNREACH';
-              callback(e);
-            }
-            return;
-          }
-          if (hub.dropRate > 0 && Math.random() < hub.dropRate) {
-            hub.stats.dropped += 1;
-            return;
-          }
+          if (this._lost(callback)) return;
           hub.stats.delivered += 1;
           callback(e2, r2);
         });
