@@ -277,54 +277,6 @@ function createNodeClass(loadNative) {
       } catch (_) { /* engine already gone */ }
     }
 
-    addListener(name, fn) {
-      super.addListener(name, fn);
-      this._listenerAdded(name);
-      return this;
-    }
-
-    on(name, fn) {
-      super.on(name, fn);
-      this._listenerAdded(name);
-      return this;
-    }
-
-    once(name, fn) {
-      super.once(name, fn);
-      this._listenerAdded(name);
-      return this;
-    }
-
-    prependListener(name, fn) {
-      super.prependListener(name, fn);
-      this._listenerAdded(name);
-      return this;
-    }
-
-    prependOnceListener(name, fn) {
-      super.prependOnceListener(name, fn);
-      this._listenerAdded(name);
-      return this;
-    }
-
-    removeListener(name, fn) {
-      super.removeListener(name, fn);
-      this._scheduleListened();
-      return this;
-    }
-
-    off(name, fn) {
-      super.off(name, fn);
-      this._scheduleListened();
-      return this;
-    }
-
-    removeAllListeners(...args) {
-      super.removeAllListeners(...args);
-      this._scheduleListened();
-      return this;
-    }
-
     // ---------------------------------------------------------------- emitting
 
     // Emits an event; a listener that throws behaves as with any EventEmitter (uncaught exception),
@@ -485,16 +437,15 @@ function createNodeClass(loadNative) {
         this._stopReq = req;
         // the engine stops within this call: what it fails, and `stop`'s own callback, are
         // called back after `stop()` has returned
-        this._apiDepth += 1;
-        try {
-          this._run(this._native.stop(req));
-        } catch (e) {
-          // the engine is gone already: release on our side
-          this._stopReq = null;
-          this._release();
-        } finally {
-          this._apiDepth -= 1;
-        }
+        this._inCall(() => {
+          try {
+            this._run(this._native.stop(req));
+          } catch (e) {
+            // the engine is gone already: release on our side
+            this._stopReq = null;
+            this._release();
+          }
+        });
       }
       return promise;
     }
@@ -515,26 +466,27 @@ function createNodeClass(loadNative) {
         return;
       }
       // A request the engine answers at once (not the leader, say) must still call back
-      // asynchronously, as it always did: `_finish` defers callbacks while this runs.
+      // asynchronously, as it always did.
+      this._inCall(() => this._run(batch));
+    }
+
+    // Runs `fn` as part of a user's API call: callbacks it completes wait for the next tick
+    // (see `_finish`).
+    _inCall(fn) {
       this._apiDepth += 1;
       try {
-        this._run(batch);
+        fn();
       } finally {
         this._apiDepth -= 1;
       }
     }
 
-    // Calls a request's callback; from inside an API call, on the next tick.
+    // Calls a request's callback with `err`, or with `result` when there is one; from inside an
+    // API call, on the next tick.
     _finish(callback, err, result) {
-      if (this._apiDepth > 0) {
-        if (err) process.nextTick(callback, err);
-        else if (result !== undefined) process.nextTick(callback, null, result);
-        else process.nextTick(callback, null);
-        return;
-      }
-      if (err) callback(err);
-      else if (result !== undefined) callback(null, result);
-      else callback(null);
+      const args = err ? [err] : result !== undefined ? [null, result] : [null];
+      if (this._apiDepth > 0) process.nextTick(callback, ...args);
+      else callback(...args);
     }
 
     // Runs a batch the engine returned. Batches run one after another, in the order the engine
@@ -1461,6 +1413,27 @@ function createNodeClass(loadNative) {
         for (const callback of callbacks) this._finish(callback, null);
       });
     }
+  }
+
+  // Every EventEmitter entry point that adds a listener tells the engine at once; those that
+  // remove one schedule a coalesced update (`_listenerAdded`, `_scheduleListened`).
+  for (const [method, then] of [
+    ['addListener', '_listenerAdded'], ['on', '_listenerAdded'], ['once', '_listenerAdded'],
+    ['prependListener', '_listenerAdded'], ['prependOnceListener', '_listenerAdded'],
+    ['removeListener', '_scheduleListened'], ['off', '_scheduleListened'],
+    ['removeAllListeners', '_scheduleListened'],
+  ]) {
+    const base = EventEmitter.prototype[method];
+    Object.defineProperty(NodeImpl.prototype, method, {
+      value(...args) {
+        base.apply(this, args);
+        this[then](args[0]);
+        return this;
+      },
+      writable: true,
+      configurable: true,
+      enumerable: false,
+    });
   }
 
   // `Node(options)` and `new Node(options)` both work; `instanceof Node` and `instanceof
