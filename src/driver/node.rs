@@ -30,8 +30,8 @@ pub trait Host: Send + 'static {
 const APPLY_BATCH: usize = 1024;
 /// How often timeouts of IO and commands are scanned.
 const SCAN_EVERY_MS: u64 = 25;
-/// Group commit while entries stream in: a save may wait this long after the previous one
-/// finished, to carry more entries (see `Driver::hold_save`).
+/// Group commit while the state machine is busy: a save may wait this long after the previous
+/// one finished, to carry more entries (see `Driver::hold_save`).
 const SAVE_HOLD: Duration = Duration::from_millis(5);
 /// ...unless the entries waiting are at least this fraction (1/n) of the log a save writes,
 const SAVE_HOLD_FRACTION: u64 = 4;
