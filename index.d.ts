@@ -525,6 +525,9 @@ interface NodeConstructor {
   readonly createKvStateMachine: Node.CreateKvStateMachine;
   readonly createKvStore: (options: Node.KvStoreOptions) => Node.KvStore;
   readonly createKvClient: (addresses: readonly string[], options?: Node.KvClientOptions) => Node.KvClient;
+  /** The classes behind `createKvStore` and `createKvClient` (`new KvStore(options)` is the same). */
+  readonly KvStore: new (options: Node.KvStoreOptions) => Node.KvStore;
+  readonly KvClient: new (addresses: readonly string[], options?: Node.KvClientOptions) => Node.KvClient;
 }
 
 declare const Node: NodeConstructor;

@@ -227,12 +227,12 @@ const DEFAULT_OPTIONS = Object.freeze({
 
 class FilePersistence {
   constructor(options) {
-    if (!options || typeof options !== 'object') throw new TypeError('createFilePersistence needs { dir }');
-    if (typeof options.dir !== 'string' || !options.dir) throw new TypeError('createFilePersistence: dir must be a folder path');
+    if (!options || typeof options !== 'object') throw Object.assign(new TypeError('createFilePersistence needs { dir }'), { code: 'EINVALIDOPTIONS' });
+    if (typeof options.dir !== 'string' || !options.dir) throw Object.assign(new TypeError('createFilePersistence: dir must be a folder path'), { code: 'EINVALIDOPTIONS' });
     this.dir = path.resolve(options.dir);
     this.compactBytes = options.compactBytes === undefined ? DEFAULT_OPTIONS.compactBytes : options.compactBytes;
     if (typeof this.compactBytes !== 'number' || !(this.compactBytes > 0)) {
-      throw new TypeError('createFilePersistence: compactBytes must be a positive number');
+      throw Object.assign(new TypeError('createFilePersistence: compactBytes must be a positive number'), { code: 'EINVALIDOPTIONS' });
     }
     const sm = options.stateMachine;
     if (sm === undefined || sm === null) {
@@ -250,7 +250,7 @@ class FilePersistence {
         return sm;
       };
     } else {
-      throw new TypeError('createFilePersistence: stateMachine must be a factory function or an object');
+      throw Object.assign(new TypeError('createFilePersistence: stateMachine must be a factory function or an object'), { code: 'EINVALIDOPTIONS' });
     }
     this._nodes = new Map();
   }

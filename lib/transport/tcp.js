@@ -628,9 +628,9 @@ class TcpServer extends EventEmitter {
 function checkOptions(options) {
   const opts = { ...DEFAULTS };
   if (options === undefined || options === null) return opts;
-  if (typeof options !== 'object') throw new TypeError('tcp transport options must be an object');
+  if (typeof options !== 'object') throw Object.assign(new TypeError('tcp transport options must be an object'), { code: 'EINVALIDOPTIONS' });
   for (const key of Object.keys(options)) {
-    if (!(key in DEFAULTS)) throw new TypeError(`unknown tcp transport option ${JSON.stringify(key)}`);
+    if (!(key in DEFAULTS)) throw Object.assign(new TypeError(`unknown tcp transport option ${JSON.stringify(key)}`), { code: 'EINVALIDOPTIONS' });
     const v = options[key];
     if (v === undefined) continue;
     if (key === 'noDelay') {
@@ -638,17 +638,17 @@ function checkOptions(options) {
     } else if (key === 'keepAlive') {
       if (v === false) opts[key] = false;
       else if (typeof v === 'number' && v >= 0) opts[key] = v;
-      else throw new TypeError('keepAlive must be false or a number of ms');
+      else throw Object.assign(new TypeError('keepAlive must be false or a number of ms'), { code: 'EINVALIDOPTIONS' });
     } else {
       if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
-        throw new TypeError(`tcp transport option ${key} must be a positive number`);
+        throw Object.assign(new TypeError(`tcp transport option ${key} must be a positive number`), { code: 'EINVALIDOPTIONS' });
       }
       opts[key] = v;
     }
   }
-  if (opts.maxFrameSize > 0xffffffff) throw new TypeError('maxFrameSize must fit in 32 bits');
+  if (opts.maxFrameSize > 0xffffffff) throw Object.assign(new TypeError('maxFrameSize must fit in 32 bits'), { code: 'EINVALIDOPTIONS' });
   if (opts.maxReconnectDelay < opts.minReconnectDelay) {
-    throw new TypeError('maxReconnectDelay must not be below minReconnectDelay');
+    throw Object.assign(new TypeError('maxReconnectDelay must not be below minReconnectDelay'), { code: 'EINVALIDOPTIONS' });
   }
   return opts;
 }
@@ -667,7 +667,7 @@ function createTcpTransport(options) {
         onConnection = listenOptions;
         listenOptions = undefined;
       }
-      if (typeof onConnection !== 'function') throw new TypeError('listen needs an onConnection function');
+      if (typeof onConnection !== 'function') throw Object.assign(new TypeError('listen needs an onConnection function'), { code: 'EBADARGS' });
       return new TcpServer(this, localNodeId, listenOptions, onConnection, cb);
     },
     connect(localNodeId, localMetadata, peerId, peerMetadata) { // eslint-disable-line no-unused-vars
