@@ -48,9 +48,12 @@ function userEnv(extra = {}) {
   return { ...env, PATH: NO_CARGO_PATH, ...extra };
 }
 
+// npm is a .cmd script on Windows, which only a shell runs.
+const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+
 function run(cmd, args, options = {}) {
   return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 180000, maxBuffer: 16 * 1024 * 1024, ...options }, (err, stdout, stderr) => {
+    execFile(cmd, args, { shell: cmd === NPM && process.platform === 'win32', timeout: 180000, maxBuffer: 16 * 1024 * 1024, ...options }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr, out: `${stdout}${stderr}` });
     });
   });
@@ -67,7 +70,8 @@ function readmeExample(name) {
 }
 
 function listTarball(file) {
-  const res = spawnSync('tar', ['tzf', file], { encoding: 'utf8' });
+  // A relative name: GNU tar (as in Git for Windows) would take `C:` for a remote host.
+  const res = spawnSync('tar', ['tzf', path.basename(file)], { cwd: path.dirname(file), encoding: 'utf8' });
   assert.equal(res.status, 0, `tar tzf ${file}: ${res.stderr}`);
   return res.stdout.split('\n').filter(Boolean).map((f) => f.replace(/^package\//, ''));
 }
@@ -79,7 +83,10 @@ describe('the packed package, installed without cargo and without install script
 
   before(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'skiff-package-'));
-    const pack = await run(process.execPath, [path.join(ROOT, 'scripts', 'package.js'), '--out', path.join(work, 'packages')],
+    // The release workflow tests the addon its build job made: SKIFF_PREBUILT names that file.
+    const prebuilt = process.env.SKIFF_PREBUILT ? ['--prebuilt', process.env.SKIFF_PREBUILT] : [];
+    const pack = await run(process.execPath,
+      [path.join(ROOT, 'scripts', 'package.js'), '--out', path.join(work, 'packages'), ...prebuilt],
       { cwd: ROOT, timeout: 480000 });
     assert.equal(pack.code, 0, `npm run package failed:\n${pack.out}`);
     tarballs = pack.stdout.trim().split('\n').slice(-2);
@@ -92,7 +99,7 @@ describe('the packed package, installed without cargo and without install script
     app = path.join(work, 'app');
     fs.mkdirSync(app);
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
-    const install = await run('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', ...tarballs],
+    const install = await run(NPM, ['install', '--ignore-scripts', '--no-audit', '--no-fund', ...tarballs],
       { cwd: app, env: userEnv(), timeout: 300000 });
     assert.equal(install.code, 0, `npm install of the tarballs failed:\n${install.out}`);
   });
@@ -109,7 +116,7 @@ describe('the packed package, installed without cargo and without install script
     assert.equal(files.includes('scripts/chaos.js'), false);
     for (const f of ['LICENSE', 'README.md', 'package.json', 'index.js', 'index.mjs', 'index.d.ts', 'binding.js',
       'binding.d.ts', 'lib/platform.js', 'lib/kv.d.ts', 'scripts/install.js', 'scripts/build.js', 'Cargo.toml',
-      'Cargo.lock', 'build.rs', 'src/lib.rs', 'crates/skiff-core/Cargo.toml', 'crates/skiff-core/src/lib.rs']) {
+      'Cargo.lock', '.cargo/config.toml', 'build.rs', 'src/lib.rs', 'crates/skiff-core/Cargo.toml', 'crates/skiff-core/src/lib.rs']) {
       assert.ok(files.includes(f), `${f} is missing from the main tarball`);
     }
     assert.deepEqual(listTarball(tarballs[1]).sort(), ['README.md', localBinaryName(), 'package.json'].sort());

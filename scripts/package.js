@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // `npm run package`: a local rehearsal of a release for this machine's platform.
 //
-//   node scripts/package.js [--out <folder>]        (default: ./packages)
+//   node scripts/package.js [--out <folder>] [--prebuilt <skiff.<platform>.node>]
 //
-// Builds this platform's addon (release profile), then writes into one folder the two tarballs a
+// Builds this platform's addon (release profile; with --prebuilt, takes that file and the existing
+// binding.js instead, as the release workflow does with the addon its build job made), then writes into one folder the two tarballs a
 // user's install combines: the main package (skiff-rs-<version>.tgz: JS, types, binding.js and the
 // sources of the build-from-source fallback, no addon) and this platform's package
 // (skiff-rs-<platform>-<version>.tgz: the addon alone, from npm/<platform>/package.json). It prints
@@ -49,9 +50,11 @@ function npmPack(dir, out) {
 function main() {
   const argv = process.argv.slice(2);
   let out = path.join(root, 'packages');
+  let prebuilt = null;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--out' && i + 1 < argv.length) out = path.resolve(argv[++i]);
-    else fail(`unknown argument ${argv[i]} (usage: npm run package -- [--out <folder>])`);
+    else if (argv[i] === '--prebuilt' && i + 1 < argv.length) prebuilt = path.resolve(argv[++i]);
+    else fail(`unknown argument ${argv[i]} (usage: npm run package -- [--out <folder>] [--prebuilt <file.node>])`);
   }
 
   const tag = platformTag();
@@ -60,9 +63,15 @@ function main() {
     fail(`${tag} is not one of the prebuilt targets (no npm/${tag}/package.json)`);
   }
 
-  run(process.execPath, [path.join(__dirname, 'build.js'), '--release'], { cwd: root });
-  const binary = path.join(root, localBinaryName());
-  if (!fs.existsSync(binary)) fail(`the build wrote no ${localBinaryName()}`);
+  let binary = path.join(root, localBinaryName());
+  if (prebuilt) {
+    if (path.basename(prebuilt) !== localBinaryName()) fail(`--prebuilt must be a ${localBinaryName()} for this platform`);
+    if (!fs.existsSync(path.join(root, 'binding.js'))) fail('--prebuilt needs the generated binding.js next to package.json');
+    binary = prebuilt;
+  } else {
+    run(process.execPath, [path.join(__dirname, 'build.js'), '--release'], { cwd: root });
+  }
+  if (!fs.existsSync(binary)) fail(`there is no ${binary}`);
 
   fs.mkdirSync(out, { recursive: true });
   // The platform package is packed from a staging copy, so npm/ keeps only what is committed.
