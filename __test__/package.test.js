@@ -43,7 +43,8 @@ const NO_CARGO_PATH = (process.env.PATH || '').split(path.delimiter).filter((dir
 function userEnv(extra = {}) {
   const env = {};
   for (const [key, value] of Object.entries(process.env)) {
-    if (!/^npm_/i.test(key) && key !== 'NODE_OPTIONS' && key !== 'NODE_TEST_CONTEXT') env[key] = value;
+    // (Windows spells it Path; a second PATH key would leave the child's PATH to chance.)
+    if (!/^(npm_|path$|node_options$|node_test_context$)/i.test(key)) env[key] = value;
   }
   return { ...env, PATH: NO_CARGO_PATH, ...extra };
 }

@@ -19,11 +19,16 @@ const PREBUILT = new Set(Object.keys(require('../package.json').optionalDependen
 /** 'glibc' or 'musl' on Linux, else null. A glibc build of Node reports its glibc version. */
 function libc() {
   if (process.platform !== 'linux') return null;
+  const report = process.report;
+  if (!report || typeof report.getReport !== 'function') return 'glibc'; // as the napi loader assumes
+  const excludeNetwork = report.excludeNetwork;
   try {
-    process.report.excludeNetwork = true; // the report's network section can take seconds
-    return process.report.getReport().header.glibcVersionRuntime ? 'glibc' : 'musl';
+    report.excludeNetwork = true; // the report's network section can take seconds
+    return report.getReport().header.glibcVersionRuntime ? 'glibc' : 'musl';
   } catch (_) {
-    return 'glibc'; // no report: the napi loader assumes glibc too
+    return 'glibc';
+  } finally {
+    report.excludeNetwork = excludeNetwork;
   }
 }
 
