@@ -12,9 +12,10 @@
 'use strict';
 
 const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
 const path = require('node:path');
 const { hasCargo } = require('./build');
-const { PREBUILT, platformTag, describePlatform } = require('../lib/platform');
+const { PREBUILT, platformTag, describePlatform, localBinaryName } = require('../lib/platform');
 
 const root = path.resolve(__dirname, '..');
 
@@ -31,6 +32,19 @@ function prebuiltLoads() {
   }
 }
 
+/**
+ * In a git checkout (a contributor's clone, CI) only an addon built from this tree counts: a
+ * platform package fetched from the registry is not what the tests must run against, and an
+ * unpublished name could be anyone's until the first release reserves it.
+ */
+function isCheckout() {
+  return fs.existsSync(path.join(root, '.git')) && !root.split(path.sep).includes('node_modules');
+}
+
+function localAddonPresent() {
+  return fs.existsSync(path.join(root, localBinaryName()));
+}
+
 function build() {
   const res = spawnSync(process.execPath, [path.join(__dirname, 'build.js'), '--release'],
     { cwd: root, stdio: 'inherit' });
@@ -40,7 +54,8 @@ function build() {
 
 function main() {
   const forced = asked(process.env.SKIFF_BUILD_FROM_SOURCE) || asked(process.env.npm_config_build_from_source);
-  if (!forced && prebuiltLoads()) return 0;
+  const present = isCheckout() ? localAddonPresent() && prebuiltLoads() : prebuiltLoads();
+  if (!forced && present) return 0;
   if (forced || hasCargo()) return build();
 
   const tag = platformTag();
