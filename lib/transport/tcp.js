@@ -1140,5 +1140,6 @@ function createTcpTransport(options) {
 createTcpTransport.createTcpTransport = createTcpTransport;
 createTcpTransport.parseAddress = parseAddress;
 createTcpTransport.scanMsgpack = scanMsgpack;
+createTcpTransport.handshakeProof = handshakeProof; // the protocol's HMAC, for raw-socket tests
 createTcpTransport.DEFAULTS = DEFAULTS;
 module.exports = createTcpTransport;
