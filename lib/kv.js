@@ -480,7 +480,8 @@ class KvClient {
     let conn = this._conns.get(address);
     if (!conn) {
       conn = this._transport.connect(this._id, { [CLIENT_HELLO]: 1 }, address, null);
-      conn.on('error', () => { /* reconnects */ });
+      // It reconnects by itself; the last failure (EAUTH, ECLUSTER, a TLS error) says why it can't.
+      conn.on('error', (err) => { conn.kvLastError = err; });
       // A store has nothing to ask a client: whatever it sends is refused (and answered).
       conn.receive((type, args, reply) => {
         reply(makeError('a key-value client answers no requests', 'EREFUSED'));
@@ -488,6 +489,7 @@ class KvClient {
       // One 'connected' listener per connection, however many operations wait for it.
       conn.kvWaiters = new Set();
       conn.on('connected', () => {
+        conn.kvLastError = null;
         const waiters = conn.kvWaiters;
         conn.kvWaiters = new Set();
         for (const w of waiters) w(true);
@@ -534,7 +536,10 @@ class KvClient {
       const address = this._pick();
       const conn = this._conn(address);
       if (!(await this._connected(conn, this.connectWait))) {
-        lastErr = makeError(`could not connect to ${address}`, CODES.ENOTCONNECTED);
+        const why = conn.kvLastError;
+        lastErr = why
+          ? makeError(`could not connect to ${address}: ${why.message}`, why.code || CODES.ENOTCONNECTED)
+          : makeError(`could not connect to ${address}`, CODES.ENOTCONNECTED);
         if (this._leader === address) this._leader = null;
         continue;
       }
