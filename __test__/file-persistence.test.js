@@ -386,14 +386,19 @@ test('a read stream is a consistent cut while applies go on', async () => {
   await p.close();
 });
 
-test('a flipped byte before the last record fails loading with ECORRUPT, file and offset; nothing is cut', async () => {
+// A folder whose node ID has applied `n` puts, all in its journal; and that journal's path.
+async function journalOf(n) {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
   const a = api(p);
-  for (let i = 1; i <= 200; i++) await a.apply(ID, i, { op: 'put', key: `k${i}`, value: i });
+  for (let i = 1; i <= n; i++) await a.apply(ID, i, { op: 'put', key: `k${i}`, value: i });
   await p.close();
   const nd = nodeDir(dir, ID);
-  const journal = path.join(nd, fs.readdirSync(nd).find((n) => n.startsWith('journal-')));
+  return { dir, journal: path.join(nd, fs.readdirSync(nd).find((name) => name.startsWith('journal-'))) };
+}
+
+test('a flipped byte before the last record fails loading with ECORRUPT, file and offset; nothing is cut', async () => {
+  const { dir, journal } = await journalOf(200);
   const before = fs.readFileSync(journal);
   const at = Math.floor(before.length / 2);
   const damaged = Buffer.from(before);
@@ -425,13 +430,7 @@ test('a flipped byte before the last record fails loading with ECORRUPT, file an
 });
 
 test('only a torn last record is cut, with an ETORN warning', async () => {
-  const dir = tmpDir();
-  const p = createFilePersistence({ dir });
-  const a = api(p);
-  for (let i = 1; i <= 20; i++) await a.apply(ID, i, { op: 'put', key: `k${i}`, value: i });
-  await p.close();
-  const nd = nodeDir(dir, ID);
-  const journal = path.join(nd, fs.readdirSync(nd).find((n) => n.startsWith('journal-')));
+  const { dir, journal } = await journalOf(20);
   const good = fs.statSync(journal).size;
   // The last record with a damaged checksum, then the start of another: a crash mid-append.
   const whole = fs.readFileSync(journal);

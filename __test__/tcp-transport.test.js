@@ -10,16 +10,9 @@ const { once } = require('node:events');
 const { Packr } = require('msgpackr');
 
 const createTcpTransport = require('../lib/transport/tcp');
+const { freePort } = require('./helpers/ports');
 
 const packr = new Packr({ useRecords: false });
-
-async function freePort() {
-  const srv = net.createServer();
-  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address();
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 function listen(transport, id, onConnection, options) {
   return new Promise((resolve, reject) => {
