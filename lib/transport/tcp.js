@@ -323,6 +323,7 @@ class FrameDecoder {
     this.length = 0;
     this.need = -1; // payload length of the frame being assembled, -1 while reading the header
     this.startedAt = 0; // when the first byte of the incomplete frame arrived (while length > 0)
+    this.lastFrameAt = Date.now(); // when the last frame was completed (or the decoder was made)
     this.error = null; // why the stream stopped making sense; set once
   }
 
@@ -362,7 +363,11 @@ class FrameDecoder {
       this.length = 0;
       return out;
     }
-    if (this.length > 0 && (wasEmpty || out.length > 0)) this.startedAt = Date.now();
+    if (out.length > 0 || (wasEmpty && this.length > 0)) {
+      const now = Date.now();
+      if (out.length > 0) this.lastFrameAt = now;
+      if (this.length > 0) this.startedAt = now;
+    }
     return out;
   }
 
@@ -1006,18 +1011,12 @@ class TcpServer extends EventEmitter {
   // more than `frameTimeout` ms over one frame.
   _watch(socket, decoder, conn) {
     const opts = this._opts;
-    let lastFrame = Date.now();
-    let frames = 0;
-    socket.on('data', () => { frames++; }); // counted per chunk: cheap, and enough to see life
-    let seen = 0;
     const timer = setInterval(() => {
       const now = Date.now();
-      if (decoder.need < 0 && decoder.length < 4 && seen !== frames) lastFrame = now;
-      seen = frames;
       let why = null;
       if (decoder.length > 0 && now - decoder.startedAt > opts.frameTimeout) {
         why = `a frame took longer than ${opts.frameTimeout} ms (frameTimeout)`;
-      } else if (now - lastFrame > opts.idleTimeout) {
+      } else if (decoder.length === 0 && now - decoder.lastFrameAt > opts.idleTimeout) {
         why = `no frame for ${opts.idleTimeout} ms (idleTimeout)`;
       }
       if (why) conn._protocolError(socket, makeError(`closed the connection from ${conn.id}: ${why}`, 'ETIMEDOUT'));
