@@ -486,3 +486,26 @@ test('3 processes with tls: a client certificate not signed by the ca is refused
   const r = await leader.request('client', { addresses: ids, ops: [{ op: 'get', key: 'k' }], clientOptions: { tls: certs.member } });
   assert.deepEqual(r.results, [2]);
 });
+
+test('security options and limits are validated', () => {
+  assert.throws(() => createTcpTransport({ secret: 'short' }), /at least 16 bytes/);
+  assert.throws(() => createTcpTransport({ secret: 42 }), TypeError);
+  assert.throws(() => createTcpTransport({ tls: { key: 'k', cert: 'c' } }), /tls.ca/);
+  assert.throws(() => createTcpTransport({ tls: { key: 'k', cert: 'c', ca: 'a', rejectUnauthorized: false } }), /unknown tls option/);
+  assert.throws(() => createTcpTransport({ cluster: '' }), TypeError);
+  assert.throws(() => createTcpTransport({ maxFrameSize: 1024, maxWriteBuffer: 1000 }), /maxWriteBuffer/);
+  for (const key of ['maxInflight', 'idleTimeout', 'frameTimeout', 'maxConnections', 'maxHelloSize']) {
+    assert.throws(() => createTcpTransport({ [key]: 0 }), TypeError, key);
+  }
+  assert.throws(() => createTcpTransport({ maxInflight: 1.5 }), /whole numbers/);
+  const d = createTcpTransport().options;
+  assert.deepEqual([d.secret, d.tls, d.cluster, d.maxHelloSize, d.maxWriteBuffer, d.maxInflight, d.idleTimeout,
+    d.frameTimeout, d.maxConnections], [null, null, null, 65536, 64 * 1024 * 1024, 256, 60000, 30000, 1024]);
+  assert.equal(createTcpTransport({ maxFrameSize: 64 * 1024 * 1024 }).options.maxWriteBuffer, 128 * 1024 * 1024 + 8);
+  const dir = os.tmpdir();
+  assert.throws(() => createKvStore({ id: 'tcp://127.0.0.1:1', dir, secret: 'short' }), { code: 'EINVALIDOPTIONS' });
+  assert.throws(() => createKvStore({ id: 'tcp://127.0.0.1:1', dir, maxCommandBytes: -1 }), { code: 'EINVALIDOPTIONS' });
+  assert.throws(() => createKvStore({ id: 'tcp://127.0.0.1:1', dir, secret: SECRET, transport: createTcpTransport() }),
+    { code: 'EINVALIDOPTIONS' });
+  assert.throws(() => createKvClient(['tcp://127.0.0.1:1'], { tls: {} }), { code: 'EINVALIDOPTIONS' });
+});
