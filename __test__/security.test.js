@@ -509,3 +509,20 @@ test('security options and limits are validated', () => {
     { code: 'EINVALIDOPTIONS' });
   assert.throws(() => createKvClient(['tcp://127.0.0.1:1'], { tls: {} }), { code: 'EINVALIDOPTIONS' });
 });
+
+test('tls: a dialler refuses a server whose certificate its ca did not sign', { skip: certs ? false : 'openssl is not installed' }, async (t) => {
+  // The impostor accepts members' certificates, but shows one from another CA.
+  const impostor = await recordingServer(t, { tls: { ...certs.rogue, ca: certs.member.ca } });
+  const client = createTcpTransport({ tls: certs.member }).connect('me', {}, impostor.id, {});
+  t.after(() => closeP(client));
+  const [err] = await once(client, 'error');
+  assert.ok(/certificate|self.signed|verify/i.test(`${err.code} ${err.message}`), `${err.code}: ${err.message}`);
+  assert.equal(client.connected, false);
+  assert.equal(impostor.connections.length, 0, 'no hello reached the impostor');
+  // Control: the real thing connects.
+  const real = await recordingServer(t, { tls: certs.member });
+  const ok = createTcpTransport({ tls: certs.member }).connect('me', {}, real.id, {});
+  t.after(() => closeP(ok));
+  await once(ok, 'connected');
+  assert.equal(await new Promise((resolve, reject) => ok.send('echo', 'over tls', (e, r) => (e ? reject(e) : resolve(r)))), 'over tls');
+});
