@@ -273,13 +273,40 @@ declare namespace Node {
     minReconnectDelay?: number;
     /** ms, back-off cap [2000]. */
     maxReconnectDelay?: number;
-    /** requests waiting for a connection; more fail at once with ENOTCONNECTED [1000]. */
+    /** requests waiting for a connection or an in-flight slot; more fail at once [1000]. */
     maxQueue?: number;
-    /** ms an incoming socket may take to say hello [5000]. */
+    /** ms a new socket may take to complete TLS, the hello and the proofs [5000]. */
     handshakeTimeout?: number;
     noDelay?: boolean;
     /** ms initial keep-alive delay, or false [10000]. */
     keepAlive?: number | false;
+    /** Shared cluster secret (at least 16 bytes): HMAC challenge-response per connection [null]. */
+    secret?: string | Buffer | null;
+    /** Mutual TLS: each side verifies the other's certificate against `ca` [null]. */
+    tls?: TcpTlsOptions | null;
+    /** Cluster id carried in the handshake; a peer with another one is refused (ECLUSTER) [null]. */
+    cluster?: string | null;
+    /** bytes of the largest handshake frame [64 KiB]. */
+    maxHelloSize?: number;
+    /** bytes queued to a peer that does not read before its socket is closed [64 MiB or 2 x maxFrameSize + 8]. */
+    maxWriteBuffer?: number | null;
+    /** requests per connection being answered (more: EBUSY) or awaiting replies (more: queued) [256]. */
+    maxInflight?: number;
+    /** ms an accepted connection may go without a complete frame; diallers ping [60000]. */
+    idleTimeout?: number;
+    /** ms a frame may take to arrive once its first byte has [30000]. */
+    frameTimeout?: number;
+    /** sockets one listener holds at once, handshakes included [1024]. */
+    maxConnections?: number;
+  }
+
+  /** PEM text or Buffers, as node:tls takes them. */
+  interface TcpTlsOptions {
+    key: string | Buffer | ReadonlyArray<string | Buffer>;
+    cert: string | Buffer | ReadonlyArray<string | Buffer>;
+    ca: string | Buffer | ReadonlyArray<string | Buffer>;
+    /** How a dialler checks the server's certificate names the host it dials [tls.checkServerIdentity]. */
+    checkServerIdentity?: (host: string, cert: import('tls').PeerCertificate) => Error | undefined;
   }
 
   /** What `listen` takes: where to bind, overriding the host and port of the node id. */
@@ -375,8 +402,11 @@ declare namespace Node {
     stateMachine?: S | ((nodeId: string) => S);
   }
 
-  /** Durable persistence: files under `dir`, fsync'd before any callback. */
-  interface FilePersistence<S extends StateMachine = KvStateMachine> extends Persistence {
+  /**
+   * Durable persistence: files under `dir` (folders 0700, files 0600), fsync'd before any callback.
+   * Emits `warning` (code ETORN) when it cuts off a torn last write; corruption fails with ECORRUPT.
+   */
+  interface FilePersistence<S extends StateMachine = KvStateMachine> extends Persistence, EventEmitter {
     readonly dir: string;
     readonly compactBytes: number;
     createReadStream(nodeId: string): Readable & { lastIncludedIndex?: number };
@@ -412,6 +442,12 @@ declare namespace Node {
     listen?: TcpListenOptions;
     /** TCP transport options, or a transport plugin. */
     transport?: TcpTransportOptions | Transport;
+    /** The built-in transport's shared secret (see TcpTransportOptions.secret). */
+    secret?: string | Buffer;
+    /** The built-in transport's mutual TLS. */
+    tls?: TcpTlsOptions;
+    /** Largest command (JSON bytes) a put may propose; more: EBADCOMMAND [1 MiB]. */
+    maxCommandBytes?: number;
     /** ms start() waits to lead and for the peers' joins [10000]. */
     startTimeout?: number;
     /** Decided by `bootstrap`. */
@@ -488,6 +524,12 @@ declare namespace Node {
     retryDelay?: number;
     /** Retry after a timeout or a lost connection (may apply a command twice) [true]. */
     retryAmbiguous?: boolean;
+    /** As the stores' (see TcpTransportOptions). */
+    secret?: string | Buffer;
+    tls?: TcpTlsOptions;
+    cluster?: string;
+    /** Other TCP transport options. */
+    transport?: TcpTransportOptions;
   }
 
   /** Talks to stores over TCP; follows `ENOTLEADER` redirects and tries other addresses. */

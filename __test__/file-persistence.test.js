@@ -385,3 +385,84 @@ test('a read stream is a consistent cut while applies go on', async () => {
   assert.notDeepEqual(p.stateMachine(ID).toObject(), atCut);
   await p.close();
 });
+
+// A folder whose node ID has applied `n` puts, all in its journal; and that journal's path.
+async function journalOf(n) {
+  const dir = tmpDir();
+  const p = createFilePersistence({ dir });
+  const a = api(p);
+  for (let i = 1; i <= n; i++) await a.apply(ID, i, { op: 'put', key: `k${i}`, value: i });
+  await p.close();
+  const nd = nodeDir(dir, ID);
+  return { dir, journal: path.join(nd, fs.readdirSync(nd).find((name) => name.startsWith('journal-'))) };
+}
+
+test('a flipped byte before the last record fails loading with ECORRUPT, file and offset; nothing is cut', async () => {
+  const { dir, journal } = await journalOf(200);
+  const before = fs.readFileSync(journal);
+  const at = Math.floor(before.length / 2);
+  const damaged = Buffer.from(before);
+  damaged[at] ^= 0x40;
+  fs.writeFileSync(journal, damaged);
+
+  const q = createFilePersistence({ dir });
+  const warnings = [];
+  q.on('warning', (w) => warnings.push(w));
+  await assert.rejects(api(q).lastApplied(ID), (err) => {
+    assert.equal(err.code, 'ECORRUPT');
+    assert.equal(err.file, journal);
+    assert.ok(err.offset <= at && err.offset > at - 100, `offset ${err.offset} is the damaged record's (byte ${at})`);
+    assert.ok(err.message.includes(journal) && err.message.includes(String(err.offset)), err.message);
+    return true;
+  });
+  // Again: still refused, and the file is exactly as it was.
+  await assert.rejects(api(q).lastApplied(ID), { code: 'ECORRUPT' });
+  await q.close();
+  assert.ok(fs.readFileSync(journal).equals(damaged), 'the journal was left untouched');
+  assert.deepEqual(warnings, []);
+
+  // Repaired (the byte put back), every acknowledged key is there.
+  fs.writeFileSync(journal, before);
+  const r = createFilePersistence({ dir });
+  assert.equal(await api(r).lastApplied(ID), 200);
+  assert.equal(r.stateMachine(ID).size, 200);
+  await r.close();
+});
+
+test('only a torn last record is cut, with an ETORN warning', async () => {
+  const { dir, journal } = await journalOf(20);
+  const good = fs.statSync(journal).size;
+  // The last record with a damaged checksum, then the start of another: a crash mid-append.
+  const whole = fs.readFileSync(journal);
+  const tail = Buffer.from(whole.subarray(whole.length - 20));
+  fs.appendFileSync(journal, Buffer.concat([Buffer.from([0, 0, 0, 12, 1, 2, 3, 4]), Buffer.alloc(12, 9), tail.subarray(0, 7)]));
+
+  const q = createFilePersistence({ dir });
+  const warnings = [];
+  q.on('warning', (w) => warnings.push(w));
+  assert.equal(await api(q).lastApplied(ID), 20);
+  assert.equal(warnings.length, 1);
+  assert.equal(warnings[0].code, 'ETORN');
+  assert.equal(warnings[0].offset, good);
+  assert.equal(fs.statSync(journal).size, good, 'cut back to the last whole record');
+  await q.close();
+});
+
+test('files are created 0600 and folders 0700', { skip: process.platform === 'win32' }, async () => {
+  const dir = path.join(tmpDir(), 'fresh', 'data');
+  const p = createFilePersistence({ dir });
+  const a = api(p);
+  await a.saveMeta(ID, sampleState(1));
+  await a.apply(ID, 1, { op: 'put', key: 'k', value: 1 });
+  await p.close();
+  // Compaction writes a checkpoint too.
+  const q = createFilePersistence({ dir, compactBytes: 1 });
+  await api(q).apply(ID, 2, { op: 'put', key: 'k2', value: 2 });
+  await api(q).lastApplied(ID);
+  await q.close();
+  const nd = nodeDir(dir, ID);
+  for (const d of [dir, nd]) assert.equal(fs.statSync(d).mode & 0o777, 0o700, d);
+  const names = fs.readdirSync(nd);
+  assert.ok(names.includes('meta.json') && names.includes('checkpoint') && names.some((n) => n.startsWith('journal-')), names.join());
+  for (const name of names) assert.equal(fs.statSync(path.join(nd, name)).mode & 0o777, 0o600, name);
+});

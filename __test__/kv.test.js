@@ -144,8 +144,9 @@ test('3 stores: put/get/del, followers refuse with ENOTLEADER, the client redire
   await waitUntil(async () => (await b.localGet('n')) === 42.5 && (await c.localGet(7)) === 'seven',
     'the followers to apply');
 
-  // The client: given only a follower, it is redirected to the leader and remembers it.
-  const client = createKvClient([c.id]);
+  // The client: asking a follower first, it is redirected to the leader (one of its own addresses)
+  // and remembers it.
+  const client = createKvClient([c.id, a.id, b.id]);
   t.after(() => client.close());
   await client.put('via-client', { ok: 1 });
   assert.equal(client.leader, a.id);
@@ -157,7 +158,7 @@ test('3 stores: put/get/del, followers refuse with ENOTLEADER, the client redire
   await assert.rejects(client.put(null, 1), { code: 'EBADARGS' });
   // An unreachable address in the list is skipped.
   const [deadPort] = await freePorts(1);
-  const client2 = createKvClient([`tcp://127.0.0.1:${deadPort}`, b.id], { connectWait: 200 });
+  const client2 = createKvClient([`tcp://127.0.0.1:${deadPort}`, b.id, a.id], { connectWait: 200 });
   t.after(() => client2.close());
   assert.equal(await client2.get(7), 'seven');
   assert.equal(client2.leader, a.id);

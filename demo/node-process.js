@@ -8,6 +8,10 @@
 //
 // Run by hand, it starts the store and logs its state changes until SIGINT/SIGTERM.
 //
+// With SKIFF_SECRET in the environment, the store (and the clients of the 'client' command) use it
+// as the TCP transport's shared secret: a connection that cannot prove it knows it is refused.
+// (From the environment rather than the command line, where other users could read it.)
+//
 // Run with an IPC channel (child_process.fork, or spawn with 'ipc' in stdio, which also works
 // through `ip netns exec`), it is remote-controlled by its parent:
 //   parent → child  { req: <n>, cmd: 'start' | 'status' | 'put' | 'get' | 'del' | 'localGet' |
@@ -56,10 +60,16 @@ function errorToWire(err) {
   };
 }
 
+// Options with the secret from the environment, unless they carry their own.
+function withSecret(options) {
+  const secret = process.env.SKIFF_SECRET;
+  return secret && options.secret === undefined ? Object.assign({}, options, { secret }) : options;
+}
+
 async function start(cfg) {
   if (store) throw Object.assign(new Error('already started'), { code: 'EALREADY' });
   verbose = verbose || Boolean(cfg.verbose);
-  store = createKvStore(Object.assign({}, cfg.options || {}, {
+  store = createKvStore(Object.assign(withSecret(cfg.options || {}), {
     id: cfg.id,
     dir: cfg.dir,
     bootstrap: Boolean(cfg.bootstrap),
@@ -102,7 +112,7 @@ const commands = {
   leave: (m) => needStore().leave(m.peer),
   // Runs operations through a redirecting client (createKvClient) from this process.
   client: async (m) => {
-    const client = createKvClient(m.addresses, m.clientOptions || {});
+    const client = createKvClient(m.addresses, withSecret(m.clientOptions || {}));
     try {
       const results = [];
       for (const op of m.ops) {

@@ -2,6 +2,8 @@
 
 // `npm run demo`: a 3-member replicated key-value store (lib/kv.js), one process per member, on
 // loopback TCP with durable file storage in a fresh temp folder. The story:
+// The members and the client share a random secret (SKIFF_SECRET, handed to the member processes
+// through their environment): a connection that cannot prove it knows it is refused.
 //   1. start the members and elect a leader;
 //   2. write 50 keys through the leader, read them back (linearizable reads, through the log);
 //   3. SIGKILL the leader's process;
@@ -12,6 +14,7 @@
 // Any failure prints a clear message and exits 1; member processes are always killed.
 
 const fs = require('node:fs');
+const crypto = require('node:crypto');
 const os = require('node:os');
 const net = require('node:net');
 const path = require('node:path');
@@ -56,6 +59,10 @@ async function pool(items, n, fn) {
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
 }
 
+// The cluster's shared secret, made fresh for this run; member processes inherit the environment.
+const SECRET = crypto.randomBytes(32).toString('hex');
+process.env.SKIFF_SECRET = SECRET;
+
 async function main(members, dir) {
   // 1. Start: the standby members first, then the one that bootstraps and joins them.
   const ports = [];
@@ -65,6 +72,7 @@ async function main(members, dir) {
   }
   const ids = ports.map((p) => `tcp://127.0.0.1:${p}`);
   log(`data folder ${dir}`);
+  log('members and clients authenticate every connection with a random shared secret (SKIFF_SECRET)');
   for (let i = MEMBERS - 1; i >= 0; i--) {
     const args = ['--id', ids[i], '--dir', dir];
     if (i === 0) args.push('--bootstrap', '--peers', ids.slice(1).join(','));
@@ -137,7 +145,7 @@ async function main(members, dir) {
   log(`all ${survived}/${acknowledged.size} acknowledged writes survived (read through the new leader)`);
 
   // 6. More writes, through a client that starts at the dead member and follows redirects.
-  const client = createKvClient([oldLeader.id, ...survivors.map((m) => m.id)], { timeout: 10000 });
+  const client = createKvClient([oldLeader.id, ...survivors.map((m) => m.id)], { timeout: 10000, secret: SECRET });
   try {
     const tm = Date.now();
     for (let i = 0; i < MORE_WRITES; i++) {
@@ -155,6 +163,17 @@ async function main(members, dir) {
     log(`all ${acknowledged.size} keys read back through the client; del works`);
   } finally {
     await client.close();
+  }
+  // Without the secret, nothing gets in.
+  const stranger = createKvClient(survivors.map((m) => m.id), { timeout: 1000, connectWait: 300 });
+  try {
+    await stranger.get('key-000');
+    throw new Error('a client without the secret was served');
+  } catch (err) {
+    check(err.code === 'EAUTH', `a client without the secret failed with ${err.code}: ${err.message}`);
+    log(`a client without the secret is refused by every member (${err.code})`);
+  } finally {
+    await stranger.close();
   }
 
   // 7. Stop.

@@ -44,6 +44,13 @@ function describe(value) {
   }
 }
 
+/** A `TypeError` for a bad option or argument, with a `code` like every error we throw. */
+function optionError(message, code = 'EINVALIDOPTIONS') {
+  const err = new TypeError(message);
+  err.code = code;
+  return err;
+}
+
 /** Any thrown or called-back value → the `{ message, code }` object `RaftNode.complete` takes. */
 function toWire(value) {
   const wire = { message: describe(value) };
@@ -71,4 +78,4 @@ function toError(value) {
   return new Error(describe(value));
 }
 
-module.exports = { CODES, makeError, toWire, toError, describe };
+module.exports = { CODES, makeError, optionError, toWire, toError, describe };

@@ -33,8 +33,12 @@
 // * Redirection is the client's job: `createKvClient(addresses)` talks to stores over the same TCP
 //   port as Raft (the transport's hello carries `{ skiffKvClient: 1 }`, which the store serves itself
 //   instead of handing the connection to the Raft node). It sends to the leader it last heard of,
-//   follows `err.leader`, and tries the other addresses while no leader is known or a store is
-//   unreachable, until its `timeout`.
+//   follows `err.leader` when that is one of ITS OWN addresses (a store that lies about the leader
+//   cannot send the client's writes elsewhere), and tries the other addresses while no leader is
+//   known or a store is unreachable, until its `timeout`. It answers nothing a store asks of it.
+// * Security: stores and clients take the TCP transport's `secret`, `tls` and `cluster` (a client
+//   holding the secret or a certificate is trusted like a member); a store refuses a command whose
+//   JSON exceeds `maxCommandBytes` before proposing it.
 // * Retries and exactly-once: a retry after `ENOTLEADER` or a request that never left
 //   (`ENOTCONNECTED`) is safe. After an ambiguous failure (a timeout or a lost connection: the
 //   command may or may not have been committed) the client retries too, which is harmless for
@@ -48,10 +52,13 @@ const crypto = require('node:crypto');
 const createTcpTransport = require('./transport/tcp');
 const createFilePersistence = require('./persistence/file');
 const { CODES, makeError } = require('./errors');
+const { encode } = require('./codec');
 
 const CLIENT_HELLO = 'skiffKvClient';
 const REQUEST_TYPE = 'SkiffKv';
 const OPS = new Set(['put', 'get', 'del']);
+const DEFAULT_MAX_COMMAND_BYTES = 1024 * 1024;
+const SECURITY_OPTIONS = ['secret', 'tls', 'cluster'];
 
 function loadNode() {
   return require('..'); // eslint-disable-line global-require -- the package entry (index.js)
@@ -85,6 +92,72 @@ function toCommand(op, key, value) {
   return { op, key };
 }
 
+// True when JSON.stringify(value) certainly takes more than `limit` bytes. Counts a lower bound
+// and stops as soon as it passes the limit, so a huge value is refused without being stringified.
+function surelyLarger(value, limit) {
+  let size = 0;
+  const stack = [value];
+  while (stack.length) {
+    if (size > limit) return true;
+    const v = stack.pop();
+    if (typeof v === 'string') size += v.length + 2; // UTF-16 units never outnumber UTF-8 bytes
+    else if (Buffer.isBuffer(v)) size += 2 * v.length + 26; // {"type":"Buffer","data":[b,...]}
+    else if (Array.isArray(v)) {
+      size += 1 + v.length;
+      for (let i = 0; i < v.length; i++) stack.push(v[i]);
+    } else if (v !== null && typeof v === 'object') {
+      size += 2;
+      for (const k of Object.keys(v)) {
+        size += k.length + 4;
+        stack.push(v[k]);
+      }
+    } else size += 1;
+  }
+  return size > limit;
+}
+
+// EBADCOMMAND when the command's JSON text takes more than `limit` bytes (or is not JSON), else null.
+function checkCommandSize(command, limit) {
+  const tooLarge = (what) => makeError(`the command takes ${what} bytes as JSON, more than maxCommandBytes ` +
+    `(${limit})`, CODES.EBADCOMMAND);
+  if (surelyLarger(command, limit)) return tooLarge(`over ${limit}`);
+  let json;
+  try {
+    json = encode(command);
+  } catch (e) {
+    return e;
+  }
+  const bytes = Buffer.byteLength(json);
+  return bytes > limit ? tooLarge(bytes) : null;
+}
+
+// The TCP transport for a store or a client: `transport` options with `secret`, `tls`, `cluster`.
+function buildTransport(transportOption, security, defaults) {
+  const given = SECURITY_OPTIONS.filter((k) => security[k] !== undefined);
+  if (transportOption && typeof transportOption.connect === 'function') {
+    if (given.length) {
+      throw makeError(`options.${given[0]} configures the built-in TCP transport; give it to your own ` +
+        'transport instead', CODES.EINVALIDOPTIONS);
+    }
+    return transportOption;
+  }
+  const opts = Object.assign({}, defaults, transportOption || {});
+  for (const k of given) opts[k] = security[k];
+  try {
+    return createTcpTransport(opts);
+  } catch (e) {
+    throw makeError(`transport options: ${e.message}`, CODES.EINVALIDOPTIONS);
+  }
+}
+
+function checkMaxCommandBytes(v) {
+  if (v === undefined) return DEFAULT_MAX_COMMAND_BYTES;
+  if (!Number.isSafeInteger(v) || v <= 0) {
+    throw makeError('options.maxCommandBytes must be a positive whole number of bytes', CODES.EINVALIDOPTIONS);
+  }
+  return v;
+}
+
 function promisifyCb(fn) {
   return new Promise((resolve, reject) => fn((err, result) => (err ? reject(err) : resolve(result))));
 }
@@ -100,6 +173,8 @@ class KvStore extends EventEmitter {
    *   peers       addresses a bootstrapping store joins once it leads, on its first start [[]]
    *   listen      options for transport.listen, e.g. { host: '0.0.0.0', port } [bind to the id]
    *   transport   TCP transport options (requestTimeout, ...) or a transport plugin object
+   *   secret, tls the built-in TCP transport's shared secret / mutual TLS (see the README)
+   *   maxCommandBytes  largest command (JSON bytes) a put may propose [1 MiB]; also given to the node
    *   startTimeout  ms start() waits for leadership and the peers' joins [10000]
    *   ...         any other Node option (heartbeatInterval, commandTimeout, metadata, ...)
    */
@@ -110,7 +185,7 @@ class KvStore extends EventEmitter {
     }
     const {
       id, dir, bootstrap = false, peers = [], listen, transport, startTimeout = 10000, standby,
-      persistence, ...nodeOptions
+      persistence, secret, tls, maxCommandBytes, ...nodeOptions
     } = options;
     if (typeof id !== 'string' || id === '') {
       throw makeError('options.id must be the node address, like tcp://127.0.0.1:9001', CODES.EINVALIDOPTIONS);
@@ -142,10 +217,14 @@ class KvStore extends EventEmitter {
     this.peers = peers.slice();
     this.node = null;
     this.persistence = null;
+    this.maxCommandBytes = checkMaxCommandBytes(maxCommandBytes);
     this._listenOptions = listen;
-    this._transportOption = transport;
+    // Built now, so bad transport options fail here; the node's cluster id is the transport's too.
+    this._transport = buildTransport(transport, {
+      secret, tls, cluster: typeof nodeOptions.cluster === 'string' ? nodeOptions.cluster : undefined,
+    });
     this._startTimeout = startTimeout;
-    this._nodeOptions = nodeOptions;
+    this._nodeOptions = Object.assign({}, nodeOptions, { maxCommandBytes: this.maxCommandBytes });
     this._clients = new Set(); // client connections served by this store
     this._starting = null;
     this._stopping = null;
@@ -171,11 +250,14 @@ class KvStore extends EventEmitter {
     if (this._stopping) throw makeError('store is stopped', CODES.ESTOPPED);
     const Node = loadNode();
     this.persistence = createFilePersistence({ dir: this.dir });
+    // A torn journal tail cut off on load is worth knowing about.
+    this.persistence.on('warning', (err) => {
+      if (this.listenerCount('warning') > 0) this.emit('warning', err);
+      else process.emitWarning(err);
+    });
     const saved = await promisifyCb((cb) => this.persistence.loadMeta(this.id, cb));
     const fresh = saved === null || saved === undefined;
-    const inner = this._transportOption && typeof this._transportOption.connect === 'function'
-      ? this._transportOption
-      : createTcpTransport(this._transportOption || {});
+    const inner = this._transport;
     this.node = Node(Object.assign({}, this._nodeOptions, {
       id: this.id,
       standby: !this.bootstrap,
@@ -227,7 +309,7 @@ class KvStore extends EventEmitter {
     }
     this._clients.add(conn);
     conn.on('close', () => this._clients.delete(conn));
-    conn.on('error', () => { /* the client reconnects or gives up */ });
+    conn.on('error', (err) => this._warn(err)); // a client broke the protocol or a limit
     conn.receive((type, args, reply) => {
       if (type !== REQUEST_TYPE || args === null || typeof args !== 'object') {
         reply(makeError(`unknown request ${JSON.stringify(type)}`, CODES.EBADARGS));
@@ -247,7 +329,13 @@ class KvStore extends EventEmitter {
     }
     const command = toCommand(op, key, value);
     if (command instanceof Error) return Promise.reject(command);
+    const tooLarge = checkCommandSize(command, this.maxCommandBytes);
+    if (tooLarge) return Promise.reject(tooLarge);
     return this.node.command(command);
+  }
+
+  _warn(err) {
+    if (this.listenerCount('warning') > 0) this.emit('warning', err);
   }
 
   /** Sets `key` (string or finite number) to a JSON `value`, through the log. */
@@ -332,7 +420,17 @@ function createKvStore(options) {
 
 // ------------------------------------------------------------------ the client
 
-const SAFE_RETRY = new Set(['ENOTLEADER', 'ENOTCONNECTED', 'ESTOPPED', 'ECLOSED']);
+const SAFE_RETRY = new Set(['ENOTLEADER', 'ENOTCONNECTED', 'ESTOPPED', 'ECLOSED', 'EBUSY']);
+
+// `host:port` of an address, so that `tcp://127.0.0.1:1` and `tcp+msgpack://127.0.0.1:1` match.
+function addressKey(address) {
+  try {
+    const { host, port } = createTcpTransport.parseAddress(address);
+    return `${host.toLowerCase()}:${port}`;
+  } catch (_) {
+    return null;
+  }
+}
 const AMBIGUOUS = new Set(['ETIMEDOUT', 'ECONNRESET']);
 
 class KvClient {
@@ -345,6 +443,8 @@ class KvClient {
    *   connectWait     ms to wait for a connection before trying another address [500]
    *   retryDelay      ms between rounds while no leader is known [50]
    *   retryAmbiguous  retry after a timeout or a lost connection [true]
+   *   secret, tls, cluster  as the stores' (see the README's Security section)
+   *   transport       other TCP transport options (maxFrameSize, maxInflight, ...)
    */
   constructor(addresses, options = {}) {
     if (!Array.isArray(addresses) || addresses.length === 0 ||
@@ -357,7 +457,9 @@ class KvClient {
     this.connectWait = options.connectWait || 500;
     this.retryDelay = options.retryDelay || 50;
     this.retryAmbiguous = options.retryAmbiguous !== false;
-    this._transport = createTcpTransport({ requestTimeout: options.requestTimeout || 5000 });
+    this._transport = buildTransport(options.transport, options, { requestTimeout: options.requestTimeout || 5000 });
+    // Redirects are followed only to these (the client's own spelling of each).
+    this._known = new Map(this.addresses.map((a) => [addressKey(a), a]));
     this._id = `kv-client-${crypto.randomUUID()}`;
     this._conns = new Map();
     this._leader = null; // the address last known to lead
@@ -378,7 +480,20 @@ class KvClient {
     let conn = this._conns.get(address);
     if (!conn) {
       conn = this._transport.connect(this._id, { [CLIENT_HELLO]: 1 }, address, null);
-      conn.on('error', () => { /* reconnects */ });
+      // It reconnects by itself; the last failure (EAUTH, ECLUSTER, a TLS error) says why it can't.
+      conn.on('error', (err) => { conn.kvLastError = err; });
+      // A store has nothing to ask a client: whatever it sends is refused (and answered).
+      conn.receive((type, args, reply) => {
+        reply(makeError('a key-value client answers no requests', 'EREFUSED'));
+      });
+      // One 'connected' listener per connection, however many operations wait for it.
+      conn.kvWaiters = new Set();
+      conn.on('connected', () => {
+        conn.kvLastError = null;
+        const waiters = conn.kvWaiters;
+        conn.kvWaiters = new Set();
+        for (const w of waiters) w(true);
+      });
       this._conns.set(address, conn);
     }
     return conn;
@@ -387,9 +502,13 @@ class KvClient {
   _connected(conn, ms) {
     if (conn.connected) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => { conn.removeListener('connected', on); resolve(false); }, ms);
-      function on() { clearTimeout(timer); resolve(true); }
-      conn.once('connected', on);
+      const waiter = (ok) => {
+        clearTimeout(timer);
+        conn.kvWaiters.delete(waiter);
+        resolve(ok);
+      };
+      const timer = setTimeout(() => waiter(false), ms);
+      conn.kvWaiters.add(waiter);
     });
   }
 
@@ -417,7 +536,10 @@ class KvClient {
       const address = this._pick();
       const conn = this._conn(address);
       if (!(await this._connected(conn, this.connectWait))) {
-        lastErr = makeError(`could not connect to ${address}`, CODES.ENOTCONNECTED);
+        const why = conn.kvLastError;
+        lastErr = why
+          ? makeError(`could not connect to ${address}: ${why.message}`, why.code || CODES.ENOTCONNECTED)
+          : makeError(`could not connect to ${address}`, CODES.ENOTCONNECTED);
         if (this._leader === address) this._leader = null;
         continue;
       }
@@ -429,8 +551,8 @@ class KvClient {
         lastErr = err;
         const code = err && err.code;
         if (code === 'ENOTLEADER') {
-          const redirect = typeof err.leader === 'string' && err.leader !== '' && err.leader !== address
-            ? err.leader : null;
+          const leader = typeof err.leader === 'string' ? this._known.get(addressKey(err.leader)) : undefined;
+          const redirect = leader !== undefined && leader !== address ? leader : null;
           this._leader = redirect;
           if (!redirect) await sleep(this.retryDelay); // an election is going on
         } else if (SAFE_RETRY.has(code) || (this.retryAmbiguous && AMBIGUOUS.has(code))) {

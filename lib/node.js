@@ -328,6 +328,10 @@ function createNodeClass(loadNative) {
       const onConnection = (...args) => this._onIncomingConnection(args);
       try {
         this._server = this.options.transport.listen(this.id, options, onConnection, done) || null;
+        // A listener that refuses a connection (bad secret, other cluster, a limit) says so here.
+        if (this._server && typeof this._server.on === 'function') {
+          this._server.on('warning', (err) => this._warn(err));
+        }
       } catch (e) {
         this._server = null;
         process.nextTick(done, e);

@@ -158,7 +158,11 @@ const tcp: Node.TcpTransport = Node.createTcpTransport({ requestTimeout: 1000, k
 const tcp2 = Node.createTcpTransport.createTcpTransport();
 const addr: { host: string; port: number } = Node.createTcpTransport.parseAddress('tcp://127.0.0.1:9000');
 const rt: number = Node.createTcpTransport.DEFAULTS.requestTimeout;
-void tcp2; void addr; void rt;
+const secured: Node.TcpTransport = Node.createTcpTransport({
+  secret: 'sixteen bytes at least', cluster: 'blue', maxInflight: 64, idleTimeout: 30000, maxConnections: 100,
+  tls: { key: Buffer.alloc(0), cert: 'PEM', ca: ['PEM'], checkServerIdentity: () => undefined },
+});
+void tcp2; void addr; void rt; void secured;
 const server = tcp.listen('tcp://127.0.0.1:9000', { host: '0.0.0.0' }, (peerId, peerMeta, conn) => {
   void peerId; void peerMeta;
   conn.receive((type, args, reply) => reply(null, { type, args }));
@@ -180,6 +184,7 @@ const sm2 = new Node.createKvStateMachine.KvStateMachine();
 void sm2;
 
 const files: Node.FilePersistence = Node.createFilePersistence({ dir: '/tmp/x', compactBytes: 1 << 20 });
+files.on('warning', (err: Error) => console.warn(err.message));
 const filesSm: Node.KvStateMachine = files.stateMachine('node-a');
 void filesSm;
 const durable = Node({ id: 'tcp://127.0.0.1:9001', transport: tcp, persistence: files });
@@ -232,7 +237,7 @@ async function kv(): Promise<void> {
   await store.stop();
   void existed; void local; void l; void term2;
 
-  const client: Node.KvClient = Node.createKvClient(['tcp://127.0.0.1:9001'], { timeout: 5000, retryAmbiguous: false });
+  const client: Node.KvClient = Node.createKvClient(['tcp://127.0.0.1:9001'], { timeout: 5000, retryAmbiguous: false, secret: 'sixteen bytes at least' });
   await client.put('a', 1);
   const n = await client.get<number>('a');
   const deleted: boolean = await client.del('a');

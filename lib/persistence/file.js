@@ -21,8 +21,13 @@
 //
 // Every record is [u32 length][u32 crc32][msgpack payload]. The applied index is the last valid
 // journal record's (or the checkpoint's), so state and index are durable together. On load, a torn
-// journal tail (a crash mid-append) is cut off. `gen` ties a journal to its checkpoint, so replacing
-// the checkpoint and starting an empty journal is a single atomic step (the rename).
+// journal tail (a crash mid-append: a damaged record with no valid record after it) is cut off,
+// and the plugin emits a `warning` (code ETORN). A damaged record FOLLOWED by valid ones is not a
+// torn write but corruption: loading fails with ECORRUPT naming the file and the offset, and the
+// file is left untouched. `gen` ties a journal to its checkpoint, so replacing the checkpoint and
+// starting an empty journal is a single atomic step (the rename).
+//
+// Folders are created 0700 and files 0600: the state is the application's data.
 //
 // The state machine is the built-in key-value store (./kv-state-machine.js) unless `stateMachine`
 // is given: a factory `(nodeId) => instance` or, for a single node id, an instance. See
@@ -32,8 +37,10 @@ const fs = require('node:fs');
 const fsp = fs.promises;
 const path = require('node:path');
 const crypto = require('node:crypto');
+const { makeError, optionError } = require('../errors');
 const zlib = require('node:zlib');
 const { Readable, Writable } = require('node:stream');
+const { EventEmitter } = require('node:events');
 const { Packr } = require('msgpackr');
 const createKvStateMachine = require('./kv-state-machine');
 
@@ -48,15 +55,10 @@ const META_FILE = 'meta.json';
 const CHECKPOINT_FILE = 'checkpoint';
 const JOURNAL_PREFIX = 'journal-';
 const TMP_MARK = '.tmp-';
+const DIR_MODE = 0o700;
+const FILE_MODE = 0o600;
 
 // ------------------------------------------------------------------ small helpers
-
-function makeError(message, code, extra) {
-  const err = new Error(message);
-  if (code !== undefined) err.code = code;
-  if (extra) Object.assign(err, extra);
-  return err;
-}
 
 let crc32 = typeof zlib.crc32 === 'function' ? (buf) => zlib.crc32(buf) : null;
 if (!crc32) {
@@ -170,7 +172,8 @@ class RecordReader {
     this.filePos = 0;
     this.eof = false;
     this.goodOffset = 0; // end of the last complete, valid record
-    this.torn = false;
+    this.torn = false; // stopped at a damaged record (at goodOffset)
+    this.why = null; // what was wrong with it
   }
 
   async _fill(n) {
@@ -193,19 +196,19 @@ class RecordReader {
     if (this.torn) return null;
     await this._fill(HEADER_BYTES);
     if (this.buf.length === 0) return null;
-    if (this.buf.length < HEADER_BYTES) return this._tear();
+    if (this.buf.length < HEADER_BYTES) return this._tear('an incomplete record header');
     const len = this.buf.readUInt32BE(0);
     const crc = this.buf.readUInt32BE(4);
-    if (len === 0 || len > MAX_RECORD) return this._tear();
+    if (len === 0 || len > MAX_RECORD) return this._tear(`an impossible record length ${len}`);
     await this._fill(HEADER_BYTES + len);
-    if (this.buf.length < HEADER_BYTES + len) return this._tear();
+    if (this.buf.length < HEADER_BYTES + len) return this._tear('a record cut short by the end of the file');
     const payload = this.buf.subarray(HEADER_BYTES, HEADER_BYTES + len);
-    if (crc32(payload) !== crc) return this._tear();
+    if (crc32(payload) !== crc) return this._tear('a record whose checksum does not match');
     let value;
     try {
       value = packr.unpack(payload);
     } catch (_) {
-      return this._tear();
+      return this._tear('a record that does not decode');
     }
     this.buf = this.buf.subarray(HEADER_BYTES + len);
     if (this.buf.length === 0) this.buf = Buffer.alloc(0); // let the block go
@@ -213,10 +216,31 @@ class RecordReader {
     return value;
   }
 
-  _tear() {
+  _tear(why) {
     this.torn = true;
+    this.why = why;
     return null;
   }
+}
+
+/** Whether a whole, valid record starts anywhere in `buf` after its first byte. */
+function hasValidRecord(buf) {
+  for (let p = 1; p + HEADER_BYTES < buf.length; p++) {
+    const len = buf.readUInt32BE(p);
+    if (len === 0 || len > buf.length - p - HEADER_BYTES) continue;
+    const payload = buf.subarray(p + HEADER_BYTES, p + HEADER_BYTES + len);
+    if (crc32(payload) !== buf.readUInt32BE(p + 4)) continue;
+    try {
+      packr.unpack(payload);
+      return true;
+    } catch (_) { /* a checksum match by chance */ }
+  }
+  return false;
+}
+
+function corruptAt(file, offset, why) {
+  return makeError(`${file} is corrupt at offset ${offset}: ${why}. The file was left as it is; ` +
+    'restore this node from a backup or from its peers', 'ECORRUPT', { file, offset });
 }
 
 // ------------------------------------------------------------------ the plugin
@@ -225,14 +249,15 @@ const DEFAULT_OPTIONS = Object.freeze({
   compactBytes: 8 * 1024 * 1024, // journal size that triggers writing a new checkpoint
 });
 
-class FilePersistence {
+class FilePersistence extends EventEmitter {
   constructor(options) {
-    if (!options || typeof options !== 'object') throw Object.assign(new TypeError('createFilePersistence needs { dir }'), { code: 'EINVALIDOPTIONS' });
-    if (typeof options.dir !== 'string' || !options.dir) throw Object.assign(new TypeError('createFilePersistence: dir must be a folder path'), { code: 'EINVALIDOPTIONS' });
+    super();
+    if (!options || typeof options !== 'object') throw optionError('createFilePersistence needs { dir }');
+    if (typeof options.dir !== 'string' || !options.dir) throw optionError('createFilePersistence: dir must be a folder path');
     this.dir = path.resolve(options.dir);
     this.compactBytes = options.compactBytes === undefined ? DEFAULT_OPTIONS.compactBytes : options.compactBytes;
     if (typeof this.compactBytes !== 'number' || !(this.compactBytes > 0)) {
-      throw Object.assign(new TypeError('createFilePersistence: compactBytes must be a positive number'), { code: 'EINVALIDOPTIONS' });
+      throw optionError('createFilePersistence: compactBytes must be a positive number');
     }
     const sm = options.stateMachine;
     if (sm === undefined || sm === null) {
@@ -250,7 +275,7 @@ class FilePersistence {
         return sm;
       };
     } else {
-      throw Object.assign(new TypeError('createFilePersistence: stateMachine must be a factory function or an object'), { code: 'EINVALIDOPTIONS' });
+      throw optionError('createFilePersistence: stateMachine must be a factory function or an object');
     }
     this._nodes = new Map();
   }
@@ -291,6 +316,12 @@ class FilePersistence {
     return node;
   }
 
+  // A `warning` event, or a process warning when nobody listens: either way, someone sees it.
+  _warn(err) {
+    if (this.listenerCount('warning') > 0) this.emit('warning', err);
+    else process.emitWarning(err);
+  }
+
   _stateMachineOf(node) {
     if (!node.sm) {
       const sm = this._makeStateMachine(node.id);
@@ -307,10 +338,10 @@ class FilePersistence {
   _ensureDir(node) {
     if (!node.dirReady) {
       node.dirReady = (async () => {
-        await fsp.mkdir(this.dir, { recursive: true });
+        await fsp.mkdir(this.dir, { recursive: true, mode: DIR_MODE });
         let created = false;
         try {
-          await fsp.mkdir(node.dir);
+          await fsp.mkdir(node.dir, { mode: DIR_MODE });
           created = true;
         } catch (e) {
           if (e.code !== 'EEXIST') throw e;
@@ -337,7 +368,7 @@ class FilePersistence {
 
   async _atomicWrite(node, name, data) {
     const tmp = path.join(node.dir, tmpName(name));
-    let fh = await fsp.open(tmp, 'w');
+    let fh = await fsp.open(tmp, 'w', FILE_MODE);
     try {
       await fh.writeFile(data);
       await fh.sync();
@@ -514,7 +545,10 @@ class FilePersistence {
         let count = 0;
         for (;;) {
           const rec = await reader.next();
-          if (!rec) throw makeError(`${node.dir}/${CHECKPOINT_FILE} is damaged or incomplete`, 'ECORRUPT');
+          if (!rec) {
+            throw corruptAt(path.join(node.dir, CHECKPOINT_FILE), reader.goodOffset,
+              reader.why || 'it ends before its last record');
+          }
           if (rec.e !== undefined) {
             if (rec.e !== count) throw makeError(`${node.dir}/${CHECKPOINT_FILE}: wrong chunk count`, 'ECORRUPT');
             break;
@@ -544,15 +578,15 @@ class FilePersistence {
     if (jfh) {
       try {
         const reader = new RecordReader(jfh);
+        // Damage before the last record fails the load with the file as it is (what was applied
+        // to the state machine meanwhile is reset by the next load).
         for (;;) {
           const before = reader.goodOffset;
           const rec = await reader.next();
           if (!rec) break;
           if (typeof rec !== 'object' || !Number.isSafeInteger(rec.i)) {
-            // A record we do not understand ends the journal, like a torn one.
-            reader.torn = true;
-            reader.goodOffset = before;
-            break;
+            // Intact (its checksum matches) yet not a journal record: not a torn write.
+            throw corruptAt(journalPath, before, 'a record that is not a journal entry');
           }
           records++;
           if (rec.i <= applied) continue;
@@ -563,10 +597,19 @@ class FilePersistence {
           applied = rec.i;
         }
         size = reader.goodOffset;
-        if (reader.torn || reader.filePos > size) {
+        const { size: fileSize } = await jfh.stat();
+        if (reader.torn || fileSize > size) {
+          const tail = Buffer.alloc(fileSize - size);
+          if (tail.length) await jfh.read(tail, 0, tail.length, size);
+          if (hasValidRecord(tail)) {
+            throw corruptAt(journalPath, size, `${reader.why || 'bytes that are not a record'}, with valid records after it`);
+          }
           // A crash in the middle of an append: the tail was never acknowledged; cut it off.
           await jfh.truncate(size);
           await jfh.sync();
+          this._warn(makeError(`${journalPath}: cut off a torn last write at offset ${size} ` +
+            `(${fileSize - size} bytes: ${reader.why || 'an incomplete record'}); it was never acknowledged`,
+          'ETORN', { file: journalPath, offset: size }));
         }
       } finally {
         await jfh.close().catch(() => {});
@@ -580,7 +623,7 @@ class FilePersistence {
       }
     }
 
-    node.journal = await fsp.open(journalPath, 'a');
+    node.journal = await fsp.open(journalPath, 'a', FILE_MODE);
     if (!jfh) await fsyncDir(node.dir); // the new journal's folder entry is durable before use
     node.gen = gen;
     node.hasCheckpoint = hasCheckpoint;
@@ -666,7 +709,7 @@ class FilePersistence {
   async _beginCheckpoint(node, index) {
     const gen = node.gen + 1;
     const tmp = path.join(node.dir, tmpName(CHECKPOINT_FILE));
-    const fh = await fsp.open(tmp, 'w');
+    const fh = await fsp.open(tmp, 'w', FILE_MODE);
     const writer = new RecordWriter(fh);
     writer.add({ h: { v: FORMAT_VERSION, gen, index } });
     let count = 0;
@@ -709,7 +752,7 @@ class FilePersistence {
         if (oldJournal) await oldJournal.close().catch(() => {});
         try {
           await fsyncDir(node.dir);
-          node.journal = await fsp.open(path.join(node.dir, `${JOURNAL_PREFIX}${gen}`), 'a');
+          node.journal = await fsp.open(path.join(node.dir, `${JOURNAL_PREFIX}${gen}`), 'a', FILE_MODE);
           await fsyncDir(node.dir);
         } catch (e) {
           self._invalidate(node);
