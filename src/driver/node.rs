@@ -44,13 +44,17 @@ const RETRY_MS: u64 = 100;
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
 const SNAPSHOT_CHUNKS: usize = 512;
 const SNAPSHOT_BYTES: usize = 256 * 1024;
+/// Most requests waiting behind the one in flight to a peer whose connection takes one at a
+/// time. Coalescing keeps the queue short (the core's window bounds what it sends); past this the
+/// oldest go, as a lossy network would lose them, and Raft sends them again.
+const LANE_QUEUE_MAX: usize = 32;
 
 enum IoKind {
     LoadMeta,
     LastApplied,
     Save,
     Apply,
-    Send { peer: String, kind: &'static str },
+    Send { peer: String, kind: &'static str, sent: Option<Sent> },
     SnapshotRead { peer: String },
     SnapshotReset,
     SnapshotWrite,
@@ -90,6 +94,64 @@ struct Incoming {
     phase: InstallPhase,
     /// The first chunk, held until the state machine has been cleared.
     first: Option<(Option<u64>, Option<Json>, bool)>,
+}
+
+/// What an AppendEntries carried: the position a reply without `matchIndex`/`rejectIndex` (one
+/// from skiff-algorithm, which has no such fields) is about.
+#[derive(Clone, Copy)]
+struct Sent {
+    prev: u64,
+    count: u64,
+}
+
+/// Requests to one peer whose connection takes one at a time (neither the transport nor the
+/// connection declared `pipelining`): skiff-algorithm never had two requests out on one
+/// connection, and transports written for it pair a reply with whatever request is waiting.
+/// Invariant: `busy` is the io of a `Send` still in `ios`, or `None`; what waits is in `queue`,
+/// oldest first, at most `LANE_QUEUE_MAX`.
+#[derive(Default)]
+struct Lane {
+    busy: Option<u32>,
+    queue: VecDeque<Message>,
+}
+
+impl Lane {
+    /// Queues `m` behind the request in flight, merged with what already waits so that the next
+    /// request carries everything pending: AppendEntries that continue one another become one
+    /// (within `max_entries`), a heartbeat behind another AppendEntries of the same term adds
+    /// nothing but its commit index, a newer AppendEntries replaces an older one it does not
+    /// continue (the core re-anchored), and a newer RequestVote replaces an older one.
+    fn push(&mut self, m: Message, max_entries: usize) {
+        if let Some(back) = self.queue.back_mut() {
+            match (&mut back.body, m.body) {
+                (Body::AppendEntries(q), Body::AppendEntries(n)) if q.term == n.term => {
+                    if n.entries.is_empty() {
+                        q.leader_commit = q.leader_commit.max(n.leader_commit);
+                        return;
+                    }
+                    let continues = q.prev_log_index + q.entries.len() as u64 == n.prev_log_index
+                        && q.entries.last().map_or(q.prev_log_term, |e| e.term) == n.prev_log_term;
+                    if q.entries.is_empty() || !continues {
+                        *q = n;
+                        return;
+                    }
+                    if q.entries.len() + n.entries.len() <= max_entries {
+                        q.entries.extend(n.entries);
+                        q.leader_commit = q.leader_commit.max(n.leader_commit);
+                        return;
+                    }
+                    self.queue.push_back(Message { body: Body::AppendEntries(n), ..m });
+                }
+                (Body::RequestVote(q), Body::RequestVote(n)) => *q = n,
+                (_, body) => self.queue.push_back(Message { body, ..m }),
+            }
+        } else {
+            self.queue.push_back(m);
+        }
+        while self.queue.len() > LANE_QUEUE_MAX {
+            self.queue.pop_front();
+        }
+    }
 }
 
 struct IoWait {
@@ -206,6 +268,13 @@ pub struct Driver<H: Host> {
     applied_hint: u64,
 
     connected: BTreeSet<String>,
+    /// Peers whose connection declared `pipelining` (beside a transport that declared it for all).
+    pipelined: HashSet<String>,
+    /// Peers whose AppendEntries replies carry `matchIndex`: skiff-rs nodes. The others may run
+    /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
+    modern: HashSet<String>,
+    /// Peers whose connection takes one request at a time: what is in flight and what waits.
+    lanes: HashMap<String, Lane>,
     listened: HashSet<String>,
     removed_self: bool,
     stopping: Option<u32>,
@@ -221,6 +290,18 @@ fn raw(text: String) -> Box<RawValue> {
 
 fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
+}
+
+/// A message's arguments as they travel.
+fn body_json(body: &Body) -> Box<RawValue> {
+    match body {
+        Body::AppendEntries(b) => to_raw(b),
+        Body::AppendEntriesResponse(b) => to_raw(b),
+        Body::RequestVote(b) => to_raw(b),
+        Body::RequestVoteResponse(b) => to_raw(b),
+        Body::InstallSnapshot(b) => to_raw(b),
+        Body::InstallSnapshotResponse(b) => to_raw(b),
+    }
 }
 
 impl<H: Host> Driver<H> {
@@ -260,6 +341,9 @@ impl<H: Host> Driver<H> {
             last_save_done: None,
             applied_hint: 0,
             connected: BTreeSet::new(),
+            pipelined: HashSet::new(),
+            modern: HashSet::new(),
+            lanes: HashMap::new(),
             listened: HashSet::new(),
             removed_self: false,
             stopping: None,
@@ -510,6 +594,15 @@ impl<H: Host> Driver<H> {
             Input::ApplyProgress { io, index } => self.apply_progress(io, index),
             Input::Receive { reply, kind, args } => self.receive(reply, kind, args),
             Input::SetListened(names) => self.listened = names.into_iter().collect(),
+            Input::Pipelining { peer } => {
+                self.pipelined.insert(peer.clone());
+                if let Some(lane) = self.lanes.remove(&peer) {
+                    // What waited goes now; the request in flight needs no gate any more.
+                    for m in lane.queue {
+                        self.dispatch(m);
+                    }
+                }
+            }
             Input::Stop { req } => self.stopping = Some(req),
         }
     }
@@ -637,7 +730,10 @@ impl<H: Host> Driver<H> {
             },
             IoKind::Save => self.save_finished(io, error),
             IoKind::Apply => self.apply_finished(io, error, result),
-            IoKind::Send { peer, kind } => self.send_finished(peer, kind, error, result),
+            IoKind::Send { peer, kind, sent } => {
+                self.release_lane(&peer, io);
+                self.send_finished(peer, kind, sent, error, result)
+            }
             IoKind::SnapshotRead { peer } => self.snapshot_read_finished(peer, error, result),
             IoKind::SnapshotReset => self.install_reset_finished(error),
             IoKind::SnapshotWrite => self.install_write_finished(error),
@@ -661,8 +757,16 @@ impl<H: Host> Driver<H> {
         if let Some(save) = self.saving.as_mut() {
             save.io = io;
         }
+        // Requests to a peer whose connection is busy cannot be handed over now: they wait in
+        // the save and join that peer's queue once the state is durable (`save_finished`).
+        let (now, later): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(|m| {
+            m.token.is_some() || self.pipelines(&m.to) || self.lanes.get(&m.to).map_or(true, |l| l.busy.is_none() && l.queue.is_empty())
+        });
+        if let Some(save) = self.saving.as_mut() {
+            save.messages = later;
+        }
         let outer = std::mem::take(&mut self.ops);
-        for m in messages {
+        for m in now {
             self.send_message(m);
         }
         let after = std::mem::replace(&mut self.ops, outer);
@@ -876,6 +980,9 @@ impl<H: Host> Driver<H> {
             .collect();
         for peer in gone {
             self.connected.remove(&peer);
+            self.lanes.remove(&peer);
+            self.pipelined.remove(&peer);
+            self.modern.remove(&peer);
             self.ops.push(Op::Disconnect { peer });
         }
         for (peer, metadata) in new {
@@ -885,23 +992,93 @@ impl<H: Host> Driver<H> {
         }
     }
 
+    /// Sends a reply at once, and a request once its peer's connection can take it.
     fn send_message(&mut self, m: Message) {
-        let kind = m.body.type_name();
-        let args = match &m.body {
-            Body::AppendEntries(b) => to_raw(b),
-            Body::AppendEntriesResponse(b) => to_raw(b),
-            Body::RequestVote(b) => to_raw(b),
-            Body::RequestVoteResponse(b) => to_raw(b),
-            Body::InstallSnapshot(b) => to_raw(b),
-            Body::InstallSnapshotResponse(b) => to_raw(b),
-        };
         if let Some(token) = m.token {
+            let args = body_json(&m.body);
             if self.wants("reply") {
                 self.ops.push(Op::Event { name: "reply", args: vec![Arg::Raw(args.clone())] });
             }
             self.ops.push(Op::Reply { id: token, error: None, result: Some(args) });
             return;
         }
+        if self.pipelines(&m.to) {
+            self.dispatch(m);
+            return;
+        }
+        let max_entries = self.raft.as_ref().map_or(1, |r| r.config().max_entries_per_message);
+        let peer = m.to.clone();
+        self.lanes.entry(peer.clone()).or_default().push(m, max_entries);
+        self.pump_lane(&peer);
+    }
+
+    /// Whether several requests may be in flight to `peer`: the transport or the connection
+    /// declared `pipelining`.
+    fn pipelines(&self, peer: &str) -> bool {
+        self.opts.pipelining || self.pipelined.contains(peer)
+    }
+
+    /// The request in flight to `peer` was answered, failed or timed out.
+    /// Returns whether `io` was that request (the peer takes one at a time).
+    fn release_lane(&mut self, peer: &str, io: u32) -> bool {
+        match self.lanes.get_mut(peer) {
+            Some(lane) if lane.busy == Some(io) => {
+                lane.busy = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends the next waiting request to each idle one-at-a-time peer. Runs at the end of a
+    /// round, so that what the round produced was merged into it first.
+    fn pump_lanes(&mut self) {
+        let idle: Vec<String> =
+            self.lanes.iter().filter(|(_, l)| l.busy.is_none() && !l.queue.is_empty()).map(|(p, _)| p.clone()).collect();
+        for peer in idle {
+            self.pump_lane(&peer);
+        }
+    }
+
+    /// Sends `peer` its oldest waiting request if none is in flight. Requests that went stale
+    /// while they waited (an older term; AppendEntries or InstallSnapshot after this node
+    /// stopped leading) are dropped, so that a vote request is not stuck behind them.
+    fn pump_lane(&mut self, peer: &str) {
+        let (term, leading) = self.raft.as_ref().map_or((0, false), |r| (r.term(), r.is_leader()));
+        loop {
+            let Some(lane) = self.lanes.get_mut(peer) else { return };
+            if lane.busy.is_some() {
+                return;
+            }
+            let Some(m) = lane.queue.pop_front() else { return };
+            let stale = m.body.term() < term
+                || (!leading && matches!(m.body, Body::AppendEntries(_) | Body::InstallSnapshot(_)));
+            if stale {
+                continue;
+            }
+            let io = self.dispatch(m);
+            if let Some(lane) = self.lanes.get_mut(peer) {
+                lane.busy = Some(io);
+            }
+        }
+    }
+
+    /// Hands one request to the wrapper; returns the id of its `send` op.
+    fn dispatch(&mut self, mut m: Message) -> u32 {
+        if let Body::AppendEntries(a) = &mut m.body {
+            if !self.modern.contains(&m.to) {
+                // A skiff-algorithm follower sets its commit index to `leaderCommit` whatever
+                // its log holds past the entries this message checked; Raft only lets it
+                // commit what this message vouches for (§5.3).
+                a.leader_commit = a.leader_commit.min(a.prev_log_index + a.entries.len() as u64);
+            }
+        }
+        let kind = m.body.type_name();
+        let args = body_json(&m.body);
+        let sent = match &m.body {
+            Body::AppendEntries(b) => Some(Sent { prev: b.prev_log_index, count: b.entries.len() as u64 }),
+            _ => None,
+        };
         if !self.connected.contains(&m.to) {
             let metadata = self.peer_arg(&m.to);
             if let Arg::Peer { id, metadata } = metadata {
@@ -914,11 +1091,19 @@ impl<H: Host> Driver<H> {
             self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Raw(args.clone())] });
         }
         let t = self.send_timeout();
-        let io = self.io(IoKind::Send { peer: m.to.clone(), kind }, t);
+        let io = self.io(IoKind::Send { peer: m.to.clone(), kind, sent }, t);
         self.ops.push(Op::Send { io, peer: m.to, kind, args });
+        io
     }
 
-    fn send_finished(&mut self, peer: String, kind: &'static str, error: Option<PluginError>, result: Option<String>) {
+    fn send_finished(
+        &mut self,
+        peer: String,
+        kind: &'static str,
+        sent: Option<Sent>,
+        error: Option<PluginError>,
+        result: Option<String>,
+    ) {
         if self.wants("response") {
             let p = self.peer_arg(&peer);
             let err = error.as_ref().map_or(Arg::Null(()), |e| coded_arg(&e.code_or("ETRANSPORT"), e.message()));
@@ -937,13 +1122,39 @@ impl<H: Host> Driver<H> {
         }
         let text = result.unwrap_or_else(|| "null".into());
         let body = match kind {
-            "AppendEntries" => serde_json::from_str::<AppendEntriesResponse>(&text).map(Body::AppendEntriesResponse),
+            "AppendEntries" => serde_json::from_str::<AppendEntriesResponse>(&text).map(|mut r| {
+                if let Some(sent) = sent {
+                    self.position_reply(&peer, &text, sent, &mut r);
+                }
+                Body::AppendEntriesResponse(r)
+            }),
             "RequestVote" => serde_json::from_str::<RequestVoteResponse>(&text).map(Body::RequestVoteResponse),
             _ => serde_json::from_str::<InstallSnapshotResponse>(&text).map(Body::InstallSnapshotResponse),
         };
         match body {
             Ok(body) => self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body }),
             Err(e) => self.warn("EBADMESSAGE", format!("malformed {kind} reply from {peer}: {e}")),
+        }
+    }
+
+    /// A skiff-algorithm node answers AppendEntries with `{term, success, lastApplied}` only: its
+    /// reply is about the request it answers (one at a time on its connection), so the positions
+    /// come from that request. A success acknowledges the entries sent after `prevLogIndex`; a
+    /// refusal is about `prevLogIndex`, and everything up to the follower's `lastApplied` is
+    /// committed there, so the leader may look again from just after it.
+    fn position_reply(&mut self, peer: &str, text: &str, sent: Sent, r: &mut AppendEntriesResponse) {
+        if text.contains("\"matchIndex\"") {
+            self.modern.insert(peer.to_string());
+            return;
+        }
+        self.modern.remove(peer);
+        if r.success {
+            r.match_index = sent.prev + sent.count;
+        } else {
+            r.reject_index = sent.prev;
+            if r.conflict_index.is_none() {
+                r.conflict_index = Some(r.last_applied.saturating_add(1).min(sent.prev.max(1)));
+            }
         }
     }
 
@@ -1011,6 +1222,7 @@ impl<H: Host> Driver<H> {
         self.issue_apply();
         self.check_wait_for_node();
         self.scan_timeouts();
+        self.pump_lanes();
         if self.removed_self && self.apply_queue.is_empty() && self.applying.is_none() && self.saving.is_none() {
             self.stopping = Some(0);
         }
@@ -1178,7 +1390,14 @@ impl<H: Host> Driver<H> {
                         self.applying = None;
                     }
                 }
-                IoKind::Send { peer, kind } => {
+                IoKind::Send { peer, kind, .. } => {
+                    if self.release_lane(&peer, io) && self.connected.contains(&peer) {
+                        // Its reply may still come, and a transport without request ids would
+                        // hand it to the next request: start over on a fresh connection.
+                        if let Arg::Peer { id, metadata } = self.peer_arg(&peer) {
+                            self.ops.push(Op::Connect { peer: id, metadata });
+                        }
+                    }
                     if let Some(raft) = self.raft.as_mut() {
                         raft.report_unreachable(&peer);
                     }
