@@ -154,6 +154,16 @@ impl Lane {
     }
 }
 
+/// The newest AppendEntries from a skiff-algorithm leader that we vouched for (see
+/// `Driver::from_legacy`): it ends with an entry of term `upto_term` at `upto`. Once our log holds
+/// that entry, in the same term under the same leader, our log matches that leader's up to it.
+struct LegacyMark {
+    leader: String,
+    term: u64,
+    upto: u64,
+    upto_term: u64,
+}
+
 struct IoWait {
     kind: IoKind,
     deadline: u64,
@@ -273,6 +283,8 @@ pub struct Driver<H: Host> {
     /// Peers whose AppendEntries replies carry `matchIndex`: skiff-rs nodes. The others may run
     /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
     modern: HashSet<String>,
+    /// See `LegacyMark`.
+    legacy_mark: Option<LegacyMark>,
     /// Peers whose connection takes one request at a time: what is in flight and what waits.
     lanes: HashMap<String, Lane>,
     listened: HashSet<String>,
@@ -343,6 +355,7 @@ impl<H: Host> Driver<H> {
             connected: BTreeSet::new(),
             pipelined: HashSet::new(),
             modern: HashSet::new(),
+            legacy_mark: None,
             lanes: HashMap::new(),
             listened: HashSet::new(),
             removed_self: false,
@@ -985,6 +998,14 @@ impl<H: Host> Driver<H> {
             self.modern.remove(&peer);
             self.ops.push(Op::Disconnect { peer });
         }
+        if !self.opts.pipelining {
+            // Transports written for skiff-algorithm: connect on the first request, not before.
+            // A skiff-algorithm node takes a new connection from a peer for a new session with
+            // it and drops the one it sends on (it never uses the new one): a follower that
+            // connected to a skiff-algorithm leader it has nothing to ask would be cut off
+            // from that leader (a rolling upgrade).
+            return;
+        }
         for (peer, metadata) in new {
             self.connected.insert(peer.clone());
             self.emit("connecting", vec![Arg::Peer { id: peer.clone(), metadata: metadata.clone() }]);
@@ -1158,6 +1179,99 @@ impl<H: Host> Driver<H> {
         }
     }
 
+    /// A request from a skiff-algorithm node (a rolling upgrade), made into one the core takes;
+    /// `None` when `args` need nothing.
+    ///
+    /// Its RequestVote lacks `lastLogTerm` when its log holds no entry: 0 then, or less than the
+    /// truth (a log it compacted whole), which only makes its candidate look less up to date.
+    ///
+    /// Its AppendEntries has no `prevLogTerm`: nothing says that our entry at `prevLogIndex` is
+    /// the leader's. We vouch for it ourselves where we can: at or below our commit index (every
+    /// leader holds those entries), or up to what this same leader sent us in this term after a
+    /// prefix we vouched for (a leader's log only grows within its term). Anything else is made
+    /// into a probe past our log, which the core refuses; the refusal carries our `lastApplied`,
+    /// from which skiff-algorithm's leader sends again, one entry at a time.
+    fn from_legacy(&mut self, kind: &str, args: &str) -> Option<String> {
+        /// What is read of a skiff-algorithm request; its entries stay as they came (the
+        /// commands in them are carried as their exact text).
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Legacy<'a> {
+            term: u64,
+            #[serde(default)]
+            leader_id: Option<String>,
+            #[serde(default)]
+            prev_log_index: u64,
+            #[serde(default)]
+            leader_commit: u64,
+            #[serde(borrow, default)]
+            entries: Option<&'a RawValue>,
+            #[serde(default)]
+            candidate_id: Option<String>,
+            #[serde(default)]
+            last_log_index: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Position {
+            index: u64,
+            term: u64,
+        }
+        let field = match kind {
+            "AppendEntries" => "prevLogTerm",
+            "RequestVote" => "lastLogTerm",
+            _ => return None,
+        };
+        if args.contains(&format!("\"{field}\"")) {
+            return None;
+        }
+        let v: Legacy = serde_json::from_str(args).ok()?;
+        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        if kind == "RequestVote" {
+            let candidate = text(v.candidate_id.as_deref()?);
+            return Some(format!(
+                r#"{{"term":{},"candidateId":{candidate},"lastLogIndex":{},"lastLogTerm":0}}"#,
+                v.term, v.last_log_index
+            ));
+        }
+        let raft = self.raft.as_ref()?;
+        let (term, prev) = (v.term, v.prev_log_index);
+        let leader = v.leader_id?;
+        let log = raft.log();
+        let verified = match &self.legacy_mark {
+            Some(m) if m.leader == leader && m.term == term && raft.term() == term && log.term(m.upto) == Some(m.upto_term) => m.upto,
+            _ => 0,
+        };
+        let prev_term = if prev <= raft.commit().max(verified) {
+            if prev <= log.snapshot_index() { Some(log.snapshot_term()) } else { log.term(prev) }
+        } else {
+            None
+        };
+        let Some(prev_term) = prev_term.filter(|t| *t <= term) else {
+            return Some(format!(
+                r#"{{"term":{term},"leaderId":{},"prevLogIndex":{},"prevLogTerm":0,"entries":[],"leaderCommit":{}}}"#,
+                text(&leader),
+                log.last_index() + 1,
+                v.leader_commit
+            ));
+        };
+        let entries = v.entries.map_or("[]", |e| e.get());
+        let last = serde_json::from_str::<Vec<Position>>(entries).ok().and_then(|p| p.last().map(|p| (p.index, p.term)));
+        let (upto, upto_term) = last.unwrap_or((prev, prev_term));
+        let newer = match &self.legacy_mark {
+            Some(m) if m.leader == leader && m.term == term => upto >= m.upto,
+            _ => true,
+        };
+        let out = format!(
+            r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{}}}"#,
+            text(&leader),
+            v.leader_commit
+        );
+        if newer {
+            self.legacy_mark = Some(LegacyMark { leader, term, upto, upto_term });
+        }
+        Some(out)
+    }
+
     fn receive(&mut self, reply: u64, kind: String, args: String) {
         let reject = |this: &mut Self, code: &str, message: String| {
             this.warn(code, message.clone());
@@ -1166,11 +1280,13 @@ impl<H: Host> Driver<H> {
         if self.raft.is_none() {
             return reject(self, "ENOTREADY", "node is still loading its state".into());
         }
+        let translated = self.from_legacy(&kind, &args);
+        let text = translated.as_deref().unwrap_or(&args);
         let parsed: Result<(String, Body), String> = match kind.as_str() {
-            "AppendEntries" => serde_json::from_str::<AppendEntries>(&args)
+            "AppendEntries" => serde_json::from_str::<AppendEntries>(text)
                 .map(|a| (a.leader_id.clone(), Body::AppendEntries(a)))
                 .map_err(|e| e.to_string()),
-            "RequestVote" => serde_json::from_str::<RequestVote>(&args)
+            "RequestVote" => serde_json::from_str::<RequestVote>(text)
                 .map(|a| (a.candidate_id.clone(), Body::RequestVote(a)))
                 .map_err(|e| e.to_string()),
             "InstallSnapshot" => serde_json::from_str::<InstallSnapshot>(&args)
