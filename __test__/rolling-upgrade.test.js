@@ -228,3 +228,38 @@ test('rolling upgrade of a live skiff-algorithm cluster over skiff-tcp-msgpack 0
   await rollingUpgrade(t, { ids, legacyTransport: transport, skiffTransport: transport, perStep: 10 });
   assert.deepEqual(errors, []);
 });
+
+// skiff-algorithm's InstallSnapshot chunks carry no sequence number: taken as ours, each would
+// restart the transfer and the last one (no data) would leave an empty state machine installed at
+// the leader's index. skiff-rs refuses them and leaves its state alone.
+test('a skiff-algorithm snapshot chunk is refused, not installed', async (t) => {
+  const hub = new Hub();
+  hub.pipelining = false;
+  const c = new Cluster({ hub, nodeOptions: SKIFF_RS });
+  t.after(() => c.stop());
+  const node = c.add({ id: 'snap-b' });
+  await waitUntil(() => node.state.name === 'leader', 'snap-b to lead its one-node cluster');
+  await node.command('kept');
+  const cleared = [];
+  const removeAllState = c.persistence.removeAllState;
+  c.persistence.removeAllState = (id, cb) => {
+    cleared.push(id);
+    return removeAllState(id, cb);
+  };
+  const conn = hub.connect('snap-a', {}, 'snap-b', {});
+  conn.receive(() => {});
+  t.after(() => conn.close());
+  const send = (args) => new Promise((resolve) => conn.send('InstallSnapshot', args, (err, res) => resolve({ err, res })));
+  const chunk = { term: node.currentTerm() + 1, leaderId: 'snap-a', lastIncludedIndex: 50, lastIncludedTerm: 1 };
+  const first = await send(Object.assign({ data: ['x'], first: true, done: false }, chunk));
+  const last = await send(Object.assign({ data: null, first: false, done: true }, chunk));
+  for (const r of [first, last]) {
+    assert.ok(r.err, 'refused');
+    assert.equal(r.err.code, 'EBADMESSAGE');
+    assert.match(r.err.message, /without seq/);
+  }
+  await sleep(200);
+  assert.deepEqual(cleared, [], 'the state machine was not cleared');
+  assert.deepEqual(c.commands('snap-b'), ['kept']);
+  assert.ok(c.warnings.some((w) => w.error.code === 'EBADMESSAGE'), 'a warning says so');
+});

@@ -154,8 +154,42 @@ impl Lane {
     }
 }
 
+/// What is read of a request that may come from skiff-algorithm (`Driver::translate_legacy`); its
+/// entries stay as they came (the commands in them are carried as their exact text).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Legacy<'a> {
+    term: u64,
+    #[serde(default)]
+    leader_id: Option<String>,
+    #[serde(default)]
+    prev_log_index: u64,
+    #[serde(default)]
+    leader_commit: u64,
+    #[serde(borrow, default)]
+    entries: Option<&'a RawValue>,
+    #[serde(default)]
+    candidate_id: Option<String>,
+    #[serde(default)]
+    last_log_index: u64,
+    /// Present in our requests, absent from skiff-algorithm's.
+    #[serde(default)]
+    prev_log_term: Option<u64>,
+    #[serde(default)]
+    last_log_term: Option<u64>,
+    #[serde(default)]
+    seq: Option<u64>,
+}
+
+/// The position of an entry, as a skiff-algorithm leader sends it.
+#[derive(serde::Deserialize)]
+struct Position {
+    index: u64,
+    term: u64,
+}
+
 /// The newest AppendEntries from a skiff-algorithm leader that we vouched for (see
-/// `Driver::from_legacy`): it ends with an entry of term `upto_term` at `upto`. Once our log holds
+/// `Driver::translate_legacy`): it ends with an entry of term `upto_term` at `upto`. Once our log holds
 /// that entry, in the same term under the same leader, our log matches that leader's up to it.
 struct LegacyMark {
     leader: String,
@@ -302,6 +336,11 @@ fn raw(text: String) -> Box<RawValue> {
 
 fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
+}
+
+/// `s` as a JSON string.
+fn json_text(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A message's arguments as they travel.
@@ -773,7 +812,7 @@ impl<H: Host> Driver<H> {
         // Requests to a peer whose connection is busy cannot be handed over now: they wait in
         // the save and join that peer's queue once the state is durable (`save_finished`).
         let (now, later): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(|m| {
-            m.token.is_some() || self.pipelines(&m.to) || self.lanes.get(&m.to).map_or(true, |l| l.busy.is_none() && l.queue.is_empty())
+            m.token.is_some() || self.pipelines(&m.to) || self.lanes.get(&m.to).is_none_or(|l| l.busy.is_none() && l.queue.is_empty())
         });
         if let Some(save) = self.saving.as_mut() {
             save.messages = later;
@@ -1180,7 +1219,10 @@ impl<H: Host> Driver<H> {
     }
 
     /// A request from a skiff-algorithm node (a rolling upgrade), made into one the core takes;
-    /// `None` when `args` need nothing.
+    /// `None` when `args` need nothing, an error for one that cannot be taken.
+    ///
+    /// Its InstallSnapshot chunks carry no `seq`: every chunk would read as the first of a new
+    /// transfer, and the last one (no data) would install an empty state machine. Refused.
     ///
     /// Its RequestVote lacks `lastLogTerm` when its log holds no entry: 0 then, or less than the
     /// truth (a log it compacted whole), which only makes its candidate look less up to date.
@@ -1191,48 +1233,34 @@ impl<H: Host> Driver<H> {
     /// prefix we vouched for (a leader's log only grows within its term). Anything else is made
     /// into a probe past our log, which the core refuses; the refusal carries our `lastApplied`,
     /// from which skiff-algorithm's leader sends again, one entry at a time.
-    fn from_legacy(&mut self, kind: &str, args: &str) -> Option<String> {
-        /// What is read of a skiff-algorithm request; its entries stay as they came (the
-        /// commands in them are carried as their exact text).
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Legacy<'a> {
-            term: u64,
-            #[serde(default)]
-            leader_id: Option<String>,
-            #[serde(default)]
-            prev_log_index: u64,
-            #[serde(default)]
-            leader_commit: u64,
-            #[serde(borrow, default)]
-            entries: Option<&'a RawValue>,
-            #[serde(default)]
-            candidate_id: Option<String>,
-            #[serde(default)]
-            last_log_index: u64,
+    fn translate_legacy(&mut self, kind: &str, args: &str) -> Result<Option<String>, String> {
+        match kind {
+            "AppendEntries" => {
+                // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
+                let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
+                if head.contains("\"prevLogTerm\"") {
+                    return Ok(None);
+                }
+            }
+            "RequestVote" | "InstallSnapshot" => {}
+            _ => return Ok(None),
         }
-        #[derive(serde::Deserialize)]
-        struct Position {
-            index: u64,
-            term: u64,
+        // Malformed requests are left to the parse that follows, which says what is wrong.
+        let Ok(v) = serde_json::from_str::<Legacy>(args) else { return Ok(None) };
+        match kind {
+            "InstallSnapshot" if v.seq.is_none() => Err("a snapshot chunk without seq (skiff-algorithm's format) cannot be \
+                 installed: its chunks cannot be told apart; keep followers within the leader's retained log"
+                .into()),
+            "RequestVote" if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
+                format!(r#"{{"term":{},"candidateId":{},"lastLogIndex":{},"lastLogTerm":0}}"#, v.term, json_text(&c), v.last_log_index)
+            })),
+            "AppendEntries" if v.prev_log_term.is_none() => Ok(self.legacy_append(v)),
+            _ => Ok(None),
         }
-        let field = match kind {
-            "AppendEntries" => "prevLogTerm",
-            "RequestVote" => "lastLogTerm",
-            _ => return None,
-        };
-        if args.contains(&format!("\"{field}\"")) {
-            return None;
-        }
-        let v: Legacy = serde_json::from_str(args).ok()?;
-        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-        if kind == "RequestVote" {
-            let candidate = text(v.candidate_id.as_deref()?);
-            return Some(format!(
-                r#"{{"term":{},"candidateId":{candidate},"lastLogIndex":{},"lastLogTerm":0}}"#,
-                v.term, v.last_log_index
-            ));
-        }
+    }
+
+    /// skiff-algorithm's AppendEntries with the `prevLogTerm` we vouch for (see `translate_legacy`).
+    fn legacy_append(&mut self, v: Legacy) -> Option<String> {
         let raft = self.raft.as_ref()?;
         let (term, prev) = (v.term, v.prev_log_index);
         let leader = v.leader_id?;
@@ -1249,7 +1277,7 @@ impl<H: Host> Driver<H> {
         let Some(prev_term) = prev_term.filter(|t| *t <= term) else {
             return Some(format!(
                 r#"{{"term":{term},"leaderId":{},"prevLogIndex":{},"prevLogTerm":0,"entries":[],"leaderCommit":{}}}"#,
-                text(&leader),
+                json_text(&leader),
                 log.last_index() + 1,
                 v.leader_commit
             ));
@@ -1263,7 +1291,7 @@ impl<H: Host> Driver<H> {
         };
         let out = format!(
             r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{}}}"#,
-            text(&leader),
+            json_text(&leader),
             v.leader_commit
         );
         if newer {
@@ -1280,7 +1308,10 @@ impl<H: Host> Driver<H> {
         if self.raft.is_none() {
             return reject(self, "ENOTREADY", "node is still loading its state".into());
         }
-        let translated = self.from_legacy(&kind, &args);
+        let translated = match self.translate_legacy(&kind, &args) {
+            Ok(t) => t,
+            Err(e) => return reject(self, "EBADMESSAGE", e),
+        };
         let text = translated.as_deref().unwrap_or(&args);
         let parsed: Result<(String, Body), String> = match kind.as_str() {
             "AppendEntries" => serde_json::from_str::<AppendEntries>(text)
@@ -1854,5 +1885,112 @@ pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Noti
             _ = tokio::time::sleep_until(at.into()) => {}
         }
         driver.lock().timer_round();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { term, index, kind: EntryKind::Command(Json::from_value(&index)), uuid: format!("u{index}") }
+    }
+
+    fn append(term: u64, prev: u64, prev_term: u64, entries: &[(u64, u64)], commit: u64) -> Message {
+        Message {
+            from: "a".into(),
+            to: "b".into(),
+            token: None,
+            body: Body::AppendEntries(AppendEntries {
+                term,
+                leader_id: "a".into(),
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
+                leader_commit: commit,
+                peers: None,
+            }),
+        }
+    }
+
+    fn vote(term: u64) -> Message {
+        Message {
+            from: "a".into(),
+            to: "b".into(),
+            token: None,
+            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false }),
+        }
+    }
+
+    fn appends(lane: &Lane) -> Vec<(u64, Vec<u64>, u64)> {
+        lane.queue
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::AppendEntries(a) => Some((a.prev_log_index, a.entries.iter().map(|e| e.index).collect(), a.leader_commit)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_that_continue_each_other_become_one() {
+        let mut lane = Lane::default();
+        lane.push(append(2, 4, 2, &[(5, 2), (6, 2)], 4), 1024);
+        lane.push(append(2, 6, 2, &[(7, 2)], 5), 1024);
+        lane.push(append(2, 7, 2, &[(8, 2), (9, 2)], 6), 1024);
+        assert_eq!(appends(&lane), vec![(4, vec![5, 6, 7, 8, 9], 6)]);
+    }
+
+    #[test]
+    fn a_heartbeat_behind_an_append_adds_only_its_commit() {
+        let mut lane = Lane::default();
+        lane.push(append(2, 4, 2, &[(5, 2)], 4), 1024);
+        lane.push(append(2, 3, 2, &[], 5), 1024);
+        assert_eq!(appends(&lane), vec![(4, vec![5], 5)]);
+        // and an append replaces a heartbeat waiting alone
+        let mut lane = Lane::default();
+        lane.push(append(2, 3, 2, &[], 3), 1024);
+        lane.push(append(2, 4, 2, &[(5, 2)], 4), 1024);
+        assert_eq!(appends(&lane), vec![(4, vec![5], 4)]);
+    }
+
+    #[test]
+    fn an_append_that_does_not_continue_replaces_the_waiting_one() {
+        let mut lane = Lane::default();
+        lane.push(append(2, 6, 2, &[(7, 2)], 4), 1024);
+        // the core probed back after a refusal
+        lane.push(append(2, 3, 1, &[(4, 2), (5, 2)], 4), 1024);
+        assert_eq!(appends(&lane), vec![(3, vec![4, 5], 4)]);
+        // and a term mismatch at the seam does not merge either
+        lane.push(append(2, 5, 1, &[(6, 2)], 4), 1024);
+        assert_eq!(appends(&lane), vec![(5, vec![6], 4)]);
+    }
+
+    #[test]
+    fn merging_stops_at_the_message_budget_and_the_queue_is_bounded() {
+        let mut lane = Lane::default();
+        lane.push(append(2, 0, 0, &[(1, 2), (2, 2)], 0), 3);
+        lane.push(append(2, 2, 2, &[(3, 2), (4, 2)], 0), 3);
+        assert_eq!(appends(&lane), vec![(0, vec![1, 2], 0), (2, vec![3, 4], 0)]);
+        let mut lane = Lane::default();
+        for i in 0..(LANE_QUEUE_MAX as u64 + 10) {
+            lane.push(append(2, i, 2, &[(i + 1, 2)], 0), 1);
+        }
+        assert_eq!(lane.queue.len(), LANE_QUEUE_MAX);
+        assert_eq!(appends(&lane).last().map(|a| a.0), Some(LANE_QUEUE_MAX as u64 + 9));
+    }
+
+    #[test]
+    fn a_newer_vote_request_replaces_an_older_one_and_other_kinds_queue() {
+        let mut lane = Lane::default();
+        lane.push(vote(3), 1024);
+        lane.push(vote(4), 1024);
+        assert_eq!(lane.queue.len(), 1);
+        assert!(matches!(&lane.queue[0].body, Body::RequestVote(v) if v.term == 4));
+        lane.push(append(4, 0, 0, &[], 0), 1024);
+        assert_eq!(lane.queue.len(), 2);
+        // appends of another term never merge
+        lane.push(append(5, 0, 0, &[(1, 5)], 0), 1024);
+        assert_eq!(lane.queue.len(), 3);
     }
 }
