@@ -10,40 +10,18 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const net = require('node:net');
-const MsgpackTransport = require('skiff-tcp-msgpack');
 const { Cluster, waitUntil, waitForState, within } = require('./helpers/cluster');
 const { Hub } = require('./helpers/memory');
+const { msgpackIds, msgpackTransport: msgpack } = require('./helpers/published-plugins');
 
 const TIMING = { heartbeatInterval: 50, minElectionTimeout: 300, maxElectionTimeout: 600, commandTimeout: 5000 };
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-// One transport object per node (skiff-tcp-msgpack keeps its server on the object). Its
-// transport-level `error` events are the plugin's own (a client socket error); collected.
-function msgpack(errors) {
-  const tr = new MsgpackTransport();
-  tr.on('error', (e) => errors.push(e));
-  tr.on('warning', () => {});
-  return tr;
-}
 
 function assertSameLog(c, ids, expected) {
   for (const id of ids) assert.deepEqual(c.commands(id), expected, `${id} applied every command once, in order`);
 }
 
 test('three nodes over skiff-tcp-msgpack 0.8.3: commands, loss of the leader, restart', async (t) => {
-  const ports = [await freePort(), await freePort(), await freePort()];
-  const ids = ports.map((p) => `tcp+msgpack://127.0.0.1:${p}`);
+  const ids = await msgpackIds(3);
   const transportErrors = [];
   const c = new Cluster({ nodeOptions: TIMING });
   t.after(() => c.stop());

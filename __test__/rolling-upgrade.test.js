@@ -31,28 +31,16 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const net = require('node:net');
-const MsgpackTransport = require('skiff-tcp-msgpack');
 const { Cluster, waitUntil, sleep } = require('./helpers/cluster');
 const { Hub, Persistence } = require('./helpers/memory');
 const { LegacyCluster } = require('./helpers/migration-legacy');
+const { msgpackIds, msgpackTransport } = require('./helpers/published-plugins');
 
 const LEGACY = { commandTimeout: 2000, retainedLogEntries: 100000 };
 // Writes resume this soon after each step: the election at the last one takes up to
 // maxElectionTimeout, a pre-vote round and a commit.
 const RESUME_MS = 8000;
 const SKIFF_RS = { heartbeatInterval: 50, minElectionTimeout: 3000, maxElectionTimeout: 4500, commandTimeout: 4000 };
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Clients writing throughout: each sends unique commands to whichever node leads now (either
@@ -215,15 +203,9 @@ test('rolling upgrade of a live skiff-algorithm cluster over an in-memory hub', 
 });
 
 test('rolling upgrade of a live skiff-algorithm cluster over skiff-tcp-msgpack 0.8.3', async (t) => {
-  const ports = [await freePort(), await freePort(), await freePort()];
-  const ids = ports.map((p) => `tcp+msgpack://127.0.0.1:${p}`);
+  const ids = await msgpackIds(3);
   const errors = [];
-  const transport = () => {
-    const tr = new MsgpackTransport();
-    tr.on('error', (e) => errors.push(e));
-    tr.on('warning', () => {});
-    return tr;
-  };
+  const transport = () => msgpackTransport(errors);
   // skiff-algorithm over this transport commits a few commands a second: fewer per step
   await rollingUpgrade(t, { ids, legacyTransport: transport, skiffTransport: transport, perStep: 10 });
   assert.deepEqual(errors, []);
@@ -262,4 +244,45 @@ test('a skiff-algorithm snapshot chunk is refused, not installed', async (t) => 
   assert.deepEqual(cleared, [], 'the state machine was not cleared');
   assert.deepEqual(c.commands('snap-b'), ['kept']);
   assert.ok(c.warnings.some((w) => w.error.code === 'EBADMESSAGE'), 'a warning says so');
+});
+
+// The other direction, outside the procedure above: a skiff-rs leader driving a skiff-algorithm
+// follower. Its AppendEntries (batches, with prevLogTerm) are taken by skiff-algorithm; its
+// answers carry no matchIndex and are read against the request they answer; the commit index it
+// is sent never goes past what the message vouches for (it would set its own from it blindly).
+test('a skiff-rs leader drives a skiff-algorithm follower', async (t) => {
+  const hub = new Hub();
+  hub.pipelining = false;
+  const persistence = new Persistence();
+  const skiff = new Cluster({ hub, persistence, nodeOptions: SKIFF_RS });
+  const legacy = new LegacyCluster({ hub, persistence, options: LEGACY });
+  t.after(async () => {
+    await skiff.stop();
+    await legacy.stop();
+  });
+  const leader = skiff.add({ id: 'mix-1' });
+  await waitUntil(() => leader.state.name === 'leader', 'mix-1 to lead its one-node cluster');
+  const old = legacy.add('mix-2', { standby: true });
+  await leader.join('mix-2');
+  const follower = skiff.add({ id: 'mix-3', standby: true });
+  await leader.join('mix-3');
+  legacy.guardPeers();
+  const cmds = [];
+  for (let i = 0; i < 40; i++) cmds.push({ mixed: i });
+  for (const cmd of cmds.slice(0, 10)) await leader.command(cmd);
+  await Promise.all(cmds.slice(10).map((cmd) => leader.command(cmd)));
+  await waitUntil(() => ['mix-1', 'mix-2', 'mix-3'].every((id) => persistence.commands(id).length === cmds.length),
+    'every node to apply every command', { timeout: 15000 });
+  const order = persistence.commands('mix-1');
+  for (const id of ['mix-2', 'mix-3']) assert.deepEqual(persistence.commands(id), order, `${id}: same commands, same order`);
+  assert.deepEqual(order.slice(0, 10), cmds.slice(0, 10));
+  assert.equal(old.state.name, 'follower');
+  assert.equal(old.currentLeader(), 'mix-1');
+  assert.equal(persistence.stats.reapplied, 0);
+  // with the skiff-rs follower stopped, the skiff-algorithm follower's acknowledgements alone
+  // make the majority
+  await skiff.byId('mix-3').stop();
+  await leader.command('with the old follower');
+  await waitUntil(() => persistence.commands('mix-2').length === cmds.length + 1, 'mix-2 to apply it');
+  assert.deepEqual(skiff.errors, []);
 });
