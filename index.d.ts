@@ -59,6 +59,11 @@ declare namespace Node {
 
   /** A connection to one peer; an EventEmitter that may emit close/error/connected/disconnected/connecting. */
   interface Connection extends EventEmitter {
+    /**
+     * `true`: this connection pairs every reply with its own request, so several requests may be
+     * in flight on it (as if its transport declared `pipelining`). Read when the connection opens.
+     */
+    readonly pipelining?: boolean;
     send(type: string, args: any, cb: (err?: any, result?: any) => void): void;
     receive(fn: (type: string, args: any, reply: (err?: any, result?: any) => void) => void): void;
     close(cb?: (err?: any) => void): void;
@@ -74,6 +79,13 @@ declare namespace Node {
     | ((peerId: string, connection: Connection) => void);
 
   interface Transport {
+    /**
+     * `true`: every connection pairs each reply with its own request (request ids), so skiff-rs
+     * keeps several requests in flight per connection. Absent or false (as in the transports
+     * written for skiff-algorithm): one request at a time per connection, the next one carrying
+     * everything that became pending meanwhile; connections are opened when there is a request.
+     */
+    readonly pipelining?: boolean;
     listen(
       localNodeId: string,
       options: any,
@@ -328,6 +340,8 @@ declare namespace Node {
 
   interface TcpTransport extends Transport {
     readonly name: 'tcp';
+    /** Requests carry ids: several in flight per connection. */
+    readonly pipelining: true;
     readonly options: Readonly<Required<TcpTransportOptions>>;
     listen(
       localNodeId: string,

@@ -80,7 +80,13 @@ test('defaults and generated ids', () => {
   assert.equal(typeof options.cluster, 'string');
   assert.notEqual(options.id, normalizeOptions({ transport }, () => new Persistence()).options.id);
   assert.deepEqual(Object.keys(config).sort(), ['clusterId', 'commandTimeout', 'heartbeatInterval',
-    'id', 'maxElectionTimeout', 'metadata', 'minElectionTimeout', 'retainedLogEntries', 'standby']);
+    'id', 'maxElectionTimeout', 'metadata', 'minElectionTimeout', 'pipelining', 'retainedLogEntries', 'standby']);
+  // one request in flight per connection unless the transport declares pipelining
+  assert.equal(config.pipelining, false);
+  const piped = Object.assign({}, transport, { pipelining: true });
+  assert.equal(normalizeOptions({ transport: piped }, () => new Persistence()).config.pipelining, true);
+  assert.equal(normalizeOptions({ transport: Object.assign({}, transport, { pipelining: 'yes' }) },
+    () => new Persistence()).config.pipelining, false);
   assert.equal(DEFAULTS.commandTimeout, 3000);
 
   let n = 0;

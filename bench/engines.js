@@ -59,12 +59,15 @@ const ENGINES = {
 
 /**
  * Starts an `n`-node cluster of `engine` ('skiff-algorithm' or 'skiff-rs').
- * `options` are node options given to every node (same for both engines).
+ * `options` are node options given to every node (same for both engines). With `pipelining:
+ * false` the transport declares nothing, as the transports written for skiff-algorithm: skiff-rs
+ * then keeps one request in flight per connection (skiff-algorithm always does).
  */
-async function startCluster(engine, n, options = {}) {
+async function startCluster(engine, n, options = {}, { pipelining = true } = {}) {
   const spec = ENGINES[engine];
   const Node = spec.load();
   const hub = new Hub();
+  if (!pipelining) delete hub.pipelining;
   const persistence = new Persistence();
   const run = ++runCounter;
   const nodes = [];

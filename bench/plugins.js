@@ -132,6 +132,7 @@ class Connection extends EventEmitter {
 
 class Hub {
   constructor() {
+    this.pipelining = true; // each reply goes to its own request's callback
     this.listeners = new Map(); // node id -> { onConnection, closed, ends }
     this.listen = this.listen.bind(this);
     this.connect = this.connect.bind(this);

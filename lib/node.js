@@ -1265,6 +1265,10 @@ function createNodeClass(loadNative) {
       }
       const rec = this._hookConnection(conn, peerId, metadata, 'out');
       this._outgoing.set(peerId, rec);
+      if (conn.pipelining === true && this.options.transport.pipelining !== true && this._native) {
+        // this connection, unlike its transport, pairs replies with requests
+        this._run(this._native.pipelining(peerId));
+      }
       this._emitSafe('connected', rec.peer);
       return rec;
     }

@@ -179,6 +179,9 @@ function normalizeOptions(input, defaultPersistence) {
     maxElectionTimeout: numbers.maxElectionTimeout,
     commandTimeout: numbers.commandTimeout,
     retainedLogEntries: numbers.retainedLogEntries,
+    // Several requests in flight per connection only for a transport that says it pairs each
+    // reply with its request (skiff-algorithm never sent two at once; its plugins rely on that).
+    pipelining: transport.pipelining === true,
   };
   return { options, config };
 }

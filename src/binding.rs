@@ -158,6 +158,13 @@ impl RaftNode {
         self.input_quiet(Input::SetListened(names), None)
     }
 
+    /// The connection just opened to `peer` declared `pipelining: true`: several requests may
+    /// be in flight on it.
+    #[napi]
+    pub fn pipelining(&self, peer: String) -> Option<String> {
+        self.input_quiet(Input::Pipelining { peer }, None)
+    }
+
     /// Stops the node: the batch returned answers `req` with a `done` op, then `stopped`.
     #[napi]
     pub fn stop(&mut self, req: u32) -> napi::Result<Option<String>, String> {

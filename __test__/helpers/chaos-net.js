@@ -159,6 +159,7 @@ class End extends EventEmitter {
 class ChaosNet {
   constructor({ rand }) {
     this.rand = rand;
+    this.pipelining = true; // each reply goes to its own request's callback
     this.listeners = new Map(); // id -> {id, onConnection, closed, ends}
     this.ends = new Set();
     this.cut = new Set();       // "from\0to": that direction loses everything

@@ -229,6 +229,7 @@ class Hub extends EventEmitter {
     this.partitionMode = options.partitionMode || 'error';
     this.faults = new Faults();
     this.stats = { sent: 0, delivered: 0, dropped: 0, blocked: 0, connects: 0 };
+    this.pipelining = true; // each reply goes to its own request's callback
     // plugin methods are used detached by some callers: bind them
     this.listen = this.listen.bind(this);
     this.connect = this.connect.bind(this);

@@ -1115,6 +1115,8 @@ function createTcpTransport(options) {
   return {
     name: 'tcp',
     options: opts,
+    // Every request carries an id and its reply comes back with it: several may be in flight.
+    pipelining: true,
     listen(localNodeId, listenOptions, onConnection, cb) {
       if (typeof listenOptions === 'function' && typeof onConnection !== 'function') {
         cb = onConnection;

@@ -32,5 +32,7 @@ pub enum Input {
     /// A request from a peer; answer with a `reply` op carrying `reply`.
     Receive { reply: u64, kind: String, args: String },
     SetListened(Vec<String>),
+    /// The connection to `peer` declared `pipelining: true` (see `Driver::pipelines`).
+    Pipelining { peer: String },
     Stop { req: u32 },
 }

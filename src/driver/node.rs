@@ -44,13 +44,17 @@ const RETRY_MS: u64 = 100;
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
 const SNAPSHOT_CHUNKS: usize = 512;
 const SNAPSHOT_BYTES: usize = 256 * 1024;
+/// Most requests waiting behind the one in flight to a peer whose connection takes one at a
+/// time. Coalescing keeps the queue short (the core's window bounds what it sends); past this the
+/// oldest go, as a lossy network would lose them, and Raft sends them again.
+const LANE_QUEUE_MAX: usize = 32;
 
 enum IoKind {
     LoadMeta,
     LastApplied,
     Save,
     Apply,
-    Send { peer: String, kind: &'static str },
+    Send { peer: String, kind: &'static str, sent: Option<Sent> },
     SnapshotRead { peer: String },
     SnapshotReset,
     SnapshotWrite,
@@ -90,6 +94,108 @@ struct Incoming {
     phase: InstallPhase,
     /// The first chunk, held until the state machine has been cleared.
     first: Option<(Option<u64>, Option<Json>, bool)>,
+}
+
+/// What an AppendEntries carried: the position a reply without `matchIndex`/`rejectIndex` (one
+/// from skiff-algorithm, which has no such fields) is about.
+#[derive(Clone, Copy)]
+struct Sent {
+    prev: u64,
+    count: u64,
+}
+
+/// Requests to one peer whose connection takes one at a time (neither the transport nor the
+/// connection declared `pipelining`): skiff-algorithm never had two requests out on one
+/// connection, and transports written for it pair a reply with whatever request is waiting.
+/// Invariant: `busy` is the io of a `Send` still in `ios`, or `None`; what waits is in `queue`,
+/// oldest first, at most `LANE_QUEUE_MAX`.
+#[derive(Default)]
+struct Lane {
+    busy: Option<u32>,
+    queue: VecDeque<Message>,
+}
+
+impl Lane {
+    /// Queues `m` behind the request in flight, merged with what already waits so that the next
+    /// request carries everything pending: AppendEntries that continue one another become one
+    /// (within `max_entries`), a heartbeat behind another AppendEntries of the same term adds
+    /// nothing but its commit index, a newer AppendEntries replaces an older one it does not
+    /// continue (the core re-anchored), and a newer RequestVote replaces an older one.
+    fn push(&mut self, m: Message, max_entries: usize) {
+        if let Some(back) = self.queue.back_mut() {
+            match (&mut back.body, m.body) {
+                (Body::AppendEntries(q), Body::AppendEntries(n)) if q.term == n.term => {
+                    if n.entries.is_empty() {
+                        q.leader_commit = q.leader_commit.max(n.leader_commit);
+                        return;
+                    }
+                    let continues = q.prev_log_index + q.entries.len() as u64 == n.prev_log_index
+                        && q.entries.last().map_or(q.prev_log_term, |e| e.term) == n.prev_log_term;
+                    if q.entries.is_empty() || !continues {
+                        *q = n;
+                        return;
+                    }
+                    if q.entries.len() + n.entries.len() <= max_entries {
+                        q.entries.extend(n.entries);
+                        q.leader_commit = q.leader_commit.max(n.leader_commit);
+                        return;
+                    }
+                    self.queue.push_back(Message { body: Body::AppendEntries(n), ..m });
+                }
+                (Body::RequestVote(q), Body::RequestVote(n)) => *q = n,
+                (_, body) => self.queue.push_back(Message { body, ..m }),
+            }
+        } else {
+            self.queue.push_back(m);
+        }
+        while self.queue.len() > LANE_QUEUE_MAX {
+            self.queue.pop_front();
+        }
+    }
+}
+
+/// What is read of a request that may come from skiff-algorithm (`Driver::translate_legacy`); its
+/// entries stay as they came (the commands in them are carried as their exact text).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Legacy<'a> {
+    term: u64,
+    #[serde(default)]
+    leader_id: Option<String>,
+    #[serde(default)]
+    prev_log_index: u64,
+    #[serde(default)]
+    leader_commit: u64,
+    #[serde(borrow, default)]
+    entries: Option<&'a RawValue>,
+    #[serde(default)]
+    candidate_id: Option<String>,
+    #[serde(default)]
+    last_log_index: u64,
+    /// Present in our requests, absent from skiff-algorithm's.
+    #[serde(default)]
+    prev_log_term: Option<u64>,
+    #[serde(default)]
+    last_log_term: Option<u64>,
+    #[serde(default)]
+    seq: Option<u64>,
+}
+
+/// The position of an entry, as a skiff-algorithm leader sends it.
+#[derive(serde::Deserialize)]
+struct Position {
+    index: u64,
+    term: u64,
+}
+
+/// The newest AppendEntries from a skiff-algorithm leader that we vouched for (see
+/// `Driver::translate_legacy`): it ends with an entry of term `upto_term` at `upto`. Once our log holds
+/// that entry, in the same term under the same leader, our log matches that leader's up to it.
+struct LegacyMark {
+    leader: String,
+    term: u64,
+    upto: u64,
+    upto_term: u64,
 }
 
 struct IoWait {
@@ -206,6 +312,15 @@ pub struct Driver<H: Host> {
     applied_hint: u64,
 
     connected: BTreeSet<String>,
+    /// Peers whose connection declared `pipelining` (beside a transport that declared it for all).
+    pipelined: HashSet<String>,
+    /// Peers whose AppendEntries replies carry `matchIndex`: skiff-rs nodes. The others may run
+    /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
+    modern: HashSet<String>,
+    /// See `LegacyMark`.
+    legacy_mark: Option<LegacyMark>,
+    /// Peers whose connection takes one request at a time: what is in flight and what waits.
+    lanes: HashMap<String, Lane>,
     listened: HashSet<String>,
     removed_self: bool,
     stopping: Option<u32>,
@@ -221,6 +336,23 @@ fn raw(text: String) -> Box<RawValue> {
 
 fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
+}
+
+/// `s` as a JSON string.
+fn json_text(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A message's arguments as they travel.
+fn body_json(body: &Body) -> Box<RawValue> {
+    match body {
+        Body::AppendEntries(b) => to_raw(b),
+        Body::AppendEntriesResponse(b) => to_raw(b),
+        Body::RequestVote(b) => to_raw(b),
+        Body::RequestVoteResponse(b) => to_raw(b),
+        Body::InstallSnapshot(b) => to_raw(b),
+        Body::InstallSnapshotResponse(b) => to_raw(b),
+    }
 }
 
 impl<H: Host> Driver<H> {
@@ -260,6 +392,10 @@ impl<H: Host> Driver<H> {
             last_save_done: None,
             applied_hint: 0,
             connected: BTreeSet::new(),
+            pipelined: HashSet::new(),
+            modern: HashSet::new(),
+            legacy_mark: None,
+            lanes: HashMap::new(),
             listened: HashSet::new(),
             removed_self: false,
             stopping: None,
@@ -510,6 +646,15 @@ impl<H: Host> Driver<H> {
             Input::ApplyProgress { io, index } => self.apply_progress(io, index),
             Input::Receive { reply, kind, args } => self.receive(reply, kind, args),
             Input::SetListened(names) => self.listened = names.into_iter().collect(),
+            Input::Pipelining { peer } => {
+                self.pipelined.insert(peer.clone());
+                if let Some(lane) = self.lanes.remove(&peer) {
+                    // What waited goes now; the request in flight needs no gate any more.
+                    for m in lane.queue {
+                        self.dispatch(m);
+                    }
+                }
+            }
             Input::Stop { req } => self.stopping = Some(req),
         }
     }
@@ -637,7 +782,10 @@ impl<H: Host> Driver<H> {
             },
             IoKind::Save => self.save_finished(io, error),
             IoKind::Apply => self.apply_finished(io, error, result),
-            IoKind::Send { peer, kind } => self.send_finished(peer, kind, error, result),
+            IoKind::Send { peer, kind, sent } => {
+                self.release_lane(&peer, io);
+                self.send_finished(peer, kind, sent, error, result)
+            }
             IoKind::SnapshotRead { peer } => self.snapshot_read_finished(peer, error, result),
             IoKind::SnapshotReset => self.install_reset_finished(error),
             IoKind::SnapshotWrite => self.install_write_finished(error),
@@ -661,8 +809,16 @@ impl<H: Host> Driver<H> {
         if let Some(save) = self.saving.as_mut() {
             save.io = io;
         }
+        // Requests to a peer whose connection is busy cannot be handed over now: they wait in
+        // the save and join that peer's queue once the state is durable (`save_finished`).
+        let (now, later): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(|m| {
+            m.token.is_some() || self.pipelines(&m.to) || self.lanes.get(&m.to).is_none_or(|l| l.busy.is_none() && l.queue.is_empty())
+        });
+        if let Some(save) = self.saving.as_mut() {
+            save.messages = later;
+        }
         let outer = std::mem::take(&mut self.ops);
-        for m in messages {
+        for m in now {
             self.send_message(m);
         }
         let after = std::mem::replace(&mut self.ops, outer);
@@ -876,7 +1032,18 @@ impl<H: Host> Driver<H> {
             .collect();
         for peer in gone {
             self.connected.remove(&peer);
+            self.lanes.remove(&peer);
+            self.pipelined.remove(&peer);
+            self.modern.remove(&peer);
             self.ops.push(Op::Disconnect { peer });
+        }
+        if !self.opts.pipelining {
+            // Transports written for skiff-algorithm: connect on the first request, not before.
+            // A skiff-algorithm node takes a new connection from a peer for a new session with
+            // it and drops the one it sends on (it never uses the new one): a follower that
+            // connected to a skiff-algorithm leader it has nothing to ask would be cut off
+            // from that leader (a rolling upgrade).
+            return;
         }
         for (peer, metadata) in new {
             self.connected.insert(peer.clone());
@@ -885,23 +1052,93 @@ impl<H: Host> Driver<H> {
         }
     }
 
+    /// Sends a reply at once, and a request once its peer's connection can take it.
     fn send_message(&mut self, m: Message) {
-        let kind = m.body.type_name();
-        let args = match &m.body {
-            Body::AppendEntries(b) => to_raw(b),
-            Body::AppendEntriesResponse(b) => to_raw(b),
-            Body::RequestVote(b) => to_raw(b),
-            Body::RequestVoteResponse(b) => to_raw(b),
-            Body::InstallSnapshot(b) => to_raw(b),
-            Body::InstallSnapshotResponse(b) => to_raw(b),
-        };
         if let Some(token) = m.token {
+            let args = body_json(&m.body);
             if self.wants("reply") {
                 self.ops.push(Op::Event { name: "reply", args: vec![Arg::Raw(args.clone())] });
             }
             self.ops.push(Op::Reply { id: token, error: None, result: Some(args) });
             return;
         }
+        if self.pipelines(&m.to) {
+            self.dispatch(m);
+            return;
+        }
+        let max_entries = self.raft.as_ref().map_or(1, |r| r.config().max_entries_per_message);
+        let peer = m.to.clone();
+        self.lanes.entry(peer.clone()).or_default().push(m, max_entries);
+        self.pump_lane(&peer);
+    }
+
+    /// Whether several requests may be in flight to `peer`: the transport or the connection
+    /// declared `pipelining`.
+    fn pipelines(&self, peer: &str) -> bool {
+        self.opts.pipelining || self.pipelined.contains(peer)
+    }
+
+    /// The request in flight to `peer` was answered, failed or timed out.
+    /// Returns whether `io` was that request (the peer takes one at a time).
+    fn release_lane(&mut self, peer: &str, io: u32) -> bool {
+        match self.lanes.get_mut(peer) {
+            Some(lane) if lane.busy == Some(io) => {
+                lane.busy = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends the next waiting request to each idle one-at-a-time peer. Runs at the end of a
+    /// round, so that what the round produced was merged into it first.
+    fn pump_lanes(&mut self) {
+        let idle: Vec<String> =
+            self.lanes.iter().filter(|(_, l)| l.busy.is_none() && !l.queue.is_empty()).map(|(p, _)| p.clone()).collect();
+        for peer in idle {
+            self.pump_lane(&peer);
+        }
+    }
+
+    /// Sends `peer` its oldest waiting request if none is in flight. Requests that went stale
+    /// while they waited (an older term; AppendEntries or InstallSnapshot after this node
+    /// stopped leading) are dropped, so that a vote request is not stuck behind them.
+    fn pump_lane(&mut self, peer: &str) {
+        let (term, leading) = self.raft.as_ref().map_or((0, false), |r| (r.term(), r.is_leader()));
+        loop {
+            let Some(lane) = self.lanes.get_mut(peer) else { return };
+            if lane.busy.is_some() {
+                return;
+            }
+            let Some(m) = lane.queue.pop_front() else { return };
+            let stale = m.body.term() < term
+                || (!leading && matches!(m.body, Body::AppendEntries(_) | Body::InstallSnapshot(_)));
+            if stale {
+                continue;
+            }
+            let io = self.dispatch(m);
+            if let Some(lane) = self.lanes.get_mut(peer) {
+                lane.busy = Some(io);
+            }
+        }
+    }
+
+    /// Hands one request to the wrapper; returns the id of its `send` op.
+    fn dispatch(&mut self, mut m: Message) -> u32 {
+        if let Body::AppendEntries(a) = &mut m.body {
+            if !self.modern.contains(&m.to) {
+                // A skiff-algorithm follower sets its commit index to `leaderCommit` whatever
+                // its log holds past the entries this message checked; Raft only lets it
+                // commit what this message vouches for (§5.3).
+                a.leader_commit = a.leader_commit.min(a.prev_log_index + a.entries.len() as u64);
+            }
+        }
+        let kind = m.body.type_name();
+        let args = body_json(&m.body);
+        let sent = match &m.body {
+            Body::AppendEntries(b) => Some(Sent { prev: b.prev_log_index, count: b.entries.len() as u64 }),
+            _ => None,
+        };
         if !self.connected.contains(&m.to) {
             let metadata = self.peer_arg(&m.to);
             if let Arg::Peer { id, metadata } = metadata {
@@ -914,11 +1151,19 @@ impl<H: Host> Driver<H> {
             self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Raw(args.clone())] });
         }
         let t = self.send_timeout();
-        let io = self.io(IoKind::Send { peer: m.to.clone(), kind }, t);
+        let io = self.io(IoKind::Send { peer: m.to.clone(), kind, sent }, t);
         self.ops.push(Op::Send { io, peer: m.to, kind, args });
+        io
     }
 
-    fn send_finished(&mut self, peer: String, kind: &'static str, error: Option<PluginError>, result: Option<String>) {
+    fn send_finished(
+        &mut self,
+        peer: String,
+        kind: &'static str,
+        sent: Option<Sent>,
+        error: Option<PluginError>,
+        result: Option<String>,
+    ) {
         if self.wants("response") {
             let p = self.peer_arg(&peer);
             let err = error.as_ref().map_or(Arg::Null(()), |e| coded_arg(&e.code_or("ETRANSPORT"), e.message()));
@@ -937,7 +1182,12 @@ impl<H: Host> Driver<H> {
         }
         let text = result.unwrap_or_else(|| "null".into());
         let body = match kind {
-            "AppendEntries" => serde_json::from_str::<AppendEntriesResponse>(&text).map(Body::AppendEntriesResponse),
+            "AppendEntries" => serde_json::from_str::<AppendEntriesResponse>(&text).map(|mut r| {
+                if let Some(sent) = sent {
+                    self.position_reply(&peer, &text, sent, &mut r);
+                }
+                Body::AppendEntriesResponse(r)
+            }),
             "RequestVote" => serde_json::from_str::<RequestVoteResponse>(&text).map(Body::RequestVoteResponse),
             _ => serde_json::from_str::<InstallSnapshotResponse>(&text).map(Body::InstallSnapshotResponse),
         };
@@ -945,6 +1195,109 @@ impl<H: Host> Driver<H> {
             Ok(body) => self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body }),
             Err(e) => self.warn("EBADMESSAGE", format!("malformed {kind} reply from {peer}: {e}")),
         }
+    }
+
+    /// A skiff-algorithm node answers AppendEntries with `{term, success, lastApplied}` only: its
+    /// reply is about the request it answers (one at a time on its connection), so the positions
+    /// come from that request. A success acknowledges the entries sent after `prevLogIndex`; a
+    /// refusal is about `prevLogIndex`, and everything up to the follower's `lastApplied` is
+    /// committed there, so the leader may look again from just after it.
+    fn position_reply(&mut self, peer: &str, text: &str, sent: Sent, r: &mut AppendEntriesResponse) {
+        if text.contains("\"matchIndex\"") {
+            self.modern.insert(peer.to_string());
+            return;
+        }
+        self.modern.remove(peer);
+        if r.success {
+            r.match_index = sent.prev + sent.count;
+        } else {
+            r.reject_index = sent.prev;
+            if r.conflict_index.is_none() {
+                r.conflict_index = Some(r.last_applied.saturating_add(1).min(sent.prev.max(1)));
+            }
+        }
+    }
+
+    /// A request from a skiff-algorithm node (a rolling upgrade), made into one the core takes;
+    /// `None` when `args` need nothing, an error for one that cannot be taken.
+    ///
+    /// Its InstallSnapshot chunks carry no `seq`: every chunk would read as the first of a new
+    /// transfer, and the last one (no data) would install an empty state machine. Refused.
+    ///
+    /// Its RequestVote lacks `lastLogTerm` when its log holds no entry: 0 then, or less than the
+    /// truth (a log it compacted whole), which only makes its candidate look less up to date.
+    ///
+    /// Its AppendEntries has no `prevLogTerm`: nothing says that our entry at `prevLogIndex` is
+    /// the leader's. We vouch for it ourselves where we can: at or below our commit index (every
+    /// leader holds those entries), or up to what this same leader sent us in this term after a
+    /// prefix we vouched for (a leader's log only grows within its term). Anything else is made
+    /// into a probe past our log, which the core refuses; the refusal carries our `lastApplied`,
+    /// from which skiff-algorithm's leader sends again, one entry at a time.
+    fn translate_legacy(&mut self, kind: &str, args: &str) -> Result<Option<String>, String> {
+        match kind {
+            "AppendEntries" => {
+                // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
+                let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
+                if head.contains("\"prevLogTerm\"") {
+                    return Ok(None);
+                }
+            }
+            "RequestVote" | "InstallSnapshot" => {}
+            _ => return Ok(None),
+        }
+        // Malformed requests are left to the parse that follows, which says what is wrong.
+        let Ok(v) = serde_json::from_str::<Legacy>(args) else { return Ok(None) };
+        match kind {
+            "InstallSnapshot" if v.seq.is_none() => Err("a snapshot chunk without seq (skiff-algorithm's format) cannot be \
+                 installed: its chunks cannot be told apart; keep followers within the leader's retained log"
+                .into()),
+            "RequestVote" if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
+                format!(r#"{{"term":{},"candidateId":{},"lastLogIndex":{},"lastLogTerm":0}}"#, v.term, json_text(&c), v.last_log_index)
+            })),
+            "AppendEntries" if v.prev_log_term.is_none() => Ok(self.legacy_append(v)),
+            _ => Ok(None),
+        }
+    }
+
+    /// skiff-algorithm's AppendEntries with the `prevLogTerm` we vouch for (see `translate_legacy`).
+    fn legacy_append(&mut self, v: Legacy) -> Option<String> {
+        let raft = self.raft.as_ref()?;
+        let (term, prev) = (v.term, v.prev_log_index);
+        let leader = v.leader_id?;
+        let log = raft.log();
+        let verified = match &self.legacy_mark {
+            Some(m) if m.leader == leader && m.term == term && raft.term() == term && log.term(m.upto) == Some(m.upto_term) => m.upto,
+            _ => 0,
+        };
+        let prev_term = if prev <= raft.commit().max(verified) {
+            if prev <= log.snapshot_index() { Some(log.snapshot_term()) } else { log.term(prev) }
+        } else {
+            None
+        };
+        let Some(prev_term) = prev_term.filter(|t| *t <= term) else {
+            return Some(format!(
+                r#"{{"term":{term},"leaderId":{},"prevLogIndex":{},"prevLogTerm":0,"entries":[],"leaderCommit":{}}}"#,
+                json_text(&leader),
+                log.last_index() + 1,
+                v.leader_commit
+            ));
+        };
+        let entries = v.entries.map_or("[]", |e| e.get());
+        let last = serde_json::from_str::<Vec<Position>>(entries).ok().and_then(|p| p.last().map(|p| (p.index, p.term)));
+        let (upto, upto_term) = last.unwrap_or((prev, prev_term));
+        let newer = match &self.legacy_mark {
+            Some(m) if m.leader == leader && m.term == term => upto >= m.upto,
+            _ => true,
+        };
+        let out = format!(
+            r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{}}}"#,
+            json_text(&leader),
+            v.leader_commit
+        );
+        if newer {
+            self.legacy_mark = Some(LegacyMark { leader, term, upto, upto_term });
+        }
+        Some(out)
     }
 
     fn receive(&mut self, reply: u64, kind: String, args: String) {
@@ -955,11 +1308,16 @@ impl<H: Host> Driver<H> {
         if self.raft.is_none() {
             return reject(self, "ENOTREADY", "node is still loading its state".into());
         }
+        let translated = match self.translate_legacy(&kind, &args) {
+            Ok(t) => t,
+            Err(e) => return reject(self, "EBADMESSAGE", e),
+        };
+        let text = translated.as_deref().unwrap_or(&args);
         let parsed: Result<(String, Body), String> = match kind.as_str() {
-            "AppendEntries" => serde_json::from_str::<AppendEntries>(&args)
+            "AppendEntries" => serde_json::from_str::<AppendEntries>(text)
                 .map(|a| (a.leader_id.clone(), Body::AppendEntries(a)))
                 .map_err(|e| e.to_string()),
-            "RequestVote" => serde_json::from_str::<RequestVote>(&args)
+            "RequestVote" => serde_json::from_str::<RequestVote>(text)
                 .map(|a| (a.candidate_id.clone(), Body::RequestVote(a)))
                 .map_err(|e| e.to_string()),
             "InstallSnapshot" => serde_json::from_str::<InstallSnapshot>(&args)
@@ -1011,6 +1369,7 @@ impl<H: Host> Driver<H> {
         self.issue_apply();
         self.check_wait_for_node();
         self.scan_timeouts();
+        self.pump_lanes();
         if self.removed_self && self.apply_queue.is_empty() && self.applying.is_none() && self.saving.is_none() {
             self.stopping = Some(0);
         }
@@ -1178,7 +1537,14 @@ impl<H: Host> Driver<H> {
                         self.applying = None;
                     }
                 }
-                IoKind::Send { peer, kind } => {
+                IoKind::Send { peer, kind, .. } => {
+                    if self.release_lane(&peer, io) && self.connected.contains(&peer) {
+                        // Its reply may still come, and a transport without request ids would
+                        // hand it to the next request: start over on a fresh connection.
+                        if let Arg::Peer { id, metadata } = self.peer_arg(&peer) {
+                            self.ops.push(Op::Connect { peer: id, metadata });
+                        }
+                    }
                     if let Some(raft) = self.raft.as_mut() {
                         raft.report_unreachable(&peer);
                     }
@@ -1519,5 +1885,112 @@ pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Noti
             _ = tokio::time::sleep_until(at.into()) => {}
         }
         driver.lock().timer_round();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { term, index, kind: EntryKind::Command(Json::from_value(&index)), uuid: format!("u{index}") }
+    }
+
+    fn append(term: u64, prev: u64, prev_term: u64, entries: &[(u64, u64)], commit: u64) -> Message {
+        Message {
+            from: "a".into(),
+            to: "b".into(),
+            token: None,
+            body: Body::AppendEntries(AppendEntries {
+                term,
+                leader_id: "a".into(),
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
+                leader_commit: commit,
+                peers: None,
+            }),
+        }
+    }
+
+    fn vote(term: u64) -> Message {
+        Message {
+            from: "a".into(),
+            to: "b".into(),
+            token: None,
+            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false }),
+        }
+    }
+
+    fn appends(lane: &Lane) -> Vec<(u64, Vec<u64>, u64)> {
+        lane.queue
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::AppendEntries(a) => Some((a.prev_log_index, a.entries.iter().map(|e| e.index).collect(), a.leader_commit)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_that_continue_each_other_become_one() {
+        let mut lane = Lane::default();
+        lane.push(append(2, 4, 2, &[(5, 2), (6, 2)], 4), 1024);
+        lane.push(append(2, 6, 2, &[(7, 2)], 5), 1024);
+        lane.push(append(2, 7, 2, &[(8, 2), (9, 2)], 6), 1024);
+        assert_eq!(appends(&lane), vec![(4, vec![5, 6, 7, 8, 9], 6)]);
+    }
+
+    #[test]
+    fn a_heartbeat_behind_an_append_adds_only_its_commit() {
+        let mut lane = Lane::default();
+        lane.push(append(2, 4, 2, &[(5, 2)], 4), 1024);
+        lane.push(append(2, 3, 2, &[], 5), 1024);
+        assert_eq!(appends(&lane), vec![(4, vec![5], 5)]);
+        // and an append replaces a heartbeat waiting alone
+        let mut lane = Lane::default();
+        lane.push(append(2, 3, 2, &[], 3), 1024);
+        lane.push(append(2, 4, 2, &[(5, 2)], 4), 1024);
+        assert_eq!(appends(&lane), vec![(4, vec![5], 4)]);
+    }
+
+    #[test]
+    fn an_append_that_does_not_continue_replaces_the_waiting_one() {
+        let mut lane = Lane::default();
+        lane.push(append(2, 6, 2, &[(7, 2)], 4), 1024);
+        // the core probed back after a refusal
+        lane.push(append(2, 3, 1, &[(4, 2), (5, 2)], 4), 1024);
+        assert_eq!(appends(&lane), vec![(3, vec![4, 5], 4)]);
+        // and a term mismatch at the seam does not merge either
+        lane.push(append(2, 5, 1, &[(6, 2)], 4), 1024);
+        assert_eq!(appends(&lane), vec![(5, vec![6], 4)]);
+    }
+
+    #[test]
+    fn merging_stops_at_the_message_budget_and_the_queue_is_bounded() {
+        let mut lane = Lane::default();
+        lane.push(append(2, 0, 0, &[(1, 2), (2, 2)], 0), 3);
+        lane.push(append(2, 2, 2, &[(3, 2), (4, 2)], 0), 3);
+        assert_eq!(appends(&lane), vec![(0, vec![1, 2], 0), (2, vec![3, 4], 0)]);
+        let mut lane = Lane::default();
+        for i in 0..(LANE_QUEUE_MAX as u64 + 10) {
+            lane.push(append(2, i, 2, &[(i + 1, 2)], 0), 1);
+        }
+        assert_eq!(lane.queue.len(), LANE_QUEUE_MAX);
+        assert_eq!(appends(&lane).last().map(|a| a.0), Some(LANE_QUEUE_MAX as u64 + 9));
+    }
+
+    #[test]
+    fn a_newer_vote_request_replaces_an_older_one_and_other_kinds_queue() {
+        let mut lane = Lane::default();
+        lane.push(vote(3), 1024);
+        lane.push(vote(4), 1024);
+        assert_eq!(lane.queue.len(), 1);
+        assert!(matches!(&lane.queue[0].body, Body::RequestVote(v) if v.term == 4));
+        lane.push(append(4, 0, 0, &[], 0), 1024);
+        assert_eq!(lane.queue.len(), 2);
+        // appends of another term never merge
+        lane.push(append(5, 0, 0, &[(1, 5)], 0), 1024);
+        assert_eq!(lane.queue.len(), 3);
     }
 }

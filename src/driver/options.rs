@@ -24,6 +24,10 @@ pub struct NodeOptions {
     pub command_timeout: u64,
     #[serde(default = "defaults::retained")]
     pub retained_log_entries: u64,
+    /// The transport declared `pipelining: true`: its connections pair each reply with its
+    /// request, so several requests may be in flight on one. Otherwise one at a time.
+    #[serde(default)]
+    pub pipelining: bool,
 }
 
 mod defaults {
