@@ -318,7 +318,7 @@ impl Raft {
                 }
                 if self.cfg.check_quorum && self.now >= self.quorum_check_deadline {
                     self.quorum_check_deadline = self.now + self.cfg.max_election_timeout;
-                    if !self.quorum_active(self.cfg.max_election_timeout) {
+                    if !self.quorum_active() {
                         let term = self.term;
                         self.become_follower(term, None);
                     }
@@ -354,27 +354,36 @@ impl Raft {
         self.events.push(Event::ResetElectionTimeout);
     }
 
-    /// Whether a majority answered within the last `window` ms (check-quorum, and the leader's
-    /// side of the lease).
-    fn quorum_active(&self, window: u64) -> bool {
-        let since = self.now.saturating_sub(window);
+    /// Whether a majority answered within the last election timeout (check-quorum).
+    fn quorum_active(&self) -> bool {
+        self.quorum_since(self.now.saturating_sub(self.cfg.max_election_timeout), |p| p.last_heard)
+    }
+
+    /// Whether a majority has `at(progress) >= since` (this node always counts).
+    fn quorum_since(&self, since: u64, at: impl Fn(&Progress) -> u64) -> bool {
         let active = self
             .members
             .ids()
-            .filter(|id| **id == self.cfg.id || self.progress.get(*id).is_some_and(|p| p.last_heard >= since))
+            .filter(|id| **id == self.cfg.id || self.progress.get(*id).is_some_and(|p| at(p) >= since))
             .count();
         active >= self.members.quorum()
     }
 
     /// Leader lease (Raft thesis §4.2.3, etcd's check-quorum): a follower that heard from its
     /// leader less than the minimum election timeout ago does not help anyone depose it, and a
-    /// leader that heard from a majority within that time does not step down for a vote request.
+    /// leader that a majority took entries from within that time does not step down for a vote
+    /// request (a majority that answers but cannot take anything does not count: the leader
+    /// could never commit again, and a newer leader might).
+    ///
     /// A candidate with a real claim only appears once the leader fell silent for at least that
     /// long (its own timer is at least that long), so refusing meanwhile costs elections nothing
     /// and keeps a node that cannot hear the leader (or a stranger) from deposing it.
     fn in_lease(&self) -> bool {
         match (self.phase, &self.leader, self.last_leader_contact) {
-            (Phase::Leader, _, _) => self.cfg.check_quorum && self.quorum_active(self.cfg.min_election_timeout),
+            (Phase::Leader, _, _) => {
+                self.cfg.check_quorum
+                    && self.quorum_since(self.now.saturating_sub(self.cfg.min_election_timeout), |p| p.last_ack)
+            }
             (_, Some(_), Some(t)) => self.now < t + self.cfg.min_election_timeout,
             _ => false,
         }
