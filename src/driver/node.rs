@@ -92,6 +92,17 @@ struct Incoming {
     first: Option<(Option<u64>, Option<Json>, bool)>,
 }
 
+impl Incoming {
+    /// The reply token of the chunk this transfer holds unanswered (the first, waiting for the
+    /// reset, or the one being written), if any.
+    fn held_token(&self) -> Option<Option<u64>> {
+        match self.phase {
+            InstallPhase::Writing { token, .. } => Some(token),
+            _ => self.first.as_ref().map(|f| f.0),
+        }
+    }
+}
+
 struct IoWait {
     kind: IoKind,
     deadline: u64,
@@ -508,7 +519,7 @@ impl<H: Host> Driver<H> {
             Input::Leave { req, peer } => self.queue_membership(req, EntryKind::RemovePeer { id: peer }),
             Input::Complete { io, error, result } => self.complete(io, error, result),
             Input::ApplyProgress { io, index } => self.apply_progress(io, index),
-            Input::Receive { reply, kind, args } => self.receive(reply, kind, args),
+            Input::Receive { reply, kind, args, peer } => self.receive(reply, kind, args, peer),
             Input::SetListened(names) => self.listened = names.into_iter().collect(),
             Input::Stop { req } => self.stopping = Some(req),
         }
@@ -523,6 +534,12 @@ impl<H: Host> Driver<H> {
     }
 
     fn propose(&mut self, req: u32, command: String, timeout_ms: u64, wait_for: Option<String>) {
+        // Refused wherever it is sent: no node would take it, and no transport need carry it.
+        if command.len() as u64 > self.opts.max_command_bytes {
+            let message =
+                format!("command is {} bytes of JSON, more than maxCommandBytes ({})", command.len(), self.opts.max_command_bytes);
+            return self.done(req, Some(JsError::new("EBADCOMMAND", message)));
+        }
         let Some(raft) = self.raft.as_mut() else {
             let e = self.not_leader();
             return self.done(req, Some(e));
@@ -947,7 +964,7 @@ impl<H: Host> Driver<H> {
         }
     }
 
-    fn receive(&mut self, reply: u64, kind: String, args: String) {
+    fn receive(&mut self, reply: u64, kind: String, args: String, peer: Option<String>) {
         let reject = |this: &mut Self, code: &str, message: String| {
             this.warn(code, message.clone());
             this.ops.push(Op::Reply { id: reply, error: Some(JsError::new(code, message)), result: None });
@@ -971,6 +988,19 @@ impl<H: Host> Driver<H> {
             Ok(p) => p,
             Err(e) => return reject(self, "EBADMESSAGE", format!("malformed {kind} message: {e}")),
         };
+        // The sender is the connection: a message may only speak for the peer its connection
+        // was opened with. A connection the transport gave no peer id for speaks for no one.
+        match peer {
+            Some(p) if p == from => {}
+            Some(p) => {
+                let message = format!("{kind} on the connection with {p} claims to come from {from}");
+                return reject(self, "EBADSENDER", message);
+            }
+            None => {
+                let message = format!("{kind} from {from} came on a connection the transport gave no peer id for");
+                return reject(self, "EBADSENDER", message);
+            }
+        }
         if self.wants(body.type_name()) {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
@@ -1367,6 +1397,12 @@ impl<H: Host> Driver<H> {
         if chunk.seq == 0 {
             if let Some(old) = self.incoming.take() {
                 self.ops.push(Op::SnapshotAbort { sid: old.sid });
+                // The chunk the old transfer held (the first, waiting for the reset, or one
+                // being written) still gets its answer.
+                if let (Some(Some(token)), Some(raft)) = (old.held_token(), self.raft.as_mut()) {
+                    let reason = Some("replaced by a newer transfer".to_string());
+                    raft.snapshot_reply(&old.from, Some(token), old.next_seq, false, 0, reason);
+                }
             }
             if self.applying.is_some() {
                 return reply(self, false, 0, Some("busy applying entries; retry"));
@@ -1464,10 +1500,7 @@ impl<H: Host> Driver<H> {
         self.error(code, message.clone());
         let Some(inc) = self.incoming.take() else { return };
         self.ops.push(Op::SnapshotAbort { sid: inc.sid });
-        let token = match inc.phase {
-            InstallPhase::Writing { token, .. } => token,
-            _ => inc.first.and_then(|f| f.0),
-        };
+        let token = inc.held_token().flatten();
         if let Some(raft) = self.raft.as_mut() {
             raft.snapshot_reply(&inc.from, token, inc.next_seq, false, 0, Some(message));
         }
