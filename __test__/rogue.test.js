@@ -121,6 +121,7 @@ test('higher-term votes from a non-member five times a second do not depose a he
   await waitUntil(() => rogue.answered === rogue.sent, 'every vote request answered');
   assert.ok(answers.length >= 15, `${answers.length} vote requests answered`);
   for (const a of answers) {
+    assert.ok(!a.unanswered, 'every vote request is answered');
     assert.equal(a.err, null);
     assert.equal(a.result.voteGranted, false, 'no vote for a stranger');
   }
@@ -143,7 +144,8 @@ test('a second leader in the current term is refused, and the cluster keeps comm
   };
   for (const n of c.running()) {
     for (const [type, args] of [['AppendEntries', heartbeat(term, 'evil')], ['InstallSnapshot', snapshot]]) {
-      const { err, result } = await rogue.send(n, type, args);
+      const { err, result, unanswered } = await rogue.send(n, type, args);
+      assert.ok(!unanswered, `${n.id} answers ${type} from a second leader`);
       assert.equal(err, null);
       assert.equal(result.success, false, `${n.id} refused ${type} from a second leader`);
       assert.equal(result.term, term);

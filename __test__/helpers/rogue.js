@@ -45,16 +45,21 @@ class Rogue {
     return handler;
   }
 
-  /** Sends one request to `node`; resolves with `{ err, result }` when it is answered. */
-  send(node, type, args) {
+  /**
+   * Sends one request to `node`; resolves with `{ err, result }` when it is answered, or with
+   * `{ unanswered: true }` after `timeout` ms (a late answer is still counted).
+   */
+  send(node, type, args, { timeout = 10000 } = {}) {
     const handler = this._connection(node);
     this.sent += 1;
     return new Promise((resolve) => {
-      let done = false;
+      let answered = false;
+      const timer = setTimeout(() => resolve({ err: null, result: undefined, unanswered: true }), timeout);
       handler(type, JSON.parse(JSON.stringify(args)), (err, result) => {
-        if (done) return;
-        done = true;
+        if (answered) return;
+        answered = true;
         this.answered += 1;
+        clearTimeout(timer);
         resolve({ err: err || null, result });
       });
     });
