@@ -41,6 +41,16 @@ async function restartAll(t, c) {
   return again;
 }
 
+/** A 3-node cluster that committed 'before', and a rogue peer 'evil' that can reach it. */
+async function rogueCluster(t, options) {
+  const c = await startCluster(t, 3, options);
+  const leader = await c.waitForLeader();
+  await leader.command('before');
+  const rogue = new Rogue(c.hub, 'evil');
+  t.after(() => rogue.close());
+  return { c, leader, term: leader.currentTerm(), rogue, warnings: c.warnings.length };
+}
+
 function assertAllAnswered(rogue, nodes) {
   assert.equal(rogue.answered, rogue.sent, `${rogue.sent} requests sent, ${rogue.answered} answered`);
   for (const n of nodes) assert.equal(n._replies.size, 0, `${n.id} holds no reply callback`);
@@ -63,13 +73,7 @@ test('a huge leaderCommit stops no election, also after every node restarts', as
 });
 
 test('a term without headroom is refused in RequestVote and AppendEntries; restart still loads', async (t) => {
-  const c = await startCluster(t, 3);
-  const leader = await c.waitForLeader();
-  await leader.command('before');
-  const term = leader.currentTerm();
-  const rogue = new Rogue(c.hub, 'evil');
-  t.after(() => rogue.close());
-  const warnings = c.warnings.length;
+  const { c, leader, term, rogue, warnings } = await rogueCluster(t);
   for (const n of c.running()) {
     for (const [type, args] of [
       ['RequestVote', voteRequest(MAX_SAFE, 'evil')],
@@ -94,11 +98,7 @@ test('a term without headroom is refused in RequestVote and AppendEntries; resta
 });
 
 test('higher-term votes from a non-member five times a second do not depose a healthy leader', async (t) => {
-  const c = await startCluster(t, 3, STEADY);
-  const leader = await c.waitForLeader();
-  const term = leader.currentTerm();
-  const rogue = new Rogue(c.hub, 'evil');
-  t.after(() => rogue.close());
+  const { c, leader, term, rogue } = await rogueCluster(t, STEADY);
   let stop = false;
   const answers = [];
   const barrage = (async () => {
@@ -131,13 +131,7 @@ test('higher-term votes from a non-member five times a second do not depose a he
 });
 
 test('a second leader in the current term is refused, and the cluster keeps committing', async (t) => {
-  const c = await startCluster(t, 3, STEADY);
-  const leader = await c.waitForLeader();
-  await leader.command('before');
-  const term = leader.currentTerm();
-  const rogue = new Rogue(c.hub, 'evil');
-  t.after(() => rogue.close());
-  const warnings = c.warnings.length;
+  const { c, leader, term, rogue, warnings } = await rogueCluster(t, STEADY);
   const snapshot = {
     term, leaderId: 'evil', lastIncludedIndex: 1000, lastIncludedTerm: term, seq: 0, first: true, done: true,
     data: [{ index: 1000, command: 'forged' }],

@@ -119,6 +119,15 @@ impl Cluster {
         panic!("{what} (index {index}) was not applied everywhere");
     }
 
+    /// A cluster that committed "a": returns it, its leader and the term.
+    fn elected() -> (Cluster, usize, u64) {
+        let mut c = Cluster::new();
+        c.commit_one("a");
+        let leader = c.leader().expect("a leader committed");
+        let term = c.nodes[leader].term();
+        (c, leader, term)
+    }
+
     /// The rogue peer sends `body` to node `k`, as a request with a reply token.
     fn evil(&mut self, k: usize, body: Body) {
         let to = IDS[k].to_string();
@@ -150,9 +159,7 @@ fn vote(term: u64, candidate: &str, last_log_index: u64) -> Body {
 
 #[test]
 fn huge_leader_commit_does_not_stop_elections_even_after_restart() {
-    let mut c = Cluster::new();
-    c.commit_one("a");
-    let term = c.nodes[c.leader().unwrap()].term();
+    let (mut c, _, term) = Cluster::elected();
     // A higher term, so every node takes it as its leader; a commit index nobody holds.
     for k in 0..3 {
         c.evil(k, append(term + 1, "evil", MAX_SAFE));
@@ -169,17 +176,15 @@ fn huge_leader_commit_does_not_stop_elections_even_after_restart() {
 
 #[test]
 fn a_term_without_headroom_is_refused_and_nothing_changes() {
-    let mut c = Cluster::new();
-    c.commit_one("a");
-    let term = c.nodes[0].term();
+    let (mut c, _, term) = Cluster::elected();
     for body in [vote(MAX_SAFE, "evil", 1 << 40), append(MAX_SAFE - 5, "evil", 0), vote(MAX_SAFE - (1 << 19), "evil", 99)] {
-        for k in 0..3 {
-            let before = c.nodes[k].term();
-            let m = Message { from: "evil".into(), to: IDS[k].into(), token: Some(99), body: body.clone() };
-            assert!(c.nodes[k].step(m).is_err(), "{} took a term without headroom as well-formed", IDS[k]);
-            let events = c.nodes[k].ready().events;
+        for r in &mut c.nodes {
+            let before = r.term();
+            let m = Message { from: "evil".into(), to: r.id().into(), token: Some(99), body: body.clone() };
+            assert!(r.step(m).is_err(), "{} took a term without headroom as well-formed", r.id());
+            let events = r.ready().events;
             assert!(events.iter().any(|e| matches!(e, skiff_core::Event::Rejected { .. })), "a warning is raised");
-            assert_eq!(c.nodes[k].term(), before, "{} took the term", IDS[k]);
+            assert_eq!(r.term(), before, "{} took the term", r.id());
         }
     }
     c.run(1000);
@@ -192,20 +197,17 @@ fn a_term_without_headroom_is_refused_and_nothing_changes() {
 
 #[test]
 fn higher_term_votes_do_not_depose_a_healthy_leader() {
-    let mut c = Cluster::new();
-    c.commit_one("a");
-    let leader = c.leader().unwrap();
-    let term = c.nodes[leader].term();
+    let (mut c, leader, term) = Cluster::elected();
     // 5 times a second for 3 seconds, to every node, with a log that looks up to date.
     for round in 0..15 {
-        for k in 0..3 {
+        for (k, id) in IDS.iter().enumerate() {
             c.to_evil.clear();
             c.evil(k, vote(term + 1 + round, "evil", 1 << 30));
             let answers: Vec<&Message> = c.to_evil.iter().collect();
             assert_eq!(answers.len(), 1, "one answer to each vote request");
             match &answers[0].body {
                 Body::RequestVoteResponse(r) => {
-                    assert!(!r.vote_granted, "{} granted a vote to a stranger", IDS[k]);
+                    assert!(!r.vote_granted, "{id} granted a vote to a stranger");
                     assert_eq!(r.term, term, "refused at the current term");
                 }
                 other => panic!("unexpected answer {other:?}"),
@@ -220,9 +222,7 @@ fn higher_term_votes_do_not_depose_a_healthy_leader() {
 
 #[test]
 fn elections_still_happen_when_the_leader_fails() {
-    let mut c = Cluster::new();
-    c.commit_one("a");
-    let old = c.leader().unwrap();
+    let (mut c, old, _) = Cluster::elected();
     // The leader goes silent: drop everything to and from it.
     let old_id = IDS[old];
     for _ in 0..2000 {
@@ -247,12 +247,9 @@ fn elections_still_happen_when_the_leader_fails() {
 
 #[test]
 fn a_second_leader_in_the_same_term_is_refused() {
-    let mut c = Cluster::new();
-    c.commit_one("a");
-    let leader = c.leader().unwrap();
-    let term = c.nodes[leader].term();
+    let (mut c, leader, term) = Cluster::elected();
     let leader_id = IDS[leader].to_string();
-    for k in 0..3 {
+    for (k, id) in IDS.iter().enumerate() {
         for body in [
             append(term, "evil", 0),
             Body::InstallSnapshot(InstallSnapshot {
@@ -269,13 +266,13 @@ fn a_second_leader_in_the_same_term_is_refused() {
         ] {
             c.to_evil.clear();
             c.evil(k, body);
-            assert_eq!(c.to_evil.len(), 1, "{} answered the second leader", IDS[k]);
+            assert_eq!(c.to_evil.len(), 1, "{id} answered the second leader");
             let refused = match &c.to_evil[0].body {
                 Body::AppendEntriesResponse(r) => !r.success,
                 Body::InstallSnapshotResponse(r) => !r.success,
                 other => panic!("unexpected answer {other:?}"),
             };
-            assert!(refused, "{} obeyed a second leader", IDS[k]);
+            assert!(refused, "{id} obeyed a second leader");
             assert!(c.nodes[k].pending_install().is_none(), "no install started");
             assert_eq!(c.nodes[k].term(), term);
             if k != leader {
@@ -291,9 +288,7 @@ fn a_second_leader_in_the_same_term_is_refused() {
 
 #[test]
 fn a_request_conflicting_with_committed_entries_is_answered() {
-    let mut c = Cluster::new();
-    c.commit_one("a");
-    let leader = c.leader().unwrap();
+    let (mut c, leader, _) = Cluster::elected();
     let follower = (leader + 1) % 3;
     let term = c.nodes[follower].term() + 1;
     let committed = c.nodes[follower].commit();
@@ -321,9 +316,7 @@ fn a_request_conflicting_with_committed_entries_is_answered() {
 
 #[test]
 fn batches_stay_within_the_byte_budget() {
-    let mut c = Cluster::new();
-    c.commit_one("a");
-    let k = c.leader().unwrap();
+    let (mut c, k, _) = Cluster::elected();
     let budget = c.nodes[k].config().max_bytes_per_message;
     // Entries of a third of the budget each: never three in one message.
     let big = "x".repeat(budget / 3);
