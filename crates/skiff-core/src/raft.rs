@@ -132,7 +132,9 @@ pub struct Raft {
     /// Only a node that is not a voter in its own view takes the announced value as is: it
     /// cannot campaign anyway, and cannot tell its leader from anyone. A voter takes it capped
     /// at the prefix the leader's message matched, which never exceeds its log, so a stranger's
-    /// huge `leaderCommit` cannot stop the members of a cluster from campaigning.
+    /// huge `leaderCommit` cannot stop the members of a cluster from campaigning; and a voter
+    /// drops what it was told while joining once a leader in its membership says it holds
+    /// everything committed.
     known_commit: u64,
     /// Highest index known durable on this node (what the leader may count for itself).
     persisted: u64,
@@ -1270,6 +1272,15 @@ impl Raft {
             if announced > self.log.last_index() {
                 self.dirty = true;
             }
+        } else if self.known_commit > self.log.last_index()
+            && !joining
+            && a.leader_commit <= last_new
+            && self.members.contains(&from)
+        {
+            // A leader that is a member as we see it says we hold everything it committed: what
+            // we were told while joining (by whoever it was) is settled.
+            self.known_commit = self.commit;
+            self.dirty = true;
         }
         let body = reply(self, true, last_new, None, None);
         self.send(from, token, body);

@@ -334,3 +334,23 @@ fn batches_stay_within_the_byte_budget() {
     }
     assert!(seen > 0);
 }
+
+#[test]
+fn a_standby_told_a_huge_commit_while_joining_settles_once_caught_up() {
+    let (mut c, _, term) = Cluster::elected();
+    let mut cfg = Config::new("n4");
+    cfg.seed = 44;
+    let fresh = restore("n4", "null", 0, true, &Json::empty_object()).expect("fresh state");
+    c.nodes.push(Raft::new(cfg, fresh).expect("valid config"));
+    // While it waits to be added, a stranger tells it about a commit index nobody holds.
+    c.deliver(Message { from: "evil".into(), to: "n4".into(), token: Some(1), body: append(term + 1, "evil", MAX_SAFE) });
+    assert_eq!(c.nodes[3].known_commit(), MAX_SAFE, "a joining node cannot tell a stranger from its leader");
+    let add = EntryKind::AddPeer { id: "n4".into(), metadata: Json::empty_object() };
+    let k = c.wait_leader(5000);
+    c.nodes[k].propose_membership(add).expect("the leader takes the change");
+    c.commit_one("b");
+    c.run(1000);
+    let n4 = &c.nodes[3];
+    assert!(n4.members().contains("n4"), "n4 joined");
+    assert!(n4.known_commit() <= n4.log().last_index(), "n4 still holds known commit {}", n4.known_commit());
+}
