@@ -242,3 +242,36 @@ test('a command over maxCommandBytes fails with EBADCOMMAND and nothing is appen
   await lone.command({ text: 'short' });
   assert.deepEqual(small.commands(lone.id), [{ text: 'short' }]);
 });
+
+test('commands of up to maxCommandBytes, many at once, fit the TCP transport frames; the leader keeps leading', async (t) => {
+  const net = require('net');
+  const { createTcpTransport } = require('..');
+  const freePort = () => new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+  const c = new Cluster(Object.assign({ hub: createTcpTransport() }, STEADY));
+  t.after(() => c.stop());
+  const ids = [];
+  for (let i = 0; i < 3; i++) ids.push(`tcp://127.0.0.1:${await freePort()}`);
+  const first = c.add({ id: ids[0] });
+  await waitUntil(() => first.state.name === 'leader', 'the first node to lead', WAIT);
+  for (const id of ids.slice(1)) {
+    c.add({ id, standby: true });
+    await first.join(id);
+  }
+  await c.waitForLeader(undefined, WAIT);
+  const term = first.currentTerm();
+  // 20 commands of exactly the limit in flight together: batches must split them into frames
+  // the transport carries (16 MiB), or the followers would never get them.
+  const big = (k) => `${k}`.padEnd((1 << 20) - 2, 'x');
+  await Promise.all(Array.from({ length: 20 }, (_, k) => first.command(big(k), { timeout: 30000 })));
+  await c.waitApplied(20, undefined, WAIT);
+  assert.equal(first.state.name, 'leader');
+  assert.equal(first.currentTerm(), term, 'no election was needed');
+  await assert.rejects(first.command(big(0) + 'y'), { code: 'EBADCOMMAND' });
+});
