@@ -40,6 +40,9 @@ declare namespace Node {
     | 'EPLUGINCALLBACK'
     | 'EBADCONNECTION'
     | 'EUNKNOWNOP'
+    | 'EBADMESSAGE'
+    | 'EBADSENDER'
+    | 'EBUSY'
     | (string & {});
 
   /** Every error skiff-rs reports is an `Error` with a `code`. */
@@ -156,6 +159,12 @@ declare namespace Node {
     commandTimeout?: number;
     /** Applied entries kept in the log before compaction [50]. */
     retainedLogEntries?: number;
+    /**
+     * Largest command `command()` takes, as bytes of its JSON text; a larger one fails with
+     * `EBADCOMMAND` and is not appended. Keep it at least 1 MiB below what the transport carries
+     * in one message (the built-in TCP transport's `maxFrameSize`, 16 MiB) [1048576].
+     */
+    maxCommandBytes?: number;
     /** This node's metadata, handed to the transport and to peers [{}]. */
     metadata?: JsonObject;
     [key: string]: unknown;
@@ -213,7 +222,7 @@ declare namespace Node {
     /** The normalized options, defaults filled in. */
     readonly options: Readonly<Required<Pick<Options, 'id' | 'standby' | 'cluster' | 'transport' | 'persistence' |
       'uuid' | 'heartbeatInterval' | 'minElectionTimeout' | 'maxElectionTimeout' | 'commandTimeout' |
-      'retainedLogEntries' | 'metadata'>>> & Options;
+      'retainedLogEntries' | 'maxCommandBytes' | 'metadata'>>> & Options;
 
     /** Calls `transport.listen(node.id, options, onConnection, cb)`. */
     listen(options: any, cb?: (err: SkiffError | null) => void): void;
@@ -572,6 +581,7 @@ interface NodeConstructor {
     maxElectionTimeout: number;
     commandTimeout: number;
     retainedLogEntries: number;
+    maxCommandBytes: number;
   }>;
   readonly events: readonly string[];
   readonly states: readonly Node.StateName[];

@@ -7,8 +7,13 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { startCluster, waitUntil } = require('./helpers/cluster');
-/** Delivers `type, args` to `node` as if a peer had sent them; resolves with the reply. */
-function inject(hub, node, type, args) {
+/**
+ * Delivers `type, args` to `node` as if a peer had sent them, on a connection opened by the peer
+ * the message names (`peer` overrides it); resolves with the reply.
+ */
+function inject(hub, node, type, args, peer) {
+  const named = args && typeof args === 'object' ? args.leaderId || args.candidateId : undefined;
+  const from = peer === undefined ? (typeof named === 'string' && named ? named : 'evil') : peer;
   return new Promise((resolve) => {
     let handler;
     const conn = {
@@ -19,7 +24,7 @@ function inject(hub, node, type, args) {
       once() { return conn; },
       removeListener() { return conn; },
     };
-    hub.listeners.get(node.id).onConnection('evil', {}, conn);
+    hub.listeners.get(node.id).onConnection(from, {}, conn);
     handler(type, args, (err, result) => resolve({ err, result }));
   });
 }

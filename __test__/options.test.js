@@ -43,6 +43,9 @@ test('timing options are checked', () => {
   rejects({ transport, minElectionTimeout: 'x' }, /minElectionTimeout/);
   rejects({ transport, retainedLogEntries: -1 }, /retainedLogEntries/);
   rejects({ transport, retainedLogEntries: 1.5 }, /retainedLogEntries/);
+  rejects({ transport, maxCommandBytes: 0 }, /maxCommandBytes/);
+  rejects({ transport, maxCommandBytes: 1.5 }, /maxCommandBytes/);
+  rejects({ transport, maxCommandBytes: '1mb' }, /maxCommandBytes/);
 });
 
 // Types of the other options.
@@ -74,13 +77,14 @@ test('defaults and generated ids', () => {
   assert.equal(options.maxElectionTimeout, 300);
   assert.equal(options.commandTimeout, 3000);
   assert.equal(options.retainedLogEntries, 50);
+  assert.equal(options.maxCommandBytes, 1048576);
   assert.deepEqual(options.metadata, {});
   assert.equal(typeof options.id, 'string');
   assert.ok(options.id.length > 0);
   assert.equal(typeof options.cluster, 'string');
   assert.notEqual(options.id, normalizeOptions({ transport }, () => new Persistence()).options.id);
   assert.deepEqual(Object.keys(config).sort(), ['clusterId', 'commandTimeout', 'heartbeatInterval',
-    'id', 'maxElectionTimeout', 'metadata', 'minElectionTimeout', 'pipelining', 'retainedLogEntries', 'standby']);
+    'id', 'maxCommandBytes', 'maxElectionTimeout', 'metadata', 'minElectionTimeout', 'pipelining', 'retainedLogEntries', 'standby']);
   // one request in flight per connection unless the transport declares pipelining
   assert.equal(config.pipelining, false);
   const piped = Object.assign({}, transport, { pipelining: true });

@@ -17,6 +17,12 @@ const CODES = Object.freeze({
   EPLUGINCALLBACK: 'EPLUGINCALLBACK',
   EBADCONNECTION: 'EBADCONNECTION',
   EUNKNOWNOP: 'EUNKNOWNOP',
+  // A peer message was refused: malformed, or a term that leaves no room for elections.
+  EBADMESSAGE: 'EBADMESSAGE',
+  // A peer message claimed a sender other than the peer its connection was opened with.
+  EBADSENDER: 'EBADSENDER',
+  // Too many peer requests are waiting for their answers; this one was refused at once.
+  EBUSY: 'EBUSY',
 });
 
 function makeError(message, code, extra) {

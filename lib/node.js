@@ -15,7 +15,7 @@
 const { EventEmitter } = require('events');
 const { normalizeOptions } = require('./options');
 const { encode, revive } = require('./codec');
-const { makeError, toWire, toError, CODES } = require('./errors');
+const { makeError, toWire, toError, describe, CODES } = require('./errors');
 const MemoryPersistence = require('./memory-persistence');
 const { Lane } = require('./lane');
 
@@ -56,6 +56,9 @@ function atEnd(stream) {
 
 // How long `stop()` waits for the transport's listener to confirm it closed.
 const LISTENER_CLOSE_WAIT_MS = 2000;
+// Peer requests waiting for the engine's answer (most wait for a save). A request past this is
+// refused at once (EBUSY), so a flood of requests holds neither callbacks nor frames without bound.
+const MAX_PENDING_REPLIES = 1024;
 
 function noop() {}
 
@@ -575,7 +578,15 @@ function createNodeClass(loadNative) {
           this._latestState = this._fullState(op);
           this._invoke('persistence.saveMeta', persistence, 'saveMeta', [this.id, this._latestState], (err) => {
             if (err) {
-              // what waited for this save is dropped: peers time out and ask again
+              // what waited for this save is not sent: peers time out and ask again. The
+              // requests among it are still answered, with a refusal.
+              if (Array.isArray(op.after)) {
+                for (const after of op.after) {
+                  if (after && after.op === 'reply') {
+                    this._reply({ id: after.id, error: { message: `not saved: ${describe(err)}`, code: 'EPERSISTENCE' } });
+                  }
+                }
+              }
               this._complete(op.io, toWire(err), null);
               return;
             }
@@ -1227,11 +1238,20 @@ function createNodeClass(loadNative) {
         this._closeConnection(conn);
         return;
       }
-      const id = String(peerId);
-      if (metadata === undefined || metadata === null) {
+      // The peer id is who speaks on this connection (the engine refuses messages naming
+      // anyone else). A transport that gives none makes the connection speak for no one: its
+      // requests are refused with EBADSENDER.
+      const id = typeof peerId === 'string' && peerId !== '' ? peerId
+        : typeof peerId === 'number' && Number.isFinite(peerId) ? String(peerId) : null;
+      if (id === null) {
+        this._warn(makeError('transport handed over a connection without a peer id: its requests will be refused',
+          CODES.EBADSENDER));
+      }
+      if ((metadata === undefined || metadata === null) && id !== null) {
         const known = this.peerMeta(id);
         metadata = known === undefined ? null : known;
       }
+      if (metadata === undefined) metadata = null;
       const rec = this._hookConnection(conn, id, metadata, 'in');
       this._incoming.add(rec);
       this._emitSafe('connected', rec.peer);
@@ -1339,11 +1359,19 @@ function createNodeClass(loadNative) {
         answer(err);
         return;
       }
+      if (this._replies.size >= MAX_PENDING_REPLIES) {
+        const err = makeError(
+          `refused ${String(type)} from ${rec.peer.id}: ${MAX_PENDING_REPLIES} peer requests already wait for answers`,
+          CODES.EBUSY);
+        this._warn(err);
+        answer(err);
+        return;
+      }
       const id = ++this._seq;
       this._replies.set(id, answer);
       try {
         this._run(this._native.receive(id, String(type), argsJson === undefined ? 'null' : argsJson,
-          this._lastApplied));
+          rec.peer.id, this._lastApplied));
       } catch (e) {
         this._replies.delete(id);
         answer(toError(e));

@@ -13,6 +13,9 @@ const DEFAULTS = Object.freeze({
   maxElectionTimeout: 300,
   commandTimeout: 3000,
   retainedLogEntries: 50,
+  // Largest command, as JSON text in bytes: well below what the built-in TCP transport carries in
+  // one frame (maxFrameSize, 16 MiB), so a batch of entries plus one such command always fits.
+  maxCommandBytes: 1048576,
 });
 
 const PERSISTENCE_METHODS = Object.freeze([
@@ -132,6 +135,15 @@ function normalizeOptions(input, defaultPersistence) {
     }
     numbers.retainedLogEntries = r;
   }
+  if (options.maxCommandBytes === undefined) {
+    numbers.maxCommandBytes = DEFAULTS.maxCommandBytes;
+  } else {
+    const m = options.maxCommandBytes;
+    if (typeof m !== 'number' || !Number.isSafeInteger(m) || m <= 0) {
+      throw invalid(`options.maxCommandBytes must be a positive integer (bytes), got ${show(m)}`);
+    }
+    numbers.maxCommandBytes = m;
+  }
   if (numbers.maxElectionTimeout < numbers.minElectionTimeout) {
     throw invalid(
       `options.maxElectionTimeout (${numbers.maxElectionTimeout}) must not be below ` +
@@ -182,6 +194,7 @@ function normalizeOptions(input, defaultPersistence) {
     // Several requests in flight per connection only for a transport that says it pairs each
     // reply with its request (skiff-algorithm never sent two at once; its plugins rely on that).
     pipelining: transport.pipelining === true,
+    maxCommandBytes: numbers.maxCommandBytes,
   };
   return { options, config };
 }

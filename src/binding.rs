@@ -149,8 +149,15 @@ impl RaftNode {
     }
 
     #[napi]
-    pub fn receive(&self, reply: f64, kind: String, args_json: String, applied: Option<f64>) -> napi::Result<Option<String>, String> {
-        self.input(Input::Receive { reply: reply as u64, kind, args: args_json }, applied)
+    pub fn receive(
+        &self,
+        reply: f64,
+        kind: String,
+        args_json: String,
+        peer: Option<String>,
+        applied: Option<f64>,
+    ) -> napi::Result<Option<String>, String> {
+        self.input(Input::Receive { reply: reply as u64, kind, args: args_json, peer }, applied)
     }
 
     #[napi]

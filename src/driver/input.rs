@@ -29,8 +29,10 @@ pub enum Input {
     Complete { io: u32, error: Option<PluginError>, result: Option<String> },
     /// Item `index` of apply batch `io` was applied.
     ApplyProgress { io: u32, index: u64 },
-    /// A request from a peer; answer with a `reply` op carrying `reply`.
-    Receive { reply: u64, kind: String, args: String },
+    /// A request from a peer; answer with a `reply` op carrying `reply`. `peer` is the id the
+    /// connection it came on was opened with (`None`: the transport gave none), which the
+    /// message's `leaderId`/`candidateId` must name.
+    Receive { reply: u64, kind: String, args: String, peer: Option<String> },
     SetListened(Vec<String>),
     /// The connection to `peer` declared `pipelining: true` (see `Driver::pipelines`).
     Pipelining { peer: String },

@@ -198,6 +198,17 @@ struct LegacyMark {
     upto_term: u64,
 }
 
+impl Incoming {
+    /// The reply token of the chunk this transfer holds unanswered (the first, waiting for the
+    /// reset, or the one being written), if any.
+    fn held_token(&self) -> Option<Option<u64>> {
+        match self.phase {
+            InstallPhase::Writing { token, .. } => Some(token),
+            _ => self.first.as_ref().map(|f| f.0),
+        }
+    }
+}
+
 struct IoWait {
     kind: IoKind,
     deadline: u64,
@@ -644,7 +655,7 @@ impl<H: Host> Driver<H> {
             Input::Leave { req, peer } => self.queue_membership(req, EntryKind::RemovePeer { id: peer }),
             Input::Complete { io, error, result } => self.complete(io, error, result),
             Input::ApplyProgress { io, index } => self.apply_progress(io, index),
-            Input::Receive { reply, kind, args } => self.receive(reply, kind, args),
+            Input::Receive { reply, kind, args, peer } => self.receive(reply, kind, args, peer),
             Input::SetListened(names) => self.listened = names.into_iter().collect(),
             Input::Pipelining { peer } => {
                 self.pipelined.insert(peer.clone());
@@ -668,6 +679,12 @@ impl<H: Host> Driver<H> {
     }
 
     fn propose(&mut self, req: u32, command: String, timeout_ms: u64, wait_for: Option<String>) {
+        // Refused wherever it is sent: no node would take it, and no transport need carry it.
+        if command.len() as u64 > self.opts.max_command_bytes {
+            let message =
+                format!("command is {} bytes of JSON, more than maxCommandBytes ({})", command.len(), self.opts.max_command_bytes);
+            return self.done(req, Some(JsError::new("EBADCOMMAND", message)));
+        }
         let Some(raft) = self.raft.as_mut() else {
             let e = self.not_leader();
             return self.done(req, Some(e));
@@ -1233,7 +1250,7 @@ impl<H: Host> Driver<H> {
     /// prefix we vouched for (a leader's log only grows within its term). Anything else is made
     /// into a probe past our log, which the core refuses; the refusal carries our `lastApplied`,
     /// from which skiff-algorithm's leader sends again, one entry at a time.
-    fn translate_legacy(&mut self, kind: &str, args: &str) -> Result<Option<String>, String> {
+    fn translate_legacy(&self, kind: &str, args: &str) -> Result<Option<(String, Option<LegacyMark>)>, String> {
         match kind {
             "AppendEntries" => {
                 // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
@@ -1252,15 +1269,18 @@ impl<H: Host> Driver<H> {
                  installed: its chunks cannot be told apart; keep followers within the leader's retained log"
                 .into()),
             "RequestVote" if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
-                format!(r#"{{"term":{},"candidateId":{},"lastLogIndex":{},"lastLogTerm":0}}"#, v.term, json_text(&c), v.last_log_index)
+                let text = format!(r#"{{"term":{},"candidateId":{},"lastLogIndex":{},"lastLogTerm":0}}"#, v.term, json_text(&c), v.last_log_index);
+                (text, None)
             })),
             "AppendEntries" if v.prev_log_term.is_none() => Ok(self.legacy_append(v)),
             _ => Ok(None),
         }
     }
 
-    /// skiff-algorithm's AppendEntries with the `prevLogTerm` we vouch for (see `translate_legacy`).
-    fn legacy_append(&mut self, v: Legacy) -> Option<String> {
+    /// skiff-algorithm's AppendEntries with the `prevLogTerm` we vouch for (see `translate_legacy`),
+    /// and the mark it earns once `receive` has checked that its connection is the leader's: a
+    /// message refused there must leave no trace.
+    fn legacy_append(&self, v: Legacy) -> Option<(String, Option<LegacyMark>)> {
         let raft = self.raft.as_ref()?;
         let (term, prev) = (v.term, v.prev_log_index);
         let leader = v.leader_id?;
@@ -1275,12 +1295,13 @@ impl<H: Host> Driver<H> {
             None
         };
         let Some(prev_term) = prev_term.filter(|t| *t <= term) else {
-            return Some(format!(
+            let text = format!(
                 r#"{{"term":{term},"leaderId":{},"prevLogIndex":{},"prevLogTerm":0,"entries":[],"leaderCommit":{}}}"#,
                 json_text(&leader),
                 log.last_index() + 1,
                 v.leader_commit
-            ));
+            );
+            return Some((text, None));
         };
         let entries = v.entries.map_or("[]", |e| e.get());
         let last = serde_json::from_str::<Vec<Position>>(entries).ok().and_then(|p| p.last().map(|p| (p.index, p.term)));
@@ -1294,13 +1315,10 @@ impl<H: Host> Driver<H> {
             json_text(&leader),
             v.leader_commit
         );
-        if newer {
-            self.legacy_mark = Some(LegacyMark { leader, term, upto, upto_term });
-        }
-        Some(out)
+        Some((out, newer.then_some(LegacyMark { leader, term, upto, upto_term })))
     }
 
-    fn receive(&mut self, reply: u64, kind: String, args: String) {
+    fn receive(&mut self, reply: u64, kind: String, args: String, peer: Option<String>) {
         let reject = |this: &mut Self, code: &str, message: String| {
             this.warn(code, message.clone());
             this.ops.push(Op::Reply { id: reply, error: Some(JsError::new(code, message)), result: None });
@@ -1308,8 +1326,9 @@ impl<H: Host> Driver<H> {
         if self.raft.is_none() {
             return reject(self, "ENOTREADY", "node is still loading its state".into());
         }
-        let translated = match self.translate_legacy(&kind, &args) {
-            Ok(t) => t,
+        let (translated, mark) = match self.translate_legacy(&kind, &args) {
+            Ok(Some((text, mark))) => (Some(text), mark),
+            Ok(None) => (None, None),
             Err(e) => return reject(self, "EBADMESSAGE", e),
         };
         let text = translated.as_deref().unwrap_or(&args);
@@ -1329,6 +1348,22 @@ impl<H: Host> Driver<H> {
             Ok(p) => p,
             Err(e) => return reject(self, "EBADMESSAGE", format!("malformed {kind} message: {e}")),
         };
+        // The sender is the connection: a message may only speak for the peer its connection
+        // was opened with. A connection the transport gave no peer id for speaks for no one.
+        match peer {
+            Some(p) if p == from => {}
+            Some(p) => {
+                let message = format!("{kind} on the connection with {p} claims to come from {from}");
+                return reject(self, "EBADSENDER", message);
+            }
+            None => {
+                let message = format!("{kind} from {from} came on a connection the transport gave no peer id for");
+                return reject(self, "EBADSENDER", message);
+            }
+        }
+        if mark.is_some() {
+            self.legacy_mark = mark;
+        }
         if self.wants(body.type_name()) {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
@@ -1733,6 +1768,12 @@ impl<H: Host> Driver<H> {
         if chunk.seq == 0 {
             if let Some(old) = self.incoming.take() {
                 self.ops.push(Op::SnapshotAbort { sid: old.sid });
+                // The chunk the old transfer held (the first, waiting for the reset, or one
+                // being written) still gets its answer.
+                if let (Some(Some(token)), Some(raft)) = (old.held_token(), self.raft.as_mut()) {
+                    let reason = Some("replaced by a newer transfer".to_string());
+                    raft.snapshot_reply(&old.from, Some(token), old.next_seq, false, 0, reason);
+                }
             }
             if self.applying.is_some() {
                 return reply(self, false, 0, Some("busy applying entries; retry"));
@@ -1830,10 +1871,7 @@ impl<H: Host> Driver<H> {
         self.error(code, message.clone());
         let Some(inc) = self.incoming.take() else { return };
         self.ops.push(Op::SnapshotAbort { sid: inc.sid });
-        let token = match inc.phase {
-            InstallPhase::Writing { token, .. } => token,
-            _ => inc.first.and_then(|f| f.0),
-        };
+        let token = inc.held_token().flatten();
         if let Some(raft) = self.raft.as_mut() {
             raft.snapshot_reply(&inc.from, token, inc.next_seq, false, 0, Some(message));
         }

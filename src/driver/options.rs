@@ -28,6 +28,11 @@ pub struct NodeOptions {
     /// request, so several requests may be in flight on one. Otherwise one at a time.
     #[serde(default)]
     pub pipelining: bool,
+    /// Largest command `command()` takes, as JSON text in bytes. Far below what the built-in TCP
+    /// transport carries in one frame (`maxFrameSize`, 16 MiB), so a batch of entries (see
+    /// `Config::max_bytes_per_message`) plus one such command always fits.
+    #[serde(default = "defaults::max_command_bytes")]
+    pub max_command_bytes: u64,
 }
 
 mod defaults {
@@ -45,6 +50,9 @@ mod defaults {
     }
     pub fn retained() -> u64 {
         50
+    }
+    pub fn max_command_bytes() -> u64 {
+        1 << 20
     }
 }
 
@@ -67,6 +75,9 @@ impl NodeOptions {
         }
         if o.command_timeout == 0 {
             return Err(OptionsError::Invalid("commandTimeout must be positive".into()));
+        }
+        if o.max_command_bytes == 0 || o.max_command_bytes > skiff_core::MAX_SAFE {
+            return Err(OptionsError::Invalid("maxCommandBytes must be a positive integer".into()));
         }
         o.core_config(0).validate().map_err(|e| OptionsError::Invalid(e.0))?;
         Ok(o)

@@ -30,6 +30,10 @@ pub struct Progress {
     /// Logical time of the last answer from this follower, for flow-control recovery and
     /// check-quorum.
     pub last_heard: u64,
+    /// Logical time of the last answer that took what we sent (a follower in step with us), for
+    /// the leader lease: a follower that answers but cannot take anything (it waits for a
+    /// snapshot we cannot give) does not make a leader worth protecting.
+    pub last_ack: u64,
     /// Logical time the current in-flight window was last advanced.
     pub last_progress: u64,
     /// The snapshot index being sent, in `Snapshot` state.
@@ -46,6 +50,7 @@ impl Progress {
             probe_sent: false,
             applied: 0,
             last_heard: now,
+            last_ack: now,
             last_progress: now,
             pending_snapshot: 0,
         }
@@ -78,6 +83,7 @@ impl Progress {
     /// Records a successful answer. Returns whether `match_index` moved.
     pub fn on_success(&mut self, match_index: u64, now: u64) -> bool {
         self.last_heard = now;
+        self.last_ack = now;
         let moved = match_index > self.match_index;
         if moved {
             self.match_index = match_index;

@@ -14,6 +14,16 @@ use std::collections::{BTreeMap, BTreeSet};
 /// index and term crosses JavaScript on its way to and from the plugins.
 pub const MAX_SAFE: u64 = (1 << 53) - 1;
 
+/// Highest term a peer message may carry. Terms only grow, by one per election, and a node must
+/// always be able to campaign at the next term without passing [`MAX_SAFE`] (past it, the state
+/// could not be saved, or loaded back). A term within 2^20 of the limit is a lie, not a
+/// long-lived cluster: it would take a million elections from a value no honest node reaches.
+pub const MAX_TERM: u64 = MAX_SAFE - (1 << 20);
+
+/// Bytes an entry takes in an AppendEntries besides its command (term, index, uuid, field
+/// names), for batching.
+const ENTRY_OVERHEAD: usize = 96;
+
 /// How many entries past `retained_log_entries` a leader may keep for live followers that are
 /// catching up, before it compacts anyway and lets them take a snapshot.
 pub const HOLD_FOR_FOLLOWERS: u64 = 10_000;
@@ -109,12 +119,22 @@ pub struct Raft {
     phase: Phase,
     shown_role: Role,
     leader: Option<String>,
-    /// Highest index known committed. Never decreases.
+    /// Highest index known committed. Never decreases. On a follower it only ever comes from a
+    /// leader whose log matched ours, capped at the prefix that matched, so it never points past
+    /// our own log (a leader's word about entries we do not hold vouches for nothing).
     commit: u64,
-    /// Highest commit index any leader told us about (durable, `log.meta.knownCommit`). Until
-    /// our log reaches it we may hold an outdated membership (a node catching up, perhaps one
-    /// re-added under an old id), so we do not campaign. Some node of every majority has a log
+    /// Highest commit index a leader announced while this node was joining (durable,
+    /// `log.meta.knownCommit`). Until our log reaches it we may hold an outdated membership (a
+    /// node replaying the log from the start, perhaps re-added under an old id, passes through
+    /// historical configurations), so we do not campaign. Some node of every majority has a log
     /// that long, so this never stops a majority from electing a leader.
+    ///
+    /// Only a node that is not a voter in its own view takes the announced value as is: it
+    /// cannot campaign anyway, and cannot tell its leader from anyone. A voter takes it capped
+    /// at the prefix the leader's message matched, which never exceeds its log, so a stranger's
+    /// huge `leaderCommit` cannot stop the members of a cluster from campaigning; and a voter
+    /// drops what it was told while joining once a leader in its membership says it holds
+    /// everything committed.
     known_commit: u64,
     /// Highest index known durable on this node (what the leader may count for itself).
     persisted: u64,
@@ -310,7 +330,12 @@ impl Raft {
                 if self.now >= self.election_deadline {
                     // A node whose state machine is incomplete must not lead: it could neither
                     // apply nor serve snapshots.
-                    if self.is_voter() && self.install.is_none() && self.log.last_index() >= self.known_commit {
+                    // Nor may one whose next term could not be saved (see `MAX_TERM`).
+                    if self.is_voter()
+                        && self.install.is_none()
+                        && self.log.last_index() >= self.known_commit
+                        && self.term < MAX_SAFE
+                    {
                         self.events.push(Event::ElectionTimeout);
                         if self.cfg.pre_vote {
                             self.campaign_pre();
@@ -333,20 +358,34 @@ impl Raft {
 
     /// Whether a majority answered within the last election timeout (check-quorum).
     fn quorum_active(&self) -> bool {
-        let since = self.now.saturating_sub(self.cfg.max_election_timeout);
+        self.quorum_since(self.now.saturating_sub(self.cfg.max_election_timeout), |p| p.last_heard)
+    }
+
+    /// Whether a majority has `at(progress) >= since` (this node always counts).
+    fn quorum_since(&self, since: u64, at: impl Fn(&Progress) -> u64) -> bool {
         let active = self
             .members
             .ids()
-            .filter(|id| **id == self.cfg.id || self.progress.get(*id).is_some_and(|p| p.last_heard >= since))
+            .filter(|id| **id == self.cfg.id || self.progress.get(*id).is_some_and(|p| at(p) >= since))
             .count();
         active >= self.members.quorum()
     }
 
-    /// Leader lease (Raft thesis §4.2.3): a follower that heard from a leader less than an
-    /// election timeout ago does not help anyone depose it.
+    /// Leader lease (Raft thesis §4.2.3, etcd's check-quorum): a follower that heard from its
+    /// leader less than the minimum election timeout ago does not help anyone depose it, and a
+    /// leader that a majority took entries from within that time does not step down for a vote
+    /// request (a majority that answers but cannot take anything does not count: the leader
+    /// could never commit again, and a newer leader might).
+    ///
+    /// A candidate with a real claim only appears once the leader fell silent for at least that
+    /// long (its own timer is at least that long), so refusing meanwhile costs elections nothing
+    /// and keeps a node that cannot hear the leader (or a stranger) from deposing it.
     fn in_lease(&self) -> bool {
         match (self.phase, &self.leader, self.last_leader_contact) {
-            (Phase::Leader, _, _) => true,
+            (Phase::Leader, _, _) => {
+                self.cfg.check_quorum
+                    && self.quorum_since(self.now.saturating_sub(self.cfg.min_election_timeout), |p| p.last_ack)
+            }
             (_, Some(_), Some(t)) => self.now < t + self.cfg.min_election_timeout,
             _ => false,
         }
@@ -708,13 +747,17 @@ impl Raft {
             };
             let mut entries = Vec::new();
             let mut bytes = 0usize;
+            // A message holds at most `max_bytes_per_message`, or one entry larger than that:
+            // with entries bounded (`maxCommandBytes`), no message outgrows what a transport
+            // can carry, and an entry is never stuck behind a batch too big to send.
             for e in self.log.range(prev + 1, last) {
+                let size = e.kind.size_hint() + ENTRY_OVERHEAD;
                 if !entries.is_empty()
-                    && (entries.len() >= self.cfg.max_entries_per_message || bytes >= self.cfg.max_bytes_per_message)
+                    && (entries.len() >= self.cfg.max_entries_per_message || bytes + size > self.cfg.max_bytes_per_message)
                 {
                     break;
                 }
-                bytes += e.kind.size_hint() + 64;
+                bytes += size;
                 entries.push(e.clone());
             }
             let sent_last = prev + entries.len() as u64;
@@ -960,10 +1003,6 @@ impl Raft {
     }
 
     fn handle_install(&mut self, from: String, token: Option<u64>, s: InstallSnapshot) {
-        if self.phase == Phase::Leader {
-            self.events.push(Event::Rejected { from, reason: format!("a second leader for term {}", s.term) });
-            return;
-        }
         if self.phase != Phase::Follower || self.leader.as_deref() != Some(from.as_str()) {
             self.become_follower(s.term, Some(from.clone()));
         }
@@ -1036,15 +1075,9 @@ impl Raft {
             match &m.body {
                 Body::RequestVote(rv) if rv.pre_vote => {}
                 Body::RequestVoteResponse(r) if r.pre_vote && r.vote_granted => {}
-                Body::RequestVote(_) if self.in_lease() && !self.is_leader() => {
-                    // Ignore without changing term: a healthy leader is in charge.
-                    let body = Body::RequestVoteResponse(RequestVoteResponse {
-                        term: self.term,
-                        vote_granted: false,
-                        pre_vote: false,
-                        reason: Some("a leader is active".into()),
-                    });
-                    self.send(m.from, m.token, body);
+                Body::RequestVote(_) if self.in_lease() => {
+                    // Refuse without changing term: a healthy leader is in charge.
+                    self.refuse(m.from, m.token, &m.body, "a leader is active".into());
                     return Ok(());
                 }
                 Body::AppendEntries(_) | Body::InstallSnapshot(_) => self.become_follower(term, Some(m.from.clone())),
@@ -1052,38 +1085,19 @@ impl Raft {
             }
         } else if term < self.term {
             // Answer stale requests so their sender learns the new term; drop stale answers.
-            let reason = Some(format!("term {} is behind the current term {}", term, self.term));
-            let body = match &m.body {
-                Body::AppendEntries(a) => Some(Body::AppendEntriesResponse(AppendEntriesResponse {
-                    term: self.term,
-                    success: false,
-                    last_applied: self.applied,
-                    match_index: 0,
-                    reject_index: a.prev_log_index,
-                    conflict_index: None,
-                    conflict_term: None,
-                    reason,
-                    needs_snapshot: false,
-                })),
-                Body::RequestVote(rv) => Some(Body::RequestVoteResponse(RequestVoteResponse {
-                    term: self.term,
-                    vote_granted: false,
-                    pre_vote: rv.pre_vote,
-                    reason,
-                })),
-                Body::InstallSnapshot(s) => Some(Body::InstallSnapshotResponse(InstallSnapshotResponse {
-                    term: self.term,
-                    seq: s.seq,
-                    success: false,
-                    installed_index: 0,
-                    reason,
-                })),
-                _ => None,
-            };
-            if let Some(body) = body {
-                self.send(m.from, m.token, body);
-            }
+            let reason = format!("term {} is behind the current term {}", term, self.term);
+            self.refuse(m.from, m.token, &m.body, reason);
             return Ok(());
+        } else if matches!(m.body, Body::AppendEntries(_) | Body::InstallSnapshot(_)) {
+            // One leader per term: whoever we know leads this term (ourselves included) is the
+            // only one whose entries or snapshot we take. Another sender is lying or broken.
+            let known = if self.is_leader() { Some(self.cfg.id.as_str()) } else { self.leader.as_deref() };
+            if let Some(leader) = known.filter(|l| *l != m.from) {
+                let reason = format!("{leader} leads term {term}; refusing a second leader");
+                self.events.push(Event::Rejected { from: m.from.clone(), reason: reason.clone() });
+                self.refuse(m.from, m.token, &m.body, reason);
+                return Ok(());
+            }
         }
         let Message { from, token, body, .. } = m;
         match body {
@@ -1097,26 +1111,47 @@ impl Raft {
         Ok(())
     }
 
+    /// The answer to a request that is refused: our term, nothing granted or taken, and why.
+    fn refuse(&mut self, to: String, token: Option<u64>, request: &Body, reason: String) {
+        let body = match request {
+            Body::AppendEntries(a) => Body::AppendEntriesResponse(AppendEntriesResponse {
+                term: self.term,
+                success: false,
+                last_applied: self.applied,
+                match_index: 0,
+                reject_index: a.prev_log_index,
+                conflict_index: None,
+                conflict_term: None,
+                reason: Some(reason),
+                needs_snapshot: false,
+            }),
+            Body::RequestVote(rv) => Body::RequestVoteResponse(RequestVoteResponse {
+                term: self.term,
+                vote_granted: false,
+                pre_vote: rv.pre_vote,
+                reason: Some(reason),
+            }),
+            Body::InstallSnapshot(s) => Body::InstallSnapshotResponse(InstallSnapshotResponse {
+                term: self.term,
+                seq: s.seq,
+                success: false,
+                installed_index: 0,
+                reason: Some(reason),
+            }),
+            // Answers are never answered.
+            _ => return,
+        };
+        self.send(to, token, body);
+    }
+
     fn handle_append(&mut self, from: String, token: Option<u64>, a: AppendEntries) {
-        if self.phase == Phase::Leader {
-            // Two leaders in one term cannot happen; refuse rather than corrupt anything.
-            self.events.push(Event::Rejected { from: from.clone(), reason: format!("a second leader for term {}", a.term) });
-            return;
-        }
         if self.phase != Phase::Follower || self.leader.as_deref() != Some(from.as_str()) {
             self.become_follower(a.term, Some(from.clone()));
         }
         self.last_leader_contact = Some(self.now);
         self.reset_election_timer();
-        if a.leader_commit > self.known_commit {
-            self.known_commit = a.leader_commit;
-            // Worth a save only while our log is shorter (it is what stops us campaigning); a
-            // commit index we already hold entries for changes nothing after a restart.
-            let reach = self.log.last_index().max(a.prev_log_index + a.entries.len() as u64);
-            if self.known_commit > reach {
-                self.dirty = true;
-            }
-        }
+        // Whether we are joining, before these entries change our membership (see `known_commit`).
+        let joining = !self.is_voter();
 
         let reply = |this: &Raft, success: bool, match_index: u64, hint: Option<(u64, Option<u64>)>, reason: Option<String>| {
             Body::AppendEntriesResponse(AppendEntriesResponse {
@@ -1186,15 +1221,17 @@ impl Raft {
 
         let mut changed_membership = false;
         let mut truncated = false;
+        let mut failed = false;
         for e in entries {
             match self.log.term(e.index) {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
                     if e.index <= self.commit {
-                        self.events.push(Event::Rejected {
-                            from: from.clone(),
-                            reason: format!("entry {} conflicts with a committed entry", e.index),
-                        });
+                        // Before anything was changed: entries in front of a conflict matched.
+                        let reason = format!("entry {} conflicts with a committed entry", e.index);
+                        self.events.push(Event::Rejected { from: from.clone(), reason: reason.clone() });
+                        let body = reply(self, false, 0, None, Some(reason));
+                        self.send(from, token, body);
                         return;
                     }
                     self.log.truncate_from(e.index);
@@ -1207,7 +1244,8 @@ impl Raft {
             if self.log.append(e.clone()).is_err() {
                 // Validation guarantees contiguity and terms; a failure means our own log was
                 // shorter than prev, which the match check above rules out.
-                return;
+                failed = true;
+                break;
             }
             self.dirty = true;
             changed_membership |= e.kind.is_membership();
@@ -1215,19 +1253,52 @@ impl Raft {
         if truncated || changed_membership {
             self.refresh_members();
         }
+        if failed {
+            let body = reply(self, false, 0, None, Some("entries could not be appended".into()));
+            self.send(from, token, body);
+            return;
+        }
+        // The commit index we take is capped at the prefix this message proved we share with
+        // the leader: a commit index past it would vouch for entries we do not hold.
         let last_new = prev + entries.len() as u64;
         let commit = a.leader_commit.min(last_new);
         if commit > self.commit {
             self.commit = commit;
+        }
+        let announced = if joining { a.leader_commit } else { commit };
+        if announced > self.known_commit {
+            self.known_commit = announced;
+            // Worth a save only while our log is shorter (it is what stops us campaigning).
+            if announced > self.log.last_index() {
+                self.dirty = true;
+            }
+        } else if self.known_commit > self.log.last_index()
+            && !joining
+            && a.leader_commit <= last_new
+            && self.members.contains(&from)
+        {
+            // A leader that is a member as we see it says we hold everything it committed: what
+            // we were told while joining (by whoever it was) is settled.
+            self.known_commit = self.commit;
+            self.dirty = true;
         }
         let body = reply(self, true, last_new, None, None);
         self.send(from, token, body);
     }
 
     /// Our log was truncated at `index`: acknowledgements still queued that cover it would
-    /// promise entries no disk will hold, so they go.
+    /// promise entries no disk will hold, so they become refusals (each still answers its
+    /// request).
     fn drop_acks_from(&mut self, index: u64) {
-        self.msgs.retain(|m| !matches!(&m.body, Body::AppendEntriesResponse(r) if r.success && r.match_index >= index));
+        for m in &mut self.msgs {
+            if let Body::AppendEntriesResponse(r) = &mut m.body {
+                if r.success && r.match_index >= index {
+                    r.success = false;
+                    r.match_index = 0;
+                    r.reason = Some(format!("entries from {index} on were replaced"));
+                }
+            }
+        }
     }
 
     fn handle_append_response(&mut self, from: String, r: AppendEntriesResponse) {
@@ -1357,8 +1428,8 @@ impl Raft {
 /// consulted, so a malformed message changes nothing.
 fn validate(body: &Body) -> Result<(), String> {
     let term = body.term();
-    if term > MAX_SAFE {
-        return Err(format!("term {term} is too large"));
+    if term > MAX_TERM {
+        return Err(format!("term {term} is too large: it leaves no room for elections"));
     }
     let check = |what: &str, v: u64| if v > MAX_SAFE { Err(format!("{what} {v} is too large")) } else { Ok(()) };
     match body {

@@ -1,0 +1,356 @@
+//! The rules a node keeps whatever its peers send (issue 10): each test has a three-node cluster
+//! elect a leader, then a rogue peer sends one well-formed lie, and the test checks that the
+//! cluster neither halts nor obeys.
+
+use skiff_core::message::{AppendEntries, InstallSnapshot, RequestVote};
+use skiff_core::persisted::{restore, PersistedState};
+use skiff_core::{Body, Config, EntryKind, Json, Message, Raft, MAX_SAFE};
+use std::collections::VecDeque;
+
+const IDS: [&str; 3] = ["n1", "n2", "n3"];
+
+struct Cluster {
+    nodes: Vec<Raft>,
+    now: u64,
+    net: VecDeque<Message>,
+    /// Answers addressed to the rogue peer "evil".
+    to_evil: Vec<Message>,
+}
+
+/// The persisted state of a cluster of `IDS` that has not elected anyone yet.
+fn members_state() -> String {
+    let peers: Vec<String> = IDS.iter().map(|id| format!(r#"{{"id":"{id}","metadata":{{}}}}"#)).collect();
+    format!(r#"{{"currentTerm":0,"votedFor":null,"log":{{"meta":{{"lastIncludedIndex":0,"lastIncludedTerm":0,"members":[{}]}},"entries":[]}},"peers":[]}}"#, peers.join(","))
+}
+
+fn node(k: usize, state: &str) -> Raft {
+    let id = IDS[k];
+    let mut cfg = Config::new(id);
+    cfg.seed = 11 + k as u64;
+    let r = restore(id, state, 0, false, &Json::empty_object()).expect("state loads");
+    Raft::new(cfg, r).expect("valid config")
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let state = members_state();
+        Cluster { nodes: (0..3).map(|k| node(k, &state)).collect(), now: 0, net: VecDeque::new(), to_evil: Vec::new() }
+    }
+
+    /// Restarts every node from what it persisted (instant disk: the last `Ready` is durable).
+    fn restart_all(&mut self) {
+        let states: Vec<String> =
+            self.nodes.iter().map(|r| serde_json::to_string(&PersistedState(r)).expect("serializes")).collect();
+        self.nodes = states.iter().enumerate().map(|(k, s)| node(k, s)).collect();
+        self.net.clear();
+        self.now = 0;
+    }
+
+    fn flush(&mut self) {
+        for r in &mut self.nodes {
+            while r.has_ready() {
+                let rd = r.ready();
+                for m in rd.messages {
+                    if m.to == "evil" {
+                        self.to_evil.push(m);
+                    } else {
+                        self.net.push_back(m);
+                    }
+                }
+                if rd.persist {
+                    r.advance(rd.persist_token);
+                }
+                if let Some(last) = rd.committed.last() {
+                    r.applied_to(last.index);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, m: Message) {
+        let now = self.now;
+        if let Some(r) = self.nodes.iter_mut().find(|r| r.id() == m.to) {
+            r.tick(now);
+            let _ = r.step(m);
+        }
+        self.flush();
+    }
+
+    /// Advances time by `ms`, a millisecond at a time; a message takes one millisecond.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now += 1;
+            let now = self.now;
+            for r in &mut self.nodes {
+                r.tick(now);
+            }
+            self.flush();
+            let batch: Vec<Message> = self.net.drain(..).collect();
+            for m in batch {
+                self.deliver(m);
+            }
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        self.nodes.iter().position(|r| r.is_leader())
+    }
+
+    fn wait_leader(&mut self, max_ms: u64) -> usize {
+        for _ in 0..max_ms {
+            if let Some(k) = self.leader() {
+                return k;
+            }
+            self.run(1);
+        }
+        panic!("no leader within {max_ms} ms")
+    }
+
+    /// Proposes a command at the leader and runs until every node applied it.
+    fn commit_one(&mut self, what: &str) {
+        let k = self.wait_leader(5000);
+        let index = self.nodes[k].propose(Json::from_value(&what)).expect("leader takes it");
+        for _ in 0..3000 {
+            if self.nodes.iter().all(|r| r.applied() >= index) {
+                return;
+            }
+            self.run(1);
+        }
+        panic!("{what} (index {index}) was not applied everywhere");
+    }
+
+    /// A cluster that committed "a": returns it, its leader and the term.
+    fn elected() -> (Cluster, usize, u64) {
+        let mut c = Cluster::new();
+        c.commit_one("a");
+        let leader = c.leader().expect("a leader committed");
+        let term = c.nodes[leader].term();
+        (c, leader, term)
+    }
+
+    /// The rogue peer sends `body` to node `k`, as a request with a reply token.
+    fn evil(&mut self, k: usize, body: Body) {
+        let to = IDS[k].to_string();
+        self.deliver(Message { from: "evil".into(), to, token: Some(99), body });
+    }
+}
+
+fn append(term: u64, leader: &str, leader_commit: u64) -> Body {
+    Body::AppendEntries(AppendEntries {
+        term,
+        leader_id: leader.into(),
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: Vec::new(),
+        leader_commit,
+        peers: None,
+    })
+}
+
+fn vote(term: u64, candidate: &str, last_log_index: u64) -> Body {
+    Body::RequestVote(RequestVote {
+        term,
+        candidate_id: candidate.into(),
+        last_log_index,
+        last_log_term: term,
+        pre_vote: false,
+    })
+}
+
+#[test]
+fn huge_leader_commit_does_not_stop_elections_even_after_restart() {
+    let (mut c, _, term) = Cluster::elected();
+    // A higher term, so every node takes it as its leader; a commit index nobody holds.
+    for k in 0..3 {
+        c.evil(k, append(term + 1, "evil", MAX_SAFE));
+    }
+    for r in &c.nodes {
+        assert!(r.known_commit() <= r.log().last_index(), "{} keeps known commit {}", r.id(), r.known_commit());
+        assert!(r.commit() <= r.log().last_index());
+    }
+    c.run(2000);
+    c.commit_one("b");
+    c.restart_all();
+    c.commit_one("c");
+}
+
+#[test]
+fn a_term_without_headroom_is_refused_and_nothing_changes() {
+    let (mut c, _, term) = Cluster::elected();
+    for body in [vote(MAX_SAFE, "evil", 1 << 40), append(MAX_SAFE - 5, "evil", 0), vote(MAX_SAFE - (1 << 19), "evil", 99)] {
+        for r in &mut c.nodes {
+            let before = r.term();
+            let m = Message { from: "evil".into(), to: r.id().into(), token: Some(99), body: body.clone() };
+            assert!(r.step(m).is_err(), "{} took a term without headroom as well-formed", r.id());
+            let events = r.ready().events;
+            assert!(events.iter().any(|e| matches!(e, skiff_core::Event::Rejected { .. })), "a warning is raised");
+            assert_eq!(r.term(), before, "{} took the term", r.id());
+        }
+    }
+    c.run(1000);
+    c.commit_one("b");
+    assert_eq!(c.nodes[c.leader().unwrap()].term(), term, "no election was needed");
+    // What every node saved still loads.
+    c.restart_all();
+    c.commit_one("c");
+}
+
+#[test]
+fn higher_term_votes_do_not_depose_a_healthy_leader() {
+    let (mut c, leader, term) = Cluster::elected();
+    // 5 times a second for 3 seconds, to every node, with a log that looks up to date.
+    for round in 0..15 {
+        for (k, id) in IDS.iter().enumerate() {
+            c.to_evil.clear();
+            c.evil(k, vote(term + 1 + round, "evil", 1 << 30));
+            let answers: Vec<&Message> = c.to_evil.iter().collect();
+            assert_eq!(answers.len(), 1, "one answer to each vote request");
+            match &answers[0].body {
+                Body::RequestVoteResponse(r) => {
+                    assert!(!r.vote_granted, "{id} granted a vote to a stranger");
+                    assert_eq!(r.term, term, "refused at the current term");
+                }
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        c.run(200);
+        assert_eq!(c.leader(), Some(leader), "round {round}: the leader was deposed");
+        assert!(c.nodes.iter().all(|r| r.term() == term), "round {round}: a term moved");
+    }
+    c.commit_one("b");
+}
+
+#[test]
+fn elections_still_happen_when_the_leader_fails() {
+    let (mut c, old, _) = Cluster::elected();
+    // The leader goes silent: drop everything to and from it.
+    let old_id = IDS[old];
+    for _ in 0..2000 {
+        c.now += 1;
+        let now = c.now;
+        for (k, r) in c.nodes.iter_mut().enumerate() {
+            if k != old {
+                r.tick(now);
+            }
+        }
+        c.flush();
+        let batch: Vec<Message> = c.net.drain(..).filter(|m| m.to != old_id && m.from != old_id).collect();
+        for m in batch {
+            c.deliver(m);
+        }
+        if c.nodes.iter().enumerate().any(|(k, r)| k != old && r.is_leader()) {
+            return;
+        }
+    }
+    panic!("no new leader after the old one fell silent");
+}
+
+#[test]
+fn a_second_leader_in_the_same_term_is_refused() {
+    let (mut c, leader, term) = Cluster::elected();
+    let leader_id = IDS[leader].to_string();
+    for (k, id) in IDS.iter().enumerate() {
+        for body in [
+            append(term, "evil", 0),
+            Body::InstallSnapshot(InstallSnapshot {
+                term,
+                leader_id: "evil".into(),
+                last_included_index: 500,
+                last_included_term: term,
+                seq: 0,
+                first: true,
+                done: true,
+                data: None,
+                peers: None,
+            }),
+        ] {
+            c.to_evil.clear();
+            c.evil(k, body);
+            assert_eq!(c.to_evil.len(), 1, "{id} answered the second leader");
+            let refused = match &c.to_evil[0].body {
+                Body::AppendEntriesResponse(r) => !r.success,
+                Body::InstallSnapshotResponse(r) => !r.success,
+                other => panic!("unexpected answer {other:?}"),
+            };
+            assert!(refused, "{id} obeyed a second leader");
+            assert!(c.nodes[k].pending_install().is_none(), "no install started");
+            assert_eq!(c.nodes[k].term(), term);
+            if k != leader {
+                assert_eq!(c.nodes[k].leader(), Some(leader_id.as_str()), "still follows the real leader");
+            } else {
+                assert!(c.nodes[k].is_leader());
+            }
+        }
+    }
+    c.commit_one("b");
+    assert_eq!(c.leader(), Some(leader));
+}
+
+#[test]
+fn a_request_conflicting_with_committed_entries_is_answered() {
+    let (mut c, leader, _) = Cluster::elected();
+    let follower = (leader + 1) % 3;
+    let term = c.nodes[follower].term() + 1;
+    let committed = c.nodes[follower].commit();
+    // Pretend to be the real leader at a new term, rewriting committed entry 1.
+    let body = Body::AppendEntries(AppendEntries {
+        term,
+        leader_id: IDS[leader].into(),
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![skiff_core::Entry { term, index: 1, kind: EntryKind::Command(Json::from_value(&"x")), uuid: "u".into() }],
+        leader_commit: 0,
+        peers: None,
+    });
+    let from = IDS[leader].to_string();
+    let mut answered = Vec::new();
+    c.nodes[follower].step(Message { from: from.clone(), to: IDS[follower].into(), token: Some(7), body }).unwrap();
+    while c.nodes[follower].has_ready() {
+        answered.extend(c.nodes[follower].ready().messages.into_iter().filter(|m| m.token == Some(7)));
+    }
+    assert_eq!(answered.len(), 1, "the refused request got its answer");
+    assert!(matches!(&answered[0].body, Body::AppendEntriesResponse(r) if !r.success));
+    assert_eq!(c.nodes[follower].commit(), committed);
+    assert_ne!(c.nodes[follower].log().term(1), Some(term), "committed entry 1 kept");
+}
+
+#[test]
+fn batches_stay_within_the_byte_budget() {
+    let (mut c, k, _) = Cluster::elected();
+    let budget = c.nodes[k].config().max_bytes_per_message;
+    // Entries of a third of the budget each: never three in one message.
+    let big = "x".repeat(budget / 3);
+    for _ in 0..6 {
+        c.nodes[k].propose(Json::from_value(&big)).unwrap();
+    }
+    let rd = c.nodes[k].ready();
+    let mut seen = 0;
+    for m in &rd.messages {
+        if let Body::AppendEntries(a) = &m.body {
+            let size: usize = a.entries.iter().map(|e| e.kind.size_hint()).sum();
+            assert!(size <= budget, "an AppendEntries carries {size} bytes of commands");
+            seen += a.entries.len();
+        }
+    }
+    assert!(seen > 0);
+}
+
+#[test]
+fn a_standby_told_a_huge_commit_while_joining_settles_once_caught_up() {
+    let (mut c, _, term) = Cluster::elected();
+    let mut cfg = Config::new("n4");
+    cfg.seed = 44;
+    let fresh = restore("n4", "null", 0, true, &Json::empty_object()).expect("fresh state");
+    c.nodes.push(Raft::new(cfg, fresh).expect("valid config"));
+    // While it waits to be added, a stranger tells it about a commit index nobody holds.
+    c.deliver(Message { from: "evil".into(), to: "n4".into(), token: Some(1), body: append(term + 1, "evil", MAX_SAFE) });
+    assert_eq!(c.nodes[3].known_commit(), MAX_SAFE, "a joining node cannot tell a stranger from its leader");
+    let add = EntryKind::AddPeer { id: "n4".into(), metadata: Json::empty_object() };
+    let k = c.wait_leader(5000);
+    c.nodes[k].propose_membership(add).expect("the leader takes the change");
+    c.commit_one("b");
+    c.run(1000);
+    let n4 = &c.nodes[3];
+    assert!(n4.members().contains("n4"), "n4 joined");
+    assert!(n4.known_commit() <= n4.log().last_index(), "n4 still holds known commit {}", n4.known_commit());
+}
