@@ -1,0 +1,46 @@
+'use strict';
+
+// Preloaded (`node --require bench/sync-counter.js`) into the store processes of bench/deployed.js:
+// counts the fsync and fdatasync calls the process makes, whichever fs API makes them, without
+// touching the code under test. The parent asks over IPC with { syncCounter: 'get' } and gets
+// { event: 'syncCounter', fsync, fdatasync }.
+
+const fs = require('node:fs');
+
+const counts = { fsync: 0, fdatasync: 0 };
+
+function counted(obj, name, kind) {
+  const original = obj[name];
+  if (typeof original !== 'function') return;
+  obj[name] = function countedSync(...args) {
+    counts[kind]++;
+    return original.apply(this, args);
+  };
+}
+
+counted(fs, 'fsync', 'fsync');
+counted(fs, 'fsyncSync', 'fsync');
+counted(fs, 'fdatasync', 'fdatasync');
+counted(fs, 'fdatasyncSync', 'fdatasync');
+
+// FileHandle is not exported: patch its prototype the first time fs.promises.open returns one.
+const open = fs.promises.open;
+let patched = false;
+fs.promises.open = async function openCounted(...args) {
+  const fh = await open.apply(this, args);
+  if (!patched) {
+    patched = true;
+    const proto = Object.getPrototypeOf(fh);
+    counted(proto, 'sync', 'fsync');
+    counted(proto, 'datasync', 'fdatasync');
+  }
+  return fh;
+};
+
+if (typeof process.send === 'function') {
+  process.on('message', (msg) => {
+    if (msg && msg.syncCounter === 'get' && process.connected) {
+      process.send({ event: 'syncCounter', fsync: counts.fsync, fdatasync: counts.fdatasync });
+    }
+  });
+}
