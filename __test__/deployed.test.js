@@ -24,6 +24,16 @@ function tmpDir(t) {
   return dir;
 }
 
+// A started one-member store in a temp folder (bootstrapped: it leads), stopped after the test.
+async function startStore(t, extra = {}) {
+  const dir = tmpDir(t);
+  const id = `tcp://127.0.0.1:${await freePort()}`;
+  const store = createKvStore(Object.assign({ id, dir, bootstrap: true }, extra));
+  t.after(() => store.stop());
+  await store.start();
+  return store;
+}
+
 test('a batch command applies its operations in order and answers each', () => {
   const sm = createKvStateMachine();
   const results = sm.apply({
@@ -44,11 +54,7 @@ test('a batch command applies its operations in order and answers each', () => {
 });
 
 test('operations arriving together share log entries, each answered with its own result', async (t) => {
-  const dir = tmpDir(t);
-  const id = `tcp://127.0.0.1:${await freePort()}`;
-  const store = createKvStore({ id, dir, bootstrap: true });
-  t.after(() => store.stop());
-  await store.start();
+  const store = await startStore(t);
   let applied = 0;
   const applyCommand = store.persistence.applyCommand.bind(store.persistence);
   store.persistence.applyCommand = (...args) => { applied++; return applyCommand(...args); };
@@ -72,11 +78,7 @@ test('operations arriving together share log entries, each answered with its own
 });
 
 test('a batch stays within maxCommandBytes', async (t) => {
-  const dir = tmpDir(t);
-  const id = `tcp://127.0.0.1:${await freePort()}`;
-  const store = createKvStore({ id, dir, bootstrap: true, maxCommandBytes: 4096 });
-  t.after(() => store.stop());
-  await store.start();
+  const store = await startStore(t, { maxCommandBytes: 4096 });
   const seen = [];
   const applyCommand = store.persistence.applyCommand.bind(store.persistence);
   store.persistence.applyCommand = (nodeId, index, command, cb) => {
@@ -91,16 +93,12 @@ test('a batch stays within maxCommandBytes', async (t) => {
 });
 
 test('256 concurrent clients on one connection: no listener warning, no error', async (t) => {
-  const dir = tmpDir(t);
-  const id = `tcp://127.0.0.1:${await freePort()}`;
-  const store = createKvStore({ id, dir, bootstrap: true });
-  t.after(() => store.stop());
-  await store.start();
+  const store = await startStore(t);
   const warnings = [];
   const onWarning = (w) => warnings.push(`${w.name}: ${w.message}`);
   process.on('warning', onWarning);
   t.after(() => process.off('warning', onWarning));
-  const res = await runLoad({ addresses: [id], clients: 256, warmupMs: 0, durationMs: 1500 });
+  const res = await runLoad({ addresses: [store.id], clients: 256, warmupMs: 0, durationMs: 1500 });
   assert.equal(res.errors, 0, res.firstError);
   assert.ok(res.puts >= 256, `${res.puts} puts`);
   await new Promise((resolve) => setImmediate(resolve));

@@ -33,6 +33,7 @@ const crypto = require('node:crypto');
 const { spawn, fork, execFileSync } = require('node:child_process');
 const { Member, waitForLeader } = require('../demo/control');
 const { createKvClient } = require('../lib/kv');
+const { freePort } = require('../__test__/helpers/ports');
 
 const ROOT = path.join(__dirname, '..');
 const CACHE = path.join(ROOT, 'node_modules', '.cache', 'skiff-bench-etcd');
@@ -52,14 +53,6 @@ function parseArgs(argv) {
     else throw new Error(`unknown option ${a}`);
   }
   return o;
-}
-
-async function freePort() {
-  const srv = net.createServer();
-  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address();
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
