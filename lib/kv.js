@@ -392,7 +392,13 @@ class KvStore extends EventEmitter {
       this._batchesInFlight--;
       if (this._batch && this._batchesInFlight < MAX_BATCHES_IN_FLIGHT) this._proposeBatch();
     };
-    this.node.command(single ? entries[0].command : { op: 'batch', ops: entries.map((e) => e.command) })
+    let proposed;
+    try {
+      proposed = this.node.command(single ? entries[0].command : { op: 'batch', ops: entries.map((e) => e.command) });
+    } catch (err) {
+      proposed = Promise.reject(err); // every caller is answered, whatever the node does
+    }
+    proposed
       .then((results) => {
         answered();
         if (single) {
