@@ -13,8 +13,10 @@ class Member {
    * @param {string} id        the member's address (node id)
    * @param {string[]} [prefix] command run before node, e.g. ['ip', 'netns', 'exec', 'ns1']
    * @param {string[]} args    arguments of node-process.js
+   * @param {string[]} [nodeArgs] options of node itself, e.g. ['--cpu-prof'] (bench/deployed.js)
+   * @param {object} [env]     the member's environment [this process's]
    */
-  constructor(id, args, { prefix = [], stdio = 'inherit' } = {}) {
+  constructor(id, args, { prefix = [], stdio = 'inherit', nodeArgs = [], env = process.env } = {}) {
     this.id = id;
     this.status = null;
     this.exited = false;
@@ -22,8 +24,8 @@ class Member {
     this._seq = 0;
     this._pending = new Map();
     this._listeners = new Set();
-    const argv = [...prefix, process.execPath, NODE_PROCESS, ...args];
-    this.proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', stdio, stdio, 'ipc'] });
+    const argv = [...prefix, process.execPath, ...nodeArgs, NODE_PROCESS, ...args];
+    this.proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', stdio, stdio, 'ipc'], env });
     this.pid = this.proc.pid;
     this.exitedP = new Promise((resolve) => {
       this.proc.once('exit', (code, signal) => {

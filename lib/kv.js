@@ -46,6 +46,16 @@
 //   Set `retryAmbiguous: false` to get such errors instead.
 // * `localGet(key)` reads this store's own copy without the log: fast, NOT linearizable (a
 //   follower may lag, a deposed leader may not know yet).
+// * Batching: while MAX_BATCHES_IN_FLIGHT proposals of a store wait to be applied, the operations
+//   it receives (from any number of clients and connections) gather into ONE command,
+//   `{ op: 'batch', ops }`, proposed when one of those is applied; so they share one log entry:
+//   one save, one replication round, one journal sync. (Proposed one by one, each entry costs a
+//   journal sync of its own, since the state machine applies one entry at a time: that, not the
+//   CPU, bounded a busy store at the disk's sync rate.) Its apply returns each operation's
+//   result, and each caller is answered with its own as soon as the entry is applied: nothing is
+//   answered before it is committed and applied, as for a lone command. An operation that finds
+//   fewer proposals waiting goes out at the end of the event-loop turn, alone (as itself) or with
+//   what arrived in the same turn. A batch stays within maxCommandBytes and MAX_BATCH_OPS.
 
 const { EventEmitter } = require('node:events');
 const crypto = require('node:crypto');
@@ -58,6 +68,13 @@ const CLIENT_HELLO = 'skiffKvClient';
 const REQUEST_TYPE = 'SkiffKv';
 const OPS = new Set(['put', 'get', 'del']);
 const DEFAULT_MAX_COMMAND_BYTES = 1024 * 1024;
+// Most operations one batch command carries: bounds the work of one apply and of one answer burst.
+const MAX_BATCH_OPS = 1024;
+// Proposals of a store that may wait for their apply at once; later operations gather meanwhile.
+// Two, so that one batch gathers while the other is saved, replicated and applied.
+const MAX_BATCHES_IN_FLIGHT = 2;
+// JSON bytes of a batch around its operations: {"op":"batch","ops":[...]} (and a comma each).
+const BATCH_OVERHEAD_BYTES = 24;
 const SECURITY_OPTIONS = ['secret', 'tls', 'cluster'];
 
 function loadNode() {
@@ -116,8 +133,9 @@ function surelyLarger(value, limit) {
   return size > limit;
 }
 
-// EBADCOMMAND when the command's JSON text takes more than `limit` bytes (or is not JSON), else null.
-function checkCommandSize(command, limit) {
+// The command's size as JSON in bytes, or an Error: EBADCOMMAND when it takes more than `limit`
+// bytes, or the error of encoding it.
+function commandBytes(command, limit) {
   const tooLarge = (what) => makeError(`the command takes ${what} bytes as JSON, more than maxCommandBytes ` +
     `(${limit})`, CODES.EBADCOMMAND);
   if (surelyLarger(command, limit)) return tooLarge(`over ${limit}`);
@@ -128,7 +146,7 @@ function checkCommandSize(command, limit) {
     return e;
   }
   const bytes = Buffer.byteLength(json);
-  return bytes > limit ? tooLarge(bytes) : null;
+  return bytes > limit ? tooLarge(bytes) : bytes;
 }
 
 // The TCP transport for a store or a client: `transport` options with `secret`, `tls`, `cluster`.
@@ -226,6 +244,11 @@ class KvStore extends EventEmitter {
     this._startTimeout = startTimeout;
     this._nodeOptions = Object.assign({}, nodeOptions, { maxCommandBytes: this.maxCommandBytes });
     this._clients = new Set(); // client connections served by this store
+    // Operations waiting for the end of this event-loop turn to be proposed together:
+    // { entries: [{ command, resolve, reject }], bytes } or null. Invariant: entries.length <=
+    // MAX_BATCH_OPS and bytes (the batch's JSON size) <= maxCommandBytes.
+    this._batch = null;
+    this._batchesInFlight = 0; // proposals not yet answered; invariant: <= MAX_BATCHES_IN_FLIGHT
     this._starting = null;
     this._stopping = null;
   }
@@ -329,9 +352,68 @@ class KvStore extends EventEmitter {
     }
     const command = toCommand(op, key, value);
     if (command instanceof Error) return Promise.reject(command);
-    const tooLarge = checkCommandSize(command, this.maxCommandBytes);
-    if (tooLarge) return Promise.reject(tooLarge);
-    return this.node.command(command);
+    const bytes = commandBytes(command, this.maxCommandBytes);
+    if (bytes instanceof Error) return Promise.reject(bytes);
+    return this._propose(command, bytes);
+  }
+
+  // Adds `command` to the batch proposed at the end of this event-loop turn; resolves with its
+  // own result once the batch is committed and applied.
+  _propose(command, bytes) {
+    return new Promise((resolve, reject) => {
+      let batch = this._batch;
+      if (batch && (batch.entries.length >= MAX_BATCH_OPS ||
+          batch.bytes + bytes + 1 > this.maxCommandBytes)) {
+        this._proposeBatch(); // full: goes now, however many wait; the rest gathers anew
+        batch = null;
+      }
+      if (!batch) {
+        batch = { entries: [], bytes: BATCH_OVERHEAD_BYTES };
+        this._batch = batch;
+        if (this._batchesInFlight < MAX_BATCHES_IN_FLIGHT) {
+          setImmediate(() => { if (this._batch === batch) this._proposeBatch(); });
+        } // else the next answered proposal proposes it
+      }
+      batch.entries.push({ command, resolve, reject });
+      batch.bytes += bytes + 1;
+    });
+  }
+
+  _proposeBatch() {
+    const { entries } = this._batch;
+    this._batch = null;
+    if (this._stopping) {
+      for (const e of entries) e.reject(makeError('store is stopped', CODES.ESTOPPED));
+      return;
+    }
+    const single = entries.length === 1;
+    this._batchesInFlight++;
+    const answered = () => {
+      this._batchesInFlight--;
+      if (this._batch && this._batchesInFlight < MAX_BATCHES_IN_FLIGHT) this._proposeBatch();
+    };
+    let proposed;
+    try {
+      proposed = this.node.command(single ? entries[0].command : { op: 'batch', ops: entries.map((e) => e.command) });
+    } catch (err) {
+      proposed = Promise.reject(err); // every caller is answered, whatever the node does
+    }
+    proposed
+      .then((results) => {
+        answered();
+        if (single) {
+          entries[0].resolve(results);
+        } else if (!Array.isArray(results) || results.length !== entries.length) {
+          // The built-in state machine always does; anything else is a bug worth an error.
+          const err = makeError('the state machine did not answer the batch with one result per operation', 'EAPPLY');
+          for (const e of entries) e.reject(err);
+        } else {
+          for (let i = 0; i < entries.length; i++) entries[i].resolve(results[i]);
+        }
+      }, (err) => {
+        answered();
+        for (const e of entries) e.reject(err);
+      });
   }
 
   _warn(err) {

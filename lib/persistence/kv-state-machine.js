@@ -7,6 +7,12 @@
 //   { op: 'del', key }          removes key; result: true if it existed
 //   { op: 'get', key }          result: the value, or undefined. Through the log this is a
 //                               linearizable read.
+//   { op: 'batch', ops: [command, ...] }
+//                               the commands in order, as one log entry; result: the array of
+//                               their results. A key-value store (lib/kv.js) proposes the puts,
+//                               gets and dels that arrive together this way, so they share one
+//                               save, one replication round and one journal sync. Batches do not
+//                               nest (an inner batch is a no-op, its result undefined).
 // Keys are strings or finite numbers (1 and '1' are different keys). Any other command (the
 // original skiff's tests commit strings, numbers and arrays) is a no-op: the log still advances.
 //
@@ -46,6 +52,13 @@ class KvStateMachine {
   // ------------------------------------------------------------ the state machine interface
 
   apply(command /* , index */) {
+    if (command !== null && typeof command === 'object' && command.op === 'batch' && Array.isArray(command.ops)) {
+      return command.ops.map((one) => this._applyOne(one));
+    }
+    return this._applyOne(command);
+  }
+
+  _applyOne(command) {
     if (command === null || typeof command !== 'object' || Array.isArray(command) ||
         !validKey(command.key)) {
       return undefined;
