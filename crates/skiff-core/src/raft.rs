@@ -300,7 +300,7 @@ impl Raft {
                 }
                 if self.cfg.check_quorum && self.now >= self.quorum_check_deadline {
                     self.quorum_check_deadline = self.now + self.cfg.max_election_timeout;
-                    if !self.quorum_active() {
+                    if !self.quorum_active(self.cfg.max_election_timeout) {
                         let term = self.term;
                         self.become_follower(term, None);
                     }
@@ -331,9 +331,10 @@ impl Raft {
         self.events.push(Event::ResetElectionTimeout);
     }
 
-    /// Whether a majority answered within the last election timeout (check-quorum).
-    fn quorum_active(&self) -> bool {
-        let since = self.now.saturating_sub(self.cfg.max_election_timeout);
+    /// Whether a majority answered within the last `window` ms (check-quorum, and the leader's
+    /// side of the lease).
+    fn quorum_active(&self, window: u64) -> bool {
+        let since = self.now.saturating_sub(window);
         let active = self
             .members
             .ids()
@@ -342,11 +343,16 @@ impl Raft {
         active >= self.members.quorum()
     }
 
-    /// Leader lease (Raft thesis §4.2.3): a follower that heard from a leader less than an
-    /// election timeout ago does not help anyone depose it.
+    /// Leader lease (Raft thesis §4.2.3, etcd's check-quorum): a follower that heard from its
+    /// leader less than the minimum election timeout ago does not help anyone depose it, and a
+    /// leader that heard from a majority within that time does not step down for a vote request.
+    /// A candidate with a real claim only appears once the leader fell silent for at least that
+    /// long (its own timer is at least that long), so refusing meanwhile costs elections nothing
+    /// and keeps a node that cannot hear the leader (a member removed before it learned so, that
+    /// campaigns with its old membership) from deposing it again and again.
     fn in_lease(&self) -> bool {
         match (self.phase, &self.leader, self.last_leader_contact) {
-            (Phase::Leader, _, _) => true,
+            (Phase::Leader, _, _) => self.cfg.check_quorum && self.quorum_active(self.cfg.min_election_timeout),
             (_, Some(_), Some(t)) => self.now < t + self.cfg.min_election_timeout,
             _ => false,
         }
@@ -377,7 +383,18 @@ impl Raft {
         }
     }
 
+    /// Steps down to follower at `term` (at least the current one), following `leader` if known.
+    ///
+    /// The election timer restarts only when there is a reason to wait a full timeout: a leader
+    /// was heard from, or this node was leading and had no election timer running. A higher term
+    /// seen in a vote request, a vote answer or a lost election does not restart it (Raft
+    /// Figure 2: a follower campaigns when the timeout elapses "without receiving AppendEntries
+    /// from the current leader or granting vote to candidate"; granting restarts it in
+    /// `handle_vote`). Otherwise a candidate that cannot win (its log is behind) and whose timer
+    /// fires first would push back, with every new term it tries, the timer of the one node that
+    /// could win: no leader, ever.
     fn become_follower(&mut self, term: u64, leader: Option<String>) {
+        let restart_timer = leader.is_some() || self.phase == Phase::Leader;
         self.set_term(term);
         self.phase = Phase::Follower;
         for (peer, p) in std::mem::take(&mut self.progress) {
@@ -391,7 +408,9 @@ impl Raft {
             self.last_leader_contact = Some(self.now);
         }
         self.set_leader(leader);
-        self.reset_election_timer();
+        if restart_timer {
+            self.reset_election_timer();
+        }
         self.note_role();
     }
 
@@ -1036,7 +1055,7 @@ impl Raft {
             match &m.body {
                 Body::RequestVote(rv) if rv.pre_vote => {}
                 Body::RequestVoteResponse(r) if r.pre_vote && r.vote_granted => {}
-                Body::RequestVote(_) if self.in_lease() && !self.is_leader() => {
+                Body::RequestVote(_) if self.in_lease() => {
                     // Ignore without changing term: a healthy leader is in charge.
                     let body = Body::RequestVoteResponse(RequestVoteResponse {
                         term: self.term,
