@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Long explorations of the deterministic cluster simulation (crates/skiff-core/tests/sim.rs):
+# many seeds, in every profile, at seed bases no test uses. CI runs a fixed slice of seeds
+# (`npm run test:rust`); this looks further. Every failure is printed with the command that
+# replays it (with a trace of its last events), so that a failing seed can become a named
+# regression test (see `seed_*` in tests/sim.rs).
+#
+#   scripts/sim-explore.sh                       # 50,000 seeds x 5,000 steps per profile, base 1,000,000
+#   SEEDS=200000 BASES="3000000 7000000" scripts/sim-explore.sh
+#   PROFILES="slowdisk membership" STEPS=20000 SEEDS=5000 scripts/sim-explore.sh
+#
+# Settings (environment):
+#   PROFILES  profiles to run             [default membership snapshots slowdisk big]
+#   BASES     first seed of each range     [1000000]
+#   SEEDS     seeds per profile and base   [50000]
+#   STEPS     events per run before healing [5000]
+#   CHUNK     seeds per test process; progress and failures are reported per chunk [10000]
+#   NICE      niceness of the runs (the simulation uses every core) [10]
+#   LOG_DIR   where each chunk's full output goes [a fresh directory under ${TMPDIR:-/tmp}]
+#
+# Exit status: 0 if every seed passed, 1 if any failed, 2 on a build or usage error.
+set -u
+
+PROFILES=${PROFILES:-"default membership snapshots slowdisk big"}
+BASES=${BASES:-1000000}
+SEEDS=${SEEDS:-50000}
+STEPS=${STEPS:-5000}
+CHUNK=${CHUNK:-10000}
+NICE=${NICE:-10}
+
+for v in SEEDS STEPS CHUNK NICE; do
+  case ${!v} in
+    '' | *[!0-9]*) echo "sim-explore: $v must be a whole number, not '${!v}'" >&2; exit 2 ;;
+  esac
+done
+for b in $BASES; do
+  case $b in
+    *[!0-9]*) echo "sim-explore: BASES must be whole numbers, not '$b'" >&2; exit 2 ;;
+  esac
+done
+[ "$CHUNK" -gt 0 ] || { echo "sim-explore: CHUNK must be positive" >&2; exit 2; }
+
+cd "$(dirname "$0")/.." || exit 2
+LOG_DIR=${LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/sim-explore.XXXXXX")}
+mkdir -p "$LOG_DIR" || exit 2
+
+echo "sim-explore: building the simulation (cargo --profile ci)"
+if ! nice -n "$NICE" cargo test -q -p skiff-core --profile ci --test sim --no-run >"$LOG_DIR/build.log" 2>&1; then
+  cat "$LOG_DIR/build.log" >&2
+  exit 2
+fi
+
+started=$(date +%s)
+failed=0
+replays=()
+for profile in $PROFILES; do
+  for base in $BASES; do
+    done_seeds=0
+    while [ "$done_seeds" -lt "$SEEDS" ]; do
+      n=$((SEEDS - done_seeds))
+      [ "$n" -gt "$CHUNK" ] && n=$CHUNK
+      from=$((base + done_seeds))
+      to=$((from + n - 1))
+      log="$LOG_DIR/$profile-$from-$to.log"
+      env_profile=()
+      [ "$profile" != default ] && env_profile=(SIM_PROFILE="$profile")
+      env "${env_profile[@]}" SIM_SEEDS="$n" SIM_SEED_BASE="$from" SIM_STEPS="$STEPS" \
+        nice -n "$NICE" cargo test -q -p skiff-core --profile ci --test sim random_clusters -- --nocapture >"$log" 2>&1
+      status=$?
+      summary=$(grep -m1 '^simulated ' "$log" | sed 's/: .*//')
+      if [ "$status" -eq 0 ]; then
+        printf '%-10s seeds %d..%d: ok (%s)\n' "$profile" "$from" "$to" "$summary"
+      else
+        seeds=$(grep -E '^seed [0-9]+: ' "$log" | sed -E 's/^seed ([0-9]+): .*/\1/')
+        if [ -z "$seeds" ]; then
+          printf '%-10s seeds %d..%d: the run itself failed (status %d); see %s\n' "$profile" "$from" "$to" "$status" "$log"
+          failed=$((failed + 1))
+        else
+          count=$(printf '%s\n' "$seeds" | wc -l)
+          printf '%-10s seeds %d..%d: %d FAILED (%s)\n' "$profile" "$from" "$to" "$count" "$summary"
+          grep -E '^seed [0-9]+: ' "$log" | sed 's/^/    /'
+          failed=$((failed + count))
+          for s in $seeds; do
+            replays+=("${env_profile[*]:+${env_profile[*]} }SIM_SEED=$s SIM_STEPS=$STEPS cargo test -p skiff-core --profile ci --test sim random_clusters -- --nocapture")
+          done
+        fi
+      fi
+      done_seeds=$((done_seeds + n))
+    done
+  done
+done
+
+elapsed=$(($(date +%s) - started))
+echo
+if [ "$failed" -eq 0 ]; then
+  echo "sim-explore: all seeds passed: profiles [$PROFILES], bases [$BASES], $SEEDS seeds each, $STEPS steps, in ${elapsed}s (logs: $LOG_DIR)"
+  exit 0
+fi
+echo "sim-explore: $failed failure(s) in ${elapsed}s (logs: $LOG_DIR). Replay each with a trace of its last events:"
+for r in "${replays[@]}"; do
+  echo "  $r"
+done
+exit 1
