@@ -45,10 +45,18 @@ LOG_DIR=${LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/sim-explore.XXXXXX")}
 mkdir -p "$LOG_DIR" || exit 2
 
 echo "sim-explore: building the simulation (cargo --profile ci)"
-if ! nice -n "$NICE" cargo test -q -p skiff-core --profile ci --test sim --no-run >"$LOG_DIR/build.log" 2>&1; then
+if ! nice -n "$NICE" cargo test -q -p skiff-core --profile ci --test sim --no-run --message-format=json \
+  >"$LOG_DIR/build.json" 2>"$LOG_DIR/build.log"; then
   cat "$LOG_DIR/build.log" >&2
   exit 2
 fi
+# Run a copy of the test binary: edits and rebuilds while the exploration runs do not change it.
+exe=$(grep -o '"executable":"[^"]*/sim-[^"]*"' "$LOG_DIR/build.json" | tail -n 1 | sed 's/^"executable":"//; s/"$//')
+if [ -z "$exe" ] || ! cp "$exe" "$LOG_DIR/sim"; then
+  echo "sim-explore: could not find the built simulation (see $LOG_DIR/build.json)" >&2
+  exit 2
+fi
+echo "sim-explore: commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)'), logs in $LOG_DIR"
 
 started=$(date +%s)
 failed=0
@@ -65,7 +73,7 @@ for profile in $PROFILES; do
       env_profile=()
       [ "$profile" != default ] && env_profile=(SIM_PROFILE="$profile")
       env "${env_profile[@]}" SIM_SEEDS="$n" SIM_SEED_BASE="$from" SIM_STEPS="$STEPS" \
-        nice -n "$NICE" cargo test -q -p skiff-core --profile ci --test sim random_clusters -- --nocapture >"$log" 2>&1
+        nice -n "$NICE" "$LOG_DIR/sim" random_clusters --exact --nocapture >"$log" 2>&1
       status=$?
       summary=$(grep -m1 '^simulated ' "$log" | sed 's/: .*//')
       if [ "$status" -eq 0 ]; then
