@@ -10,13 +10,15 @@
 #   PROFILES="slowdisk membership" STEPS=20000 SEEDS=5000 scripts/sim-explore.sh
 #
 # Settings (environment):
-#   PROFILES  profiles to run             [default membership snapshots slowdisk big]
+#   PROFILES  profiles to run; `name:N` runs N seeds of that one instead of SEEDS
+#             [default membership snapshots slowdisk big]
 #   BASES     first seed of each range     [1000000]
 #   SEEDS     seeds per profile and base   [50000]
 #   STEPS     events per run before healing [5000]
 #   CHUNK     seeds per test process; progress and failures are reported per chunk [10000]
 #   NICE      niceness of the runs (the simulation uses every core) [10]
-#   LOG_DIR   where each chunk's full output goes [a fresh directory under ${TMPDIR:-/tmp}]
+#   LOG_DIR   where each chunk's full output goes [a fresh directory under ${TMPDIR:-/tmp},
+#             removed again if every seed passed]
 #
 # Exit status: 0 if every seed passed, 1 if any failed, 2 on a build or usage error.
 set -u
@@ -41,7 +43,11 @@ done
 [ "$CHUNK" -gt 0 ] || { echo "sim-explore: CHUNK must be positive" >&2; exit 2; }
 
 cd "$(dirname "$0")/.." || exit 2
-LOG_DIR=${LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/sim-explore.XXXXXX")}
+own_logs=
+if [ -z "${LOG_DIR:-}" ]; then
+  LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sim-explore.XXXXXX") || exit 2
+  own_logs=1
+fi
 mkdir -p "$LOG_DIR" || exit 2
 
 echo "sim-explore: building the simulation (cargo --profile ci)"
@@ -61,11 +67,17 @@ echo "sim-explore: commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$
 started=$(date +%s)
 failed=0
 replays=()
-for profile in $PROFILES; do
+for spec in $PROFILES; do
+  profile=${spec%%:*}
+  count=$SEEDS
+  [ "$spec" != "$profile" ] && count=${spec#*:}
+  case $count in
+    '' | *[!0-9]*) echo "sim-explore: bad seed count in '$spec'" >&2; exit 2 ;;
+  esac
   for base in $BASES; do
     done_seeds=0
-    while [ "$done_seeds" -lt "$SEEDS" ]; do
-      n=$((SEEDS - done_seeds))
+    while [ "$done_seeds" -lt "$count" ]; do
+      n=$((count - done_seeds))
       [ "$n" -gt "$CHUNK" ] && n=$CHUNK
       from=$((base + done_seeds))
       to=$((from + n - 1))
@@ -84,10 +96,10 @@ for profile in $PROFILES; do
           printf '%-10s seeds %d..%d: the run itself failed (status %d); see %s\n' "$profile" "$from" "$to" "$status" "$log"
           failed=$((failed + 1))
         else
-          count=$(printf '%s\n' "$seeds" | wc -l)
-          printf '%-10s seeds %d..%d: %d FAILED (%s)\n' "$profile" "$from" "$to" "$count" "$summary"
+          nfail=$(printf '%s\n' "$seeds" | wc -l)
+          printf '%-10s seeds %d..%d: %d FAILED (%s)\n' "$profile" "$from" "$to" "$nfail" "$summary"
           grep -E '^seed [0-9]+: ' "$log" | sed 's/^/    /'
-          failed=$((failed + count))
+          failed=$((failed + nfail))
           for s in $seeds; do
             replays+=("${env_profile[*]:+${env_profile[*]} }SIM_SEED=$s SIM_STEPS=$STEPS cargo test -p skiff-core --profile ci --test sim random_clusters -- --nocapture")
           done
@@ -101,7 +113,9 @@ done
 elapsed=$(($(date +%s) - started))
 echo
 if [ "$failed" -eq 0 ]; then
-  echo "sim-explore: all seeds passed: profiles [$PROFILES], bases [$BASES], $SEEDS seeds each, $STEPS steps, in ${elapsed}s (logs: $LOG_DIR)"
+  echo "sim-explore: all seeds passed: profiles [$PROFILES], bases [$BASES], $SEEDS seeds unless given, $STEPS steps, in ${elapsed}s"
+  # Nothing to look at: remove what this run created (a LOG_DIR given by the caller stays).
+  [ -n "$own_logs" ] && rm -rf "$LOG_DIR"
   exit 0
 fi
 echo "sim-explore: $failed failure(s) in ${elapsed}s (logs: $LOG_DIR). Replay each with a trace of its last events:"
