@@ -830,21 +830,6 @@ fn pulled_while_saving(cfg: &mut RunConfig) {
     cfg.pull_while_saving = true;
 }
 
-#[test]
-fn seed_slowdisk_2611() {
-    replay_seed("slowdisk", 2611, 5000, pulled_while_saving);
-}
-
-#[test]
-fn seed_slowdisk_51734() {
-    replay_seed("slowdisk", 51734, 5000, pulled_while_saving);
-}
-
-#[test]
-fn seed_slowdisk_56021() {
-    replay_seed("slowdisk", 56021, 5000, pulled_while_saving);
-}
-
 // ------------------------------------------------------------------------------------------------
 // Causes of the slowdisk failures of issue 16, scripted
 // ------------------------------------------------------------------------------------------------
@@ -954,23 +939,34 @@ fn removed_member_that_missed_its_removal_does_not_depose_the_leader() {
     );
 }
 
-/// The four seeds of issue 16, in the configuration they failed in.
-#[test]
-fn seed_slowdisk_5355() {
-    replay_seed("slowdisk", 5355, 5000, pulled_while_saving);
+/// One named test per seed: `name: profile seed;` replays `seed` of `profile` (5,000 steps, the
+/// configuration pinned as it failed).
+macro_rules! failed_seeds {
+    ($($(#[$doc:meta])* $name:ident: $profile:literal $seed:literal;)*) => {$(
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            replay_seed($profile, $seed, 5000, pulled_while_saving);
+        }
+    )*};
 }
 
-#[test]
-fn seed_slowdisk_6327() {
-    replay_seed("slowdisk", 6327, 5000, pulled_while_saving);
-}
-
-#[test]
-fn seed_slowdisk_55111() {
-    replay_seed("slowdisk", 55111, 5000, pulled_while_saving);
-}
-
-#[test]
-fn seed_slowdisk_57003() {
-    replay_seed("slowdisk", 57003, 5000, pulled_while_saving);
+failed_seeds! {
+    /// Issue 16: "n3 installed a snapshot at 0 that does not match the committed entry None", a
+    /// state the check now accepts (`snapshot_at_index_zero_is_the_empty_state`).
+    seed_slowdisk_5355: "slowdisk" 5355;
+    /// Issue 16: the same, on n3.
+    seed_slowdisk_6327: "slowdisk" 6327;
+    /// Issue 16: the same, on n1, while the leader n2 was removing itself.
+    seed_slowdisk_55111: "slowdisk" 55111;
+    /// Issue 16: no leader after healing (`candidate_with_older_log_does_not_hold_back_one_that_can_win`).
+    seed_slowdisk_57003: "slowdisk" 57003;
+    /// Found with the fix of 57003: acknowledgements sent after a merged save that had truncated
+    /// their entries (a harness bug in group commit).
+    seed_slowdisk_2611: "slowdisk" 2611;
+    /// Found with the fix of 57003: the same harness bug.
+    seed_slowdisk_51734: "slowdisk" 51734;
+    /// Found with the fix of 57003: no leader after healing
+    /// (`removed_member_that_missed_its_removal_does_not_depose_the_leader`).
+    seed_slowdisk_56021: "slowdisk" 56021;
 }
