@@ -104,6 +104,15 @@ pub struct Raft {
     /// untrusted, so nothing is applied, this node does not campaign, and it asks leaders for a
     /// snapshot. Durable (`log.meta.pendingSnapshot`).
     install: Option<PendingInstall>,
+    /// Set while an install is pending, when this node refused its vote to a candidate whose log
+    /// is behind its own: it may hold committed entries that no node able to lead has (the leader
+    /// that streamed the snapshot is gone), and then no election can succeed without it. So it
+    /// campaigns after all, leads only until a majority holds its whole log (its barrier is
+    /// committed), taking no proposals meanwhile, and steps down; a node with that log and a
+    /// complete state machine then wins, and streams it the snapshot it lacks. Volatile: after a
+    /// restart the next refusal sets it again. Cleared when the install finishes, when a leader is
+    /// heard from, and on stepping down.
+    holds_back_election: bool,
 
     // Volatile.
     phase: Phase,
@@ -183,6 +192,7 @@ impl Raft {
             pending_conf_index,
             bootstrap,
             install,
+            holds_back_election: false,
             phase: Phase::Follower,
             shown_role: Role::Standby,
             leader: None,
@@ -272,7 +282,7 @@ impl Raft {
     }
     /// Whether a membership change may be proposed now.
     pub fn can_change_membership(&self) -> bool {
-        self.is_leader() && self.commit >= self.pending_conf_index
+        self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index
     }
     /// When the runtime should call [`Raft::tick`] next, at the latest.
     pub fn next_deadline(&self) -> u64 {
@@ -310,7 +320,9 @@ impl Raft {
                 if self.now >= self.election_deadline {
                     // A node whose state machine is incomplete must not lead: it could neither
                     // apply nor serve snapshots.
-                    if self.is_voter() && self.install.is_none() && self.log.last_index() >= self.known_commit {
+                    // Unless it holds back every election (`holds_back_election`).
+                    let may_lead = self.install.is_none() || self.holds_back_election;
+                    if self.is_voter() && may_lead && self.log.last_index() >= self.known_commit {
                         self.events.push(Event::ElectionTimeout);
                         if self.cfg.pre_vote {
                             self.campaign_pre();
@@ -526,9 +538,14 @@ impl Raft {
         self.append(kind).map(Some)
     }
 
+    /// A leader whose install is pending leads only to hand its log on (`holds_back_election`):
+    /// it could not apply what it takes, and steps down as soon as its barrier commits, so it
+    /// answers proposals as a follower that knows no leader would.
     fn ensure_leader(&self) -> Result<(), ProposeError> {
-        if self.is_leader() {
+        if self.is_leader() && self.install.is_none() {
             Ok(())
+        } else if self.is_leader() {
+            Err(ProposeError::NotLeader { leader: None })
         } else {
             Err(ProposeError::NotLeader { leader: self.leader.clone() })
         }
@@ -827,6 +844,12 @@ impl Raft {
                 let term = self.term;
                 self.become_follower(term, None);
                 self.events.push(Event::RemovedSelf);
+            } else if self.install.is_some() && self.is_leader() {
+                // Led only to hand the log on (`holds_back_election`): a majority now holds all of
+                // it, so a node among them that can apply can win; make way for it.
+                self.holds_back_election = false;
+                let term = self.term;
+                self.become_follower(term, None);
             }
         }
     }
@@ -896,7 +919,8 @@ impl Raft {
     /// holds applying back until the read ends, so the stream is exactly the state at `index`).
     /// Returns what the chunks must carry, or `None` if `peer` no longer needs a snapshot.
     pub fn begin_snapshot(&mut self, peer: &str, index: u64) -> Option<SnapshotMeta> {
-        if !self.is_leader() || index < self.log.snapshot_index() || index > self.applied {
+        // A leader whose own install is pending has no state machine to stream.
+        if !self.is_leader() || self.install.is_some() || index < self.log.snapshot_index() || index > self.applied {
             return None;
         }
         let term = self.log.term(index)?;
@@ -987,6 +1011,7 @@ impl Raft {
             self.become_follower(s.term, Some(from.clone()));
         }
         self.last_leader_contact = Some(self.now);
+        self.holds_back_election = false;
         self.reset_election_timer();
         self.bootstrap = None;
         if self.install.is_none() && s.last_included_index <= self.commit {
@@ -1027,6 +1052,7 @@ impl Raft {
     /// recorded `index` as applied. Resets the log to the snapshot.
     pub fn finish_install(&mut self, index: u64) -> bool {
         let Some(pi) = self.install.take_if(|pi| pi.index == index) else { return false };
+        self.holds_back_election = false;
         self.log.install_snapshot(pi.index, pi.term);
         self.base = pi.members;
         self.commit = self.commit.max(index);
@@ -1126,6 +1152,7 @@ impl Raft {
             self.become_follower(a.term, Some(from.clone()));
         }
         self.last_leader_contact = Some(self.now);
+        self.holds_back_election = false;
         self.reset_election_timer();
         if a.leader_commit > self.known_commit {
             self.known_commit = a.leader_commit;
@@ -1331,6 +1358,9 @@ impl Raft {
         } else {
             (true, "")
         };
+        if !up_to_date && self.install.is_some() && !self.in_lease() {
+            self.holds_back_election = true;
+        }
         if granted && !rv.pre_vote {
             if self.vote.is_none() {
                 self.vote = Some(rv.candidate_id.clone());

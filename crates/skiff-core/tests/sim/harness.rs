@@ -1342,12 +1342,12 @@ impl Sim {
             let node = &mut self.nodes[i];
             let raft = node.raft.as_mut().unwrap();
             let index = raft.applied();
+            let Some(meta) = raft.begin_snapshot(&peer, index) else { continue };
             if node.sm_applied != index {
                 let msg =
                     format!("{}: core says applied {} but the state machine is at {}", node.id, index, node.sm_applied);
                 self.violation(msg);
             }
-            let Some(meta) = raft.begin_snapshot(&peer, index) else { continue };
             // The read stream: the state machine at `index`, in chunks.
             let items: Vec<&(u64, String)> = node.sm.iter().collect();
             let mut chunks: Vec<Json> = items
