@@ -101,9 +101,13 @@ pub struct Raft {
     /// A brand-new node's own metadata until it records itself in its log.
     bootstrap: Option<Json>,
     /// A snapshot install that began and has not finished: while set, the state machine is
-    /// untrusted, so nothing is applied, this node does not campaign, and it asks leaders for a
-    /// snapshot. Durable (`log.meta.pendingSnapshot`).
+    /// untrusted, so nothing is applied, this node does not campaign (unless it holds back every
+    /// election: `holds_back_election`), and it asks leaders for a snapshot. Durable
+    /// (`log.meta.pendingSnapshot`).
     install: Option<PendingInstall>,
+
+    // Volatile.
+    phase: Phase,
     /// Set while an install is pending, when this node refused its vote to a candidate whose log
     /// is behind its own: it may hold committed entries that no node able to lead has (the leader
     /// that streamed the snapshot is gone), and then no election can succeed without it. So it
@@ -113,9 +117,6 @@ pub struct Raft {
     /// restart the next refusal sets it again. Cleared when the install finishes, when a leader is
     /// heard from, and on stepping down.
     holds_back_election: bool,
-
-    // Volatile.
-    phase: Phase,
     shown_role: Role,
     leader: Option<String>,
     /// Highest index known committed. Never decreases.
