@@ -827,10 +827,14 @@ fn replay_seed(profile: &str, seed: u64, steps: usize, pin: impl FnOnce(&mut Run
     }
 }
 
-/// The harness then forced `pull_while_saving` on (the avoidance of bug 5).
+/// For seeds found before bug 5 stopped being avoided: the harness then forced
+/// `pull_while_saving` on.
 fn pulled_while_saving(cfg: &mut RunConfig) {
     cfg.pull_while_saving = true;
 }
+
+/// For seeds found since: the configuration as the seed draws it.
+fn as_drawn(_: &mut RunConfig) {}
 
 // ------------------------------------------------------------------------------------------------
 // Causes of the slowdisk failures of issue 16, scripted
@@ -941,14 +945,14 @@ fn removed_member_that_missed_its_removal_does_not_depose_the_leader() {
     );
 }
 
-/// One named test per seed: `name: profile seed;` replays `seed` of `profile` (5,000 steps, the
-/// configuration pinned as it failed).
+/// One named test per seed: `name: profile seed, pin;` replays `seed` of `profile` for 5,000
+/// steps, with the configuration pinned as it was when the seed failed.
 macro_rules! failed_seeds {
-    ($($(#[$doc:meta])* $name:ident: $profile:literal $seed:literal;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident: $profile:literal $seed:literal, $pin:ident;)*) => {$(
         $(#[$doc])*
         #[test]
         fn $name() {
-            replay_seed($profile, $seed, 5000, pulled_while_saving);
+            replay_seed($profile, $seed, 5000, $pin);
         }
     )*};
 }
@@ -956,23 +960,27 @@ macro_rules! failed_seeds {
 failed_seeds! {
     /// Issue 16: "n3 installed a snapshot at 0 that does not match the committed entry None", a
     /// state the check now accepts (`snapshot_at_index_zero_is_the_empty_state`).
-    seed_slowdisk_5355: "slowdisk" 5355;
+    seed_slowdisk_5355: "slowdisk" 5355, pulled_while_saving;
     /// Issue 16: the same, on n3.
-    seed_slowdisk_6327: "slowdisk" 6327;
+    seed_slowdisk_6327: "slowdisk" 6327, pulled_while_saving;
     /// Issue 16: the same, on n1, while the leader n2 was removing itself.
-    seed_slowdisk_55111: "slowdisk" 55111;
+    seed_slowdisk_55111: "slowdisk" 55111, pulled_while_saving;
     /// Issue 16: no leader after healing (`candidate_with_older_log_does_not_hold_back_one_that_can_win`).
-    seed_slowdisk_57003: "slowdisk" 57003;
+    seed_slowdisk_57003: "slowdisk" 57003, pulled_while_saving;
     /// Found with the fix of 57003: acknowledgements sent after a merged save that had truncated
     /// their entries (a harness bug in group commit).
-    seed_slowdisk_2611: "slowdisk" 2611;
+    seed_slowdisk_2611: "slowdisk" 2611, pulled_while_saving;
     /// Found with the fix of 57003: the same harness bug.
-    seed_slowdisk_51734: "slowdisk" 51734;
+    seed_slowdisk_51734: "slowdisk" 51734, pulled_while_saving;
     /// Found with the fix of 57003: no leader after healing
     /// (`removed_member_that_missed_its_removal_does_not_depose_the_leader`).
-    seed_slowdisk_56021: "slowdisk" 56021;
+    seed_slowdisk_56021: "slowdisk" 56021, pulled_while_saving;
     /// Found by the first 50,000-seed exploration: bug 6 in a random run (the leader removed
     /// itself while streaming a snapshot to n2, which then crashed mid-install holding committed
     /// entries n1 lacked; `bug_pending_install_on_most_up_to_date_node_deadlocks`).
-    seed_snapshots_7039117: "snapshots" 7039117;
+    seed_snapshots_7039117: "snapshots" 7039117, as_drawn;
+    /// Found by the second exploration: a re-added node (wiped, same id) voted for a node whose
+    /// log was as long as the removal's index but a stale branch without it: the documented
+    /// limitation, which the harness's `Readd` precondition now waits out properly.
+    seed_snapshots_8001216: "snapshots" 8001216, as_drawn;
 }

@@ -1647,12 +1647,17 @@ impl Sim {
             Ev::Readd(i, lineage, removed_at) => {
                 if self.nodes[i].status == Status::Wiped && self.nodes[i].lineage == lineage {
                     // Bug 4: a node that missed the removal could win an election with the vote of
-                    // the re-created node. Operators wait until every node has it (durably).
+                    // the re-created node. Operators wait until every node has it (durably): its
+                    // saved log holds the committed entry at `removed_at` (so, by log matching,
+                    // the removal before it) or a snapshot past it. A log merely as long does not
+                    // do: it may be a stale branch without the removal (seed 8001216, snapshots).
+                    let removal_term = self.committed.get(removed_at as usize - 1).map(|c| c.term);
                     let caught_up = RunConfig::known_bug(4)
                         || self.nodes.iter().enumerate().all(|(k, n)| {
                             k == i
                                 || matches!(n.status, Status::Retired | Status::Wiped)
-                                || n.durable.last_index() >= removed_at
+                                || n.durable.snap.0 >= removed_at
+                                || (removal_term.is_some() && n.durable.term_at(removed_at) == removal_term)
                                 // A node that is not a voter in its own view (a standby never
                                 // brought back in) cannot campaign with a stale membership.
                                 || (n.status == Status::Up
