@@ -1287,8 +1287,12 @@ impl Raft {
         p.last_heard = now;
         p.applied = p.applied.max(r.last_applied);
         if p.state == ProgressState::Snapshot || r.needs_snapshot {
-            // Only a snapshot helps this follower; what a success says about its log still holds.
-            if r.success && r.match_index > p.match_index && r.match_index <= last {
+            // Only a snapshot helps this follower; what a success says about its log still holds,
+            // and counts toward commitment now: later answers repeating the same matchIndex do
+            // not advance the progress, so nothing else would (no commit, ever, when no new
+            // entry comes: clients waiting for this very commit).
+            let advanced = r.success && r.match_index > p.match_index && r.match_index <= last;
+            if advanced {
                 p.match_index = r.match_index;
             }
             if p.state == ProgressState::Snapshot {
@@ -1296,6 +1300,9 @@ impl Raft {
                 // that is needed and not started (the follower was silent) can start now.
                 if p.pending_snapshot == 0 {
                     self.events.push(Event::SnapshotNeeded { peer: from });
+                }
+                if advanced {
+                    self.maybe_commit();
                 }
                 return;
             }
