@@ -983,4 +983,53 @@ failed_seeds! {
     /// log was as long as the removal's index but a stale branch without it: the documented
     /// limitation, which the harness's `Readd` precondition now waits out properly.
     seed_snapshots_8001216: "snapshots" 8001216, as_drawn;
+    /// Found by the third exploration: commit stuck after a stale "needs a snapshot" answer
+    /// (`success_from_a_follower_in_snapshot_state_commits`).
+    seed_default_9000364: "default" 9000364, as_drawn;
+    /// Found by the third exploration: the same.
+    seed_default_9020738: "default" 9020738, as_drawn;
+}
+
+/// Seeds 9000364 and 9020738 (default profile, third exploration): commit stuck for good. A
+/// follower's stale "needs a snapshot" answer (sent before the snapshot it was installing
+/// finished) put the leader back into snapshot state for it; the follower's next answers said
+/// "success, matchIndex 3", which the leader recorded without counting it toward commitment,
+/// and answers repeating the same matchIndex are no progress, so nothing counted it later.
+#[test]
+fn success_from_a_follower_in_snapshot_state_commits() {
+    use skiff_core::message::{AppendEntriesResponse, RequestVoteResponse};
+    use skiff_core::{Body, Json, Message};
+    let ids = ["a", "f"];
+    let state = original_state("a", &ids, 1, &[1, 1]);
+    let r = skiff_core::persisted::restore("a", &state, 0, false, &Json::empty_object()).unwrap();
+    let mut a = skiff_core::Raft::new(skiff_core::Config::new("a"), r).unwrap();
+    let from_f = |body: Body| Message { from: "f".into(), to: "a".into(), token: None, body };
+    // a wins the pre-vote and the vote of f, and appends its barrier at 3.
+    a.tick(1000);
+    let term = a.term() + 1;
+    a.step(from_f(Body::RequestVoteResponse(RequestVoteResponse { term, vote_granted: true, pre_vote: true, reason: None })))
+        .unwrap();
+    a.step(from_f(Body::RequestVoteResponse(RequestVoteResponse { term, vote_granted: true, pre_vote: false, reason: None })))
+        .unwrap();
+    assert!(a.is_leader());
+    let barrier = a.log().last_index();
+    let rd = a.ready();
+    a.advance(rd.persist_token);
+    let answer = |success: bool, match_index: u64, needs_snapshot: bool| {
+        Body::AppendEntriesResponse(AppendEntriesResponse {
+            term,
+            success,
+            last_applied: 0,
+            match_index,
+            reject_index: 0,
+            conflict_index: None,
+            conflict_term: None,
+            reason: None,
+            needs_snapshot,
+        })
+    };
+    a.step(from_f(answer(false, 0, true))).unwrap(); // stale: f has installed its snapshot since
+    a.step(from_f(answer(true, barrier, false))).unwrap();
+    a.step(from_f(answer(true, barrier, false))).unwrap();
+    assert_eq!(a.commit(), barrier, "f holds the barrier (index {barrier}) and a has saved it: it is committed");
 }
