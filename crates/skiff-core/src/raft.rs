@@ -111,12 +111,22 @@ pub struct Raft {
     /// A brand-new node's own metadata until it records itself in its log.
     bootstrap: Option<Json>,
     /// A snapshot install that began and has not finished: while set, the state machine is
-    /// untrusted, so nothing is applied, this node does not campaign, and it asks leaders for a
-    /// snapshot. Durable (`log.meta.pendingSnapshot`).
+    /// untrusted, so nothing is applied, this node does not campaign (unless it holds back every
+    /// election: `holds_back_election`), and it asks leaders for a snapshot. Durable
+    /// (`log.meta.pendingSnapshot`).
     install: Option<PendingInstall>,
 
     // Volatile.
     phase: Phase,
+    /// Set while an install is pending, when this node refused its vote to a candidate whose log
+    /// is behind its own: it may hold committed entries that no node able to lead has (the leader
+    /// that streamed the snapshot is gone), and then no election can succeed without it. So it
+    /// campaigns after all, leads only until a majority holds its whole log (its barrier is
+    /// committed), taking no proposals meanwhile, and steps down; a node with that log and a
+    /// complete state machine then wins, and streams it the snapshot it lacks. Volatile: after a
+    /// restart the next refusal sets it again. Cleared when the install finishes, when a leader is
+    /// heard from, and on stepping down.
+    holds_back_election: bool,
     shown_role: Role,
     leader: Option<String>,
     /// Highest index known committed. Never decreases. On a follower it only ever comes from a
@@ -203,6 +213,7 @@ impl Raft {
             pending_conf_index,
             bootstrap,
             install,
+            holds_back_election: false,
             phase: Phase::Follower,
             shown_role: Role::Standby,
             leader: None,
@@ -292,7 +303,7 @@ impl Raft {
     }
     /// Whether a membership change may be proposed now.
     pub fn can_change_membership(&self) -> bool {
-        self.is_leader() && self.commit >= self.pending_conf_index
+        self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index
     }
     /// When the runtime should call [`Raft::tick`] next, at the latest.
     pub fn next_deadline(&self) -> u64 {
@@ -331,11 +342,9 @@ impl Raft {
                     // A node whose state machine is incomplete must not lead: it could neither
                     // apply nor serve snapshots.
                     // Nor may one whose next term could not be saved (see `MAX_TERM`).
-                    if self.is_voter()
-                        && self.install.is_none()
-                        && self.log.last_index() >= self.known_commit
-                        && self.term < MAX_SAFE
-                    {
+                    // Unless it holds back every election (`holds_back_election`).
+                    let may_lead = self.install.is_none() || self.holds_back_election;
+                    if self.is_voter() && may_lead && self.log.last_index() >= self.known_commit && self.term < MAX_SAFE {
                         self.events.push(Event::ElectionTimeout);
                         if self.cfg.pre_vote {
                             self.campaign_pre();
@@ -416,7 +425,18 @@ impl Raft {
         }
     }
 
+    /// Steps down to follower at `term` (at least the current one), following `leader` if known.
+    ///
+    /// The election timer restarts only when there is a reason to wait a full timeout: a leader
+    /// was heard from, or this node was leading and had no election timer running. A higher term
+    /// seen in a vote request, a vote answer or a lost election does not restart it (Raft
+    /// Figure 2: a follower campaigns when the timeout elapses "without receiving AppendEntries
+    /// from the current leader or granting vote to candidate"; granting restarts it in
+    /// `handle_vote`). Otherwise a candidate that cannot win (its log is behind) and whose timer
+    /// fires first would push back, with every new term it tries, the timer of the one node that
+    /// could win: no leader, ever.
     fn become_follower(&mut self, term: u64, leader: Option<String>) {
+        let restart_timer = leader.is_some() || self.phase == Phase::Leader;
         self.set_term(term);
         self.phase = Phase::Follower;
         for (peer, p) in std::mem::take(&mut self.progress) {
@@ -430,7 +450,9 @@ impl Raft {
             self.last_leader_contact = Some(self.now);
         }
         self.set_leader(leader);
-        self.reset_election_timer();
+        if restart_timer {
+            self.reset_election_timer();
+        }
         self.note_role();
     }
 
@@ -546,9 +568,14 @@ impl Raft {
         self.append(kind).map(Some)
     }
 
+    /// A leader whose install is pending leads only to hand its log on (`holds_back_election`):
+    /// it could not apply what it takes, and steps down as soon as its barrier commits, so it
+    /// answers proposals as a follower that knows no leader would.
     fn ensure_leader(&self) -> Result<(), ProposeError> {
-        if self.is_leader() {
+        if self.is_leader() && self.install.is_none() {
             Ok(())
+        } else if self.is_leader() {
+            Err(ProposeError::NotLeader { leader: None })
         } else {
             Err(ProposeError::NotLeader { leader: self.leader.clone() })
         }
@@ -851,6 +878,12 @@ impl Raft {
                 let term = self.term;
                 self.become_follower(term, None);
                 self.events.push(Event::RemovedSelf);
+            } else if self.install.is_some() && self.is_leader() {
+                // Led only to hand the log on (`holds_back_election`): a majority now holds all of
+                // it, so a node among them that can apply can win; make way for it.
+                self.holds_back_election = false;
+                let term = self.term;
+                self.become_follower(term, None);
             }
         }
     }
@@ -920,7 +953,8 @@ impl Raft {
     /// holds applying back until the read ends, so the stream is exactly the state at `index`).
     /// Returns what the chunks must carry, or `None` if `peer` no longer needs a snapshot.
     pub fn begin_snapshot(&mut self, peer: &str, index: u64) -> Option<SnapshotMeta> {
-        if !self.is_leader() || index < self.log.snapshot_index() || index > self.applied {
+        // A leader whose own install is pending has no state machine to stream.
+        if !self.is_leader() || self.install.is_some() || index < self.log.snapshot_index() || index > self.applied {
             return None;
         }
         let term = self.log.term(index)?;
@@ -1007,6 +1041,7 @@ impl Raft {
             self.become_follower(s.term, Some(from.clone()));
         }
         self.last_leader_contact = Some(self.now);
+        self.holds_back_election = false;
         self.reset_election_timer();
         self.bootstrap = None;
         if self.install.is_none() && s.last_included_index <= self.commit {
@@ -1047,6 +1082,7 @@ impl Raft {
     /// recorded `index` as applied. Resets the log to the snapshot.
     pub fn finish_install(&mut self, index: u64) -> bool {
         let Some(pi) = self.install.take_if(|pi| pi.index == index) else { return false };
+        self.holds_back_election = false;
         self.log.install_snapshot(pi.index, pi.term);
         self.base = pi.members;
         self.commit = self.commit.max(index);
@@ -1149,6 +1185,7 @@ impl Raft {
             self.become_follower(a.term, Some(from.clone()));
         }
         self.last_leader_contact = Some(self.now);
+        self.holds_back_election = false;
         self.reset_election_timer();
         // Whether we are joining, before these entries change our membership (see `known_commit`).
         let joining = !self.is_voter();
@@ -1311,8 +1348,12 @@ impl Raft {
         p.last_heard = now;
         p.applied = p.applied.max(r.last_applied);
         if p.state == ProgressState::Snapshot || r.needs_snapshot {
-            // Only a snapshot helps this follower; what a success says about its log still holds.
-            if r.success && r.match_index > p.match_index && r.match_index <= last {
+            // Only a snapshot helps this follower; what a success says about its log still holds,
+            // and counts toward commitment now: later answers repeating the same matchIndex do
+            // not advance the progress, so nothing else would (no commit, ever, when no new
+            // entry comes: clients waiting for this very commit).
+            let advanced = r.success && r.match_index > p.match_index && r.match_index <= last;
+            if advanced {
                 p.match_index = r.match_index;
             }
             if p.state == ProgressState::Snapshot {
@@ -1320,6 +1361,9 @@ impl Raft {
                 // that is needed and not started (the follower was silent) can start now.
                 if p.pending_snapshot == 0 {
                     self.events.push(Event::SnapshotNeeded { peer: from });
+                }
+                if advanced {
+                    self.maybe_commit();
                 }
                 return;
             }
@@ -1383,6 +1427,9 @@ impl Raft {
         } else {
             (true, "")
         };
+        if !up_to_date && self.install.is_some() && !self.in_lease() {
+            self.holds_back_election = true;
+        }
         if granted && !rv.pre_vote {
             if self.vote.is_none() {
                 self.vote = Some(rv.candidate_id.clone());

@@ -73,6 +73,8 @@ pub enum Mutation {
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub mutation: Option<Mutation>,
+    /// The `SIM_PROFILE` the configuration was drawn in (`None`: the default one).
+    pub profile: Option<String>,
     pub seed: u64,
     pub nodes: usize,
     pub start: Start,
@@ -123,8 +125,13 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// The configuration a seed selects.
+    /// The configuration a seed selects, in the profile `SIM_PROFILE` names.
     pub fn random(seed: u64) -> RunConfig {
+        RunConfig::random_in(seed, std::env::var("SIM_PROFILE").ok().as_deref())
+    }
+
+    /// The configuration a seed selects in `profile` (`None`: the default profile).
+    pub fn random_in(seed: u64, profile: Option<&str>) -> RunConfig {
         let mut r = Rng::new(seed ^ SEED_SALT);
         let nodes = [3, 3, 3, 3, 5, 5, 5, 5, 1, 7][r.range(0, 10) as usize];
         let start = if r.range(0, 10) < 6 { Start::Bootstrap } else { Start::Persisted };
@@ -135,6 +142,7 @@ impl RunConfig {
         let multi = nodes > 1;
         RunConfig {
             mutation: None,
+            profile: None,
             seed,
             nodes,
             start,
@@ -169,10 +177,10 @@ impl RunConfig {
             election_override: Vec::new(),
             end_bound_ms: 60_000,
         }
-        .sane()
+        .sane(profile)
     }
 
-    fn sane(mut self) -> RunConfig {
+    fn sane(mut self, profile: Option<&str>) -> RunConfig {
         // Raft needs broadcast time well below the election timeout: keep the minimum election
         // timeout above two round trips (network both ways plus a save).
         let round_trip = 2 * self.delay.1 + self.disk_delay.1;
@@ -180,16 +188,11 @@ impl RunConfig {
             let grow = 2 * round_trip - self.election.0;
             self.election = (self.election.0 + grow, self.election.1 + grow);
         }
-        // Bug 5 (see tests/sim.rs): with several inputs stepped between two `ready()` calls, a
-        // Ready may acknowledge entries that a later input truncated. Runtimes that do not pull
-        // while saving (like skiff-rs's) step many inputs per round; keep them for known-bug runs.
-        if !RunConfig::known_bug(5) {
-            self.pull_while_saving = true;
-        }
         // `SIM_PROFILE` biases the configurations toward one area.
+        self.profile = profile.map(str::to_string);
         let mut r = Rng::new(self.seed ^ 0x0f11e);
-        match std::env::var("SIM_PROFILE").as_deref() {
-            Ok("snapshots") => {
+        match profile {
+            Some("snapshots") => {
                 self.retained = [1, 2, 3][r.range(0, 3) as usize];
                 self.snapshot_chunk = [5, 50][r.range(0, 2) as usize];
                 self.crashes = true;
@@ -197,14 +200,15 @@ impl RunConfig {
             }
             // Saves that take up to half an election timeout (slower is a misconfiguration: a
             // check-quorum leader loses its followers while they save).
-            Ok("slowdisk") => self.disk_delay = (self.election.0 / 10, self.election.0 / 2),
-            Ok("big") => self.nodes = 7,
-            Ok("membership") => {
+            Some("slowdisk") => self.disk_delay = (self.election.0 / 10, self.election.0 / 2),
+            Some("big") => self.nodes = 7,
+            Some("membership") => {
                 self.nodes = [3, 5, 7][r.range(0, 3) as usize];
                 self.membership = true;
                 self.fault_gap = (300, 1500);
             }
-            _ => {}
+            None | Some("default") => {}
+            Some(other) => panic!("unknown SIM_PROFILE {other:?} (default, snapshots, slowdisk, big, membership)"),
         }
         // One entry per round trip cannot keep up with any client.
         if self.max_entries == 1 && self.max_inflight == 1 {
@@ -231,20 +235,25 @@ impl RunConfig {
         if let Ok(v) = std::env::var("SIM_KNOWN_BUGS") {
             env.push_str(&format!("SIM_KNOWN_BUGS={v} "));
         }
+        if let Some(p) = &self.profile {
+            env.push_str(&format!("SIM_PROFILE={p} "));
+        }
         if self.steps != RunConfig::default_steps() {
             env.push_str(&format!("SIM_STEPS={} ", self.steps));
         }
         format!(
-            "{env}SIM_SEED={} cargo test -p skiff-core --release --test sim -- --nocapture random_clusters",
+            "{env}SIM_SEED={} cargo test -p skiff-core --profile ci --test sim -- --nocapture random_clusters",
             self.seed
         )
     }
 
-    /// Whether to stop avoiding core bug `k` (reproduced by the `bug_*` tests in `tests/sim.rs`):
-    /// `SIM_KNOWN_BUGS=all`, or a list such as `SIM_KNOWN_BUGS=2,5`. By default the harness avoids
-    /// them: removed nodes come back only where bugs 1, 3 and 4 cannot fire (`Sim::readd_allowed`
-    /// and the `Readd` precondition), the runtime refuses snapshots older than its log (bug 2), and
-    /// it calls `ready()` after every input (bug 5).
+    /// Whether to stop steering around known problem `k` (reproduced by the `bug_*` tests in
+    /// `tests/sim.rs`): `SIM_KNOWN_BUGS=all`, or a list such as `SIM_KNOWN_BUGS=4`. Only one is
+    /// left, and it is a documented limitation rather than a bug: 4, a node whose data was wiped
+    /// comes back under its old id (README). By default a removed node is re-added only once
+    /// every other node durably holds its removal (the `Readd` precondition), as operators must.
+    /// Bugs 1, 2, 3 and 5 are fixed and no longer avoided: re-adds happen in every start mode,
+    /// installs take any snapshot the core accepts, and the runtime pulls `ready()` either way.
     pub fn known_bug(k: u32) -> bool {
         match std::env::var("SIM_KNOWN_BUGS") {
             Ok(v) => v == "all" || v.split(',').any(|x| x.trim().parse() == Ok(k)),
@@ -256,6 +265,7 @@ impl RunConfig {
     pub fn manual(nodes: usize, start: Start, seed: u64) -> RunConfig {
         RunConfig {
             mutation: None,
+            profile: None,
             seed,
             nodes,
             start,
@@ -283,7 +293,7 @@ impl RunConfig {
             retained: 100_000,
             snapshot_chunk: 10,
             snapshot_stall: 1000,
-            pull_while_saving: true,
+            pull_while_saving: false,
             max_queued_saves: 4,
             max_pending_proposals: 1000,
             preloaded_entries: 0,
@@ -940,6 +950,30 @@ impl Sim {
         self.schedule_tick(i);
     }
 
+    /// Node `i` stops in the middle of installing a snapshot at (`index`, `term`) listing every
+    /// node: the install mark is saved and the state machine cleared (what a crash between
+    /// `removeAllState` and the end of the stream leaves), then it starts again.
+    pub fn restart_installing(&mut self, i: usize, index: u64, term: u64) {
+        self.crash(i);
+        let node = &mut self.nodes[i];
+        let mut state: serde_json::Value = serde_json::from_str(&node.durable.text).expect("the save is JSON");
+        let members: Vec<serde_json::Value> = (0..self.nodes.len())
+            .map(|k| {
+                let meta: serde_json::Value = serde_json::from_str(node_meta(k).as_str()).expect("metadata is JSON");
+                serde_json::json!({ "id": node_id(k), "metadata": meta })
+            })
+            .collect();
+        state["log"]["meta"]["pendingSnapshot"] =
+            serde_json::json!({ "lastIncludedIndex": index, "lastIncludedTerm": term, "members": members });
+        let text = state.to_string();
+        let node = &mut self.nodes[i];
+        let r = restore(&node.id, &text, 0, node.standby, &node.meta).expect("the edited save restores");
+        node.durable = Durable::from_restored(text, &r);
+        node.sm.clear();
+        node.sm_applied = 0;
+        self.start(i);
+    }
+
     /// Loses all volatile state: the core, unfinished saves, unsent messages, unapplied entries,
     /// snapshot transfers.
     pub fn crash(&mut self, i: usize) {
@@ -1119,16 +1153,16 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.apply_q.extend(rd.committed);
         let unstarted = node.pipeline.iter().filter(|p| !p.started).count();
+        // What the newest queued Ready's messages promise: the state of the newest save at or
+        // before it (a Ready without a save promises what the saves before it hold).
+        let promised = node.pipeline.iter().rev().find_map(|p| p.save.as_ref()).unwrap_or(&node.durable);
+        let mergeable = extends(Some(promised), save.as_ref());
         match node.pipeline.back_mut() {
             // Group commit: merge into the newest save that has not started. The newer state
             // supersedes the older one, and the older Ready's messages wait for it; valid only if
-            // the newer log still holds everything the older one did (no truncation in between),
-            // or the older Readies' acknowledgements would outlive their entries.
-            Some(last)
-                if !last.started
-                    && unstarted >= self.cfg.max_queued_saves
-                    && extends(last.save.as_ref(), save.as_ref()) =>
-            {
+            // the newer log still holds everything the older one promised (no truncation in
+            // between), or the older Readies' acknowledgements would outlive their entries.
+            Some(last) if !last.started && unstarted >= self.cfg.max_queued_saves && mergeable => {
                 last.msgs.extend(msgs);
                 if save.is_some() {
                     last.save = save;
@@ -1308,12 +1342,12 @@ impl Sim {
             let node = &mut self.nodes[i];
             let raft = node.raft.as_mut().unwrap();
             let index = raft.applied();
+            let Some(meta) = raft.begin_snapshot(&peer, index) else { continue };
             if node.sm_applied != index {
                 let msg =
                     format!("{}: core says applied {} but the state machine is at {}", node.id, index, node.sm_applied);
                 self.violation(msg);
             }
-            let Some(meta) = raft.begin_snapshot(&peer, index) else { continue };
             // The read stream: the state machine at `index`, in chunks.
             let items: Vec<&(u64, String)> = node.sm.iter().collect();
             let mut chunks: Vec<Json> = items
@@ -1410,13 +1444,6 @@ impl Sim {
         let node = &mut self.nodes[i];
         if chunk.seq == 0 {
             node.incoming = None;
-            // Bug 2 (see tests/sim.rs): the core accepts, while an install is pending, a snapshot
-            // older than its own log's snapshot, and then moves its log backwards below commit.
-            // A runtime-side guard keeps the runs going.
-            let snap = node.raft().log().snapshot_index();
-            if chunk.last_included_index < snap && !RunConfig::known_bug(2) {
-                return reply(self, false, "snapshot older than our log");
-            }
             let members = Membership::from_members(
                 chunk.peers.clone().unwrap_or_default().into_iter().map(|p| (p.id, p.metadata)),
             );
@@ -1527,16 +1554,32 @@ impl Sim {
         self.process(i);
     }
 
+    /// An installed snapshot is the state machine at a committed position (Raft §7: a snapshot
+    /// holds only committed entries, `lastIncludedIndex`/`lastIncludedTerm` name the last one).
+    ///
+    /// Index 0 (term 0) is such a position too: it is the empty prefix of every log, committed
+    /// by definition, and the state it names is the empty state machine every node starts from.
+    /// A leader whose state machine is still at 0 (it has applied nothing yet, or applying is held
+    /// for an open snapshot read) streams exactly that to a follower waiting for a snapshot
+    /// (`needsSnapshot`, an install interrupted by a crash): the follower's state machine becomes
+    /// empty and correct, its log is kept (the entry at 0 matches, §7 "retain the entries
+    /// following it"), and it applies its committed entries from 1 on. Nothing is lost or
+    /// contradicted, so the check accepts it; any other index must be a committed entry of the
+    /// same term, and the contents must be exactly the commands committed up to it.
     fn check_installed(&mut self, i: usize, index: u64) {
         let node = &self.nodes[i];
         let raft = node.raft();
-        match self.committed.get(index as usize - 1) {
-            Some(c) if Some(c.term) == raft.log().term(index) => {}
+        let committed = match index {
+            0 => Some(0),
+            _ => self.committed.get(index as usize - 1).map(|c| c.term),
+        };
+        match committed {
+            Some(t) if Some(t) == raft.log().term(index) => {}
             other => self.violation(format!(
                 "{} installed a snapshot at {index} (term {:?}) that does not match the committed entry {:?}",
                 node.id,
                 raft.log().term(index),
-                other.map(|c| c.term)
+                other
             )),
         }
         // Every command committed at or below the snapshot is in it.
@@ -1604,12 +1647,17 @@ impl Sim {
             Ev::Readd(i, lineage, removed_at) => {
                 if self.nodes[i].status == Status::Wiped && self.nodes[i].lineage == lineage {
                     // Bug 4: a node that missed the removal could win an election with the vote of
-                    // the re-created node. Operators wait until every node has it (durably).
+                    // the re-created node. Operators wait until every node has it (durably): its
+                    // saved log holds the committed entry at `removed_at` (so, by log matching,
+                    // the removal before it) or a snapshot past it. A log merely as long does not
+                    // do: it may be a stale branch without the removal (seed 8001216, snapshots).
+                    let removal_term = self.committed.get(removed_at as usize - 1).map(|c| c.term);
                     let caught_up = RunConfig::known_bug(4)
                         || self.nodes.iter().enumerate().all(|(k, n)| {
                             k == i
                                 || matches!(n.status, Status::Retired | Status::Wiped)
-                                || n.durable.last_index() >= removed_at
+                                || n.durable.snap.0 >= removed_at
+                                || (removal_term.is_some() && n.durable.term_at(removed_at) == removal_term)
                                 // A node that is not a voter in its own view (a standby never
                                 // brought back in) cannot campaign with a stale membership.
                                 || (n.status == Status::Up
@@ -1812,7 +1860,7 @@ impl Sim {
                 self.stats.removals += 1;
                 let removed_at = self.nodes[l].raft().commit();
                 self.wipe(x);
-                if self.readd_allowed(x) {
+                if self.readd_allowed() {
                     let lineage = self.nodes[x].lineage;
                     let d = self.between((50, 1500));
                     self.schedule(d, Ev::Readd(x, lineage, removed_at));
@@ -1862,14 +1910,12 @@ impl Sim {
         self.ops.push_back(MOp::Remove(target));
     }
 
-    /// Whether a removed node comes back (fresh, same id) or is retired for good. Re-adding hits
-    /// known core bugs: bug 1 (a cluster whose base membership is not in its log: persisted
-    /// start) and bug 3 (the bootstrap node, whose log entry 1 is a config where it is alone).
-    fn readd_allowed(&self, x: usize) -> bool {
-        match self.cfg.start {
-            Start::Persisted => RunConfig::known_bug(1),
-            Start::Bootstrap => x != 0 || RunConfig::known_bug(3),
-        }
+    /// Whether a removed node comes back (fresh, same id, as a standby that is added again) or
+    /// is retired for good. Most come back: re-adding exercises catching up from nothing, both
+    /// from a log that starts with the membership (bootstrap) and from one whose first members
+    /// live in `peers` (persisted start).
+    fn readd_allowed(&mut self) -> bool {
+        self.chance(800)
     }
 
     /// Queues a membership change for the driver (scripted scenarios).
