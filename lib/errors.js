@@ -2,27 +2,65 @@
 
 // Error helpers shared by the wrapper. Everything the user sees is an `Error` with a string `code`.
 
+// Every code skiff-rs itself reports: the engine's (src/driver/code.rs, exported by the binding as
+// `errorCodes()`) and the wrapper's. A plugin's own codes (a transport's ECONNRESET, a store's
+// ECORRUPT) pass through unchanged and are not listed. index.d.ts's `ErrorCode` lists the same;
+// __test__/codes.test.js checks all three agree.
 const CODES = Object.freeze({
+  // --- reported by the engine (src/driver/code.rs) ---
+  // The options are not valid (shape, range, or timing rules).
   EINVALIDOPTIONS: 'EINVALIDOPTIONS',
+  // This node is not the leader; the error carries `leader` (an id, or null).
   ENOTLEADER: 'ENOTLEADER',
+  // A request, a plugin call or a peer's reply did not finish in time.
   ETIMEDOUT: 'ETIMEDOUT',
+  // The node stopped before the request completed, or was called after stop.
   ESTOPPED: 'ESTOPPED',
+  // The native node was started twice.
+  ESTARTED: 'ESTARTED',
+  // A command (or peer metadata) is not JSON skiff-rs can carry, or is over maxCommandBytes.
   EBADCOMMAND: 'EBADCOMMAND',
+  // Peer metadata given to `join` is not JSON.
+  EBADMETADATA: 'EBADMETADATA',
+  // A plugin called back with a value of the wrong shape.
   EBADRESULT: 'EBADRESULT',
+  // What persistence loaded is not a state the engine can start from.
+  EBADSTATE: 'EBADSTATE',
+  // `join` named this node itself.
   EJOINSELF: 'EJOINSELF',
-  EINVALIDPEER: 'EINVALIDPEER',
-  ENOTCONNECTED: 'ENOTCONNECTED',
-  EBADARGS: 'EBADARGS',
-  EPLUGIN: 'EPLUGIN',
-  EPLUGINCALLBACK: 'EPLUGINCALLBACK',
-  EBADCONNECTION: 'EBADCONNECTION',
-  EUNKNOWNOP: 'EUNKNOWNOP',
+  // The log cannot take another entry (its index would pass 2^53 - 1).
+  ELOGFULL: 'ELOGFULL',
+  // A peer message arrived while the node was still loading its state.
+  ENOTREADY: 'ENOTREADY',
   // A peer message was refused: malformed, or a term that leaves no room for elections.
   EBADMESSAGE: 'EBADMESSAGE',
   // A peer message claimed a sender other than the peer its connection was opened with.
   EBADSENDER: 'EBADSENDER',
+  // A persistence call failed without a code of its own.
+  EPERSISTENCE: 'EPERSISTENCE',
+  // A transport call failed without a code of its own.
+  ETRANSPORT: 'ETRANSPORT',
+  // A plugin call failed (threw, or was not a function) without a code of its own.
+  EPLUGIN: 'EPLUGIN',
+  // A bug in the engine (it could not encode its own operations).
+  EINTERNAL: 'EINTERNAL',
+  // --- reported by the wrapper only ---
+  // A plugin called back twice.
+  EPLUGINCALLBACK: 'EPLUGINCALLBACK',
+  // `join`/`leave` got a peer id that is not a non-empty string.
+  EINVALIDPEER: 'EINVALIDPEER',
+  // The transport has no connection to the peer.
+  ENOTCONNECTED: 'ENOTCONNECTED',
+  // A peer request's arguments are not what its type needs.
+  EBADARGS: 'EBADARGS',
+  // The transport handed over something that is not a connection.
+  EBADCONNECTION: 'EBADCONNECTION',
+  // The engine sent an operation this wrapper cannot read (a mismatched addon).
+  EUNKNOWNOP: 'EUNKNOWNOP',
   // Too many peer requests are waiting for their answers; this one was refused at once.
   EBUSY: 'EBUSY',
+  // No prebuilt native addon for this platform (lib/platform.js).
+  ENOBINDING: 'ENOBINDING',
 });
 
 function makeError(message, code, extra) {

@@ -1,6 +1,7 @@
 //! The runtime around a core: inputs run on the caller's thread, timers on a tokio task, and
 //! IO goes through the JS wrapper.
 
+pub mod code;
 pub mod input;
 pub mod node;
 pub mod op;
