@@ -7,6 +7,7 @@ pub mod node;
 pub mod op;
 pub mod options;
 pub mod status;
+pub mod wire;
 
 pub use input::{Input, PluginError};
 pub use node::{run_timers, Driver, Host};

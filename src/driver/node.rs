@@ -8,13 +8,14 @@
 //! exactly once and in the order the driver produced it, whoever picks it up.
 
 use super::code;
+use super::wire;
 use super::input::{Input, PluginError};
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
 use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RequestVote, RequestVoteResponse};
+use skiff_core::message::AppendEntriesResponse;
 use skiff_core::persisted::{restore, PersistedState, PersistedTail};
 use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -350,23 +351,21 @@ fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
 }
 
+/// skiff-algorithm's AppendEntries made into ours, as JSON text: its `entries` (already JSON text)
+/// go through untouched, so they are not parsed and written again.
+fn legacy_append_text(term: u64, leader: &str, prev: u64, prev_term: u64, entries: &str, commit: u64) -> String {
+    format!(
+        r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{commit}}}"#,
+        json_text(leader)
+    )
+}
+
 /// `s` as a JSON string.
 fn json_text(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A message's arguments as they travel.
-fn body_json(body: &Body) -> Box<RawValue> {
-    match body {
-        Body::AppendEntries(b) => to_raw(b),
-        Body::AppendEntriesResponse(b) => to_raw(b),
-        Body::RequestVote(b) => to_raw(b),
-        Body::RequestVoteResponse(b) => to_raw(b),
-        Body::InstallSnapshot(b) => to_raw(b),
-        Body::InstallSnapshotResponse(b) => to_raw(b),
-    }
-}
-
 impl<H: Host> Driver<H> {
     pub fn new(opts: NodeOptions, seed: u64, host: H, status: Arc<Mutex<Status>>, notify: Arc<Notify>) -> Self {
         Driver {
@@ -1073,7 +1072,7 @@ impl<H: Host> Driver<H> {
     /// Sends a reply at once, and a request once its peer's connection can take it.
     fn send_message(&mut self, m: Message) {
         if let Some(token) = m.token {
-            let args = body_json(&m.body);
+            let args = wire::to_json(&m.body);
             if self.wants("reply") {
                 self.ops.push(Op::Event { name: "reply", args: vec![Arg::Raw(args.clone())] });
             }
@@ -1152,7 +1151,7 @@ impl<H: Host> Driver<H> {
             }
         }
         let kind = m.body.type_name();
-        let args = body_json(&m.body);
+        let args = wire::to_json(&m.body);
         let sent = match &m.body {
             Body::AppendEntries(b) => Some(Sent { prev: b.prev_log_index, count: b.entries.len() as u64 }),
             _ => None,
@@ -1199,18 +1198,13 @@ impl<H: Host> Driver<H> {
             return;
         }
         let text = result.unwrap_or_else(|| "null".into());
-        let body = match kind {
-            "AppendEntries" => serde_json::from_str::<AppendEntriesResponse>(&text).map(|mut r| {
-                if let Some(sent) = sent {
-                    self.position_reply(&peer, &text, sent, &mut r);
+        match wire::response(kind, &text) {
+            Ok(mut body) => {
+                if let (Body::AppendEntriesResponse(r), Some(sent)) = (&mut body, sent) {
+                    self.position_reply(&peer, &text, sent, r);
                 }
-                Body::AppendEntriesResponse(r)
-            }),
-            "RequestVote" => serde_json::from_str::<RequestVoteResponse>(&text).map(Body::RequestVoteResponse),
-            _ => serde_json::from_str::<InstallSnapshotResponse>(&text).map(Body::InstallSnapshotResponse),
-        };
-        match body {
-            Ok(body) => self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body }),
+                self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body });
+            }
             Err(e) => self.warn(code::EBADMESSAGE, format!("malformed {kind} reply from {peer}: {e}")),
         }
     }
@@ -1296,13 +1290,7 @@ impl<H: Host> Driver<H> {
             None
         };
         let Some(prev_term) = prev_term.filter(|t| *t <= term) else {
-            let text = format!(
-                r#"{{"term":{term},"leaderId":{},"prevLogIndex":{},"prevLogTerm":0,"entries":[],"leaderCommit":{}}}"#,
-                json_text(&leader),
-                log.last_index() + 1,
-                v.leader_commit
-            );
-            return Some((text, None));
+            return Some((legacy_append_text(term, &leader, log.last_index() + 1, 0, "[]", v.leader_commit), None));
         };
         let entries = v.entries.map_or("[]", |e| e.get());
         let last = serde_json::from_str::<Vec<Position>>(entries).ok().and_then(|p| p.last().map(|p| (p.index, p.term)));
@@ -1311,11 +1299,7 @@ impl<H: Host> Driver<H> {
             Some(m) if m.leader == leader && m.term == term => upto >= m.upto,
             _ => true,
         };
-        let out = format!(
-            r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{}}}"#,
-            json_text(&leader),
-            v.leader_commit
-        );
+        let out = legacy_append_text(term, &leader, prev, prev_term, entries, v.leader_commit);
         Some((out, newer.then_some(LegacyMark { leader, term, upto, upto_term })))
     }
 
@@ -1333,19 +1317,7 @@ impl<H: Host> Driver<H> {
             Err(e) => return reject(self, code::EBADMESSAGE, e),
         };
         let text = translated.as_deref().unwrap_or(&args);
-        let parsed: Result<(String, Body), String> = match kind.as_str() {
-            "AppendEntries" => serde_json::from_str::<AppendEntries>(text)
-                .map(|a| (a.leader_id.clone(), Body::AppendEntries(a)))
-                .map_err(|e| e.to_string()),
-            "RequestVote" => serde_json::from_str::<RequestVote>(text)
-                .map(|a| (a.candidate_id.clone(), Body::RequestVote(a)))
-                .map_err(|e| e.to_string()),
-            "InstallSnapshot" => serde_json::from_str::<InstallSnapshot>(&args)
-                .map(|a| (a.leader_id.clone(), Body::InstallSnapshot(a)))
-                .map_err(|e| e.to_string()),
-            other => Err(format!("unknown message type {other:?}")),
-        };
-        let (from, body) = match parsed {
+        let (from, body) = match wire::request(&kind, text) {
             Ok(p) => p,
             Err(e) => return reject(self, code::EBADMESSAGE, format!("malformed {kind} message: {e}")),
         };
@@ -1930,6 +1902,7 @@ pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Noti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skiff_core::message::{AppendEntries, RequestVote};
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry { term, index, kind: EntryKind::Command(Json::from_value(&index)), uuid: format!("u{index}") }
