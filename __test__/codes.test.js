@@ -77,3 +77,12 @@ test("index.d.ts's ErrorCode union lists exactly CODES", () => {
   assert.equal(new Set(listed).size, listed.length, 'no code listed twice');
   assert.deepEqual([...listed].sort(), Object.keys(CODES).sort());
 });
+
+test("the README's Errors section names every code", () => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+  const start = readme.indexOf('### Errors');
+  assert.ok(start >= 0, 'README has an Errors section');
+  const section = readme.slice(start, readme.indexOf('\n### ', start + 1));
+  const unnamed = Object.keys(CODES).filter((code) => !section.includes(`\`${code}\``));
+  assert.deepEqual(unnamed, []);
+});
