@@ -25,24 +25,34 @@ declare namespace Node {
 
   type StateName = 'idle' | 'standby' | 'follower' | 'candidate' | 'leader' | 'stopped';
 
+  /** Every code skiff-rs reports itself (lib/errors.js CODES); a plugin's own codes pass through. */
   type ErrorCode =
     | 'EINVALIDOPTIONS'
     | 'ENOTLEADER'
     | 'ETIMEDOUT'
     | 'ESTOPPED'
+    | 'ESTARTED'
     | 'EBADCOMMAND'
+    | 'EBADMETADATA'
     | 'EBADRESULT'
+    | 'EBADSTATE'
     | 'EJOINSELF'
+    | 'ELOGFULL'
+    | 'ENOTREADY'
+    | 'EBADMESSAGE'
+    | 'EBADSENDER'
+    | 'EPERSISTENCE'
+    | 'ETRANSPORT'
+    | 'EPLUGIN'
+    | 'EINTERNAL'
+    | 'EPLUGINCALLBACK'
     | 'EINVALIDPEER'
     | 'ENOTCONNECTED'
     | 'EBADARGS'
-    | 'EPLUGIN'
-    | 'EPLUGINCALLBACK'
     | 'EBADCONNECTION'
     | 'EUNKNOWNOP'
-    | 'EBADMESSAGE'
-    | 'EBADSENDER'
     | 'EBUSY'
+    | 'ENOBINDING'
     | (string & {});
 
   /** Every error skiff-rs reports is an `Error` with a `code`. */

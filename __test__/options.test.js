@@ -139,3 +139,48 @@ test('built-in persistence when none is given', async (t) => {
   await node.command({ hello: 'world' });
   assert.deepEqual(node.options.persistence.commands('solo'), [{ hello: 'world' }]);
 });
+
+// lib/options.js keeps its own DEFAULTS (the module loads without the addon), so they are held
+// against the engine's (src/driver/options.rs, whose timing defaults are skiff-core's Config).
+test('the wrapper\'s defaults are the engine\'s', () => {
+  const binding = require('../binding.js');
+  assert.deepEqual(JSON.parse(binding.engineDefaults()), { ...DEFAULTS });
+  assert.deepEqual(Node.defaults, DEFAULTS);
+});
+
+// The wrapper checks options first (for messages that name the option); the engine checks them
+// again. For integer values both must draw the line in the same place: a config the wrapper lets
+// through and the engine refuses would throw from the native constructor instead.
+test('the wrapper and the engine accept and refuse the same options', () => {
+  const binding = require('../binding.js');
+  const check = (extra) => normalizeOptions({ transport, id: 'a', cluster: 'c', ...extra }, () => ({}));
+  const { config: base } = check({});
+  const cases = [];
+  const values = [-1, 0, 1, 49, 50, 51, 149, 150, 151, 300, 3000, 2 ** 31, 2 ** 53 - 1, 2 ** 53];
+  for (const name of ['heartbeatInterval', 'minElectionTimeout', 'maxElectionTimeout', 'commandTimeout',
+    'retainedLogEntries', 'maxCommandBytes']) {
+    for (const v of values) cases.push({ [name]: v });
+  }
+  for (const h of [1, 50, 150]) {
+    for (const min of [1, 50, 150, 151]) {
+      for (const max of [1, 150, 151, 300]) {
+        cases.push({ heartbeatInterval: h, minElectionTimeout: min, maxElectionTimeout: max });
+      }
+    }
+  }
+  const disagree = [];
+  for (const c of cases) {
+    let wrapper = true;
+    try { check(c); } catch (e) {
+      assert.equal(e.code, 'EINVALIDOPTIONS');
+      wrapper = false;
+    }
+    let engine = true;
+    try { binding.checkOptions(JSON.stringify({ ...base, ...c })); } catch (e) {
+      assert.equal(e.code, 'EINVALIDOPTIONS');
+      engine = false;
+    }
+    if (wrapper !== engine) disagree.push(`${JSON.stringify(c)}: wrapper ${wrapper}, engine ${engine}`);
+  }
+  assert.deepEqual(disagree, []);
+});

@@ -63,6 +63,7 @@ const createTcpTransport = require('./transport/tcp');
 const createFilePersistence = require('./persistence/file');
 const { CODES, makeError } = require('./errors');
 const { encode } = require('./codec');
+const { validKey } = require('./persistence/kv-state-machine');
 
 const CLIENT_HELLO = 'skiffKvClient';
 const REQUEST_TYPE = 'SkiffKv';
@@ -86,10 +87,6 @@ function sleep(ms) {
     const timer = setTimeout(resolve, ms);
     if (typeof timer.unref === 'function') timer.unref();
   });
-}
-
-function validKey(key) {
-  return typeof key === 'string' || (typeof key === 'number' && Number.isFinite(key));
 }
 
 function checkKey(key) {

@@ -6,6 +6,9 @@ const crypto = require('crypto');
 const { makeError } = require('./errors');
 const { encode } = require('./codec');
 
+// The engine's defaults (src/driver/options.rs, whose timing ones are skiff-core's `Config::new`),
+// written here too because this module loads without the addon; __test__/options.test.js holds
+// them, and where the two validations draw their lines, against the engine's.
 const DEFAULTS = Object.freeze({
   standby: false,
   heartbeatInterval: 50,

@@ -4,7 +4,7 @@
 //! reaches them through the operations each call returns, and after a timer through the `wake`
 //! threadsafe function and `drain()` (docs/PROTOCOL.md).
 
-use crate::driver::{run_timers, Driver, Host, Input, NodeOptions, PluginError, Status as NodeStatus};
+use crate::driver::{code, run_timers, Driver, Host, Input, NodeOptions, PluginError, Status as NodeStatus};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -36,7 +36,26 @@ fn index_hint(value: Option<f64>) -> Option<u64> {
 }
 
 fn stopped() -> napi::Error<String> {
-    coded("ESTOPPED", "node stopped")
+    coded(code::ESTOPPED, "node stopped")
+}
+
+/// Every error code the engine reports itself (`driver::code::ALL`), for the table test.
+#[napi]
+pub fn error_codes() -> Vec<String> {
+    code::ALL.iter().map(|c| c.to_string()).collect()
+}
+
+/// The engine's option defaults by their JS names, as JSON text (`driver::options::defaults`).
+#[napi]
+pub fn engine_defaults() -> String {
+    crate::driver::options::defaults::to_json().to_string()
+}
+
+/// Checks a config as the constructor would, without making a node: throws `EINVALIDOPTIONS`
+/// with the engine's reason, so tests can hold the wrapper's validation against the engine's.
+#[napi]
+pub fn check_options(config_json: String) -> napi::Result<(), String> {
+    NodeOptions::parse(&config_json).map(|_| ()).map_err(|e| coded(code::EINVALIDOPTIONS, e))
 }
 
 /// Every method that feeds the engine returns the operations that produced, as a JSON batch
@@ -53,13 +72,13 @@ pub struct RaftNode {
 impl RaftNode {
     #[napi(constructor)]
     pub fn new(config_json: String, wake: Function<String, Unknown<'static>>) -> napi::Result<Self, String> {
-        let opts = NodeOptions::parse(&config_json).map_err(|e| coded("EINVALIDOPTIONS", e))?;
+        let opts = NodeOptions::parse(&config_json).map_err(|e| coded(code::EINVALIDOPTIONS, e))?;
         let tsfn: WakeFn = wake
             .build_threadsafe_function::<String>()
             .callee_handled::<false>()
             .weak::<false>()
             .build()
-            .map_err(|e| coded("EINTERNAL", e.reason))?;
+            .map_err(|e| coded(code::EINTERNAL, e.reason))?;
         let status = Arc::new(Mutex::new(NodeStatus::default()));
         let notify = Arc::new(Notify::new());
         let seed: u64 = rand::random();
@@ -71,7 +90,7 @@ impl RaftNode {
     #[napi]
     pub fn start(&mut self) -> napi::Result<Option<String>, String> {
         if self.started {
-            return Err(coded("ESTARTED", "node already started"));
+            return Err(coded(code::ESTARTED, "node already started"));
         }
         self.started = true;
         let batch = self.driver.lock().start();

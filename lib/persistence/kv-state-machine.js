@@ -30,6 +30,8 @@
 const DEFAULT_BATCH_SIZE = 256;
 const DEFAULT_BATCH_BYTES = 256 * 1024;
 
+/** A key the state machine takes: a string or a finite number. lib/kv.js checks keys with this
+ * too, so a client refuses exactly what the state machine would. */
 function validKey(key) {
   return typeof key === 'string' || (typeof key === 'number' && Number.isFinite(key));
 }
@@ -136,3 +138,4 @@ function createKvStateMachine(options) {
 createKvStateMachine.createKvStateMachine = createKvStateMachine;
 createKvStateMachine.KvStateMachine = KvStateMachine;
 module.exports = createKvStateMachine;
+module.exports.validKey = validKey;

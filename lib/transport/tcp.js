@@ -35,7 +35,7 @@ const tls = require('node:tls');
 const crypto = require('node:crypto');
 const { EventEmitter } = require('node:events');
 const { Packr } = require('msgpackr');
-const { makeError, optionError } = require('../errors');
+const { makeError, optionError, toWire, toError } = require('../errors');
 
 const DEFAULTS = Object.freeze({
   maxFrameSize: 16 * 1024 * 1024, // bytes of payload
@@ -115,38 +115,6 @@ function parseAddress(id) {
     throw makeError(`node id ${JSON.stringify(id)}: expected tcp://host:port`, 'EINVALIDADDRESS');
   }
   return { host, port };
-}
-
-function errorToWire(err) {
-  if (!err || (typeof err !== 'object' && typeof err !== 'function')) {
-    return { message: String(err) };
-  }
-  const wire = { message: typeof err.message === 'string' ? err.message : String(err) };
-  if (err.code !== undefined && err.code !== null) wire.code = String(err.code);
-  // Carry extra scalar fields too (for example `leader` on ENOTLEADER).
-  let fields = 2;
-  for (const key of Object.keys(err)) {
-    if (key === 'message' || key === 'code' || key === 'stack' || key === '__proto__') continue;
-    if (fields >= MAX_ERROR_FIELDS) break;
-    const v = err[key];
-    if (v === null || typeof v === 'string' || typeof v === 'boolean' ||
-        (typeof v === 'number' && Number.isFinite(v))) {
-      wire[key] = v;
-      fields++;
-    }
-  }
-  return wire;
-}
-
-// `wire` passed `checkMessage`: a plain object of at most MAX_ERROR_FIELDS scalar fields.
-function wireToError(wire) {
-  if (!wire || typeof wire !== 'object') return makeError(String(wire), 'EREMOTE');
-  const err = new Error(typeof wire.message === 'string' ? wire.message : 'remote error');
-  for (const key of Object.keys(wire)) {
-    if (key === 'message' || key === 'stack' || key === '__proto__') continue;
-    err[key] = wire[key];
-  }
-  return err;
 }
 
 function badFrame(what) {
@@ -561,7 +529,7 @@ class Connection extends EventEmitter {
       const request = this._inflight.get(msg.res);
       if (!request) return; // late reply to a request that timed out
       this._inflight.delete(msg.res);
-      if (msg.error !== undefined && msg.error !== null) this._settle(request, wireToError(msg.error));
+      if (msg.error !== undefined && msg.error !== null) this._settle(request, toError(msg.error, 'EREMOTE'));
       else this._settle(request, null, msg.result);
       this._pump();
     }
@@ -572,10 +540,10 @@ class Connection extends EventEmitter {
     if (!socket || socket !== this._socket || socket.destroyed) return;
     let frame;
     try {
-      frame = encodeFrame(err ? { res: id, error: errorToWire(err) } : { res: id, result },
+      frame = encodeFrame(err ? { res: id, error: toWire(err, MAX_ERROR_FIELDS) } : { res: id, result },
         this._opts.maxFrameSize);
     } catch (e) {
-      frame = encodeFrame({ res: id, error: errorToWire(e) }, this._opts.maxFrameSize);
+      frame = encodeFrame({ res: id, error: toWire(e, MAX_ERROR_FIELDS) }, this._opts.maxFrameSize);
     }
     this._writeFrame(socket, frame);
   }

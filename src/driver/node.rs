@@ -7,13 +7,15 @@
 //! queue and a threadsafe-function wake-up tells JS to `drain` it. So every operation reaches JS
 //! exactly once and in the order the driver produced it, whoever picks it up.
 
+use super::code;
+use super::wire;
 use super::input::{Input, PluginError};
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
 use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RequestVote, RequestVoteResponse};
+use skiff_core::message::AppendEntriesResponse;
 use skiff_core::persisted::{restore, PersistedState, PersistedTail};
 use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -349,23 +351,21 @@ fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
 }
 
+/// skiff-algorithm's AppendEntries made into ours, as JSON text: its `entries` (already JSON text)
+/// go through untouched, so they are not parsed and written again.
+fn legacy_append_text(term: u64, leader: &str, prev: u64, prev_term: u64, entries: &str, commit: u64) -> String {
+    format!(
+        r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{commit}}}"#,
+        json_text(leader)
+    )
+}
+
 /// `s` as a JSON string.
 fn json_text(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A message's arguments as they travel.
-fn body_json(body: &Body) -> Box<RawValue> {
-    match body {
-        Body::AppendEntries(b) => to_raw(b),
-        Body::AppendEntriesResponse(b) => to_raw(b),
-        Body::RequestVote(b) => to_raw(b),
-        Body::RequestVoteResponse(b) => to_raw(b),
-        Body::InstallSnapshot(b) => to_raw(b),
-        Body::InstallSnapshotResponse(b) => to_raw(b),
-    }
-}
-
 impl<H: Host> Driver<H> {
     pub fn new(opts: NodeOptions, seed: u64, host: H, status: Arc<Mutex<Status>>, notify: Arc<Notify>) -> Self {
         Driver {
@@ -501,7 +501,7 @@ impl<H: Host> Driver<H> {
         Some(serde_json::to_string(&ops).unwrap_or_else(|e| {
             // Cannot happen for the types in `Op`; say so rather than lose the batch silently.
             serde_json::json!([{ "op": "event", "name": "error",
-                "args": [{ "message": format!("internal: cannot encode operations: {e}"), "code": "EINTERNAL" }] }])
+                "args": [{ "message": format!("internal: cannot encode operations: {e}"), "code": code::EINTERNAL }] }])
             .to_string()
         }))
     }
@@ -603,7 +603,7 @@ impl<H: Host> Driver<H> {
         let restored = match restore(&self.opts.id, &meta, applied, self.opts.standby, &self.opts.metadata) {
             Ok(r) => r,
             Err(e) => {
-                self.load_failed("loadMeta", e.to_string(), "EBADSTATE");
+                self.load_failed("loadMeta", e.to_string(), code::EBADSTATE);
                 return;
             }
         };
@@ -612,7 +612,7 @@ impl<H: Host> Driver<H> {
         let mut raft = match Raft::new(cfg, restored) {
             Ok(r) => r,
             Err(e) => {
-                self.error("EINVALIDOPTIONS", e.to_string());
+                self.error(code::EINVALIDOPTIONS, e.to_string());
                 return;
             }
         };
@@ -650,7 +650,7 @@ impl<H: Host> Driver<H> {
             Input::Propose { req, command, timeout_ms, wait_for } => self.propose(req, command, timeout_ms, wait_for),
             Input::Join { req, peer, metadata } => match Json::from_text(&metadata) {
                 Ok(metadata) => self.queue_membership(req, EntryKind::AddPeer { id: peer, metadata }),
-                Err(e) => self.done(req, Some(JsError::new("EBADMETADATA", format!("metadata is not JSON: {e}")))),
+                Err(e) => self.done(req, Some(JsError::new(code::EBADMETADATA, format!("metadata is not JSON: {e}")))),
             },
             Input::Leave { req, peer } => self.queue_membership(req, EntryKind::RemovePeer { id: peer }),
             Input::Complete { io, error, result } => self.complete(io, error, result),
@@ -683,7 +683,7 @@ impl<H: Host> Driver<H> {
         if command.len() as u64 > self.opts.max_command_bytes {
             let message =
                 format!("command is {} bytes of JSON, more than maxCommandBytes ({})", command.len(), self.opts.max_command_bytes);
-            return self.done(req, Some(JsError::new("EBADCOMMAND", message)));
+            return self.done(req, Some(JsError::new(code::EBADCOMMAND, message)));
         }
         let Some(raft) = self.raft.as_mut() else {
             let e = self.not_leader();
@@ -691,7 +691,7 @@ impl<H: Host> Driver<H> {
         };
         let json = match Json::from_text(&command) {
             Ok(j) => j,
-            Err(e) => return self.done(req, Some(JsError::new("EBADCOMMAND", format!("command is not JSON: {e}")))),
+            Err(e) => return self.done(req, Some(JsError::new(code::EBADCOMMAND, format!("command is not JSON: {e}")))),
         };
         let term = raft.term();
         match raft.propose(json) {
@@ -700,7 +700,7 @@ impl<H: Host> Driver<H> {
                 self.track(req, index, term, timeout_ms, Waiting::Command { wait_for });
             }
             Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
-            Err(e) => self.done(req, Some(JsError::new("ELOGFULL", e.to_string()))),
+            Err(e) => self.done(req, Some(JsError::new(code::ELOGFULL, e.to_string()))),
         }
     }
 
@@ -733,7 +733,7 @@ impl<H: Host> Driver<H> {
         }
         if let EntryKind::AddPeer { id, .. } = &kind {
             if *id == self.opts.id {
-                return self.done(req, Some(JsError::new("EJOINSELF", "can't join self")));
+                return self.done(req, Some(JsError::new(code::EJOINSELF, "can't join self")));
             }
         }
         let deadline = self.now + self.opts.command_timeout;
@@ -769,7 +769,7 @@ impl<H: Host> Driver<H> {
                     self.membership_queue.push_front(MembershipRequest { req, kind, deadline });
                     return;
                 }
-                Err(e) => self.done(req, Some(JsError::new("ELOGFULL", e.to_string()))),
+                Err(e) => self.done(req, Some(JsError::new(code::ELOGFULL, e.to_string()))),
             }
         }
     }
@@ -781,20 +781,20 @@ impl<H: Host> Driver<H> {
         };
         match wait.kind {
             IoKind::LoadMeta => match error {
-                Some(e) => self.load_failed("loadMeta", e.message(), &e.code_or("EPERSISTENCE")),
+                Some(e) => self.load_failed("loadMeta", e.message(), &e.code_or(code::EPERSISTENCE)),
                 None => {
                     self.loading.meta = Some(result.unwrap_or_else(|| "null".into()));
                     self.maybe_finish_load();
                 }
             },
             IoKind::LastApplied => match error {
-                Some(e) => self.load_failed("lastAppliedCommitIndex", e.message(), &e.code_or("EPERSISTENCE")),
+                Some(e) => self.load_failed("lastAppliedCommitIndex", e.message(), &e.code_or(code::EPERSISTENCE)),
                 None => match self.parse_applied(result) {
                     Ok(i) => {
                         self.loading.applied = Some(i);
                         self.maybe_finish_load();
                     }
-                    Err(msg) => self.load_failed("lastAppliedCommitIndex", msg, "EBADRESULT"),
+                    Err(msg) => self.load_failed("lastAppliedCommitIndex", msg, code::EBADRESULT),
                 },
             },
             IoKind::Save => self.save_finished(io, error),
@@ -850,7 +850,7 @@ impl<H: Host> Driver<H> {
         if let Some(e) = error {
             // Nothing that depends on this state is sent until a save succeeds.
             save.retry_at = Some(self.now + RETRY_MS);
-            let code = e.code_or("EPERSISTENCE");
+            let code = e.code_or(code::EPERSISTENCE);
             self.error(&code, format!("saveMeta failed: {}", e.message()));
             return;
         }
@@ -931,7 +931,7 @@ impl<H: Host> Driver<H> {
             self.emit("done persisting", vec![Arg::Num(done_upto)]);
         }
         if let Some(e) = error {
-            let code = e.code_or("EPERSISTENCE");
+            let code = e.code_or(code::EPERSISTENCE);
             self.error(&code, format!("applying index {} failed: {}", done_upto + 1, e.message()));
             self.apply_retry_at = Some(self.now + RETRY_MS);
         }
@@ -1072,7 +1072,7 @@ impl<H: Host> Driver<H> {
     /// Sends a reply at once, and a request once its peer's connection can take it.
     fn send_message(&mut self, m: Message) {
         if let Some(token) = m.token {
-            let args = body_json(&m.body);
+            let args = wire::to_json(&m.body);
             if self.wants("reply") {
                 self.ops.push(Op::Event { name: "reply", args: vec![Arg::Raw(args.clone())] });
             }
@@ -1151,7 +1151,7 @@ impl<H: Host> Driver<H> {
             }
         }
         let kind = m.body.type_name();
-        let args = body_json(&m.body);
+        let args = wire::to_json(&m.body);
         let sent = match &m.body {
             Body::AppendEntries(b) => Some(Sent { prev: b.prev_log_index, count: b.entries.len() as u64 }),
             _ => None,
@@ -1183,7 +1183,7 @@ impl<H: Host> Driver<H> {
     ) {
         if self.wants("response") {
             let p = self.peer_arg(&peer);
-            let err = error.as_ref().map_or(Arg::Null(()), |e| coded_arg(&e.code_or("ETRANSPORT"), e.message()));
+            let err = error.as_ref().map_or(Arg::Null(()), |e| coded_arg(&e.code_or(code::ETRANSPORT), e.message()));
             let res = result.clone().map_or(Arg::Null(()), |r| Arg::Raw(raw(r)));
             self.ops.push(Op::Event { name: "response", args: vec![p, err, res] });
         }
@@ -1194,23 +1194,18 @@ impl<H: Host> Driver<H> {
             if kind == "InstallSnapshot" {
                 self.abort_outgoing(&peer);
             }
-            self.warn(&e.code_or("ETRANSPORT"), format!("{kind} to {peer} failed: {}", e.message()));
+            self.warn(&e.code_or(code::ETRANSPORT), format!("{kind} to {peer} failed: {}", e.message()));
             return;
         }
         let text = result.unwrap_or_else(|| "null".into());
-        let body = match kind {
-            "AppendEntries" => serde_json::from_str::<AppendEntriesResponse>(&text).map(|mut r| {
-                if let Some(sent) = sent {
-                    self.position_reply(&peer, &text, sent, &mut r);
+        match wire::response(kind, &text) {
+            Ok(mut body) => {
+                if let (Body::AppendEntriesResponse(r), Some(sent)) = (&mut body, sent) {
+                    self.position_reply(&peer, &text, sent, r);
                 }
-                Body::AppendEntriesResponse(r)
-            }),
-            "RequestVote" => serde_json::from_str::<RequestVoteResponse>(&text).map(Body::RequestVoteResponse),
-            _ => serde_json::from_str::<InstallSnapshotResponse>(&text).map(Body::InstallSnapshotResponse),
-        };
-        match body {
-            Ok(body) => self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body }),
-            Err(e) => self.warn("EBADMESSAGE", format!("malformed {kind} reply from {peer}: {e}")),
+                self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body });
+            }
+            Err(e) => self.warn(code::EBADMESSAGE, format!("malformed {kind} reply from {peer}: {e}")),
         }
     }
 
@@ -1295,13 +1290,7 @@ impl<H: Host> Driver<H> {
             None
         };
         let Some(prev_term) = prev_term.filter(|t| *t <= term) else {
-            let text = format!(
-                r#"{{"term":{term},"leaderId":{},"prevLogIndex":{},"prevLogTerm":0,"entries":[],"leaderCommit":{}}}"#,
-                json_text(&leader),
-                log.last_index() + 1,
-                v.leader_commit
-            );
-            return Some((text, None));
+            return Some((legacy_append_text(term, &leader, log.last_index() + 1, 0, "[]", v.leader_commit), None));
         };
         let entries = v.entries.map_or("[]", |e| e.get());
         let last = serde_json::from_str::<Vec<Position>>(entries).ok().and_then(|p| p.last().map(|p| (p.index, p.term)));
@@ -1310,11 +1299,7 @@ impl<H: Host> Driver<H> {
             Some(m) if m.leader == leader && m.term == term => upto >= m.upto,
             _ => true,
         };
-        let out = format!(
-            r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{}}}"#,
-            json_text(&leader),
-            v.leader_commit
-        );
+        let out = legacy_append_text(term, &leader, prev, prev_term, entries, v.leader_commit);
         Some((out, newer.then_some(LegacyMark { leader, term, upto, upto_term })))
     }
 
@@ -1324,29 +1309,17 @@ impl<H: Host> Driver<H> {
             this.ops.push(Op::Reply { id: reply, error: Some(JsError::new(code, message)), result: None });
         };
         if self.raft.is_none() {
-            return reject(self, "ENOTREADY", "node is still loading its state".into());
+            return reject(self, code::ENOTREADY, "node is still loading its state".into());
         }
         let (translated, mark) = match self.translate_legacy(&kind, &args) {
             Ok(Some((text, mark))) => (Some(text), mark),
             Ok(None) => (None, None),
-            Err(e) => return reject(self, "EBADMESSAGE", e),
+            Err(e) => return reject(self, code::EBADMESSAGE, e),
         };
         let text = translated.as_deref().unwrap_or(&args);
-        let parsed: Result<(String, Body), String> = match kind.as_str() {
-            "AppendEntries" => serde_json::from_str::<AppendEntries>(text)
-                .map(|a| (a.leader_id.clone(), Body::AppendEntries(a)))
-                .map_err(|e| e.to_string()),
-            "RequestVote" => serde_json::from_str::<RequestVote>(text)
-                .map(|a| (a.candidate_id.clone(), Body::RequestVote(a)))
-                .map_err(|e| e.to_string()),
-            "InstallSnapshot" => serde_json::from_str::<InstallSnapshot>(&args)
-                .map(|a| (a.leader_id.clone(), Body::InstallSnapshot(a)))
-                .map_err(|e| e.to_string()),
-            other => Err(format!("unknown message type {other:?}")),
-        };
-        let (from, body) = match parsed {
+        let (from, body) = match wire::request(&kind, text) {
             Ok(p) => p,
-            Err(e) => return reject(self, "EBADMESSAGE", format!("malformed {kind} message: {e}")),
+            Err(e) => return reject(self, code::EBADMESSAGE, format!("malformed {kind} message: {e}")),
         };
         // The sender is the connection: a message may only speak for the peer its connection
         // was opened with. A connection the transport gave no peer id for speaks for no one.
@@ -1354,11 +1327,11 @@ impl<H: Host> Driver<H> {
             Some(p) if p == from => {}
             Some(p) => {
                 let message = format!("{kind} on the connection with {p} claims to come from {from}");
-                return reject(self, "EBADSENDER", message);
+                return reject(self, code::EBADSENDER, message);
             }
             None => {
                 let message = format!("{kind} from {from} came on a connection the transport gave no peer id for");
-                return reject(self, "EBADSENDER", message);
+                return reject(self, code::EBADSENDER, message);
             }
         }
         if mark.is_some() {
@@ -1376,7 +1349,7 @@ impl<H: Host> Driver<H> {
         let Some(raft) = self.raft.as_mut() else { return };
         if let Err(e) = raft.step(m) {
             if let Some(id) = token {
-                self.ops.push(Op::Reply { id, error: Some(JsError::new("EBADMESSAGE", e.to_string())), result: None });
+                self.ops.push(Op::Reply { id, error: Some(JsError::new(code::EBADMESSAGE, e.to_string())), result: None });
             }
         }
     }
@@ -1535,7 +1508,7 @@ impl<H: Host> Driver<H> {
             Event::ResetElectionTimeout => self.emit("reset election timeout", vec![]),
             Event::Heartbeat => self.emit("heartbeat", vec![]),
             Event::RemovedSelf => self.removed_self = true,
-            Event::Rejected { from, reason } => self.warn("EBADMESSAGE", format!("refused a message from {from}: {reason}")),
+            Event::Rejected { from, reason } => self.warn(code::EBADMESSAGE, format!("refused a message from {from}: {reason}")),
             Event::SnapshotNeeded { peer } => {
                 self.snapshot_wanted.insert(peer);
             }
@@ -1556,10 +1529,10 @@ impl<H: Host> Driver<H> {
             let Some(w) = self.ios.remove(&io) else { continue };
             match w.kind {
                 IoKind::LoadMeta | IoKind::LastApplied => {
-                    self.load_failed("loading persisted state", "the persistence plugin did not call back".into(), "ETIMEDOUT")
+                    self.load_failed("loading persisted state", "the persistence plugin did not call back".into(), code::ETIMEDOUT)
                 }
                 IoKind::Save => {
-                    self.error("ETIMEDOUT", "saveMeta did not call back; retrying");
+                    self.error(code::ETIMEDOUT, "saveMeta did not call back; retrying");
                     if let Some(s) = self.saving.as_mut() {
                         if s.io == io {
                             s.retry_at = Some(now);
@@ -1567,7 +1540,7 @@ impl<H: Host> Driver<H> {
                     }
                 }
                 IoKind::Apply => {
-                    self.error("ETIMEDOUT", "applyCommand did not call back; retrying");
+                    self.error(code::ETIMEDOUT, "applyCommand did not call back; retrying");
                     if self.applying.as_ref().is_some_and(|a| a.io == io) {
                         self.applying = None;
                     }
@@ -1586,20 +1559,20 @@ impl<H: Host> Driver<H> {
                     if kind == "InstallSnapshot" {
                         self.abort_outgoing(&peer);
                     }
-                    self.warn("ETIMEDOUT", format!("{kind} to {peer} got no reply"));
+                    self.warn(code::ETIMEDOUT, format!("{kind} to {peer} got no reply"));
                 }
                 IoKind::SnapshotRead { peer } => {
-                    self.warn("ETIMEDOUT", format!("reading the snapshot for {peer} stalled"));
+                    self.warn(code::ETIMEDOUT, format!("reading the snapshot for {peer} stalled"));
                     self.abort_outgoing(&peer);
                 }
                 IoKind::Quiesce => {
-                    self.warn("ETIMEDOUT", "the state machine did not come to rest for a snapshot; retrying");
+                    self.warn(code::ETIMEDOUT, "the state machine did not come to rest for a snapshot; retrying");
                     if self.quiescing == Some(io) {
                         self.quiescing = None;
                     }
                 }
                 IoKind::SnapshotReset | IoKind::SnapshotWrite => {
-                    self.install_failed("ETIMEDOUT", "the persistence plugin did not call back while installing a snapshot".into());
+                    self.install_failed(code::ETIMEDOUT, "the persistence plugin did not call back while installing a snapshot".into());
                 }
             }
         }
@@ -1610,7 +1583,7 @@ impl<H: Host> Driver<H> {
             .map(|(p, _)| p.clone())
             .collect();
         for peer in stalled {
-            self.warn("ETIMEDOUT", format!("snapshot transfer to {peer} stalled"));
+            self.warn(code::ETIMEDOUT, format!("snapshot transfer to {peer} stalled"));
             self.abort_outgoing(&peer);
         }
         if self.saving.as_ref().is_some_and(|s| s.retry_at.is_some_and(|t| t <= now)) {
@@ -1620,7 +1593,7 @@ impl<H: Host> Driver<H> {
         for req in expired {
             let Some(p) = self.untrack(req) else { continue };
             let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
-            self.done(req, Some(JsError::new("ETIMEDOUT", msg)));
+            self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
         }
         let expired: Vec<u32> =
             self.membership_queue.iter().filter(|m| m.deadline <= now).map(|m| m.req).collect();
@@ -1628,7 +1601,7 @@ impl<H: Host> Driver<H> {
             self.membership_queue.retain(|m| m.deadline > now);
             for req in expired {
                 let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);
-                self.done(req, Some(JsError::new("ETIMEDOUT", msg)));
+                self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
             }
         }
     }
@@ -1670,7 +1643,7 @@ impl<H: Host> Driver<H> {
         }
         self.quiescing = None;
         if let Some(e) = error {
-            return self.warn(&e.code_or("EPLUGIN"), format!("could not stop applying for a snapshot: {}", e.message()));
+            return self.warn(&e.code_or(code::EPLUGIN), format!("could not stop applying for a snapshot: {}", e.message()));
         }
         // The chain under way was stopped; forget its batch (the rest is re-sent later).
         if let Some(a) = self.applying.take() {
@@ -1709,7 +1682,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         if let Some(e) = error {
-            self.error(&e.code_or("EPERSISTENCE"), format!("reading the state machine for a snapshot failed: {}", e.message()));
+            self.error(&e.code_or(code::EPERSISTENCE), format!("reading the state machine for a snapshot failed: {}", e.message()));
             return self.abort_outgoing(&peer);
         }
         #[derive(serde::Deserialize)]
@@ -1719,7 +1692,7 @@ impl<H: Host> Driver<H> {
         }
         let parsed: Option<ReadResult> = result.as_deref().and_then(|r| serde_json::from_str(r).ok());
         let Some(read) = parsed else {
-            self.warn("EBADRESULT", "the snapshot read returned something unexpected");
+            self.warn(code::EBADRESULT, "the snapshot read returned something unexpected");
             return self.abort_outgoing(&peer);
         };
         let Some(o) = self.outgoing.get_mut(&peer) else { return };
@@ -1830,7 +1803,7 @@ impl<H: Host> Driver<H> {
 
     fn install_reset_finished(&mut self, error: Option<PluginError>) {
         if let Some(e) = error {
-            return self.install_failed(&e.code_or("EPERSISTENCE"), format!("removeAllState failed: {}", e.message()));
+            return self.install_failed(&e.code_or(code::EPERSISTENCE), format!("removeAllState failed: {}", e.message()));
         }
         let Some(inc) = self.incoming.as_mut() else { return };
         if inc.phase != InstallPhase::Resetting {
@@ -1844,7 +1817,7 @@ impl<H: Host> Driver<H> {
 
     fn install_write_finished(&mut self, error: Option<PluginError>) {
         if let Some(e) = error {
-            return self.install_failed(&e.code_or("EPERSISTENCE"), format!("writing the snapshot failed: {}", e.message()));
+            return self.install_failed(&e.code_or(code::EPERSISTENCE), format!("writing the snapshot failed: {}", e.message()));
         }
         let Some(inc) = self.incoming.as_mut() else { return };
         let InstallPhase::Writing { seq, token, done } = inc.phase else { return };
@@ -1879,7 +1852,7 @@ impl<H: Host> Driver<H> {
 
     fn finish_stop(&mut self, req: u32) {
         self.publish();
-        let err = JsError::new("ESTOPPED", "node stopped");
+        let err = JsError::new(code::ESTOPPED, "node stopped");
         let reqs: Vec<u32> = self.pending.keys().copied().collect();
         for r in reqs {
             self.done(r, Some(err.clone()));
@@ -1929,6 +1902,7 @@ pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Noti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skiff_core::message::{AppendEntries, RequestVote};
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry { term, index, kind: EntryKind::Command(Json::from_value(&index)), uuid: format!("u{index}") }

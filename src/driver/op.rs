@@ -1,5 +1,6 @@
 //! Operations the engine asks the JS wrapper to carry out (see docs/PROTOCOL.md).
 
+use super::code;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use skiff_core::Json;
@@ -19,7 +20,7 @@ impl JsError {
     }
 
     pub fn not_leader(leader: Option<String>) -> JsError {
-        JsError { message: "not the leader".into(), code: "ENOTLEADER".into(), leader: Some(leader) }
+        JsError { message: "not the leader".into(), code: code::ENOTLEADER.into(), leader: Some(leader) }
     }
 }
 

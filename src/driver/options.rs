@@ -35,24 +35,45 @@ pub struct NodeOptions {
     pub max_command_bytes: u64,
 }
 
-mod defaults {
+/// The defaults of the options that reach the engine. The timing ones are the core's
+/// (`Config::new`), so each number is written once; the binding exports them all as
+/// `engineDefaults()` and `__test__/options.test.js` checks `lib/options.js` agrees.
+pub mod defaults {
+    use skiff_core::Config;
+
+    fn core() -> Config {
+        Config::new(String::new())
+    }
     pub fn heartbeat() -> u64 {
-        50
+        core().heartbeat_interval
     }
     pub fn min_election() -> u64 {
-        150
+        core().min_election_timeout
     }
     pub fn max_election() -> u64 {
-        300
+        core().max_election_timeout
+    }
+    pub fn retained() -> u64 {
+        core().retained_log_entries
     }
     pub fn command_timeout() -> u64 {
         3000
     }
-    pub fn retained() -> u64 {
-        50
-    }
     pub fn max_command_bytes() -> u64 {
         1 << 20
+    }
+
+    /// Every default by its JS option name, as `lib/options.js`'s `DEFAULTS` spells them.
+    pub fn to_json() -> serde_json::Value {
+        serde_json::json!({
+            "standby": false,
+            "heartbeatInterval": heartbeat(),
+            "minElectionTimeout": min_election(),
+            "maxElectionTimeout": max_election(),
+            "commandTimeout": command_timeout(),
+            "retainedLogEntries": retained(),
+            "maxCommandBytes": max_command_bytes(),
+        })
     }
 }
 

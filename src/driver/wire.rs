@@ -1,0 +1,107 @@
+//! The wire codec: a peer message's type name and JSON text ↔ the core's [`Body`].
+//!
+//! A request travels as `send(type, args)`; its response travels as the reply to that request,
+//! so a response is read knowing the type of the request it answers. The six message types are
+//! listed once, in the `wire!` table below, which writes the three conversions from it.
+
+use serde_json::value::RawValue;
+use skiff_core::message::{
+    AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RequestVote, RequestVoteResponse,
+};
+use skiff_core::Body;
+
+/// The node a request speaks for, which must be the peer its connection was opened with.
+trait Sender {
+    fn sender(&self) -> &str;
+}
+
+impl Sender for AppendEntries {
+    fn sender(&self) -> &str {
+        &self.leader_id
+    }
+}
+
+impl Sender for RequestVote {
+    fn sender(&self) -> &str {
+        &self.candidate_id
+    }
+}
+
+impl Sender for InstallSnapshot {
+    fn sender(&self) -> &str {
+        &self.leader_id
+    }
+}
+
+/// Writes [`request`], [`response`] and [`to_json`] from one list of `"Type" => Request / Response`.
+macro_rules! wire {
+    ($($name:literal => $req:ident / $res:ident,)*) => {
+        /// A request of type `kind` from its JSON text → the node it speaks for and its body.
+        pub fn request(kind: &str, text: &str) -> Result<(String, Body), String> {
+            match kind {
+                $($name => serde_json::from_str::<$req>(text)
+                    .map(|m| (m.sender().to_string(), Body::$req(m)))
+                    .map_err(|e| e.to_string()),)*
+                other => Err(format!("unknown message type {other:?}")),
+            }
+        }
+
+        /// The reply to a request of type `kind`, from its JSON text.
+        pub fn response(kind: &str, text: &str) -> Result<Body, String> {
+            match kind {
+                $($name => serde_json::from_str::<$res>(text).map(Body::$res).map_err(|e| e.to_string()),)*
+                other => Err(format!("unknown message type {other:?}")),
+            }
+        }
+
+        /// A body as the JSON text that goes on the wire.
+        pub fn to_json(body: &Body) -> Box<RawValue> {
+            let text = match body {
+                $(Body::$req(m) => serde_json::value::to_raw_value(m),
+                  Body::$res(m) => serde_json::value::to_raw_value(m),)*
+            };
+            // The core's messages are plain data; serialising them cannot fail.
+            text.unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
+        }
+    };
+}
+
+wire! {
+    "AppendEntries" => AppendEntries / AppendEntriesResponse,
+    "RequestVote" => RequestVote / RequestVoteResponse,
+    "InstallSnapshot" => InstallSnapshot / InstallSnapshotResponse,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_reads_back_what_it_writes_under_the_core_s_name() {
+        let requests = [
+            r#"{"term":2,"leaderId":"a","prevLogIndex":1,"prevLogTerm":1,"entries":[],"leaderCommit":1}"#,
+            r#"{"term":2,"candidateId":"b","lastLogIndex":3,"lastLogTerm":1}"#,
+        ];
+        for text in requests {
+            let kind = if text.contains("candidateId") { "RequestVote" } else { "AppendEntries" };
+            let (from, body) = request(kind, text).expect("a well-formed request");
+            assert_eq!(body.type_name(), kind);
+            assert!(body.is_request());
+            assert_eq!(from, if kind == "RequestVote" { "b" } else { "a" });
+            let again = request(kind, to_json(&body).get()).expect("reads back");
+            assert_eq!(again.1, body);
+        }
+        let reply = response("RequestVote", r#"{"term":2,"voteGranted":true}"#).expect("a vote");
+        assert_eq!(reply.type_name(), "RequestVote");
+        assert!(!reply.is_request());
+        assert_eq!(response("RequestVote", to_json(&reply).get()).expect("reads back"), reply);
+    }
+
+    #[test]
+    fn an_unknown_type_or_a_wrong_shape_is_an_error() {
+        assert!(request("Gossip", "{}").unwrap_err().contains("unknown message type"));
+        assert!(response("Gossip", "{}").is_err());
+        assert!(request("AppendEntries", r#"{"term":"x"}"#).is_err());
+        assert!(request("InstallSnapshot", "null").is_err());
+    }
+}
