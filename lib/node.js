@@ -349,12 +349,9 @@ function createNodeClass(loadNative) {
         metadata = undefined;
       }
       const [promise, callback] = callbackOrPromise(cb);
-      if (this._stopping || this._released) {
-        failSoon(callback, makeError('node is stopped', CODES.ESTOPPED));
-        return promise;
-      }
-      if (typeof peerId !== 'string' || peerId === '') {
-        failSoon(callback, makeError('peer id must be a non-empty string', CODES.EINVALIDPEER));
+      const refused = this._refusePeerCall(peerId);
+      if (refused) {
+        failSoon(callback, refused);
         return promise;
       }
       if (peerId === this.id) {
@@ -374,16 +371,22 @@ function createNodeClass(loadNative) {
 
     leave(peerId, cb) {
       const [promise, callback] = callbackOrPromise(cb);
-      if (this._stopping || this._released) {
-        failSoon(callback, makeError('node is stopped', CODES.ESTOPPED));
-        return promise;
-      }
-      if (typeof peerId !== 'string' || peerId === '') {
-        failSoon(callback, makeError('peer id must be a non-empty string', CODES.EINVALIDPEER));
+      const refused = this._refusePeerCall(peerId);
+      if (refused) {
+        failSoon(callback, refused);
         return promise;
       }
       this._request(callback, (req) => this._native.leave(req, peerId));
       return promise;
+    }
+
+    // Why `join`/`leave` of `peerId` cannot be taken, or null.
+    _refusePeerCall(peerId) {
+      if (this._stopping || this._released) return makeError('node is stopped', CODES.ESTOPPED);
+      if (typeof peerId !== 'string' || peerId === '') {
+        return makeError('peer id must be a non-empty string', CODES.EINVALIDPEER);
+      }
+      return null;
     }
 
     stop(cb) {

@@ -44,6 +44,22 @@ class SnapshotIO {
       node.options.persistence, 'removeAllState', [node.id], false, this._apply.lane);
   }
 
+  // Opens the state machine's stream with persistence[`method`]; when the plugin fails or gives
+  // something without `needs()` and `on()`, completes IO `io` with the error and returns null.
+  _open(io, method, needs, kind) {
+    const node = this._node;
+    try {
+      const stream = node.options.persistence[method](node.id);
+      if (!stream || typeof stream[needs] !== 'function' || typeof stream.on !== 'function') {
+        throw makeError(`persistence.${method} did not return a ${kind} stream`, CODES.EPLUGIN);
+      }
+      return stream;
+    } catch (e) {
+      this._io.complete(io, toWire(e), null);
+      return null;
+    }
+  }
+
   // `snapshotRead`: read up to maxChunks objects (about maxBytes of JSON) from the state
   // machine's read stream `sid`, opened on first use; only `read()` what is asked for.
   read(op) {
@@ -53,16 +69,8 @@ class SnapshotIO {
     const maxBytes = Number.isFinite(op.maxBytes) && op.maxBytes > 0 ? op.maxBytes : 1 << 20;
     let rec = this._readStreams.get(sid);
     if (!rec) {
-      let stream;
-      try {
-        stream = node.options.persistence.createReadStream(node.id);
-        if (!stream || typeof stream.read !== 'function' || typeof stream.on !== 'function') {
-          throw makeError('persistence.createReadStream did not return a readable stream', CODES.EPLUGIN);
-        }
-      } catch (e) {
-        this._io.complete(io, toWire(e), null);
-        return;
-      }
+      const stream = this._open(io, 'createReadStream', 'read', 'readable');
+      if (!stream) return;
       rec = { stream, ended: false, error: null, wake: null };
       const wake = () => {
         const fn = rec.wake;
@@ -173,16 +181,8 @@ class SnapshotIO {
     const node = this._node;
     let rec = this._writeStreams.get(op.sid);
     if (!rec) {
-      let stream;
-      try {
-        stream = node.options.persistence.createWriteStream(node.id);
-        if (!stream || typeof stream.write !== 'function' || typeof stream.on !== 'function') {
-          throw makeError('persistence.createWriteStream did not return a writable stream', CODES.EPLUGIN);
-        }
-      } catch (e) {
-        this._io.complete(op.io, toWire(e), null);
-        return;
-      }
+      const stream = this._open(op.io, 'createWriteStream', 'write', 'writable');
+      if (!stream) return;
       rec = { stream, error: null, finished: false, queue: Promise.resolve(), listeners: new Set() };
       stream.on('error', (err) => {
         rec.error = err || makeError('snapshot write stream failed', CODES.EPLUGIN);
