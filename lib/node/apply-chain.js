@@ -68,8 +68,8 @@ class ApplyChain {
       const handle = (err, result) => {
         const item = entries[k];
         if (!err) {
-          if (!node._released) node._requests.applied(item, result);
           if (item.index > this.lastApplied) this.lastApplied = item.index;
+          if (!node._released) node._requests.applied(item, result);
         }
         if (stale()) {
           release();
