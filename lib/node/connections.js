@@ -36,6 +36,11 @@ class Connections {
     this._node._warn(e);
   }
 
+  // How many peer requests wait for the engine's answer (at most MAX_PENDING_REPLIES).
+  get pendingReplies() {
+    return this._replies.size;
+  }
+
   // Starts the transport's listener (closing a previous one); `done(err)` once it listens.
   listen(options, done) {
     const node = this._node;
