@@ -53,7 +53,7 @@ async function rogueCluster(t, options) {
 
 function assertAllAnswered(rogue, nodes) {
   assert.equal(rogue.answered, rogue.sent, `${rogue.sent} requests sent, ${rogue.answered} answered`);
-  for (const n of nodes) assert.equal(n._replies.size, 0, `${n.id} holds no reply callback`);
+  for (const n of nodes) assert.equal(n._connections.pendingReplies, 0, `${n.id} holds no reply callback`);
 }
 
 test('a huge leaderCommit stops no election, also after every node restarts', async (t) => {

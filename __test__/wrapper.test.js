@@ -347,15 +347,20 @@ test('a newer apply supersedes an older chain', async (t) => {
   assert.deepEqual(completes(native, 2), [[2, null, '2']]);
 });
 
-// Unknown ops with an io are completed with EUNKNOWNOP so the engine does not wait.
+// Unknown ops with an io are completed with EUNKNOWNOP so the engine does not wait. Ops come
+// only as `{op: name, ...}` (serde's `tag = "op"`): any other shape is reported, not guessed at.
 test('unknown operations', async (t) => {
-  const { native } = make(t);
+  const { node, native } = make(t);
+  const warnings = [];
+  node.on('warning', (w) => warnings.push([w.code, w.message]));
   native.send({ op: 'fancyNewThing', io: 77 });
   assert.equal(completes(native, 77)[0][1].code, 'EUNKNOWNOP');
-  // serde's externally tagged form is understood too
-  native.send({ saveCommitIndex: { io: 78, index: 3 } });
-  await until(() => completes(native, 78).length === 1, 'complete 78');
-  assert.deepEqual(completes(native, 78), [[78, null, null]]);
+  native.send({ saveMeta: { io: 78, state: {} } }, 'stopped', { op: 'saveCommitIndex', io: 79, index: 3 });
+  await tick();
+  assert.deepEqual(completes(native, 78), []);
+  assert.equal(completes(native, 79)[0][1].code, 'EUNKNOWNOP', 'saveCommitIndex is not an op');
+  assert.deepEqual(warnings.map((w) => w[0]), ['EUNKNOWNOP', 'EUNKNOWNOP', 'EUNKNOWNOP', 'EUNKNOWNOP']);
+  assert.equal(node.state.name === 'stopped', false, 'a bare string is not the stopped op');
 });
 
 // ---- events
@@ -606,11 +611,11 @@ test('applyCommand results reach command()', async (t) => {
   native.send({ op: 'apply', io: 1, entries: [{ index: 3, command: { read: 'k' }, want: true },
     { index: 4, command: { read: 'j' }, want: true }, { index: 5, command: { read: 'x' } }] });
   await until(() => completes(native, 1).length === 1, 'apply complete');
-  assert.equal(node._applyResults.size, 2, 'only wanted results are kept');
+  assert.equal(node._requests.results.size, 2, 'only wanted results are kept');
   native.send({ op: 'done', req: req1, error: null, index: 3 }, { op: 'done', req: req2, error: null, index: 4 });
   assert.deepEqual(await p, { value: 'k', at: 3 });
   assert.deepEqual(cbArgs, [null, { value: 'j', at: 4 }]);
-  assert.equal(node._applyResults.size, 0, 'results are released');
+  assert.equal(node._requests.results.size, 0, 'results are released');
 });
 
 // snapshotRead reads what is asked for from createReadStream, encodes chunks like commands, and

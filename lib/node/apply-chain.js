@@ -1,0 +1,140 @@
+'use strict';
+
+// The apply chain: runs the engine's `apply` ops against the state machine, one entry at a time
+// in the state-machine lane, and knows how far applying got.
+
+const { toWire } = require('../errors');
+const { revive } = require('../codec');
+const { Lane } = require('../lane');
+const { invoke } = require('./plugin-call');
+
+// An apply chain reports its progress to the engine after this many items, or this long.
+const PROGRESS_EVERY_ITEMS = 32;
+const PROGRESS_EVERY_MS = 20;
+
+class ApplyChain {
+  // `node`: the Node (plugins, events, its Requests); `io`: the Dispatcher (complete, progress).
+  constructor(node, io) {
+    this._node = node;
+    this._io = io;
+    this._gen = 0; // bumped to stop the running chain
+    // Highest index an apply chain saw applied: the `applied` hint on every engine call, and
+    // `quiesce`'s answer.
+    this.lastApplied = 0;
+    // Every call that touches the state machine (applyCommand, saveCommitIndex, removeAllState,
+    // snapshot writes) takes its turn here.
+    this.lane = new Lane();
+  }
+
+  // No chain may go on: the state machine is about to be cleared or read as it stands.
+  supersede() {
+    this._gen += 1;
+  }
+
+  // `quiesce` op: stop the apply chain, wait until no state-machine call is under way, and tell
+  // the engine exactly how far applying got: a snapshot read then starts from that index.
+  quiesce(io) {
+    this.supersede();
+    this.lane.run((release) => {
+      release();
+      this._io.complete(io, null, JSON.stringify(this.lastApplied));
+    });
+  }
+
+  // `apply` op: entries `[{index, command?, req?, want?}]` in order, one at a time. With a
+  // command: applyCommand; without: saveCommitIndex (membership and other internal entries). A
+  // newer `apply` op supersedes a chain still running (the engine retried it).
+  apply(op) {
+    const node = this._node;
+    const gen = ++this._gen;
+    const entries = Array.isArray(op.entries) ? op.entries : [];
+    node._requests.expect(entries);
+    const persistence = node.options.persistence;
+    const warn = (e) => node._warn(e);
+    const timeoutMs = node.options.commandTimeout;
+    // How often a long chain tells the engine how far it got (answering commands that wait
+    // for more than this node's apply, and keeping the engine's deadline for the chain fresh).
+    const progressMs = Math.max(1, Math.min(PROGRESS_EVERY_MS, Math.floor(timeoutMs / 4)));
+    let abandoned = false;
+    // The whole chain holds the state-machine lane once; the lane gives up on it only after
+    // `timeoutMs` without progress.
+    this.lane.run((release, touch) => {
+      let k = 0;
+      let last = null;
+      let reportedK = 0;
+      let reportedAt = Date.now();
+      const stale = () => abandoned || node._released || gen !== this._gen;
+      // returns true when the chain may go on with the next item
+      const handle = (err, result) => {
+        const item = entries[k];
+        if (!err) {
+          if (item.index > this.lastApplied) this.lastApplied = item.index;
+          if (!node._released) node._requests.applied(item, result);
+        }
+        if (stale()) {
+          release();
+          return false;
+        }
+        if (err) {
+          release();
+          this._io.complete(op.io, toWire(err), JSON.stringify(last));
+          return false;
+        }
+        last = item.index;
+        k++;
+        touch();
+        if (k < entries.length && (k - reportedK >= PROGRESS_EVERY_ITEMS || Date.now() - reportedAt >= progressMs)) {
+          reportedK = k;
+          reportedAt = Date.now();
+          this._io.progress(op.io, item.index);
+        }
+        if (node.listenerCount('applied log') > 0) node._emitSafe('applied log', item.index);
+        return true;
+      };
+      const run = () => {
+        for (;;) {
+          if (stale()) {
+            release();
+            return;
+          }
+          if (k >= entries.length) {
+            // the lane is free before the engine hears of it (its answer may be a new chain)
+            release();
+            this._io.complete(op.io, null, JSON.stringify(last));
+            return;
+          }
+          const item = entries[k] || {};
+          const hasCommand = Object.prototype.hasOwnProperty.call(item, 'command');
+          let sync = true;
+          let syncDone = false;
+          let syncErr = null;
+          let syncResult;
+          const after = (err, result) => {
+            if (sync) {
+              syncDone = true;
+              syncErr = err;
+              syncResult = result;
+            } else if (handle(err, result)) {
+              run();
+            }
+          };
+          if (hasCommand) {
+            invoke(warn, 'persistence.applyCommand', persistence, 'applyCommand',
+              [node.id, item.index, revive(item.command)], after);
+          } else {
+            invoke(warn, 'persistence.saveCommitIndex', persistence, 'saveCommitIndex',
+              [node.id, item.index], after);
+          }
+          sync = false;
+          if (!syncDone) return; // continues from the plugin's callback
+          if (!handle(syncErr, syncResult)) return;
+        }
+      };
+      run();
+    }, timeoutMs, () => {
+      abandoned = true;
+    });
+  }
+}
+
+module.exports = { ApplyChain };
