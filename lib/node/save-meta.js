@@ -28,7 +28,7 @@ class MetaSaver {
         // requests among it are still answered, with a refusal.
         for (const a of after) {
           if (a && a.op === 'reply') {
-            node._connections.reply({ id: a.id, error: { message: `not saved: ${describe(err)}`, code: 'EPERSISTENCE' } });
+            node._connections.reply({ id: a.id, error: { message: `not saved: ${describe(err)}`, code: CODES.EPERSISTENCE } });
           }
         }
         this._io.complete(op.io, toWire(err), null);
