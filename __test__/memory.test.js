@@ -1,13 +1,13 @@
 'use strict';
 
-// The in-memory test plugins (helpers/memory.js): the transport delivers JSON-cloned requests and
+// The in-memory plugins (lib/memory.js): the transport delivers JSON-cloned requests and
 // replies asynchronously and obeys partitions, drops and injected faults; the persistence follows
 // the plugin contract (idempotent applyCommand, streams over applied commands). And they drive
 // the original skiff-algorithm 0.8.2 too, so they implement the same plugin contract.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Hub, Persistence } = require('./helpers/memory');
+const { MemoryNetwork: Hub, MemoryPersistence: Persistence } = require('../lib/memory');
 
 function listen(hub, id, handler) {
   const incoming = [];

@@ -23,7 +23,7 @@
 
 const { Readable, Writable } = require('stream');
 
-const { clone } = require('../../bench/plugins');
+const { clone } = require('../../lib/memory');
 
 function emptySm() {
   return { index: 0, kv: new Map(), sessions: new Map() };

@@ -1,0 +1,712 @@
+'use strict';
+
+// The in-memory transport and persistence: one implementation of each plugin contract
+// (/work/shared/skiff-compat.md, "Transport plugin" and "Persistence plugin") with fault hooks.
+// The default persistence (lib/memory-persistence.js), the tests, the chaos harness and the bench
+// all use these two classes, so a fix to how a message or a save behaves reaches all of them.
+//
+// Like a real wire or disk, everything crossing them is JSON-cloned and every callback is
+// asynchronous. With no fault set they add nothing but that, so the bench measures the engine.
+//
+// Transport faults (MemoryNetwork):
+//   net.partition(a, b)      cut a <-> b (ids or arrays of ids), both ways
+//   net.partition(groups)    cut between groups (an array of arrays of ids), both ways
+//   net.block(from, to)      cut one direction only
+//   net.isolate(id)          cut everything to and from id
+//   net.heal([id])           undo cuts and isolation (all, or those involving id)
+//   net.crash(id) / revive   the node's instance is gone: no traffic, its ends and listener die
+//   net.partitionMode        what a cut does to a message: 'error' (the sender is called back with
+//                            EHOSTUNREACH) or 'drop' (lost; `refuseRate` of them fail with
+//                            ECONNREFUSED instead)
+//   net.dropRate / dupRate   lose / deliver twice that share of messages (the sender is called
+//                            back once, with whichever reply arrives first)
+//   net.delay = [min, max]   ms per message, uniform, so messages overtake each other;
+//   net.lagRate / lagMax     a share of messages is held up to lagMax ms more (stale arrivals)
+//   net.fail(id, 'connect' | 'send' | 'listen', mode, times)    misbehave on the next calls
+//   net.onMessage(from, to, type, args)                         sees every request sent
+// Persistence faults (MemoryPersistence):
+//   p.fail(method, mode, times, [nodeId])   misbehave on the next calls of `method`
+//   p.delay(method, ms, [nodeId])           call back after ms instead of at once
+// where a `mode` is one of
+//   'throw'  throw synchronously            'error'  call back with an Error (code EINJECTED)
+//   'value'  call back with a non-Error     'twice'  do the work, call back twice
+//   'never'  do nothing, never call back    'bad'    call back with a result JSON cannot carry
+// Everything random comes from `rand` (Math.random unless a seeded one is given), drawn in a fixed
+// order per message, so a seeded run draws the same numbers for the same traffic.
+
+const { EventEmitter } = require('events');
+const { Readable, Writable } = require('stream');
+
+/** What crosses the in-memory wire or disk: a JSON copy. */
+function clone(value) {
+  return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
+}
+
+/**
+ * An error as it arrives at the other end: a fresh Error with the message and the fields a skiff
+ * error carries (`code`, `leader`); no error (null, undefined, false) stays none.
+ */
+function wireError(err) {
+  if (err === null || err === undefined || err === false) return null;
+  if (err instanceof Error || (typeof err === 'object' && typeof err.message === 'string')) {
+    const e = new Error(err.message);
+    if (err.code !== undefined) e.code = err.code;
+    if (err.leader !== undefined) e.leader = err.leader;
+    return e;
+  }
+  return new Error(String(err));
+}
+
+function coded(message, code) {
+  const e = new Error(message);
+  e.code = code;
+  return e;
+}
+
+function injected(what) {
+  return coded(`injected failure: ${what}`, 'EINJECTED');
+}
+
+function cyclic() {
+  const o = { note: 'cannot be JSON' };
+  o.self = o;
+  return o;
+}
+
+/** One-shot faults, consumed in the order they were added: { key, nodeId, mode, times }. */
+class Faults {
+  constructor() {
+    this.list = [];
+    this.hits = [];
+  }
+
+  add(key, mode, times, nodeId) {
+    this.list.push({ key, mode, times: times === undefined ? 1 : times, nodeId });
+  }
+
+  /** The mode of the first fault for `key` (and `nodeId`), used up by one; null if none. */
+  take(key, nodeId) {
+    if (this.list.length === 0) return null;
+    for (let i = 0; i < this.list.length; i++) {
+      const f = this.list[i];
+      if (f.key !== key) continue;
+      if (f.nodeId !== undefined && f.nodeId !== nodeId) continue;
+      f.times -= 1;
+      if (f.times <= 0) this.list.splice(i, 1);
+      this.hits.push({ key, nodeId, mode: f.mode });
+      return f.mode;
+    }
+    return null;
+  }
+
+  clear() {
+    this.list = [];
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Transport
+
+/** One end of a connection. The initiating end (re)connects through the remote's listener. */
+class Endpoint extends EventEmitter {
+  constructor(net, local, localMeta, remote, remoteMeta, initiator) {
+    super();
+    this.net = net;
+    this.local = local;
+    this.localMetadata = localMeta;
+    this.remote = remote;
+    this.metadata = remoteMeta;
+    this.initiator = initiator;
+    this.other = null; // the end at the remote side
+    this.listener = null; // accepted ends: the listener registration that accepted it
+    this.handler = null;
+    this.closed = false;
+    net.endpoints.add(this);
+  }
+
+  receive(fn) {
+    this.handler = fn;
+  }
+
+  // The remote end; for the initiating end, (re)created through the remote's current listener
+  // when needed (the remote restarted, or the handshake has not happened yet).
+  _peerEnd() {
+    if (!this.initiator) return this.other && !this.other.closed ? this.other : null;
+    const net = this.net;
+    const listener = net.listeners.get(this.remote);
+    if (!listener || listener.closed) return null;
+    if (this.other && !this.other.closed && this.other.listener === listener) return this.other;
+    const end = new Endpoint(net, this.remote, this.metadata, this.local, this.localMetadata, false);
+    end.other = this;
+    end.listener = listener;
+    listener.ends.add(end);
+    this.other = end;
+    try {
+      listener.onConnection(this.local, clone(this.localMetadata), end);
+    } catch (e) {
+      net.stats.listenerErrors += 1;
+      net.emit('listener error', e);
+      return null;
+    }
+    return end;
+  }
+
+  // A message the network lost to a cut: in 'error' mode the sender hears of it on the next turn.
+  _unreachable(answer) {
+    if (this.net.partitionMode === 'error') {
+      const e = coded(`${this.remote} is unreachable from ${this.local}`, 'EHOSTUNREACH');
+      this.net._later(0, () => answer(e));
+      return true;
+    }
+    return false;
+  }
+
+  send(type, args, cb) {
+    const net = this.net;
+    const callback = typeof cb === 'function' ? cb : () => {};
+    const fault = net.faults.take('send', this.local);
+    if (fault !== null) {
+      if (fault === 'throw') throw injected(`send ${type}`);
+      if (fault === 'never') return;
+      if (fault === 'error' || fault === 'value' || fault === 'bad') {
+        const v = fault === 'error' ? injected(`send ${type}`) : fault === 'value' ? 'send failed' : null;
+        setImmediate(() => (fault === 'bad' ? callback(null, cyclic()) : callback(v)));
+        return;
+      }
+    }
+    if (this.closed) {
+      net._later(0, () => callback(coded('connection closed', 'ECONNRESET')));
+      return;
+    }
+    let payload;
+    try {
+      payload = clone(args);
+    } catch (e) {
+      setImmediate(callback, e);
+      return;
+    }
+    if (net.onMessage) net.onMessage(this.local, this.remote, type, payload);
+    let answered = false;
+    const answer = (err, result) => {
+      if (answered) return;
+      answered = true;
+      callback(err, result);
+    };
+    // The draws below (dup, then per copy: drop, delay, lag, refuse) keep their order: a seeded
+    // chaos run replays them.
+    const copies = net.rand() < net.dupRate ? 2 : 1;
+    if (copies === 2) net.stats.duplicated += 1;
+    net.stats.sent += 1;
+    for (let i = 0; i < copies; i++) {
+      net._transmit(this.local, this.remote, (ok) => {
+        if (!ok) {
+          if (!this._unreachable(answer) && net.rand() < net.refuseRate) {
+            net._later(0, () => answer(coded(`cannot reach ${this.remote}`, 'ECONNREFUSED')));
+          }
+          return;
+        }
+        if (this.closed) {
+          answer(coded('connection closed', 'ECONNRESET'));
+          return;
+        }
+        const end = this._peerEnd();
+        if (!end || typeof end.handler !== 'function') {
+          answer(coded(`cannot connect to ${this.remote}`, 'ECONNREFUSED'));
+          return;
+        }
+        let replied = false;
+        const reply = (err, result) => {
+          if (replied) return;
+          replied = true;
+          let e2;
+          let r2;
+          try {
+            e2 = wireError(err);
+            r2 = clone(result);
+          } catch (e) {
+            e2 = e;
+            r2 = undefined;
+          }
+          net._transmit(this.remote, this.local, (ok2) => {
+            if (this.closed || end.closed) return;
+            if (!ok2) {
+              this._unreachable(answer);
+              return;
+            }
+            net.stats.delivered += 1;
+            answer(e2, r2);
+          });
+        };
+        try {
+          end.handler(type, copies === 1 && !net.onMessage ? payload : clone(payload), reply);
+        } catch (e) {
+          net.stats.handlerErrors += 1;
+          net.emit('handler error', e);
+        }
+      });
+    }
+  }
+
+  // Closing the initiating end closes the connection for good (both ends emit `close`). Closing
+  // an accepted end (the remote node stopped) closes only that end: the initiating end emits
+  // `disconnected` and reconnects on its next send, like a reconnecting network transport.
+  close(cb) {
+    const done = typeof cb === 'function' ? cb : () => {};
+    const net = this.net;
+    if (this.closed) {
+      net._later(0, done);
+      return;
+    }
+    const other = this.other;
+    this._kill();
+    if (this.initiator && other) other._kill();
+    else if (other && other.other === this) {
+      other.other = null;
+      if (!other.closed) net._later(0, () => other.emit('disconnected'));
+    }
+    net._later(0, done);
+  }
+
+  // This end is gone, without a word to the other side (a crashed process, or part of close).
+  _kill() {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.listener) this.listener.ends.delete(this);
+    this.net.endpoints.delete(this);
+    this.net._later(0, () => this.emit('close'));
+  }
+}
+
+class MemoryNetwork extends EventEmitter {
+  /**
+   * @param {object} [options]
+   * @param {() => number} [options.rand]   the random source (a seeded PRNG for replayable runs)
+   * @param {'error'|'drop'} [options.partitionMode]
+   * @param {number} [options.dropRate]
+   * @param {number} [options.refuseRate]   share of messages lost to a cut that fail fast instead
+   */
+  constructor(options = {}) {
+    super();
+    this.rand = options.rand || Math.random;
+    this.pipelining = true; // each reply goes to its own request's callback
+    this.listeners = new Map(); // node id -> { id, onConnection, closed, ends }
+    this.endpoints = new Set();
+    this.cut = new Set(); // "from\0to": that direction loses everything
+    this.isolated = new Set();
+    this.down = new Set(); // crashed nodes
+    this.partitionMode = options.partitionMode || 'error';
+    this.dropRate = options.dropRate || 0;
+    this.refuseRate = options.refuseRate || 0;
+    this.dupRate = 0;
+    this.delay = [0, 0];
+    this.lagRate = 0;
+    this.lagMax = 0;
+    this.faults = new Faults();
+    this.onMessage = null;
+    this.timers = new Set();
+    this.closed = false;
+    this.stats = {
+      sent: 0, delivered: 0, dropped: 0, blocked: 0, duplicated: 0, lagged: 0, connects: 0,
+      handlerErrors: 0, listenerErrors: 0,
+    };
+    // plugin methods are used detached by some callers: bind them
+    this.listen = this.listen.bind(this);
+    this.connect = this.connect.bind(this);
+  }
+
+  // Runs fn after ms (next turn for 0), unless the network has been shut down by then.
+  _later(ms, fn) {
+    if (this.closed) return;
+    if (ms <= 0) {
+      setImmediate(() => {
+        if (!this.closed) fn();
+      });
+      return;
+    }
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (!this.closed) fn();
+    }, ms);
+    this.timers.add(t);
+  }
+
+  canTalk(from, to) {
+    if (this.cut.size === 0 && this.isolated.size === 0 && this.down.size === 0) return true;
+    if (this.down.has(from) || this.down.has(to)) return false;
+    if (this.isolated.has(from) || this.isolated.has(to)) return false;
+    return !this.cut.has(`${from}\u0000${to}`);
+  }
+
+  // Carries one message from `from` to `to`: deliver(true) after its delay if it arrives,
+  // deliver(false) if a cut or a crash loses it (nothing at all for a random drop).
+  _transmit(from, to, deliver) {
+    if (!this.canTalk(from, to)) {
+      this.stats.blocked += 1;
+      deliver(false);
+      return;
+    }
+    if (this.dropRate > 0 && this.rand() < this.dropRate) {
+      this.stats.dropped += 1;
+      return;
+    }
+    let ms = 0;
+    const [lo, hi] = this.delay;
+    if (hi > 0) ms = lo + this.rand() * (hi - lo);
+    if (this.lagRate > 0 && this.rand() < this.lagRate) {
+      ms += this.rand() * this.lagMax;
+      this.stats.lagged += 1;
+    }
+    this._later(Math.round(ms), () => {
+      // the link may have been cut (or the node crashed) while the message was on its way
+      if (!this.canTalk(from, to)) {
+        this.stats.blocked += 1;
+        deliver(false);
+        return;
+      }
+      deliver(true);
+    });
+  }
+
+  // ---- plugin interface
+
+  /** transport.listen(localNodeId, options, onConnection(peerId, peerMetadata, connection), [cb]) */
+  listen(localId, options, onConnection, cb) {
+    const fault = this.faults.take('listen', localId);
+    if (fault === 'throw') throw injected('listen');
+    const registration = { id: localId, onConnection, closed: false, ends: new Set() };
+    if (fault !== 'error') {
+      const old = this.listeners.get(localId);
+      if (old) this._closeListener(old);
+      this.listeners.set(localId, registration);
+    }
+    if (typeof cb === 'function') {
+      const err = fault === 'error' ? injected('listen') : null;
+      this._later(0, () => cb(err));
+    }
+    return {
+      close: (done) => {
+        this._closeListener(registration);
+        if (typeof done === 'function') this._later(0, done);
+      },
+    };
+  }
+
+  _closeListener(registration) {
+    registration.closed = true;
+    if (this.listeners.get(registration.id) === registration) this.listeners.delete(registration.id);
+    for (const end of [...registration.ends]) end.close();
+  }
+
+  /** transport.connect(localNodeId, localMetadata, peerId, peerMetadata) -> connection */
+  connect(localId, localMeta, peerId, peerMeta) {
+    const fault = this.faults.take('connect', localId);
+    if (fault === 'throw') throw injected('connect');
+    if (fault === 'never' || fault === 'bad') return undefined;
+    this.stats.connects += 1;
+    const end = new Endpoint(this, localId, localMeta, peerId, peerMeta, true);
+    if (this.down.has(localId)) {
+      end.closed = true; // a crashed instance connects to nothing
+      return end;
+    }
+    // handshake: the remote learns about the connection soon, even before the first message
+    this._later(0, () => {
+      if (!end.closed && this.canTalk(localId, peerId)) end._peerEnd();
+    });
+    return end;
+  }
+
+  // ---- faults
+
+  fail(nodeId, what, mode, times) {
+    this.faults.add(what, mode, times, nodeId);
+  }
+
+  /** Cuts the direction from -> to (one way). */
+  block(from, to) {
+    this.cut.add(`${from}\u0000${to}`);
+  }
+
+  /**
+   * partition(a, b): cuts a <-> b, each an id or an array of ids. partition(groups): cuts every
+   * link between different groups (an array of arrays of ids). Both ways.
+   */
+  partition(a, b) {
+    const groups = b === undefined ? a : [[].concat(a), [].concat(b)];
+    for (let i = 0; i < groups.length; i++) {
+      for (let j = 0; j < groups.length; j++) {
+        if (i === j) continue;
+        for (const x of groups[i]) for (const y of groups[j]) this.block(x, y);
+      }
+    }
+  }
+
+  isolate(id) {
+    this.isolated.add(id);
+  }
+
+  /** Undoes cuts and isolation: all of them, or those involving `id`. Crashes stay. */
+  heal(id) {
+    if (id === undefined) {
+      this.cut.clear();
+      this.isolated.clear();
+      return;
+    }
+    this.isolated.delete(id);
+    for (const k of [...this.cut]) {
+      const [x, y] = k.split('\u0000');
+      if (x === id || y === id) this.cut.delete(k);
+    }
+  }
+
+  /** No random drops, duplicates or delays. */
+  calm() {
+    this.dropRate = 0;
+    this.dupRate = 0;
+    this.delay = [0, 0];
+    this.lagRate = 0;
+    this.lagMax = 0;
+  }
+
+  /** The node's current instance is gone: no traffic, its ends and its listener are dead. */
+  crash(id) {
+    this.down.add(id);
+    for (const end of [...this.endpoints]) if (end.local === id) end._kill();
+    const registration = this.listeners.get(id);
+    if (registration) this._closeListener(registration);
+  }
+
+  revive(id) {
+    this.down.delete(id);
+  }
+
+  /** Open endpoints whose local side is `id` (to inject `error` events and the like). */
+  endpointsOf(id) {
+    return [...this.endpoints].filter((e) => e.local === id && !e.closed);
+  }
+
+  describe() {
+    const cuts = [...this.cut].map((k) => k.replace('\u0000', '->'));
+    return `cut [${cuts.join(' ')}] down [${[...this.down].join(' ')}] drop ${this.dropRate} ` +
+      `dup ${this.dupRate} delay ${this.delay.map(Math.round).join('-')}ms lag ${this.lagRate}`;
+  }
+
+  /** Stops every timer; nothing is delivered or called back afterwards. */
+  shutdown() {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    for (const end of this.endpoints) end.closed = true;
+    this.endpoints.clear();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Persistence
+
+/**
+ * The state machine a MemoryPersistence keeps per node, as four functions: `create()` an empty
+ * one (with `index`, the last applied commit index, at 0), `apply(sm, command)` one command,
+ * `records(sm)` its snapshot as an array of JSON records, `restore(sm, record)` one record back.
+ */
+
+/** The default state machine: the log of applied commands, `[{ index, command }]`. */
+const commandLog = {
+  create: () => ({ index: 0, entries: [] }),
+  apply(sm, command, index) {
+    sm.entries.push({ index, command });
+  },
+  records: (sm) => sm.entries.map(clone),
+  restore(sm, record) {
+    sm.entries.push(clone(record));
+  },
+};
+
+/** A key/value map: `{ op: 'put', key, value }` sets a key; the snapshot is `[{ key, value }]`. */
+const keyValue = {
+  create: () => ({ index: 0, kv: new Map() }),
+  apply(sm, command) {
+    const cmd = clone(command);
+    if (cmd && typeof cmd === 'object' && cmd.op === 'put') sm.kv.set(cmd.key, cmd.value);
+  },
+  records: (sm) => [...sm.kv].map(([key, value]) => clone({ key, value })),
+  restore(sm, record) {
+    const c = clone(record);
+    if (c && typeof c === 'object' && 'key' in c) sm.kv.set(c.key, c.value);
+  },
+};
+
+const PERSISTENCE_METHODS = ['loadMeta', 'saveMeta', 'applyCommand', 'lastAppliedCommitIndex',
+  'saveCommitIndex', 'removeAllState', 'createReadStream', 'createWriteStream'];
+
+/**
+ * Persistence in memory. One object can serve every node (each call names its node). Per node it
+ * keeps `{ meta, sm }`: the JSON text of the last saveMeta and the state machine. Every call takes
+ * effect and calls back on a later turn (or after its `delay`), unless a fault says otherwise.
+ * Emits 'applied' (nodeId, index, command) and 'commit index' (nodeId, index).
+ */
+class MemoryPersistence extends EventEmitter {
+  /** @param {{ stateMachine?: object }} [options] */
+  constructor(options = {}) {
+    super();
+    this.setMaxListeners(Infinity);
+    this.stateMachine = options.stateMachine || commandLog;
+    this.nodes = new Map(); // node id -> { meta: JSON text | null, sm }
+    this.faults = new Faults();
+    this.delays = []; // { method, ms, nodeId }
+    this.stats = { reapplied: 0, applied: 0, saves: 0 };
+    for (const m of PERSISTENCE_METHODS) this[m] = this[m].bind(this);
+  }
+
+  _node(nodeId) {
+    let n = this.nodes.get(nodeId);
+    if (!n) {
+      n = { meta: null, sm: this.stateMachine.create() };
+      this.nodes.set(nodeId, n);
+    }
+    return n;
+  }
+
+  fail(method, mode, times, nodeId) {
+    this.faults.add(method, mode, times, nodeId);
+  }
+
+  /** Calls of `method` (for `nodeId`, or all nodes) call back after `ms` instead of at once. */
+  delay(method, ms, nodeId) {
+    this.delays.push({ method, ms, nodeId });
+  }
+
+  // Runs `work()` then calls back `cb(null, result)`, or misbehaves as an injected fault says.
+  _run(method, nodeId, cb, work) {
+    const fault = this.faults.take(method, nodeId);
+    if (fault === 'throw') throw injected(method);
+    if (fault === 'never') return;
+    if (fault === 'error') {
+      setImmediate(cb, injected(method));
+      return;
+    }
+    if (fault === 'value') {
+      setImmediate(cb, `${method} failed (a string, not an Error)`);
+      return;
+    }
+    if (fault === 'bad') {
+      setImmediate(cb, null, cyclic());
+      return;
+    }
+    const finish = () => {
+      let result;
+      try {
+        result = work();
+      } catch (e) {
+        cb(e);
+        return;
+      }
+      cb(null, result);
+      if (fault === 'twice') cb(null, result);
+    };
+    const d = this.delays.length === 0 ? null
+      : this.delays.find((x) => x.method === method && (x.nodeId === undefined || x.nodeId === nodeId));
+    if (d && d.ms > 0) setTimeout(finish, d.ms);
+    else setImmediate(finish);
+  }
+
+  loadMeta(nodeId, cb) {
+    this._run('loadMeta', nodeId, cb, () => this.meta(nodeId));
+  }
+
+  saveMeta(nodeId, state, cb) {
+    this._run('saveMeta', nodeId, cb, () => {
+      this._node(nodeId).meta = JSON.stringify(state);
+      this.stats.saves += 1;
+      return undefined;
+    });
+  }
+
+  applyCommand(nodeId, commitIndex, command, cb) {
+    this._run('applyCommand', nodeId, cb, () => {
+      const sm = this._node(nodeId).sm;
+      if (commitIndex <= sm.index) {
+        this.stats.reapplied += 1;
+        return undefined;
+      }
+      this.stateMachine.apply(sm, command, commitIndex);
+      sm.index = commitIndex;
+      this.stats.applied += 1;
+      this.emit('applied', nodeId, commitIndex, command);
+      return undefined;
+    });
+  }
+
+  lastAppliedCommitIndex(nodeId, cb) {
+    this._run('lastAppliedCommitIndex', nodeId, cb, () => this.appliedIndex(nodeId));
+  }
+
+  saveCommitIndex(nodeId, commitIndex, cb) {
+    this._run('saveCommitIndex', nodeId, cb, () => {
+      this._node(nodeId).sm.index = commitIndex;
+      this.emit('commit index', nodeId, commitIndex);
+      return undefined;
+    });
+  }
+
+  removeAllState(nodeId, cb) {
+    this._run('removeAllState', nodeId, cb, () => {
+      this._node(nodeId).sm = this.stateMachine.create();
+      return undefined;
+    });
+  }
+
+  createReadStream(nodeId) {
+    return Readable.from(this.stateMachine.records(this._node(nodeId).sm), { objectMode: true });
+  }
+
+  createWriteStream(nodeId) {
+    const n = this._node(nodeId);
+    const machine = this.stateMachine;
+    return new Writable({
+      objectMode: true,
+      write(chunk, _enc, done) {
+        machine.restore(n.sm, chunk);
+        setImmediate(done);
+      },
+    });
+  }
+
+  // ---- inspection, for tests and tools
+
+  /** Sets `nodeId`'s durable state as if it had been saved: `meta` (an object) and `sm`. */
+  setState(nodeId, { meta, sm }) {
+    this.nodes.set(nodeId, { meta: meta === null ? null : JSON.stringify(meta), sm });
+  }
+
+  /** The state last given to saveMeta by `nodeId` (parsed), or null. */
+  meta(nodeId) {
+    const n = this.nodes.get(nodeId);
+    return n === undefined || n.meta === null ? null : JSON.parse(n.meta);
+  }
+
+  /** The last commit index applied (or recorded) on `nodeId`. */
+  appliedIndex(nodeId) {
+    const n = this.nodes.get(nodeId);
+    return n === undefined ? 0 : n.sm.index;
+  }
+
+  /** `nodeId`'s state machine (live, not a copy). */
+  sm(nodeId) {
+    return this._node(nodeId).sm;
+  }
+
+  /** Commands applied on `nodeId`, in order (command log state machine). */
+  commands(nodeId) {
+    return (this._node(nodeId).sm.entries || []).map((r) => r.command);
+  }
+
+  /** Indexes applied on `nodeId`, in order (command log state machine). */
+  indexes(nodeId) {
+    return (this._node(nodeId).sm.entries || []).map((r) => r.index);
+  }
+}
+
+module.exports = {
+  MemoryNetwork, MemoryPersistence, Endpoint, Faults, commandLog, keyValue,
+  clone, wireError, coded, injected, cyclic,
+};
