@@ -88,6 +88,13 @@ const register = {
     chunks.push({ t: 'sessions', e: [...sm.sessions] });
     return clone(chunks);
   },
+  /** Writes one chunk of a snapshot; false for one `records` never makes (the header is the caller's). */
+  restore(sm, chunk) {
+    if (chunk && chunk.t === 'kv') for (const [k, v] of chunk.e) sm.kv.set(k, v);
+    else if (chunk && chunk.t === 'sessions') for (const [k, v] of chunk.e) sm.sessions.set(k, v);
+    else return false;
+    return true;
+  },
 };
 
 class ChaosStore extends MemoryPersistence {
@@ -298,9 +305,7 @@ class ChaosStore extends MemoryPersistence {
             inst.sourceIndex = chunk.index;
             self._t(`snapshot header written: state at index ${chunk.index}`);
           }
-          else if (chunk && chunk.t === 'kv') for (const [k, v] of chunk.e) sm.kv.set(k, v);
-          else if (chunk && chunk.t === 'sessions') for (const [k, v] of chunk.e) sm.sessions.set(k, v);
-          else self.violation('snapshot integrity', `${id} got a chunk it never wrote: ${JSON.stringify(chunk)}`);
+          else if (!register.restore(sm, chunk)) self.violation('snapshot integrity', `${id} got a chunk it never wrote: ${JSON.stringify(chunk)}`);
           return undefined;
         });
       },

@@ -20,6 +20,7 @@ class Endpoint extends EventEmitter {
     this.listener = null; // accepted ends: the listener registration that accepted it
     this.handler = null;
     this.closed = false;
+    this.crashed = false; // closed by net.crash(): nothing more leaves it
     net.endpoints.add(this);
   }
 
@@ -127,7 +128,9 @@ class Endpoint extends EventEmitter {
             r2 = undefined;
           }
           net._transmit(this.remote, this.local, (ok2) => {
-            if (this.closed || end.closed) return;
+            // a node that closed its end may still answer what it was asked (skiff-algorithm
+            // does); a crashed one answers nothing
+            if (this.closed || end.crashed) return;
             if (!ok2) {
               this._unreachable(answer);
               return;
@@ -369,7 +372,11 @@ class MemoryNetwork extends EventEmitter {
   /** The node's current instance is gone: no traffic, its ends and its listener are dead. */
   crash(id) {
     this.down.add(id);
-    for (const end of [...this.endpoints]) if (end.local === id) end._kill();
+    for (const end of [...this.endpoints]) {
+      if (end.local !== id) continue;
+      end.crashed = true;
+      end._kill();
+    }
     const registration = this.listeners.get(id);
     if (registration) this._closeListener(registration);
   }

@@ -9,7 +9,7 @@ const { clone, injected, cyclic, Faults } = require('./common');
 
 /**
  * The state machine a MemoryPersistence keeps per node, as four functions: `create()` an empty
- * one (with `index`, the last applied commit index, at 0), `apply(sm, command)` one command,
+ * one (with `index`, the last applied commit index, at 0), `apply(sm, command, index)` one command,
  * `records(sm)` its snapshot as an array of JSON records, `restore(sm, record)` one record back.
  */
 
