@@ -27,6 +27,11 @@
 // Persistence faults (MemoryPersistence):
 //   p.fail(method, mode, times, [nodeId])   misbehave on the next calls of `method`
 //   p.delay(method, ms, [nodeId])           call back after ms instead of at once
+//   p.plugin(id)                            a plugin object for one instance of node `id`: its
+//                                           calls complete in order on its own disk queue
+//   p.setDisk(id, [min, max], [methods])    that instance's disk latency (p.baseDisk: all nodes)
+//   p.crash(id)                             the instance loses its queue and never calls back
+//   p.lying = true                          saveMeta acknowledges before it is durable
 // where a `mode` is one of
 //   'throw'  throw synchronously            'error'  call back with an Error (code EINJECTED)
 //   'value'  call back with a non-Error     'twice'  do the work, call back twice
