@@ -179,6 +179,10 @@ class Endpoint extends EventEmitter {
   }
 }
 
+function runIfOpen(net, fn) {
+  if (!net.closed) fn();
+}
+
 class MemoryNetwork extends EventEmitter {
   /**
    * @param {object} [options]
@@ -220,9 +224,7 @@ class MemoryNetwork extends EventEmitter {
   _later(ms, fn) {
     if (this.closed) return;
     if (ms <= 0) {
-      setImmediate(() => {
-        if (!this.closed) fn();
-      });
+      setImmediate(runIfOpen, this, fn);
       return;
     }
     const t = setTimeout(() => {
