@@ -1,13 +1,13 @@
 'use strict';
 
-// The in-memory test plugins (helpers/memory.js): the transport delivers JSON-cloned requests and
+// The in-memory plugins (lib/memory.js): the transport delivers JSON-cloned requests and
 // replies asynchronously and obeys partitions, drops and injected faults; the persistence follows
 // the plugin contract (idempotent applyCommand, streams over applied commands). And they drive
 // the original skiff-algorithm 0.8.2 too, so they implement the same plugin contract.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Hub, Persistence } = require('./helpers/memory');
+const { MemoryNetwork: Hub, MemoryPersistence: Persistence } = require('../lib/memory');
 
 function listen(hub, id, handler) {
   const incoming = [];
@@ -224,4 +224,64 @@ test('the plugins drive skiff-algorithm 0.8.2', { skip: !Original && 'skiff-algo
     assert.deepEqual(persistence.commands(id), [0, 1, 2, 3, 4].map((i) => ({ i })), id);
   }
   assert.equal(leader.state.name, 'leader');
+});
+
+// The chaos harness replays a seed: the same seed and the same traffic give the same drops,
+// duplicates and refusals, so the same messages arrive in the same order.
+test('network: a seed replays the same losses, duplicates and order', async () => {
+  const { prng } = require('./helpers/prng');
+  async function run(seed) {
+    const net = new Hub({ rand: prng(seed), partitionMode: 'drop', refuseRate: 0.5 });
+    net.dropRate = 0.2;
+    net.dupRate = 0.2;
+    net.block('a', 'c'); // lost: each one refused (ECONNREFUSED) or never answered, by the draw
+    const arrived = [];
+    listen(net, 'b', (type, args, reply) => {
+      arrived.push(args.i);
+      reply(null, args.i);
+    });
+    const toB = net.connect('a', {}, 'b', {});
+    const toC = net.connect('a', {}, 'c', {});
+    const answers = [];
+    for (let i = 0; i < 60; i++) {
+      (i % 3 === 0 ? toC : toB).send('X', { i }, (err) => answers.push(`${i}:${err ? err.code : 'ok'}`));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    net.shutdown();
+    return { arrived, answers, stats: net.stats };
+  }
+  const one = await run(42);
+  const two = await run(42);
+  assert.ok(one.arrived.length > 10 && one.stats.dropped > 0 && one.stats.duplicated > 0, JSON.stringify(one.stats));
+  assert.deepEqual(two.stats, one.stats);
+  assert.deepEqual(two.arrived, one.arrived);
+  assert.deepEqual(two.answers, one.answers);
+  const other = await run(43);
+  assert.notDeepEqual(other.arrived, one.arrived, 'another seed, another run');
+});
+
+// plugin(id) instances: calls complete in order after the disk's latency; a crash loses what was
+// not acknowledged and the dead instance never calls back; the next instance sees what was.
+test('persistence instances: ordered disk, crash loses the unacknowledged', async () => {
+  const p = new Persistence();
+  p.setDisk('n1', [5, 5]);
+  const first = p.plugin('n1');
+  const done = [];
+  await new Promise((resolve) => first.saveMeta('n1', { currentTerm: 1 }, () => resolve()));
+  first.applyCommand('n1', 1, 'a', () => done.push('apply 1'));
+  first.saveMeta('n1', { currentTerm: 2 }, () => done.push('save 2'));
+  p.crash('n1');
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.deepEqual(done, [], 'a crashed instance never calls back');
+  assert.equal(p.stats.lost, 2);
+  const second = p.plugin('n1');
+  first.saveMeta('n1', { currentTerm: 9 }, () => done.push('zombie'));
+  const meta = await new Promise((resolve) => second.loadMeta('n1', (err, m) => resolve(m)));
+  assert.deepEqual(meta, { currentTerm: 1 }, 'only the acknowledged save survived');
+  second.applyCommand('n1', 1, 'a', () => done.push('apply 1'));
+  second.saveMeta('n1', { currentTerm: 2 }, () => done.push('save 2'));
+  await new Promise((resolve) => second.lastAppliedCommitIndex('n1', () => resolve()));
+  assert.deepEqual(done, ['apply 1', 'save 2'], 'in the order made');
+  assert.equal(p.appliedIndex('n1'), 1);
+  p.shutdown();
 });

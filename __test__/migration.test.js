@@ -10,7 +10,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Cluster, waitUntil } = require('./helpers/cluster');
-const { Hub, Persistence } = require('./helpers/memory');
+const { MemoryNetwork: Hub, MemoryPersistence: Persistence } = require('../lib/memory');
 const {
   Legacy, LegacyCluster, mixedCommands, recordApplies, watchLeaders, assertOriginalShape,
 } = require('./helpers/migration-legacy');
@@ -73,7 +73,7 @@ test('a cluster that ran on skiff-algorithm 0.8.2 restarts on skiff-rs', async (
     const meta = persistence.meta(id);
     assert.ok(meta.log.meta.lastIncludedIndex > 0, `${id}'s log was compacted`);
     assert.equal(meta.currentTerm, oldTerm);
-    before[id] = { applied: persistence.store.commitIndex[id], meta };
+    before[id] = { applied: persistence.appliedIndex(id), meta };
     assert.equal(before[id].applied, lastOld);
   }
 
@@ -128,7 +128,7 @@ test('a cluster that ran on skiff-algorithm 0.8.2 restarts on skiff-rs', async (
       const o = oldEntries.get(e.index);
       if (o) assert.deepEqual([e.term, e.uuid, e.command], [o.term, o.uuid, o.command], `${id}: entry ${e.index}`);
     }
-    await assertLegacyLoads(t, persistence, id, meta, persistence.store.commitIndex[id]);
+    await assertLegacyLoads(t, persistence, id, meta, persistence.appliedIndex(id));
   }
 });
 
@@ -152,7 +152,7 @@ test('a follower left behind by skiff-algorithm\'s compaction catches up by snap
   await legacy.stop();
   // (legacy.errors holds m1's failed snapshot stream to the stopped m3: the original's own
   // defect, caught by guardPeers; not asserted.)
-  const laggard = persistence.store.commitIndex.m3;
+  const laggard = persistence.appliedIndex('m3');
   for (const id of ['m1', 'm2']) {
     assert.ok(persistence.meta(id).log.meta.lastIncludedIndex > laggard, `${id} compacted past m3`);
   }
@@ -223,13 +223,10 @@ test('three nodes restart from a hand-written state in the original format', asy
   for (let i = 1; i <= 120; i++) base.push({ index: i, command: `s${i}` });
   const applied = { 'node-a': 123, 'node-b': 123, 'node-c': 120 };
   for (const id of ids) {
-    persistence.store.meta[id] = JSON.stringify({
-      currentTerm: 3, votedFor: states[id].votedFor, log, peers: states[id].peers,
-    });
+    const meta = { currentTerm: 3, votedFor: states[id].votedFor, log, peers: states[id].peers };
     const records = base.slice();
     if (applied[id] === 123) records.push({ index: 121, command: 'x' }, { index: 123, command: log.entries[2].command });
-    persistence.store.commands[id] = records;
-    persistence.store.commitIndex[id] = applied[id];
+    persistence.setState(id, { meta, sm: { index: applied[id], entries: records } });
   }
   const expectedOld = persistence.commands('node-a');
 
@@ -269,6 +266,6 @@ test('three nodes restart from a hand-written state in the original format', asy
     assert.ok(meta.currentTerm > 3);
     const peerC = meta.peers.find((p) => p.id === 'node-c');
     if (peerC) assert.deepEqual(peerC.metadata, { zone: 'b' }, `${id} saves node-c's metadata`);
-    await assertLegacyLoads(t, persistence, id, meta, persistence.store.commitIndex[id]);
+    await assertLegacyLoads(t, persistence, id, meta, persistence.appliedIndex(id));
   }
 });

@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const { EventEmitter } = require('events');
 const Node = require('..');
 const { normalizeOptions, DEFAULTS } = require('../lib/options');
-const { Hub, Persistence } = require('./helpers/memory');
+const { MemoryNetwork: Hub, MemoryPersistence: Persistence } = require('../lib/memory');
 
 const transport = { listen() {}, connect() {} };
 

@@ -11,7 +11,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Cluster, waitUntil, waitForState, within } = require('./helpers/cluster');
-const { Hub } = require('./helpers/memory');
+const { MemoryNetwork: Hub } = require('../lib/memory');
 const { msgpackIds, msgpackTransport: msgpack } = require('./helpers/published-plugins');
 
 const TIMING = { heartbeatInterval: 50, minElectionTimeout: 300, maxElectionTimeout: 600, commandTimeout: 5000 };

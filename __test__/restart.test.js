@@ -7,7 +7,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Cluster, startCluster } = require('./helpers/cluster');
-const { Hub } = require('./helpers/memory');
+const { MemoryNetwork: Hub } = require('../lib/memory');
 
 test('a whole cluster restarts from its persisted state', async (t) => {
   const first = await startCluster(t, 3);

@@ -7,7 +7,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { startCluster, Cluster, waitUntil, sleep } = require('./helpers/cluster');
-const { Hub } = require('./helpers/memory');
+const { MemoryNetwork: Hub } = require('../lib/memory');
 const { Rogue, MAX_SAFE, heartbeat, voteRequest } = require('./helpers/rogue');
 
 const WAIT = { timeout: 20000 };

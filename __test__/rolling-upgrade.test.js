@@ -32,7 +32,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Cluster, waitUntil, sleep } = require('./helpers/cluster');
-const { Hub, Persistence } = require('./helpers/memory');
+const { MemoryNetwork: Hub, MemoryPersistence: Persistence } = require('../lib/memory');
 const { LegacyCluster } = require('./helpers/migration-legacy');
 const { msgpackIds, msgpackTransport } = require('./helpers/published-plugins');
 

@@ -8,7 +8,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Readable, Writable } = require('stream');
 const { Cluster, startCluster, waitForEvent, waitForState, waitUntil, sleep } = require('./helpers/cluster');
-const { Persistence } = require('./helpers/memory');
+const { MemoryPersistence: Persistence } = require('../lib/memory');
 
 // Records the node ids removeAllState is called for.
 function spyResets(persistence) {
@@ -185,7 +185,7 @@ async function restartAfterInstall(t, when) {
   await stopped;
   p.faults.clear(); // in case the stopped node never reached saveCommitIndex: not for its successor
   if (when === 'installed') assert.ok(installedIndex >= lii, `installed snapshot at ${installedIndex}`);
-  if (when === 'finished') assert.equal(p.store.commitIndex[fid], 0, 'the snapshot index was not recorded');
+  if (when === 'finished') assert.equal(p.appliedIndex(fid), 0, 'the snapshot index was not recorded');
   assert.deepEqual(resets, [fid]);
   const appliedBeforeRestart = applied.length;
 
@@ -195,9 +195,9 @@ async function restartAfterInstall(t, when) {
   // followers in step, so with retainedLogEntries 10 load during the rejoin may legitimately
   // compact past it and cost one more snapshot, which is not what this test is about.
   const leaderNow = await c.waitForLeader();
-  const target = p.store.commitIndex[leaderNow.id];
-  await waitUntil(() => (p.store.commitIndex[fid] || 0) >= target && back.state.name === 'follower',
-    `the restarted node to be at ${target} (is at ${p.store.commitIndex[fid]})`, { timeout: 15000 });
+  const target = p.appliedIndex(leaderNow.id);
+  await waitUntil(() => (p.appliedIndex(fid) || 0) >= target && back.state.name === 'follower',
+    `the restarted node to be at ${target} (is at ${p.appliedIndex(fid)})`, { timeout: 15000 });
   await waitForEvent(back, 'AppendEntries');
   await sleep(100);
   if (when === 'finished') assert.deepEqual(resets, [fid, fid], 'the interrupted install was redone');
@@ -249,14 +249,14 @@ class MapPersistence extends Persistence {
 
   applyCommand(nodeId, commitIndex, command, cb) {
     this._run('applyCommand', nodeId, cb, () => {
-      const current = this.store.commitIndex[nodeId] || 0;
+      const current = this.appliedIndex(nodeId) || 0;
       if (commitIndex <= current) {
         this.stats.reapplied += 1;
         return undefined;
       }
       const m = this.map(nodeId);
       for (const { key, value } of command) m.set(key, value);
-      this.store.commitIndex[nodeId] = commitIndex;
+      this.sm(nodeId).index = commitIndex;
       this.stats.applied += 1;
       return undefined;
     });
@@ -265,7 +265,7 @@ class MapPersistence extends Persistence {
   removeAllState(nodeId, cb) {
     this._run('removeAllState', nodeId, cb, () => {
       this.maps.set(nodeId, new Map());
-      this.store.commitIndex[nodeId] = 0;
+      this.sm(nodeId).index = 0;
       return undefined;
     });
   }
@@ -332,7 +332,7 @@ test('a 100k-key state machine streams to a new member with bounded read-ahead',
   const installs = [];
   j.on('InstallSnapshot', () => installs.push(1));
   await leader.join(j.id);
-  await waitUntil(() => (p.store.commitIndex[j.id] || 0) >= (p.store.commitIndex[leader.id] || 0) &&
+  await waitUntil(() => (p.appliedIndex(j.id) || 0) >= (p.appliedIndex(leader.id) || 0) &&
     p.map(j.id).size === source.size,
     `the new member to have ${source.size} keys (has ${p.map(j.id).size})`, { timeout: 25000, interval: 50 });
   const heapAfter = process.memoryUsage().heapUsed;

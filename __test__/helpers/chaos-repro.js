@@ -1,14 +1,14 @@
 'use strict';
 
 // Small, targeted reproductions of what the chaos test found, on the same plugins
-// (chaos-net.js, chaos-store.js) without random faults:
+// (lib/memory.js, chaos-store.js) without random faults:
 //
 //   node __test__/helpers/chaos-repro.js [scenario] [--tries N]
 //
 // Each scenario prints what it checks and exits 1 if the engine misbehaved in any try.
 
 const Node = require('../..');
-const { ChaosNet } = require('./chaos-net');
+const { MemoryNetwork } = require('../../lib/memory');
 const { ChaosStore } = require('./chaos-store');
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -26,7 +26,7 @@ async function until(fn, ms, what) {
 // A small cluster on the chaos plugins.
 async function cluster(n, nodeOptions) {
   const t0 = Date.now();
-  const net = new ChaosNet({ rand: rng(1) });
+  const net = new MemoryNetwork({ rand: rng(1), partitionMode: 'drop', refuseRate: 0.2 });
   const store = new ChaosStore({ rand: rng(2), now: () => Date.now() - t0 });
   const live = new Map();
   const all = [];
@@ -133,7 +133,7 @@ async function slowInstall() {
     c.net.partition([['n3'], ['n1', 'n2']]);
     await sleep(1000);
     for (let i = 0; i < 30; i++) await l.command(cmd(0, 'c', i), { timeout: 10000 });
-    c.net.healLinks();
+    c.net.heal();
     await sleep(3000);
     c.store.setDisk('n3', null);
     await until(() => c.store.sm('n3').index >= c.store.sm(l.id).index, 20000, 'n3 to catch up');
@@ -167,7 +167,7 @@ async function slowApplyCatchUp() {
     c.net.partition([['n3'], ['n1', 'n2']]);
     for (let i = 0; i < 100; i++) await l.command(cmd(0, 'a', i));
     const target = c.store.sm(l.id).index;
-    c.net.healLinks();
+    c.net.heal();
     start = Date.now();
     try {
       await until(() => c.store.sm('n3').index >= target, 10000, 'n3 to apply the backlog');

@@ -1,7 +1,7 @@
 'use strict';
 
 // A Jepsen-style run against skiff-rs: 5 in-process nodes on a fault-injecting transport
-// (chaos-net.js) and persistence (chaos-store.js), clients running a replicated register workload
+// (lib/memory.js) and persistence (chaos-store.js), clients running a replicated register workload
 // (read / write / cas, all through the log), a nemesis injecting faults, then checks:
 //
 //   - linearizability of the client history, per key (helpers/linearizability.js);
@@ -22,7 +22,7 @@
 
 const { performance } = require('perf_hooks');
 const Node = require('../..');
-const { ChaosNet } = require('./chaos-net');
+const { MemoryNetwork } = require('../../lib/memory');
 const { ChaosStore, applyTo, emptySm, smText } = require('./chaos-store');
 const { check } = require('./linearizability');
 
@@ -78,7 +78,7 @@ async function runChaos(options = {}) {
   const netRand = prng(o.seed * 104729 + 2);
   const diskRand = prng(o.seed * 1299709 + 3);
 
-  const net = new ChaosNet({ rand: netRand });
+  const net = new MemoryNetwork({ rand: netRand, partitionMode: 'drop', refuseRate: 0.2 });
   const store = new ChaosStore({ rand: diskRand, now });
   if (o.mutant === 'lying-disk') {
     store.lying = true;
@@ -335,25 +335,25 @@ async function runChaos(options = {}) {
     [3, 'partition halves', () => {
       const s = shuffled(ids);
       const k = 1 + Math.floor(nemRand() * Math.floor(ids.length / 2));
-      net.healLinks();
+      net.heal();
       net.partition([s.slice(0, k), s.slice(k)]);
       return `${s.slice(0, k).join(',')} | ${s.slice(k).join(',')}`;
     }],
     [2, 'isolate leader', () => {
       const l = currentLeaderId();
-      net.healLinks();
+      net.heal();
       net.partition([[l], ids.filter((i) => i !== l)]);
       return l;
     }],
     [1, 'bridge', () => {
       const s = shuffled(ids);
       const mid = s[2];
-      net.healLinks();
+      net.heal();
       net.partition([s.slice(0, 2), s.slice(3)]);
       return `${s.slice(0, 2).join(',')} <-${mid}-> ${s.slice(3).join(',')}`;
     }],
     [2, 'one-way', () => {
-      net.healLinks();
+      net.heal();
       const cuts = [];
       if (nemRand() < 0.5) {
         // the leader cannot reach some followers, but hears them
@@ -371,7 +371,7 @@ async function runChaos(options = {}) {
       }
       return cuts.join(' ');
     }],
-    [2, 'heal links', () => { net.healLinks(); return ''; }],
+    [2, 'heal links', () => { net.heal(); return ''; }],
     [2, 'flaky net', () => {
       net.dropRate = Math.round(nemRand() * 20) / 100;
       net.dupRate = Math.round(nemRand() * 10) / 100;
@@ -454,7 +454,7 @@ async function runChaos(options = {}) {
   // ---- heal and recover
 
   note('heal everything');
-  net.healLinks();
+  net.heal();
   net.calm();
   store.calm();
   await Promise.all(clientRuns);

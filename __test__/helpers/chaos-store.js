@@ -3,12 +3,13 @@
 // Persistence for the chaos test: durable state per node id, a replicated register as the state
 // machine, slow disks, crash semantics, and observations for the safety checks.
 //
-// Each Node instance gets its own plugin object (store.plugin(id)), following the persistence
-// plugin contract (/work/shared/skiff-compat.md, "Persistence plugin"). Every call of a plugin goes
-// through that instance's disk queue: it completes (takes effect AND calls back, atomically) after
-// the disk's delay, in the order the calls were made. store.crash(id) kills the instance's plugin:
-// everything it had not acknowledged yet is lost and it never calls back again, so a new instance
-// on the same id sees exactly the acknowledged state.
+// It is lib/memory.js's persistence (MemoryPersistence), whose disk queues, latencies, crashes and
+// lying disk it uses: each Node instance gets its own plugin object (store.plugin(id)); every call
+// of a plugin goes through that instance's disk queue and completes (takes effect AND calls back,
+// atomically) after the disk's delay, in the order the calls were made. store.crash(id) kills the
+// instance's plugin: everything it had not acknowledged yet is lost and it never calls back again,
+// so a new instance on the same id sees exactly the acknowledged state. What this file adds is the
+// register state machine and the checks made as its effects happen.
 //
 // The state machine: commands are
 //   { id, client, seq, op: 'read', key }                   -> result: the value (null if none)
@@ -23,7 +24,7 @@
 
 const { Readable, Writable } = require('stream');
 
-const { clone } = require('../../bench/plugins');
+const { MemoryPersistence, clone } = require('../../lib/memory');
 
 function emptySm() {
   return { index: 0, kv: new Map(), sessions: new Map() };
@@ -76,17 +77,30 @@ function applyTo(sm, cmd) {
   return { effect: true, result };
 }
 
-class ChaosStore {
+/** The register as a lib/memory.js state machine; snapshots are a header, key/value chunks, sessions. */
+const register = {
+  create: emptySm,
+  apply: (sm, command) => applyTo(sm, command),
+  records(sm) {
+    const chunks = [{ t: 'sm', index: sm.index }];
+    const kv = [...sm.kv];
+    for (let i = 0; i < kv.length; i += 100) chunks.push({ t: 'kv', e: kv.slice(i, i + 100) });
+    chunks.push({ t: 'sessions', e: [...sm.sessions] });
+    return clone(chunks);
+  },
+  /** Writes one chunk of a snapshot; false for one `records` never makes (the header is the caller's). */
+  restore(sm, chunk) {
+    if (chunk && chunk.t === 'kv') for (const [k, v] of chunk.e) sm.kv.set(k, v);
+    else if (chunk && chunk.t === 'sessions') for (const [k, v] of chunk.e) sm.sessions.set(k, v);
+    else return false;
+    return true;
+  },
+};
+
+class ChaosStore extends MemoryPersistence {
   constructor({ rand, now }) {
-    this.rand = rand;
-    this.now = now;
-    this.nodes = new Map();      // id -> durable { meta, sm }
-    this.instances = new Map();  // id -> current live plugin
-    this.disks = new Map();      // id -> [min, max] ms
-    this.timers = new Set();
-    this.closed = false;
-    this.lying = false;          // saveMeta acknowledges before it is durable (a broken disk)
-    this.baseDisk = null;        // [min, max] ms for every node without its own setting
+    super({ stateMachine: register, rand, now });
+    this.installing = null;      // on a plugin object: { sourceIndex, state, finished } while a snapshot is written
     // observations
     this.applied = new Map();    // id -> Map index -> command text (through applyCommand)
     this.effects = new Map();    // command id -> { index, at } where it first took effect
@@ -95,16 +109,7 @@ class ChaosStore {
     this.violations = [];        // { invariant, detail, at, trace? }
     this.traces = new Map();     // id -> recent plugin events
     this.installs = [];          // { node, index, sourceIndex, state }
-    this.stats = { applied: 0, dupApplied: 0, staleApplied: 0, reapplied: 0, saves: 0, snapshotReads: 0, resets: 0, installs: 0, lost: 0 };
-  }
-
-  _durable(id) {
-    let d = this.nodes.get(id);
-    if (!d) {
-      d = { meta: null, sm: emptySm() };
-      this.nodes.set(id, d);
-    }
-    return d;
+    Object.assign(this.stats, { dupApplied: 0, staleApplied: 0, snapshotReads: 0, resets: 0, installs: 0 });
   }
 
   violation(invariant, detail, nodeId) {
@@ -128,45 +133,22 @@ class ChaosStore {
     return (this.traces.get(id) || []).slice(-60);
   }
 
-  /** Node `id`'s disk takes range[0]..range[1] ms per operation (only `methods`, if given). */
-  setDisk(id, range, methods) {
-    if (range) this.disks.set(id, { range, methods: methods ? new Set(methods) : null });
-    else this.disks.delete(id);
-  }
-
-  calm() {
-    this.disks.clear();
-  }
-
   /** A fresh plugin for a new instance of node `id` (the previous one, if any, is crashed). */
   plugin(id) {
-    const old = this.instances.get(id);
-    if (old) old._die();
-    const p = new Plugin(this, id);
-    this.instances.set(id, p);
+    const p = super.plugin(id);
+    this.trace(id, 'new instance');
     return p;
   }
 
-  /** The instance's unacknowledged work is lost; it never calls back again. */
-  crash(id) {
-    const p = this.instances.get(id);
-    if (p) p._die();
-    this.instances.delete(id);
+  _die(inst) {
+    if (inst.alive) this.trace(inst.id, `crashed: ${inst.queue.length} queued disk operations lost`);
+    super._die(inst);
   }
 
   /** The result of client's command `seq` in node `id`'s state machine, or null. */
   result(id, client, seq) {
-    const s = this._durable(id).sm.sessions.get(client);
+    const s = this._node(id).sm.sessions.get(client);
     return s && s.seq === seq ? { result: s.result } : null;
-  }
-
-  sm(id) {
-    return this._durable(id).sm;
-  }
-
-  meta(id) {
-    const m = this._durable(id).meta;
-    return m === null ? null : JSON.parse(m);
   }
 
   // ---- observations made as effects happen
@@ -197,235 +179,149 @@ class ChaosStore {
     }
   }
 
-  shutdown() {
-    this.closed = true;
-    for (const p of this.instances.values()) p._die();
-    for (const t of this.timers) t.clear();
-    this.timers.clear();
-  }
-}
-
-class Plugin {
-  constructor(store, id) {
-    this.store = store;
-    this.id = id;
-    this.alive = true;
-    this.queue = [];        // { due, fn }
-    this.timer = null;
-    this.installing = null; // { sourceIndex, kv } while a snapshot is being written
-    for (const m of ['loadMeta', 'saveMeta', 'applyCommand', 'lastAppliedCommitIndex',
-      'saveCommitIndex', 'removeAllState', 'createReadStream', 'createWriteStream']) {
-      this[m] = this[m].bind(this);
-    }
-    this._t('new instance');
-  }
+  // ---- the plugin methods (called on a plugin(id) object): the register plus the checks
 
   _t(what) {
-    this.store.trace(this.id, what);
-  }
-
-  _die() {
-    if (!this.alive) return;
-    this._t(`crashed: ${this.queue.length} queued disk operations lost`);
-    this.alive = false;
-    this.store.stats.lost += this.queue.length;
-    this.queue = [];
-    if (this.timer) {
-      this.timer.clear();
-      this.store.timers.delete(this.timer);
-      this.timer = null;
-    }
+    this.trace(this.instance.id, what);
   }
 
   _check(nodeId) {
-    if (nodeId !== this.id) {
-      this.store.violation('plugin contract', `plugin of ${this.id} called for node ${nodeId}`);
+    if (nodeId !== this.instance.id) {
+      this.violation('plugin contract', `plugin of ${this.instance.id} called for node ${nodeId}`);
     }
-  }
-
-  // Queues `work` (which returns the callback's arguments) on this instance's disk.
-  _disk(work, cb, method) {
-    if (!this.alive || this.store.closed) return;
-    const d = this.store.disks.get(this.id);
-    const range = d && (!d.methods || d.methods.has(method)) ? d.range : this.store.baseDisk;
-    let ms = 0;
-    if (range) ms = range[0] + this.store.rand() * (range[1] - range[0]);
-    this.queue.push({ due: this.store.now() + ms, work, cb });
-    this._pump();
-  }
-
-  _pump() {
-    if (this.timer || this.queue.length === 0 || !this.alive) return;
-    const wait = Math.max(0, Math.round(this.queue[0].due - this.store.now()));
-    const fire = () => {
-      this.store.timers.delete(this.timer);
-      this.timer = null;
-      if (!this.alive || this.store.closed) return;
-      const { work, cb } = this.queue.shift();
-      let args;
-      try {
-        args = work();
-      } catch (e) {
-        args = [e];
-      }
-      this._pump();
-      if (typeof cb === 'function') cb(...args);
-    };
-    if (wait === 0) {
-      const h = setImmediate(fire);
-      this.timer = { clear: () => clearImmediate(h) };
-    } else {
-      const h = setTimeout(fire, wait);
-      this.timer = { clear: () => clearTimeout(h) };
-    }
-    this.store.timers.add(this.timer);
   }
 
   loadMeta(nodeId, cb) {
     this._check(nodeId);
-    this._disk(() => {
-      const m = this.store._durable(this.id).meta;
-      this._t(`loadMeta -> ${m === null ? 'null' : summary(JSON.parse(m))}`);
-      return [null, m === null ? null : JSON.parse(m)];
-    }, cb, 'loadMeta');
+    this._run('loadMeta', nodeId, cb, () => {
+      const m = this.meta(nodeId);
+      this._t(`loadMeta -> ${m === null ? 'null' : summary(m)}`);
+      return m;
+    });
   }
 
   saveMeta(nodeId, state, cb) {
     this._check(nodeId);
     const text = JSON.stringify(state);
-    const work = () => {
+    this._run('saveMeta', nodeId, cb, () => {
       this._t(`saveMeta ${summary(state)}`);
-      this.store._durable(this.id).meta = text;
-      this.store.stats.saves += 1;
-      return [null];
-    };
-    if (this.store.lying) {
-      // A broken disk (for testing the test): acknowledges at once, writes later.
-      if (this.alive && !this.store.closed) setImmediate(() => { if (this.alive) cb(null); });
-      this._disk(work, null, 'saveMeta');
-      return;
-    }
-    this._disk(work, cb, 'saveMeta');
+      this._node(nodeId).meta = text;
+      this.stats.saves += 1;
+      return undefined;
+    });
   }
 
   applyCommand(nodeId, commitIndex, command, cb) {
     this._check(nodeId);
     const text = JSON.stringify(command);
-    this._disk(() => {
-      const sm = this.store._durable(this.id).sm;
+    const id = this.instance.id;
+    this._run('applyCommand', nodeId, cb, () => {
+      const sm = this._node(id).sm;
       if (commitIndex <= sm.index) {
         this._t(`applyCommand ${commitIndex}: already applied (sm at ${sm.index})`);
-        this.store.stats.reapplied += 1;
-        return [null];
+        this.stats.reapplied += 1;
+        return undefined;
       }
       this._t(`applyCommand ${commitIndex} (sm at ${sm.index})`);
       if (commitIndex !== sm.index + 1) {
-        this.store.violation('no skipped entries',
-          `${this.id} applied index ${commitIndex} right after ${sm.index}`, this.id);
+        this.violation('no skipped entries', `${id} applied index ${commitIndex} right after ${sm.index}`, id);
       }
       const r = applyTo(sm, command);
       sm.index = commitIndex;
-      if (r.dup) this.store.stats.dupApplied += 1;
-      else if (r.stale) this.store.stats.staleApplied += 1;
-      else this.store.stats.applied += 1;
-      this.store._onApplied(this.id, commitIndex, command, text, r);
-      return [null];
-    }, cb, 'applyCommand');
+      if (r.dup) this.stats.dupApplied += 1;
+      else if (r.stale) this.stats.staleApplied += 1;
+      else this.stats.applied += 1;
+      this._onApplied(id, commitIndex, command, text, r);
+      return undefined;
+    });
   }
 
   lastAppliedCommitIndex(nodeId, cb) {
     this._check(nodeId);
-    this._disk(() => {
-      this._t(`lastAppliedCommitIndex -> ${this.store._durable(this.id).sm.index}`);
-      return [null, this.store._durable(this.id).sm.index];
-    }, cb, 'lastAppliedCommitIndex');
+    this._run('lastAppliedCommitIndex', nodeId, cb, () => {
+      this._t(`lastAppliedCommitIndex -> ${this.appliedIndex(this.instance.id)}`);
+      return this.appliedIndex(this.instance.id);
+    });
   }
 
   saveCommitIndex(nodeId, index, cb) {
     this._check(nodeId);
+    const id = this.instance.id;
     this._t(`saveCommitIndex ${index} called`);
-    this._disk(() => {
-      const sm = this.store._durable(this.id).sm;
+    this._run('saveCommitIndex', nodeId, cb, () => {
+      const sm = this._node(id).sm;
       const inst = this.installing;
       this._t(`saveCommitIndex ${index} (sm at ${sm.index}${inst ? `, snapshot ${inst.finished ? 'written' : 'being written'}` : ''})`);
       if (inst && inst.finished) {
         this.installing = null;
         if (inst.sourceIndex !== index) {
-          this.store.violation('snapshot integrity',
-            `${this.id} installed a snapshot of the state at index ${inst.sourceIndex} as index ${index}`, this.id);
+          this.violation('snapshot integrity',
+            `${id} installed a snapshot of the state at index ${inst.sourceIndex} as index ${index}`, id);
         }
-        this.store.installs.push({ node: this.id, index, sourceIndex: inst.sourceIndex, state: inst.state });
-        this.store.stats.installs += 1;
+        this.installs.push({ node: id, index, sourceIndex: inst.sourceIndex, state: inst.state });
+        this.stats.installs += 1;
       } else if (index !== sm.index + 1 && index > sm.index) {
-        this.store.violation('no skipped entries',
-          `${this.id} recorded commit index ${index} right after ${sm.index}`, this.id);
+        this.violation('no skipped entries', `${id} recorded commit index ${index} right after ${sm.index}`, id);
       }
       if (index > sm.index || (inst && inst.finished)) sm.index = index;
-      return [null];
-    }, cb, 'saveCommitIndex');
+      return undefined;
+    });
   }
 
   removeAllState(nodeId, cb) {
     this._check(nodeId);
     this._t('removeAllState called');
-    this._disk(() => {
+    this._run('removeAllState', nodeId, cb, () => {
       this._t('removeAllState done (sm at 0)');
-      this.store._durable(this.id).sm = emptySm();
-      this.store.stats.resets += 1;
+      this._node(this.instance.id).sm = emptySm();
+      this.stats.resets += 1;
       this.installing = null;
-      return [null];
-    }, cb, 'removeAllState');
+      return undefined;
+    });
   }
 
-  // The whole state machine, copied when the stream is made: a header, chunks of key/values, then
-  // the client sessions.
+  // The whole state machine, copied when the stream is made.
   createReadStream(nodeId) {
     this._check(nodeId);
-    const sm = this.store._durable(this.id).sm;
-    this.store.stats.snapshotReads += 1;
+    const sm = this._node(this.instance.id).sm;
+    this.stats.snapshotReads += 1;
     this._t(`createReadStream (sm at ${sm.index})`);
-    const chunks = [{ t: 'sm', index: sm.index }];
-    const kv = [...sm.kv];
-    for (let i = 0; i < kv.length; i += 100) chunks.push({ t: 'kv', e: kv.slice(i, i + 100) });
-    chunks.push({ t: 'sessions', e: [...sm.sessions] });
-    return Readable.from(clone(chunks), { objectMode: true });
+    return Readable.from(register.records(sm), { objectMode: true });
   }
 
   createWriteStream(nodeId) {
     this._check(nodeId);
     const self = this;
+    const id = this.instance.id;
     const inst = { sourceIndex: null, state: null, finished: false };
     this.installing = inst;
     this._t('createWriteStream');
-    const ws = new Writable({
+    return new Writable({
       objectMode: true,
       write(chunk, _enc, done) {
-        self._disk(() => {
-          const sm = self.store._durable(self.id).sm;
+        self._run('snapshotWrite', nodeId, done, () => {
+          const sm = self._node(id).sm;
           if (chunk && chunk.t === 'sm') {
             inst.sourceIndex = chunk.index;
             self._t(`snapshot header written: state at index ${chunk.index}`);
           }
-          else if (chunk && chunk.t === 'kv') for (const [k, v] of chunk.e) sm.kv.set(k, v);
-          else if (chunk && chunk.t === 'sessions') for (const [k, v] of chunk.e) sm.sessions.set(k, v);
-          else self.store.violation('snapshot integrity', `${self.id} got a chunk it never wrote: ${JSON.stringify(chunk)}`);
-          return [null];
-        }, done, 'snapshotWrite');
+          else if (!register.restore(sm, chunk)) self.violation('snapshot integrity', `${id} got a chunk it never wrote: ${JSON.stringify(chunk)}`);
+          return undefined;
+        });
       },
       final(done) {
-        self._disk(() => {
+        self._run('snapshotWrite', nodeId, done, () => {
           self._t('snapshot write stream finished');
           inst.finished = true;
-          inst.state = smText(self.store._durable(self.id).sm);
-          return [null];
-        }, done, 'snapshotWrite');
+          inst.state = smText(self._node(id).sm);
+          return undefined;
+        });
       },
       destroy(err, done) {
         if (!inst.finished) self._t(`snapshot write stream destroyed${err ? `: ${err.message}` : ''}`);
         done(err);
       },
     });
-    return ws;
   }
 }
 

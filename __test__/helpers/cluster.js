@@ -9,7 +9,7 @@
 // Every wait is bounded; on timeout it rejects with a message saying what it was waiting for.
 
 const Node = require('../..');
-const { Hub, Persistence } = require('./memory');
+const { MemoryNetwork: Hub, MemoryPersistence: Persistence } = require('../../lib/memory');
 
 const DEFAULT_WAIT = 10000;
 

@@ -98,7 +98,7 @@ class LegacyCluster {
     const last = this.leader.commonState.persisted.log.length();
     await waitUntil(() => ids.every((id) => {
       const meta = this.persistence.meta(id);
-      return this.persistence.store.commitIndex[id] === last && meta &&
+      return this.persistence.appliedIndex(id) === last && meta &&
         meta.log.meta.lastIncludedIndex + meta.log.entries.length === last;
     }), `every skiff-algorithm node to apply and save index ${last}`, { timeout: 5000 });
     return last;

@@ -7,7 +7,7 @@
 
 class Rogue {
   /**
-   * @param {import('./memory').Hub} hub
+   * @param {import('../../lib/memory').MemoryNetwork} hub
    * @param {string|undefined} peerId  the id the connection claims (undefined: none given)
    */
   constructor(hub, peerId) {
