@@ -3,6 +3,7 @@
 
 pub mod code;
 pub mod input;
+mod lane;
 pub mod node;
 pub mod op;
 pub mod options;

@@ -10,6 +10,7 @@
 use super::code;
 use super::wire;
 use super::input::{Input, PluginError};
+use super::lane::Lanes;
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
 use super::status::Status;
@@ -46,10 +47,6 @@ const RETRY_MS: u64 = 100;
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
 const SNAPSHOT_CHUNKS: usize = 512;
 const SNAPSHOT_BYTES: usize = 256 * 1024;
-/// Most requests waiting behind the one in flight to a peer whose connection takes one at a
-/// time. Coalescing keeps the queue short (the core's window bounds what it sends); past this the
-/// oldest go, as a lossy network would lose them, and Raft sends them again.
-const LANE_QUEUE_MAX: usize = 32;
 
 enum IoKind {
     LoadMeta,
@@ -104,56 +101,6 @@ struct Incoming {
 struct Sent {
     prev: u64,
     count: u64,
-}
-
-/// Requests to one peer whose connection takes one at a time (neither the transport nor the
-/// connection declared `pipelining`): skiff-algorithm never had two requests out on one
-/// connection, and transports written for it pair a reply with whatever request is waiting.
-/// Invariant: `busy` is the io of a `Send` still in `ios`, or `None`; what waits is in `queue`,
-/// oldest first, at most `LANE_QUEUE_MAX`.
-#[derive(Default)]
-struct Lane {
-    busy: Option<u32>,
-    queue: VecDeque<Message>,
-}
-
-impl Lane {
-    /// Queues `m` behind the request in flight, merged with what already waits so that the next
-    /// request carries everything pending: AppendEntries that continue one another become one
-    /// (within `max_entries`), a heartbeat behind another AppendEntries of the same term adds
-    /// nothing but its commit index, a newer AppendEntries replaces an older one it does not
-    /// continue (the core re-anchored), and a newer RequestVote replaces an older one.
-    fn push(&mut self, m: Message, max_entries: usize) {
-        if let Some(back) = self.queue.back_mut() {
-            match (&mut back.body, m.body) {
-                (Body::AppendEntries(q), Body::AppendEntries(n)) if q.term == n.term => {
-                    if n.entries.is_empty() {
-                        q.leader_commit = q.leader_commit.max(n.leader_commit);
-                        return;
-                    }
-                    let continues = q.prev_log_index + q.entries.len() as u64 == n.prev_log_index
-                        && q.entries.last().map_or(q.prev_log_term, |e| e.term) == n.prev_log_term;
-                    if q.entries.is_empty() || !continues {
-                        *q = n;
-                        return;
-                    }
-                    if q.entries.len() + n.entries.len() <= max_entries {
-                        q.entries.extend(n.entries);
-                        q.leader_commit = q.leader_commit.max(n.leader_commit);
-                        return;
-                    }
-                    self.queue.push_back(Message { body: Body::AppendEntries(n), ..m });
-                }
-                (Body::RequestVote(q), Body::RequestVote(n)) => *q = n,
-                (_, body) => self.queue.push_back(Message { body, ..m }),
-            }
-        } else {
-            self.queue.push_back(m);
-        }
-        while self.queue.len() > LANE_QUEUE_MAX {
-            self.queue.pop_front();
-        }
-    }
 }
 
 /// What is read of a request that may come from skiff-algorithm (`Driver::translate_legacy`); its
@@ -333,7 +280,7 @@ pub struct Driver<H: Host> {
     /// See `LegacyMark`.
     legacy_mark: Option<LegacyMark>,
     /// Peers whose connection takes one request at a time: what is in flight and what waits.
-    lanes: HashMap<String, Lane>,
+    lanes: Lanes,
     listened: HashSet<String>,
     removed_self: bool,
     stopping: Option<u32>,
@@ -406,7 +353,7 @@ impl<H: Host> Driver<H> {
             pipelined: HashSet::new(),
             modern: HashSet::new(),
             legacy_mark: None,
-            lanes: HashMap::new(),
+            lanes: Lanes::default(),
             listened: HashSet::new(),
             removed_self: false,
             stopping: None,
@@ -659,9 +606,9 @@ impl<H: Host> Driver<H> {
             Input::SetListened(names) => self.listened = names.into_iter().collect(),
             Input::Pipelining { peer } => {
                 self.pipelined.insert(peer.clone());
-                if let Some(lane) = self.lanes.remove(&peer) {
+                if let Some(queue) = self.lanes.remove(&peer) {
                     // What waited goes now; the request in flight needs no gate any more.
-                    for m in lane.queue {
+                    for m in queue {
                         self.dispatch(m);
                     }
                 }
@@ -800,7 +747,7 @@ impl<H: Host> Driver<H> {
             IoKind::Save => self.save_finished(io, error),
             IoKind::Apply => self.apply_finished(io, error, result),
             IoKind::Send { peer, kind, sent } => {
-                self.release_lane(&peer, io);
+                self.lanes.release(&peer, io);
                 self.send_finished(peer, kind, sent, error, result)
             }
             IoKind::SnapshotRead { peer } => self.snapshot_read_finished(peer, error, result),
@@ -829,7 +776,7 @@ impl<H: Host> Driver<H> {
         // Requests to a peer whose connection is busy cannot be handed over now: they wait in
         // the save and join that peer's queue once the state is durable (`save_finished`).
         let (now, later): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(|m| {
-            m.token.is_some() || self.pipelines(&m.to) || self.lanes.get(&m.to).is_none_or(|l| l.busy.is_none() && l.queue.is_empty())
+            m.token.is_some() || self.pipelines(&m.to) || self.lanes.is_free(&m.to)
         });
         if let Some(save) = self.saving.as_mut() {
             save.messages = later;
@@ -1085,7 +1032,7 @@ impl<H: Host> Driver<H> {
         }
         let max_entries = self.raft.as_ref().map_or(1, |r| r.config().max_entries_per_message);
         let peer = m.to.clone();
-        self.lanes.entry(peer.clone()).or_default().push(m, max_entries);
+        self.lanes.push(m, max_entries);
         self.pump_lane(&peer);
     }
 
@@ -1095,48 +1042,21 @@ impl<H: Host> Driver<H> {
         self.opts.pipelining || self.pipelined.contains(peer)
     }
 
-    /// The request in flight to `peer` was answered, failed or timed out.
-    /// Returns whether `io` was that request (the peer takes one at a time).
-    fn release_lane(&mut self, peer: &str, io: u32) -> bool {
-        match self.lanes.get_mut(peer) {
-            Some(lane) if lane.busy == Some(io) => {
-                lane.busy = None;
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Sends the next waiting request to each idle one-at-a-time peer. Runs at the end of a
     /// round, so that what the round produced was merged into it first.
     fn pump_lanes(&mut self) {
-        let idle: Vec<String> =
-            self.lanes.iter().filter(|(_, l)| l.busy.is_none() && !l.queue.is_empty()).map(|(p, _)| p.clone()).collect();
-        for peer in idle {
+        for peer in self.lanes.ready() {
             self.pump_lane(&peer);
         }
     }
 
-    /// Sends `peer` its oldest waiting request if none is in flight. Requests that went stale
-    /// while they waited (an older term; AppendEntries or InstallSnapshot after this node
-    /// stopped leading) are dropped, so that a vote request is not stuck behind them.
+    /// Sends `peer` its oldest waiting request that is still current, if none is in flight
+    /// (see `Lanes::next`).
     fn pump_lane(&mut self, peer: &str) {
         let (term, leading) = self.raft.as_ref().map_or((0, false), |r| (r.term(), r.is_leader()));
-        loop {
-            let Some(lane) = self.lanes.get_mut(peer) else { return };
-            if lane.busy.is_some() {
-                return;
-            }
-            let Some(m) = lane.queue.pop_front() else { return };
-            let stale = m.body.term() < term
-                || (!leading && matches!(m.body, Body::AppendEntries(_) | Body::InstallSnapshot(_)));
-            if stale {
-                continue;
-            }
+        while let Some(m) = self.lanes.next(peer, term, leading) {
             let io = self.dispatch(m);
-            if let Some(lane) = self.lanes.get_mut(peer) {
-                lane.busy = Some(io);
-            }
+            self.lanes.sending(peer, io);
         }
     }
 
@@ -1546,7 +1466,7 @@ impl<H: Host> Driver<H> {
                     }
                 }
                 IoKind::Send { peer, kind, .. } => {
-                    if self.release_lane(&peer, io) && self.connected.contains(&peer) {
+                    if self.lanes.release(&peer, io) && self.connected.contains(&peer) {
                         // Its reply may still come, and a transport without request ids would
                         // hand it to the next request: start over on a fresh connection.
                         if let Arg::Peer { id, metadata } = self.peer_arg(&peer) {
@@ -1896,113 +1816,5 @@ pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Noti
             _ = tokio::time::sleep_until(at.into()) => {}
         }
         driver.lock().timer_round();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use skiff_core::message::{AppendEntries, RequestVote};
-
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry { term, index, kind: EntryKind::Command(Json::from_value(&index)), uuid: format!("u{index}") }
-    }
-
-    fn append(term: u64, prev: u64, prev_term: u64, entries: &[(u64, u64)], commit: u64) -> Message {
-        Message {
-            from: "a".into(),
-            to: "b".into(),
-            token: None,
-            body: Body::AppendEntries(AppendEntries {
-                term,
-                leader_id: "a".into(),
-                prev_log_index: prev,
-                prev_log_term: prev_term,
-                entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
-                leader_commit: commit,
-                peers: None,
-            }),
-        }
-    }
-
-    fn vote(term: u64) -> Message {
-        Message {
-            from: "a".into(),
-            to: "b".into(),
-            token: None,
-            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false }),
-        }
-    }
-
-    fn appends(lane: &Lane) -> Vec<(u64, Vec<u64>, u64)> {
-        lane.queue
-            .iter()
-            .filter_map(|m| match &m.body {
-                Body::AppendEntries(a) => Some((a.prev_log_index, a.entries.iter().map(|e| e.index).collect(), a.leader_commit)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn appends_that_continue_each_other_become_one() {
-        let mut lane = Lane::default();
-        lane.push(append(2, 4, 2, &[(5, 2), (6, 2)], 4), 1024);
-        lane.push(append(2, 6, 2, &[(7, 2)], 5), 1024);
-        lane.push(append(2, 7, 2, &[(8, 2), (9, 2)], 6), 1024);
-        assert_eq!(appends(&lane), vec![(4, vec![5, 6, 7, 8, 9], 6)]);
-    }
-
-    #[test]
-    fn a_heartbeat_behind_an_append_adds_only_its_commit() {
-        let mut lane = Lane::default();
-        lane.push(append(2, 4, 2, &[(5, 2)], 4), 1024);
-        lane.push(append(2, 3, 2, &[], 5), 1024);
-        assert_eq!(appends(&lane), vec![(4, vec![5], 5)]);
-        // and an append replaces a heartbeat waiting alone
-        let mut lane = Lane::default();
-        lane.push(append(2, 3, 2, &[], 3), 1024);
-        lane.push(append(2, 4, 2, &[(5, 2)], 4), 1024);
-        assert_eq!(appends(&lane), vec![(4, vec![5], 4)]);
-    }
-
-    #[test]
-    fn an_append_that_does_not_continue_replaces_the_waiting_one() {
-        let mut lane = Lane::default();
-        lane.push(append(2, 6, 2, &[(7, 2)], 4), 1024);
-        // the core probed back after a refusal
-        lane.push(append(2, 3, 1, &[(4, 2), (5, 2)], 4), 1024);
-        assert_eq!(appends(&lane), vec![(3, vec![4, 5], 4)]);
-        // and a term mismatch at the seam does not merge either
-        lane.push(append(2, 5, 1, &[(6, 2)], 4), 1024);
-        assert_eq!(appends(&lane), vec![(5, vec![6], 4)]);
-    }
-
-    #[test]
-    fn merging_stops_at_the_message_budget_and_the_queue_is_bounded() {
-        let mut lane = Lane::default();
-        lane.push(append(2, 0, 0, &[(1, 2), (2, 2)], 0), 3);
-        lane.push(append(2, 2, 2, &[(3, 2), (4, 2)], 0), 3);
-        assert_eq!(appends(&lane), vec![(0, vec![1, 2], 0), (2, vec![3, 4], 0)]);
-        let mut lane = Lane::default();
-        for i in 0..(LANE_QUEUE_MAX as u64 + 10) {
-            lane.push(append(2, i, 2, &[(i + 1, 2)], 0), 1);
-        }
-        assert_eq!(lane.queue.len(), LANE_QUEUE_MAX);
-        assert_eq!(appends(&lane).last().map(|a| a.0), Some(LANE_QUEUE_MAX as u64 + 9));
-    }
-
-    #[test]
-    fn a_newer_vote_request_replaces_an_older_one_and_other_kinds_queue() {
-        let mut lane = Lane::default();
-        lane.push(vote(3), 1024);
-        lane.push(vote(4), 1024);
-        assert_eq!(lane.queue.len(), 1);
-        assert!(matches!(&lane.queue[0].body, Body::RequestVote(v) if v.term == 4));
-        lane.push(append(4, 0, 0, &[], 0), 1024);
-        assert_eq!(lane.queue.len(), 2);
-        // appends of another term never merge
-        lane.push(append(5, 0, 0, &[(1, 5)], 0), 1024);
-        assert_eq!(lane.queue.len(), 3);
     }
 }
