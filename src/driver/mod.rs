@@ -4,6 +4,7 @@
 pub mod code;
 pub mod input;
 mod lane;
+mod legacy;
 pub mod node;
 pub mod op;
 pub mod options;

@@ -11,12 +11,12 @@ use super::code;
 use super::wire;
 use super::input::{Input, PluginError};
 use super::lane::Lanes;
+use super::legacy::{Legacy, Sent};
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
 use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use skiff_core::message::AppendEntriesResponse;
 use skiff_core::persisted::{restore, PersistedState, PersistedTail};
 use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -93,58 +93,6 @@ struct Incoming {
     phase: InstallPhase,
     /// The first chunk, held until the state machine has been cleared.
     first: Option<(Option<u64>, Option<Json>, bool)>,
-}
-
-/// What an AppendEntries carried: the position a reply without `matchIndex`/`rejectIndex` (one
-/// from skiff-algorithm, which has no such fields) is about.
-#[derive(Clone, Copy)]
-struct Sent {
-    prev: u64,
-    count: u64,
-}
-
-/// What is read of a request that may come from skiff-algorithm (`Driver::translate_legacy`); its
-/// entries stay as they came (the commands in them are carried as their exact text).
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Legacy<'a> {
-    term: u64,
-    #[serde(default)]
-    leader_id: Option<String>,
-    #[serde(default)]
-    prev_log_index: u64,
-    #[serde(default)]
-    leader_commit: u64,
-    #[serde(borrow, default)]
-    entries: Option<&'a RawValue>,
-    #[serde(default)]
-    candidate_id: Option<String>,
-    #[serde(default)]
-    last_log_index: u64,
-    /// Present in our requests, absent from skiff-algorithm's.
-    #[serde(default)]
-    prev_log_term: Option<u64>,
-    #[serde(default)]
-    last_log_term: Option<u64>,
-    #[serde(default)]
-    seq: Option<u64>,
-}
-
-/// The position of an entry, as a skiff-algorithm leader sends it.
-#[derive(serde::Deserialize)]
-struct Position {
-    index: u64,
-    term: u64,
-}
-
-/// The newest AppendEntries from a skiff-algorithm leader that we vouched for (see
-/// `Driver::translate_legacy`): it ends with an entry of term `upto_term` at `upto`. Once our log holds
-/// that entry, in the same term under the same leader, our log matches that leader's up to it.
-struct LegacyMark {
-    leader: String,
-    term: u64,
-    upto: u64,
-    upto_term: u64,
 }
 
 impl Incoming {
@@ -274,11 +222,8 @@ pub struct Driver<H: Host> {
     connected: BTreeSet<String>,
     /// Peers whose connection declared `pipelining` (beside a transport that declared it for all).
     pipelined: HashSet<String>,
-    /// Peers whose AppendEntries replies carry `matchIndex`: skiff-rs nodes. The others may run
-    /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
-    modern: HashSet<String>,
-    /// See `LegacyMark`.
-    legacy_mark: Option<LegacyMark>,
+    /// What is known of peers that may run skiff-algorithm (a rolling upgrade).
+    legacy: Legacy,
     /// Peers whose connection takes one request at a time: what is in flight and what waits.
     lanes: Lanes,
     listened: HashSet<String>,
@@ -296,20 +241,6 @@ fn raw(text: String) -> Box<RawValue> {
 
 fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
-}
-
-/// skiff-algorithm's AppendEntries made into ours, as JSON text: its `entries` (already JSON text)
-/// go through untouched, so they are not parsed and written again.
-fn legacy_append_text(term: u64, leader: &str, prev: u64, prev_term: u64, entries: &str, commit: u64) -> String {
-    format!(
-        r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{commit}}}"#,
-        json_text(leader)
-    )
-}
-
-/// `s` as a JSON string.
-fn json_text(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A message's arguments as they travel.
@@ -351,8 +282,7 @@ impl<H: Host> Driver<H> {
             applied_hint: 0,
             connected: BTreeSet::new(),
             pipelined: HashSet::new(),
-            modern: HashSet::new(),
-            legacy_mark: None,
+            legacy: Legacy::default(),
             lanes: Lanes::default(),
             listened: HashSet::new(),
             removed_self: false,
@@ -998,7 +928,7 @@ impl<H: Host> Driver<H> {
             self.connected.remove(&peer);
             self.lanes.remove(&peer);
             self.pipelined.remove(&peer);
-            self.modern.remove(&peer);
+            self.legacy.forget(&peer);
             self.ops.push(Op::Disconnect { peer });
         }
         if !self.opts.pipelining {
@@ -1062,20 +992,10 @@ impl<H: Host> Driver<H> {
 
     /// Hands one request to the wrapper; returns the id of its `send` op.
     fn dispatch(&mut self, mut m: Message) -> u32 {
-        if let Body::AppendEntries(a) = &mut m.body {
-            if !self.modern.contains(&m.to) {
-                // A skiff-algorithm follower sets its commit index to `leaderCommit` whatever
-                // its log holds past the entries this message checked; Raft only lets it
-                // commit what this message vouches for (§5.3).
-                a.leader_commit = a.leader_commit.min(a.prev_log_index + a.entries.len() as u64);
-            }
-        }
+        self.legacy.cap_commit(&mut m);
         let kind = m.body.type_name();
         let args = wire::to_json(&m.body);
-        let sent = match &m.body {
-            Body::AppendEntries(b) => Some(Sent { prev: b.prev_log_index, count: b.entries.len() as u64 }),
-            _ => None,
-        };
+        let sent = Sent::of(&m.body);
         if !self.connected.contains(&m.to) {
             let metadata = self.peer_arg(&m.to);
             if let Arg::Peer { id, metadata } = metadata {
@@ -1121,106 +1041,12 @@ impl<H: Host> Driver<H> {
         match wire::response(kind, &text) {
             Ok(mut body) => {
                 if let (Body::AppendEntriesResponse(r), Some(sent)) = (&mut body, sent) {
-                    self.position_reply(&peer, &text, sent, r);
+                    self.legacy.position_reply(&peer, &text, sent, r);
                 }
                 self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body });
             }
             Err(e) => self.warn(code::EBADMESSAGE, format!("malformed {kind} reply from {peer}: {e}")),
         }
-    }
-
-    /// A skiff-algorithm node answers AppendEntries with `{term, success, lastApplied}` only: its
-    /// reply is about the request it answers (one at a time on its connection), so the positions
-    /// come from that request. A success acknowledges the entries sent after `prevLogIndex`; a
-    /// refusal is about `prevLogIndex`, and everything up to the follower's `lastApplied` is
-    /// committed there, so the leader may look again from just after it.
-    fn position_reply(&mut self, peer: &str, text: &str, sent: Sent, r: &mut AppendEntriesResponse) {
-        if text.contains("\"matchIndex\"") {
-            self.modern.insert(peer.to_string());
-            return;
-        }
-        self.modern.remove(peer);
-        if r.success {
-            r.match_index = sent.prev + sent.count;
-        } else {
-            r.reject_index = sent.prev;
-            if r.conflict_index.is_none() {
-                r.conflict_index = Some(r.last_applied.saturating_add(1).min(sent.prev.max(1)));
-            }
-        }
-    }
-
-    /// A request from a skiff-algorithm node (a rolling upgrade), made into one the core takes;
-    /// `None` when `args` need nothing, an error for one that cannot be taken.
-    ///
-    /// Its InstallSnapshot chunks carry no `seq`: every chunk would read as the first of a new
-    /// transfer, and the last one (no data) would install an empty state machine. Refused.
-    ///
-    /// Its RequestVote lacks `lastLogTerm` when its log holds no entry: 0 then, or less than the
-    /// truth (a log it compacted whole), which only makes its candidate look less up to date.
-    ///
-    /// Its AppendEntries has no `prevLogTerm`: nothing says that our entry at `prevLogIndex` is
-    /// the leader's. We vouch for it ourselves where we can: at or below our commit index (every
-    /// leader holds those entries), or up to what this same leader sent us in this term after a
-    /// prefix we vouched for (a leader's log only grows within its term). Anything else is made
-    /// into a probe past our log, which the core refuses; the refusal carries our `lastApplied`,
-    /// from which skiff-algorithm's leader sends again, one entry at a time.
-    fn translate_legacy(&self, kind: &str, args: &str) -> Result<Option<(String, Option<LegacyMark>)>, String> {
-        match kind {
-            "AppendEntries" => {
-                // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
-                let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
-                if head.contains("\"prevLogTerm\"") {
-                    return Ok(None);
-                }
-            }
-            "RequestVote" | "InstallSnapshot" => {}
-            _ => return Ok(None),
-        }
-        // Malformed requests are left to the parse that follows, which says what is wrong.
-        let Ok(v) = serde_json::from_str::<Legacy>(args) else { return Ok(None) };
-        match kind {
-            "InstallSnapshot" if v.seq.is_none() => Err("a snapshot chunk without seq (skiff-algorithm's format) cannot be \
-                 installed: its chunks cannot be told apart; keep followers within the leader's retained log"
-                .into()),
-            "RequestVote" if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
-                let text = format!(r#"{{"term":{},"candidateId":{},"lastLogIndex":{},"lastLogTerm":0}}"#, v.term, json_text(&c), v.last_log_index);
-                (text, None)
-            })),
-            "AppendEntries" if v.prev_log_term.is_none() => Ok(self.legacy_append(v)),
-            _ => Ok(None),
-        }
-    }
-
-    /// skiff-algorithm's AppendEntries with the `prevLogTerm` we vouch for (see `translate_legacy`),
-    /// and the mark it earns once `receive` has checked that its connection is the leader's: a
-    /// message refused there must leave no trace.
-    fn legacy_append(&self, v: Legacy) -> Option<(String, Option<LegacyMark>)> {
-        let raft = self.raft.as_ref()?;
-        let (term, prev) = (v.term, v.prev_log_index);
-        let leader = v.leader_id?;
-        let log = raft.log();
-        let verified = match &self.legacy_mark {
-            Some(m) if m.leader == leader && m.term == term && raft.term() == term && log.term(m.upto) == Some(m.upto_term) => m.upto,
-            _ => 0,
-        };
-        let prev_term = if prev <= raft.commit().max(verified) {
-            if prev <= log.snapshot_index() { Some(log.snapshot_term()) } else { log.term(prev) }
-        } else {
-            None
-        };
-        let Some(prev_term) = prev_term.filter(|t| *t <= term) else {
-            return Some((legacy_append_text(term, &leader, log.last_index() + 1, 0, "[]", v.leader_commit), None));
-        };
-        let entries = v.entries.map_or("[]", |e| e.get());
-        let last = serde_json::from_str::<Vec<Position>>(entries).ok().and_then(|p| p.last().map(|p| (p.index, p.term)));
-        let (upto, upto_term) = last.unwrap_or((prev, prev_term));
-        let newer = match &self.legacy_mark {
-            Some(m) if m.leader == leader && m.term == term => upto >= m.upto,
-            _ => true,
-        };
-        let out = legacy_append_text(term, &leader, prev, prev_term, entries, v.leader_commit);
-        Some((out, newer.then_some(LegacyMark { leader, term, upto, upto_term })))
     }
 
     fn receive(&mut self, reply: u64, kind: String, args: String, peer: Option<String>) {
@@ -1231,7 +1057,7 @@ impl<H: Host> Driver<H> {
         if self.raft.is_none() {
             return reject(self, code::ENOTREADY, "node is still loading its state".into());
         }
-        let (translated, mark) = match self.translate_legacy(&kind, &args) {
+        let (translated, mark) = match self.legacy.translate(self.raft.as_ref(), &kind, &args) {
             Ok(Some((text, mark))) => (Some(text), mark),
             Ok(None) => (None, None),
             Err(e) => return reject(self, code::EBADMESSAGE, e),
@@ -1254,9 +1080,7 @@ impl<H: Host> Driver<H> {
                 return reject(self, code::EBADSENDER, message);
             }
         }
-        if mark.is_some() {
-            self.legacy_mark = mark;
-        }
+        self.legacy.accept(mark);
         if self.wants(body.type_name()) {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
