@@ -11,6 +11,7 @@ use super::code;
 use super::wire;
 use super::input::{Input, PluginError};
 use super::lane::Lanes;
+use super::io::{IoKind, IoTable};
 use super::legacy::{Legacy, Sent};
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
@@ -31,8 +32,6 @@ pub trait Host: Send + 'static {
 
 /// Most entries handed to JS in one `apply` op.
 const APPLY_BATCH: usize = 1024;
-/// How often timeouts of IO and commands are scanned.
-const SCAN_EVERY_MS: u64 = 25;
 /// Group commit while the state machine is busy: a save may wait this long after the previous
 /// one finished, to carry more entries (see `Driver::hold_save`).
 const SAVE_HOLD: Duration = Duration::from_millis(5);
@@ -47,18 +46,6 @@ const RETRY_MS: u64 = 100;
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
 const SNAPSHOT_CHUNKS: usize = 512;
 const SNAPSHOT_BYTES: usize = 256 * 1024;
-
-enum IoKind {
-    LoadMeta,
-    LastApplied,
-    Save,
-    Apply,
-    Send { peer: String, kind: &'static str, sent: Option<Sent> },
-    SnapshotRead { peer: String },
-    SnapshotReset,
-    SnapshotWrite,
-    Quiesce,
-}
 
 /// Leader: a snapshot streaming to one follower. While any is open, applying is held back, so
 /// every read stream shows the state machine exactly at `meta.index` (the plugin API promises no
@@ -104,11 +91,6 @@ impl Incoming {
             _ => self.first.as_ref().map(|f| f.0),
         }
     }
-}
-
-struct IoWait {
-    kind: IoKind,
-    deadline: u64,
 }
 
 /// A `saveMeta` under way and what waits on it.
@@ -185,9 +167,8 @@ pub struct Driver<H: Host> {
     raft: Option<Raft>,
     loading: Loading,
     ops: Vec<Op>,
-    next_io: u32,
-    ios: HashMap<u32, IoWait>,
-    last_scan: u64,
+    /// IO handed to JS and not yet called back.
+    ios: IoTable,
 
     saving: Option<Save>,
     applying: Option<Applying>,
@@ -260,9 +241,7 @@ impl<H: Host> Driver<H> {
             raft: None,
             loading: Loading { meta: None, applied: None, retry_at: None },
             ops: Vec::new(),
-            next_io: 1,
-            ios: HashMap::new(),
-            last_scan: 0,
+            ios: IoTable::default(),
             saving: None,
             applying: None,
             apply_retry_at: None,
@@ -388,7 +367,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn next_wakeup(&self) -> u64 {
-        let mut at = self.last_scan + SCAN_EVERY_MS;
+        let mut at = self.ios.next_scan();
         if let Some(r) = &self.raft {
             at = at.min(r.next_deadline());
         }
@@ -406,10 +385,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn io(&mut self, kind: IoKind, timeout: u64) -> u32 {
-        let io = self.next_io;
-        self.next_io = self.next_io.wrapping_add(1).max(1);
-        self.ios.insert(io, IoWait { kind, deadline: self.now + timeout });
-        io
+        self.ios.start(kind, self.now + timeout)
     }
 
     fn persistence_timeout(&self) -> u64 {
@@ -471,7 +447,7 @@ impl<H: Host> Driver<H> {
     fn load_failed(&mut self, what: &str, err: String, code: &str) {
         self.error(code, format!("{what} failed: {err}"));
         // Forget the other half too and start over after a pause.
-        self.ios.retain(|_, w| !matches!(w.kind, IoKind::LoadMeta | IoKind::LastApplied));
+        self.ios.forget(|k| matches!(k, IoKind::LoadMeta | IoKind::LastApplied));
         self.loading.retry_at = Some(self.now + RETRY_MS * 10);
     }
 
@@ -652,11 +628,11 @@ impl<H: Host> Driver<H> {
     }
 
     fn complete(&mut self, io: u32, error: Option<PluginError>, result: Option<String>) {
-        let Some(wait) = self.ios.remove(&io) else {
+        let Some(kind) = self.ios.finish(io) else {
             // A late or second callback: the operation was already finished or retried.
             return;
         };
-        match wait.kind {
+        match kind {
             IoKind::LoadMeta => match error {
                 Some(e) => self.load_failed("loadMeta", e.message(), &e.code_or(code::EPERSISTENCE)),
                 None => {
@@ -861,9 +837,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         let deadline = self.now + self.persistence_timeout();
-        if let Some(w) = self.ios.get_mut(&io) {
-            w.deadline = deadline;
-        }
+        self.ios.extend(io, deadline);
         self.progress_to(index);
     }
 
@@ -1263,15 +1237,13 @@ impl<H: Host> Driver<H> {
     }
 
     fn scan_timeouts(&mut self) {
-        if self.now < self.last_scan + SCAN_EVERY_MS {
+        if !self.ios.scan_due(self.now) {
             return;
         }
-        self.last_scan = self.now;
         let now = self.now;
-        let expired: Vec<u32> = self.ios.iter().filter(|(_, w)| w.deadline <= now).map(|(io, _)| *io).collect();
-        for io in expired {
-            let Some(w) = self.ios.remove(&io) else { continue };
-            match w.kind {
+        for io in self.ios.expired(now) {
+            let Some(kind) = self.ios.finish(io) else { continue };
+            match kind {
                 IoKind::LoadMeta | IoKind::LastApplied => {
                     self.load_failed("loading persisted state", "the persistence plugin did not call back".into(), code::ETIMEDOUT)
                 }
@@ -1391,7 +1363,7 @@ impl<H: Host> Driver<H> {
         }
         // The chain under way was stopped; forget its batch (the rest is re-sent later).
         if let Some(a) = self.applying.take() {
-            self.ios.remove(&a.io);
+            self.ios.finish(a.io);
         }
         let reported: u64 = result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(0);
         self.progress_to(reported);
