@@ -6,6 +6,7 @@ pub mod input;
 mod io;
 mod lane;
 mod legacy;
+mod requests;
 pub mod node;
 pub mod op;
 pub mod options;

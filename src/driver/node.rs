@@ -13,6 +13,7 @@ use super::input::{Input, PluginError};
 use super::lane::Lanes;
 use super::io::{IoKind, IoTable};
 use super::legacy::{Legacy, Sent};
+use super::requests::{Outcome, Requests, Waiting};
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
 use super::status::Status;
@@ -20,7 +21,7 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use skiff_core::persisted::{restore, PersistedState, PersistedTail};
 use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role, SnapshotMeta};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -117,24 +118,6 @@ struct Applying {
     last: u64,
 }
 
-#[derive(PartialEq, Eq)]
-enum Waiting {
-    /// A user command: completes when this node applied it (and `wait_for` did too).
-    Command { wait_for: Option<String> },
-    /// A membership change: completes when applied here.
-    Membership,
-}
-
-struct Pending {
-    index: u64,
-    term: u64,
-    deadline: u64,
-    timeout_ms: u64,
-    waiting: Waiting,
-    /// Applied locally; now only waiting for `wait_for`.
-    applied: bool,
-}
-
 struct MembershipRequest {
     req: u32,
     kind: EntryKind,
@@ -175,11 +158,8 @@ pub struct Driver<H: Host> {
     apply_retry_at: Option<u64>,
     apply_queue: VecDeque<Entry>,
 
-    pending: HashMap<u32, Pending>,
-    /// The `pending` commands applied here that wait for another node (`waitForNode`): the only
-    /// ones each round must look at.
-    awaiting_peer: BTreeSet<u32>,
-    by_index: BTreeMap<u64, Vec<u32>>,
+    /// Requests answered once an entry is applied.
+    requests: Requests,
     membership_queue: VecDeque<MembershipRequest>,
 
     outgoing: HashMap<String, Outgoing>,
@@ -246,9 +226,7 @@ impl<H: Host> Driver<H> {
             applying: None,
             apply_retry_at: None,
             apply_queue: VecDeque::new(),
-            pending: HashMap::new(),
-            awaiting_peer: BTreeSet::new(),
-            by_index: BTreeMap::new(),
+            requests: Requests::default(),
             membership_queue: VecDeque::new(),
             outgoing: HashMap::new(),
             snapshot_wanted: BTreeSet::new(),
@@ -558,24 +536,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn track(&mut self, req: u32, index: u64, term: u64, timeout_ms: u64, waiting: Waiting) {
-        self.pending.insert(
-            req,
-            Pending { index, term, deadline: self.now + timeout_ms, timeout_ms, waiting, applied: false },
-        );
-        self.by_index.entry(index).or_default().push(req);
-    }
-
-    /// Forgets a pending request, in both indexes.
-    fn untrack(&mut self, req: u32) -> Option<Pending> {
-        let p = self.pending.remove(&req)?;
-        self.awaiting_peer.remove(&req);
-        if let Some(v) = self.by_index.get_mut(&p.index) {
-            v.retain(|r| *r != req);
-            if v.is_empty() {
-                self.by_index.remove(&p.index);
-            }
-        }
-        Some(p)
+        self.requests.track(req, index, term, self.now + timeout_ms, timeout_ms, waiting);
     }
 
     fn queue_membership(&mut self, req: u32, kind: EntryKind) {
@@ -755,8 +716,8 @@ impl<H: Host> Driver<H> {
                 },
                 None => break,
             };
-            let want = command.is_some() && self.by_index.contains_key(&index);
-            let req = if want { self.take_direct(index, term) } else { None };
+            let want = command.is_some() && self.requests.waits_for(index);
+            let req = if want { self.requests.take_direct(index, term) } else { None };
             items.push(ApplyItem { index, command, want: want && req.is_none(), req });
         }
         let t = self.persistence_timeout();
@@ -788,24 +749,6 @@ impl<H: Host> Driver<H> {
             self.error(&code, format!("applying index {} failed: {}", done_upto + 1, e.message()));
             self.apply_retry_at = Some(self.now + RETRY_MS);
         }
-    }
-
-    /// A command waiting for the entry (`index`, `term`) that needs nothing but this node's apply
-    /// (no `waitForNode`) is handed to the wrapper, which answers it when the item is applied.
-    /// It leaves the engine's books: it is committed, so it will be applied.
-    fn take_direct(&mut self, index: u64, term: u64) -> Option<u32> {
-        let reqs = self.by_index.get(&index)?;
-        if reqs.len() != 1 {
-            return None;
-        }
-        let req = reqs[0];
-        let p = self.pending.get(&req)?;
-        if p.term != term || !matches!(p.waiting, Waiting::Command { wait_for: None }) {
-            return None;
-        }
-        self.pending.remove(&req);
-        self.by_index.remove(&index);
-        Some(req)
     }
 
     /// The state machine has applied everything up to `index`: answer the commands waiting for
@@ -842,31 +785,14 @@ impl<H: Host> Driver<H> {
     }
 
     fn on_applied(&mut self, index: u64, term: u64) {
-        let Some(reqs) = self.by_index.remove(&index) else { return };
-        for req in reqs {
-            let Some(p) = self.pending.get_mut(&req) else { continue };
-            if p.term != term {
-                // Another leader's entry took this index: the command was not committed.
-                self.pending.remove(&req);
-                let e = self.not_leader();
-                self.done(req, Some(e));
-                continue;
-            }
-            p.applied = true;
-            let finished = match &p.waiting {
-                Waiting::Command { wait_for: Some(node) } => {
-                    let node = node.clone();
-                    self.raft.as_ref().and_then(|r| r.peer_applied(&node)).is_some_and(|a| a >= index)
+        let raft = self.raft.as_ref();
+        for outcome in self.requests.applied(index, term, |node| raft.and_then(|r| r.peer_applied(node))) {
+            match outcome {
+                Outcome::Done { req, index } => self.ops.push(Op::Done { req, error: None, index: Some(index) }),
+                Outcome::Superseded { req } => {
+                    let e = self.not_leader();
+                    self.done(req, Some(e));
                 }
-                _ => true,
-            };
-            if finished {
-                self.pending.remove(&req);
-                self.ops.push(Op::Done { req, error: None, index: Some(index) });
-            } else {
-                // Keep it findable by the waitForNode scan.
-                self.by_index.entry(index).or_default().push(req);
-                self.awaiting_peer.insert(req);
             }
         }
     }
@@ -874,16 +800,7 @@ impl<H: Host> Driver<H> {
     /// Completes commands that were applied here and wait for another node to apply them.
     fn check_wait_for_node(&mut self) {
         let Some(raft) = self.raft.as_ref() else { return };
-        let mut finished = Vec::new();
-        for (req, p) in self.awaiting_peer.iter().filter_map(|r| self.pending.get(r).map(|p| (r, p))) {
-            if let (true, Waiting::Command { wait_for: Some(node) }) = (p.applied, &p.waiting) {
-                if raft.peer_applied(node).is_some_and(|a| a >= p.index) {
-                    finished.push((*req, p.index));
-                }
-            }
-        }
-        for (req, index) in finished {
-            self.untrack(req);
+        for (req, index) in self.requests.wait_for_node(|node| raft.peer_applied(node)) {
             self.ops.push(Op::Done { req, error: None, index: Some(index) });
         }
     }
@@ -1305,9 +1222,8 @@ impl<H: Host> Driver<H> {
         if self.saving.as_ref().is_some_and(|s| s.retry_at.is_some_and(|t| t <= now)) {
             self.issue_save();
         }
-        let expired: Vec<u32> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
-        for req in expired {
-            let Some(p) = self.untrack(req) else { continue };
+        for req in self.requests.expired(now) {
+            let Some(p) = self.requests.untrack(req) else { continue };
             let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
             self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
         }
@@ -1569,13 +1485,9 @@ impl<H: Host> Driver<H> {
     fn finish_stop(&mut self, req: u32) {
         self.publish();
         let err = JsError::new(code::ESTOPPED, "node stopped");
-        let reqs: Vec<u32> = self.pending.keys().copied().collect();
-        for r in reqs {
+        for r in self.requests.clear() {
             self.done(r, Some(err.clone()));
         }
-        self.pending.clear();
-        self.awaiting_peer.clear();
-        self.by_index.clear();
         for m in std::mem::take(&mut self.membership_queue) {
             self.done(m.req, Some(err.clone()));
         }
