@@ -7,6 +7,7 @@ mod io;
 mod lane;
 mod legacy;
 mod requests;
+mod snapshot_send;
 pub mod node;
 pub mod op;
 pub mod options;

@@ -14,14 +14,15 @@ use super::lane::Lanes;
 use super::io::{IoKind, IoTable};
 use super::legacy::{Legacy, Sent};
 use super::requests::{Outcome, Requests, Waiting};
+use super::snapshot_send::{Transfers, SNAPSHOT_BYTES, SNAPSHOT_CHUNKS};
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
 use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use skiff_core::persisted::{restore, PersistedState, PersistedTail};
-use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role, SnapshotMeta};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -44,21 +45,6 @@ const SAVE_HOLD_FRACTION: u64 = 4;
 const SAVE_HOLD_BACKLOG: u64 = 4;
 /// Back-off before retrying a failed persistence operation.
 const RETRY_MS: u64 = 100;
-/// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
-const SNAPSHOT_CHUNKS: usize = 512;
-const SNAPSHOT_BYTES: usize = 256 * 1024;
-
-/// Leader: a snapshot streaming to one follower. While any is open, applying is held back, so
-/// every read stream shows the state machine exactly at `meta.index` (the plugin API promises no
-/// point-in-time read, so the engine keeps the state still instead).
-struct Outgoing {
-    sid: u32,
-    meta: SnapshotMeta,
-    /// Sequence number of the next chunk to send.
-    seq: u64,
-    done_sent: bool,
-    last_activity: u64,
-}
 
 #[derive(Debug, PartialEq, Eq)]
 enum InstallPhase {
@@ -162,8 +148,8 @@ pub struct Driver<H: Host> {
     requests: Requests,
     membership_queue: VecDeque<MembershipRequest>,
 
-    outgoing: HashMap<String, Outgoing>,
-    snapshot_wanted: BTreeSet<String>,
+    /// Leader: snapshot transfers to followers.
+    transfers: Transfers,
     incoming: Option<Incoming>,
     next_sid: u32,
     /// A `quiesce` op under way: applying stops so a snapshot read starts from an exact index.
@@ -228,8 +214,7 @@ impl<H: Host> Driver<H> {
             apply_queue: VecDeque::new(),
             requests: Requests::default(),
             membership_queue: VecDeque::new(),
-            outgoing: HashMap::new(),
-            snapshot_wanted: BTreeSet::new(),
+            transfers: Transfers::default(),
             incoming: None,
             next_sid: 1,
             quiescing: None,
@@ -695,7 +680,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         // Hold the state machine still while a snapshot of it is read, or while one is written.
-        if self.outgoing.values().any(|o| !o.done_sent) || self.incoming.is_some() || self.quiescing.is_some() {
+        if self.transfers.reading() || self.incoming.is_some() || self.quiescing.is_some() {
             return;
         }
         // A state machine that an install began to replace takes nothing but a snapshot.
@@ -1145,7 +1130,7 @@ impl<H: Host> Driver<H> {
             Event::RemovedSelf => self.removed_self = true,
             Event::Rejected { from, reason } => self.warn(code::EBADMESSAGE, format!("refused a message from {from}: {reason}")),
             Event::SnapshotNeeded { peer } => {
-                self.snapshot_wanted.insert(peer);
+                self.transfers.want(peer);
             }
             Event::SnapshotAcked { peer, seq } => self.snapshot_acked(peer, seq),
             Event::SnapshotInstalled { peer } | Event::SnapshotFailed { peer } => self.close_outgoing(&peer),
@@ -1209,13 +1194,7 @@ impl<H: Host> Driver<H> {
                 }
             }
         }
-        let stalled: Vec<String> = self
-            .outgoing
-            .iter()
-            .filter(|(_, o)| o.last_activity + self.send_timeout() <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for peer in stalled {
+        for peer in self.transfers.stalled(now, self.send_timeout()) {
             self.warn(code::ETIMEDOUT, format!("snapshot transfer to {peer} stalled"));
             self.abort_outgoing(&peer);
         }
@@ -1257,10 +1236,10 @@ impl<H: Host> Driver<H> {
     /// its position exact: unless transfers already hold applying back, first stop the apply
     /// chain and learn how far it got (`quiesce`).
     fn start_snapshots(&mut self) {
-        if self.snapshot_wanted.is_empty() || self.quiescing.is_some() {
+        if !self.transfers.is_wanted() || self.quiescing.is_some() {
             return;
         }
-        if self.outgoing.values().any(|o| !o.done_sent) {
+        if self.transfers.reading() {
             return self.begin_transfers();
         }
         let t = self.persistence_timeout();
@@ -1287,30 +1266,25 @@ impl<H: Host> Driver<H> {
     }
 
     fn begin_transfers(&mut self) {
-        for peer in std::mem::take(&mut self.snapshot_wanted) {
-            if self.outgoing.contains_key(&peer) {
-                continue;
-            }
+        for peer in self.transfers.take_wanted() {
             let Some(raft) = self.raft.as_mut() else { return };
             let index = raft.applied();
             let Some(meta) = raft.begin_snapshot(&peer, index) else { continue };
             let sid = self.new_sid();
-            self.outgoing.insert(peer.clone(), Outgoing { sid, meta, seq: 0, done_sent: false, last_activity: self.now });
+            self.transfers.open(peer.clone(), sid, meta, self.now);
             self.read_snapshot(&peer);
         }
     }
 
     fn read_snapshot(&mut self, peer: &str) {
-        let Some(o) = self.outgoing.get_mut(peer) else { return };
-        o.last_activity = self.now;
-        let sid = o.sid;
+        let Some(sid) = self.transfers.reading_for(peer, self.now) else { return };
         let t = self.persistence_timeout();
         let io = self.io(IoKind::SnapshotRead { peer: peer.to_string() }, t);
         self.ops.push(Op::SnapshotRead { io, sid, max_chunks: SNAPSHOT_CHUNKS, max_bytes: SNAPSHOT_BYTES });
     }
 
     fn snapshot_read_finished(&mut self, peer: String, error: Option<PluginError>, result: Option<String>) {
-        if !self.outgoing.contains_key(&peer) {
+        if !self.transfers.is_open(&peer) {
             return;
         }
         if let Some(e) = error {
@@ -1327,10 +1301,7 @@ impl<H: Host> Driver<H> {
             self.warn(code::EBADRESULT, "the snapshot read returned something unexpected");
             return self.abort_outgoing(&peer);
         };
-        let Some(o) = self.outgoing.get_mut(&peer) else { return };
-        o.last_activity = self.now;
-        o.done_sent = read.done;
-        let (meta, seq) = (o.meta.clone(), o.seq);
+        let Some((meta, seq)) = self.transfers.read(&peer, read.done, self.now) else { return };
         let sent = self.raft.as_mut().is_some_and(|r| r.send_snapshot_chunk(&peer, &meta, seq, Some(read.chunks), read.done));
         if !sent {
             self.close_outgoing(&peer);
@@ -1338,13 +1309,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn snapshot_acked(&mut self, peer: String, seq: u64) {
-        let Some(o) = self.outgoing.get_mut(&peer) else { return };
-        if o.seq != seq {
-            return;
-        }
-        o.seq += 1;
-        o.last_activity = self.now;
-        if !o.done_sent {
+        if self.transfers.acked(&peer, seq, self.now) {
             self.read_snapshot(&peer);
         }
     }
@@ -1357,8 +1322,8 @@ impl<H: Host> Driver<H> {
     }
 
     fn close_outgoing(&mut self, peer: &str) {
-        if let Some(o) = self.outgoing.remove(peer) {
-            self.ops.push(Op::SnapshotClose { sid: o.sid });
+        if let Some(sid) = self.transfers.close(peer) {
+            self.ops.push(Op::SnapshotClose { sid });
         }
     }
 
@@ -1491,8 +1456,8 @@ impl<H: Host> Driver<H> {
         for m in std::mem::take(&mut self.membership_queue) {
             self.done(m.req, Some(err.clone()));
         }
-        for (_, o) in std::mem::take(&mut self.outgoing) {
-            self.ops.push(Op::SnapshotClose { sid: o.sid });
+        for sid in self.transfers.close_all() {
+            self.ops.push(Op::SnapshotClose { sid });
         }
         if let Some(inc) = self.incoming.take() {
             self.ops.push(Op::SnapshotAbort { sid: inc.sid });
