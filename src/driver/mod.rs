@@ -3,6 +3,7 @@
 
 pub mod code;
 pub mod input;
+mod install;
 mod io;
 mod lane;
 mod legacy;

@@ -10,6 +10,7 @@
 use super::code;
 use super::wire;
 use super::input::{Input, PluginError};
+use super::install::{Fit, Install, Written};
 use super::lane::Lanes;
 use super::io::{IoKind, IoTable};
 use super::legacy::{Legacy, Sent};
@@ -45,40 +46,6 @@ const SAVE_HOLD_FRACTION: u64 = 4;
 const SAVE_HOLD_BACKLOG: u64 = 4;
 /// Back-off before retrying a failed persistence operation.
 const RETRY_MS: u64 = 100;
-
-#[derive(Debug, PartialEq, Eq)]
-enum InstallPhase {
-    /// Waiting for the save that records the install mark.
-    Marking,
-    /// `removeAllState` under way.
-    Resetting,
-    /// Waiting for the next chunk.
-    Idle,
-    /// A chunk is being written (`seq`), with its reply token.
-    Writing { seq: u64, token: Option<u64>, done: bool },
-}
-
-/// Follower: a snapshot being written into the state machine.
-struct Incoming {
-    from: String,
-    index: u64,
-    sid: u32,
-    next_seq: u64,
-    phase: InstallPhase,
-    /// The first chunk, held until the state machine has been cleared.
-    first: Option<(Option<u64>, Option<Json>, bool)>,
-}
-
-impl Incoming {
-    /// The reply token of the chunk this transfer holds unanswered (the first, waiting for the
-    /// reset, or the one being written), if any.
-    fn held_token(&self) -> Option<Option<u64>> {
-        match self.phase {
-            InstallPhase::Writing { token, .. } => Some(token),
-            _ => self.first.as_ref().map(|f| f.0),
-        }
-    }
-}
 
 /// A `saveMeta` under way and what waits on it.
 struct Save {
@@ -150,7 +117,8 @@ pub struct Driver<H: Host> {
 
     /// Leader: snapshot transfers to followers.
     transfers: Transfers,
-    incoming: Option<Incoming>,
+    /// Follower: the snapshot being installed.
+    install: Install,
     next_sid: u32,
     /// A `quiesce` op under way: applying stops so a snapshot read starts from an exact index.
     quiescing: Option<u32>,
@@ -215,7 +183,7 @@ impl<H: Host> Driver<H> {
             requests: Requests::default(),
             membership_queue: VecDeque::new(),
             transfers: Transfers::default(),
-            incoming: None,
+            install: Install::default(),
             next_sid: 1,
             quiescing: None,
             durable_term: 0,
@@ -662,14 +630,11 @@ impl<H: Host> Driver<H> {
         if let Some(raft) = self.raft.as_mut() {
             raft.advance(save.token);
         }
-        if let (Some(index), Some(inc)) = (save.install_mark, self.incoming.as_mut()) {
-            if inc.index == index && inc.phase == InstallPhase::Marking {
-                // The mark is durable: now the state machine may be cleared.
-                inc.phase = InstallPhase::Resetting;
-                let t = self.persistence_timeout();
-                let io = self.io(IoKind::SnapshotReset, t);
-                self.ops.push(Op::SnapshotReset { io });
-            }
+        if save.install_mark.is_some_and(|index| self.install.marked(index)) {
+            // The mark is durable: now the state machine may be cleared.
+            let t = self.persistence_timeout();
+            let io = self.io(IoKind::SnapshotReset, t);
+            self.ops.push(Op::SnapshotReset { io });
         }
     }
 
@@ -680,7 +645,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         // Hold the state machine still while a snapshot of it is read, or while one is written.
-        if self.transfers.reading() || self.incoming.is_some() || self.quiescing.is_some() {
+        if self.transfers.reading() || self.install.is_active() || self.quiescing.is_some() {
             return;
         }
         // A state machine that an install began to replace takes nothing but a snapshot.
@@ -1336,11 +1301,11 @@ impl<H: Host> Driver<H> {
             }
         };
         if chunk.seq == 0 {
-            if let Some(old) = self.incoming.take() {
+            if let Some(old) = self.install.abort() {
                 self.ops.push(Op::SnapshotAbort { sid: old.sid });
                 // The chunk the old transfer held (the first, waiting for the reset, or one
                 // being written) still gets its answer.
-                if let (Some(Some(token)), Some(raft)) = (old.held_token(), self.raft.as_mut()) {
+                if let (Some(Some(token)), Some(raft)) = (old.held, self.raft.as_mut()) {
                     let reason = Some("replaced by a newer transfer".to_string());
                     raft.snapshot_reply(&old.from, Some(token), old.next_seq, false, 0, reason);
                 }
@@ -1363,36 +1328,21 @@ impl<H: Host> Driver<H> {
             self.apply_queue.clear();
             self.apply_retry_at = None;
             let sid = self.new_sid();
-            self.incoming = Some(Incoming {
-                from: from.clone(),
-                index: chunk.last_included_index,
-                sid,
-                next_seq: 0,
-                phase: InstallPhase::Marking,
-                first: Some((token, chunk.data.clone(), chunk.done)),
-            });
+            self.install.begin(from.clone(), chunk.last_included_index, sid, (token, chunk.data.clone(), chunk.done));
             return;
         }
-        let Some(inc) = self.incoming.as_mut() else {
-            return reply(self, false, 0, Some("no snapshot transfer in progress"));
-        };
-        if inc.from != from || inc.index != chunk.last_included_index {
-            return reply(self, false, 0, Some("chunk of another transfer"));
-        }
-        if chunk.seq < inc.next_seq {
+        match self.install.fit(&from, chunk.last_included_index, chunk.seq) {
+            Fit::NoTransfer => reply(self, false, 0, Some("no snapshot transfer in progress")),
+            Fit::Other => reply(self, false, 0, Some("chunk of another transfer")),
             // A duplicate of a chunk already written.
-            return reply(self, true, 0, None);
+            Fit::Duplicate => reply(self, true, 0, None),
+            Fit::OutOfOrder => reply(self, false, 0, Some("chunk out of order")),
+            Fit::Next => self.write_chunk(token, chunk.seq, chunk.data, chunk.done),
         }
-        if chunk.seq != inc.next_seq || inc.phase != InstallPhase::Idle {
-            return reply(self, false, 0, Some("chunk out of order"));
-        }
-        self.write_chunk(token, chunk.seq, chunk.data, chunk.done);
     }
 
     fn write_chunk(&mut self, token: Option<u64>, seq: u64, data: Option<Json>, done: bool) {
-        let Some(inc) = self.incoming.as_mut() else { return };
-        inc.phase = InstallPhase::Writing { seq, token, done };
-        let (sid, index) = (inc.sid, inc.index);
+        let Some((sid, index)) = self.install.write(seq, token, done) else { return };
         let t = self.persistence_timeout();
         let io = self.io(IoKind::SnapshotWrite, t);
         self.ops.push(Op::SnapshotWrite { io, sid, chunks: data.unwrap_or_else(|| Json::from_value(&[] as &[u8])), end: done, index });
@@ -1402,12 +1352,7 @@ impl<H: Host> Driver<H> {
         if let Some(e) = error {
             return self.install_failed(&e.code_or(code::EPERSISTENCE), format!("removeAllState failed: {}", e.message()));
         }
-        let Some(inc) = self.incoming.as_mut() else { return };
-        if inc.phase != InstallPhase::Resetting {
-            return;
-        }
-        inc.phase = InstallPhase::Idle;
-        if let Some((token, data, done)) = inc.first.take() {
+        if let Some((token, data, done)) = self.install.reset() {
             self.write_chunk(token, 0, data, done);
         }
     }
@@ -1416,16 +1361,11 @@ impl<H: Host> Driver<H> {
         if let Some(e) = error {
             return self.install_failed(&e.code_or(code::EPERSISTENCE), format!("writing the snapshot failed: {}", e.message()));
         }
-        let Some(inc) = self.incoming.as_mut() else { return };
-        let InstallPhase::Writing { seq, token, done } = inc.phase else { return };
-        let (from, index) = (inc.from.clone(), inc.index);
-        inc.next_seq = seq + 1;
-        inc.phase = InstallPhase::Idle;
+        let Some(Written { from, index, seq, token, done }) = self.install.written() else { return };
         let mut installed = 0;
         if done {
             // The stream finished and the plugin recorded `index`: the state machine is the
             // snapshot. Reset the log; entries queued for applying are older than it.
-            self.incoming = None;
             if self.raft.as_mut().is_some_and(|r| r.finish_install(index)) {
                 self.apply_queue.retain(|e| e.index > index);
                 installed = index;
@@ -1439,9 +1379,9 @@ impl<H: Host> Driver<H> {
 
     fn install_failed(&mut self, code: &str, message: String) {
         self.error(code, message.clone());
-        let Some(inc) = self.incoming.take() else { return };
+        let Some(inc) = self.install.abort() else { return };
         self.ops.push(Op::SnapshotAbort { sid: inc.sid });
-        let token = inc.held_token().flatten();
+        let token = inc.held.flatten();
         if let Some(raft) = self.raft.as_mut() {
             raft.snapshot_reply(&inc.from, token, inc.next_seq, false, 0, Some(message));
         }
@@ -1459,7 +1399,7 @@ impl<H: Host> Driver<H> {
         for sid in self.transfers.close_all() {
             self.ops.push(Op::SnapshotClose { sid });
         }
-        if let Some(inc) = self.incoming.take() {
+        if let Some(inc) = self.install.abort() {
             self.ops.push(Op::SnapshotAbort { sid: inc.sid });
         }
         for peer in std::mem::take(&mut self.connected) {
