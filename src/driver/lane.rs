@@ -11,7 +11,7 @@ const LANE_QUEUE_MAX: usize = 32;
 /// Requests to one peer whose connection takes one at a time (neither the transport nor the
 /// connection declared `pipelining`): skiff-algorithm never had two requests out on one
 /// connection, and transports written for it pair a reply with whatever request is waiting.
-/// Invariant: `busy` is the io of a `Send` still in `ios`, or `None`; what waits is in `queue`,
+/// Invariant: `busy` is the io of a `Send` still in the `IoTable`, or `None`; what waits is in `queue`,
 /// oldest first, at most `LANE_QUEUE_MAX`.
 #[derive(Default)]
 struct Lane {
