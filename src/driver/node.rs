@@ -14,7 +14,7 @@ use super::install::{Fit, Install, Written};
 use super::lane::Lanes;
 use super::io::{IoKind, IoTable};
 use super::legacy::{Legacy, Sent};
-use super::requests::{Outcome, Requests, Waiting};
+use super::requests::{MembershipQueue, Outcome, Requests, Waiting};
 use super::snapshot_send::{Transfers, SNAPSHOT_BYTES, SNAPSHOT_CHUNKS};
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
@@ -71,12 +71,6 @@ struct Applying {
     last: u64,
 }
 
-struct MembershipRequest {
-    req: u32,
-    kind: EntryKind,
-    deadline: u64,
-}
-
 struct Loading {
     meta: Option<String>,
     applied: Option<u64>,
@@ -113,7 +107,8 @@ pub struct Driver<H: Host> {
 
     /// Requests answered once an entry is applied.
     requests: Requests,
-    membership_queue: VecDeque<MembershipRequest>,
+    /// Membership changes waiting for the one before them.
+    membership_queue: MembershipQueue,
 
     /// Leader: snapshot transfers to followers.
     transfers: Transfers,
@@ -181,7 +176,7 @@ impl<H: Host> Driver<H> {
             apply_retry_at: None,
             apply_queue: VecDeque::new(),
             requests: Requests::default(),
-            membership_queue: VecDeque::new(),
+            membership_queue: MembershipQueue::default(),
             transfers: Transfers::default(),
             install: Install::default(),
             next_sid: 1,
@@ -504,7 +499,7 @@ impl<H: Host> Driver<H> {
             }
         }
         let deadline = self.now + self.opts.command_timeout;
-        self.membership_queue.push_back(MembershipRequest { req, kind, deadline });
+        self.membership_queue.push(req, kind, deadline);
     }
 
     /// Proposes queued membership changes one at a time, each once the previous one committed.
@@ -513,8 +508,8 @@ impl<H: Host> Driver<H> {
             let Some(raft) = self.raft.as_mut() else { return };
             if !raft.is_leader() {
                 let e = self.not_leader();
-                for m in std::mem::take(&mut self.membership_queue) {
-                    self.done(m.req, Some(e.clone()));
+                for req in self.membership_queue.clear() {
+                    self.done(req, Some(e.clone()));
                 }
                 return;
             }
@@ -525,7 +520,7 @@ impl<H: Host> Driver<H> {
             let kind = front.kind.clone();
             let req = front.req;
             let remaining = front.deadline.saturating_sub(self.now).max(1);
-            self.membership_queue.pop_front();
+            self.membership_queue.pop();
             match raft.propose_membership(kind.clone()) {
                 Ok(None) => self.done(req, None),
                 Ok(Some(index)) => self.track(req, index, term, remaining, Waiting::Membership),
@@ -533,7 +528,7 @@ impl<H: Host> Driver<H> {
                 Err(ProposeError::MembershipChangePending) => {
                     // Raced with can_change_membership; put it back.
                     let deadline = self.now + remaining;
-                    self.membership_queue.push_front(MembershipRequest { req, kind, deadline });
+                    self.membership_queue.put_back(req, kind, deadline);
                     return;
                 }
                 Err(e) => self.done(req, Some(JsError::new(code::ELOGFULL, e.to_string()))),
@@ -1074,8 +1069,8 @@ impl<H: Host> Driver<H> {
                 if role != Role::Leader {
                     // Queued membership changes need a leader.
                     let e = self.not_leader();
-                    for m in std::mem::take(&mut self.membership_queue) {
-                        self.done(m.req, Some(e.clone()));
+                    for req in self.membership_queue.clear() {
+                        self.done(req, Some(e.clone()));
                     }
                 }
             }
@@ -1171,14 +1166,9 @@ impl<H: Host> Driver<H> {
             let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
             self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
         }
-        let expired: Vec<u32> =
-            self.membership_queue.iter().filter(|m| m.deadline <= now).map(|m| m.req).collect();
-        if !expired.is_empty() {
-            self.membership_queue.retain(|m| m.deadline > now);
-            for req in expired {
-                let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);
-                self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
-            }
+        for req in self.membership_queue.expire(now) {
+            let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);
+            self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
         }
     }
 
@@ -1393,8 +1383,8 @@ impl<H: Host> Driver<H> {
         for r in self.requests.clear() {
             self.done(r, Some(err.clone()));
         }
-        for m in std::mem::take(&mut self.membership_queue) {
-            self.done(m.req, Some(err.clone()));
+        for req in self.membership_queue.clear() {
+            self.done(req, Some(err.clone()));
         }
         for sid in self.transfers.close_all() {
             self.ops.push(Op::SnapshotClose { sid });

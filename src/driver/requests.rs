@@ -1,6 +1,7 @@
-//! Requests waiting for a log entry to be applied: commands (and `waitForNode`) and membership changes.
+//! Requests answered once a log entry is applied (commands, `waitForNode`, membership changes), and membership changes waiting their turn.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use skiff_core::EntryKind;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 #[derive(PartialEq, Eq)]
 pub(super) enum Waiting {
@@ -148,6 +149,57 @@ impl Requests {
     }
 }
 
+/// A membership change waiting for the one before it to commit.
+pub(super) struct MembershipRequest {
+    pub(super) req: u32,
+    pub(super) kind: EntryKind,
+    pub(super) deadline: u64,
+}
+
+/// Membership changes waiting their turn: Raft takes one at a time, so the leader proposes the
+/// oldest once the previous one committed, and the rest wait here (each until its deadline).
+/// Invariant: oldest first; a request is either here or in `Requests`, never both.
+#[derive(Default)]
+pub(super) struct MembershipQueue {
+    queue: VecDeque<MembershipRequest>,
+}
+
+impl MembershipQueue {
+    /// Queues a change behind the others.
+    pub(super) fn push(&mut self, req: u32, kind: EntryKind, deadline: u64) {
+        self.queue.push_back(MembershipRequest { req, kind, deadline });
+    }
+
+    /// The change whose turn is next.
+    pub(super) fn front(&self) -> Option<&MembershipRequest> {
+        self.queue.front()
+    }
+
+    /// Takes the change whose turn is next, to propose it.
+    pub(super) fn pop(&mut self) -> Option<MembershipRequest> {
+        self.queue.pop_front()
+    }
+
+    /// Puts back a change that could not be proposed after all: it stays next.
+    pub(super) fn put_back(&mut self, req: u32, kind: EntryKind, deadline: u64) {
+        self.queue.push_front(MembershipRequest { req, kind, deadline });
+    }
+
+    /// Forgets every change (no longer leading, or stopping); returns their requests, oldest first.
+    pub(super) fn clear(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.queue).into_iter().map(|m| m.req).collect()
+    }
+
+    /// Forgets the changes whose deadline passed at `now`; returns their requests, oldest first.
+    pub(super) fn expire(&mut self, now: u64) -> Vec<u32> {
+        let expired: Vec<u32> = self.queue.iter().filter(|m| m.deadline <= now).map(|m| m.req).collect();
+        if !expired.is_empty() {
+            self.queue.retain(|m| m.deadline > now);
+        }
+        expired
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +263,22 @@ mod tests {
         assert!(!r.waits_for(5));
         assert!(r.wait_for_node(|_| Some(9)).is_empty());
         assert_eq!(r.clear(), vec![2]);
+    }
+
+    #[test]
+    fn membership_changes_wait_in_order_and_expire() {
+        let mut q = MembershipQueue::default();
+        let remove = |id: &str| EntryKind::RemovePeer { id: id.into() };
+        q.push(1, remove("a"), 10);
+        q.push(2, remove("b"), 30);
+        q.push(3, remove("c"), 20);
+        assert_eq!(q.front().map(|m| m.req), Some(1));
+        let first = q.pop().expect("queued");
+        q.put_back(first.req, first.kind, first.deadline);
+        assert_eq!(q.front().map(|m| m.req), Some(1));
+        assert_eq!(q.expire(9), Vec::<u32>::new());
+        assert_eq!(q.expire(20), vec![1, 3]);
+        assert_eq!(q.clear(), vec![2]);
+        assert!(q.front().is_none());
     }
 }
