@@ -3,6 +3,12 @@
 
 pub mod code;
 pub mod input;
+mod install;
+mod io;
+mod lane;
+mod legacy;
+mod requests;
+mod snapshot_send;
 pub mod node;
 pub mod op;
 pub mod options;

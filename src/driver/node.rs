@@ -10,15 +10,20 @@
 use super::code;
 use super::wire;
 use super::input::{Input, PluginError};
+use super::install::{Fit, Install, Written};
+use super::lane::Lanes;
+use super::io::{IoKind, IoTable};
+use super::legacy::{Legacy, Sent};
+use super::requests::{MembershipQueue, Outcome, Requests, Waiting};
+use super::snapshot_send::{Transfers, SNAPSHOT_BYTES, SNAPSHOT_CHUNKS};
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
 use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use skiff_core::message::AppendEntriesResponse;
 use skiff_core::persisted::{restore, PersistedState, PersistedTail};
-use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role, SnapshotMeta};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -30,8 +35,6 @@ pub trait Host: Send + 'static {
 
 /// Most entries handed to JS in one `apply` op.
 const APPLY_BATCH: usize = 1024;
-/// How often timeouts of IO and commands are scanned.
-const SCAN_EVERY_MS: u64 = 25;
 /// Group commit while the state machine is busy: a save may wait this long after the previous
 /// one finished, to carry more entries (see `Driver::hold_save`).
 const SAVE_HOLD: Duration = Duration::from_millis(5);
@@ -43,178 +46,6 @@ const SAVE_HOLD_FRACTION: u64 = 4;
 const SAVE_HOLD_BACKLOG: u64 = 4;
 /// Back-off before retrying a failed persistence operation.
 const RETRY_MS: u64 = 100;
-/// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
-const SNAPSHOT_CHUNKS: usize = 512;
-const SNAPSHOT_BYTES: usize = 256 * 1024;
-/// Most requests waiting behind the one in flight to a peer whose connection takes one at a
-/// time. Coalescing keeps the queue short (the core's window bounds what it sends); past this the
-/// oldest go, as a lossy network would lose them, and Raft sends them again.
-const LANE_QUEUE_MAX: usize = 32;
-
-enum IoKind {
-    LoadMeta,
-    LastApplied,
-    Save,
-    Apply,
-    Send { peer: String, kind: &'static str, sent: Option<Sent> },
-    SnapshotRead { peer: String },
-    SnapshotReset,
-    SnapshotWrite,
-    Quiesce,
-}
-
-/// Leader: a snapshot streaming to one follower. While any is open, applying is held back, so
-/// every read stream shows the state machine exactly at `meta.index` (the plugin API promises no
-/// point-in-time read, so the engine keeps the state still instead).
-struct Outgoing {
-    sid: u32,
-    meta: SnapshotMeta,
-    /// Sequence number of the next chunk to send.
-    seq: u64,
-    done_sent: bool,
-    last_activity: u64,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum InstallPhase {
-    /// Waiting for the save that records the install mark.
-    Marking,
-    /// `removeAllState` under way.
-    Resetting,
-    /// Waiting for the next chunk.
-    Idle,
-    /// A chunk is being written (`seq`), with its reply token.
-    Writing { seq: u64, token: Option<u64>, done: bool },
-}
-
-/// Follower: a snapshot being written into the state machine.
-struct Incoming {
-    from: String,
-    index: u64,
-    sid: u32,
-    next_seq: u64,
-    phase: InstallPhase,
-    /// The first chunk, held until the state machine has been cleared.
-    first: Option<(Option<u64>, Option<Json>, bool)>,
-}
-
-/// What an AppendEntries carried: the position a reply without `matchIndex`/`rejectIndex` (one
-/// from skiff-algorithm, which has no such fields) is about.
-#[derive(Clone, Copy)]
-struct Sent {
-    prev: u64,
-    count: u64,
-}
-
-/// Requests to one peer whose connection takes one at a time (neither the transport nor the
-/// connection declared `pipelining`): skiff-algorithm never had two requests out on one
-/// connection, and transports written for it pair a reply with whatever request is waiting.
-/// Invariant: `busy` is the io of a `Send` still in `ios`, or `None`; what waits is in `queue`,
-/// oldest first, at most `LANE_QUEUE_MAX`.
-#[derive(Default)]
-struct Lane {
-    busy: Option<u32>,
-    queue: VecDeque<Message>,
-}
-
-impl Lane {
-    /// Queues `m` behind the request in flight, merged with what already waits so that the next
-    /// request carries everything pending: AppendEntries that continue one another become one
-    /// (within `max_entries`), a heartbeat behind another AppendEntries of the same term adds
-    /// nothing but its commit index, a newer AppendEntries replaces an older one it does not
-    /// continue (the core re-anchored), and a newer RequestVote replaces an older one.
-    fn push(&mut self, m: Message, max_entries: usize) {
-        if let Some(back) = self.queue.back_mut() {
-            match (&mut back.body, m.body) {
-                (Body::AppendEntries(q), Body::AppendEntries(n)) if q.term == n.term => {
-                    if n.entries.is_empty() {
-                        q.leader_commit = q.leader_commit.max(n.leader_commit);
-                        return;
-                    }
-                    let continues = q.prev_log_index + q.entries.len() as u64 == n.prev_log_index
-                        && q.entries.last().map_or(q.prev_log_term, |e| e.term) == n.prev_log_term;
-                    if q.entries.is_empty() || !continues {
-                        *q = n;
-                        return;
-                    }
-                    if q.entries.len() + n.entries.len() <= max_entries {
-                        q.entries.extend(n.entries);
-                        q.leader_commit = q.leader_commit.max(n.leader_commit);
-                        return;
-                    }
-                    self.queue.push_back(Message { body: Body::AppendEntries(n), ..m });
-                }
-                (Body::RequestVote(q), Body::RequestVote(n)) => *q = n,
-                (_, body) => self.queue.push_back(Message { body, ..m }),
-            }
-        } else {
-            self.queue.push_back(m);
-        }
-        while self.queue.len() > LANE_QUEUE_MAX {
-            self.queue.pop_front();
-        }
-    }
-}
-
-/// What is read of a request that may come from skiff-algorithm (`Driver::translate_legacy`); its
-/// entries stay as they came (the commands in them are carried as their exact text).
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Legacy<'a> {
-    term: u64,
-    #[serde(default)]
-    leader_id: Option<String>,
-    #[serde(default)]
-    prev_log_index: u64,
-    #[serde(default)]
-    leader_commit: u64,
-    #[serde(borrow, default)]
-    entries: Option<&'a RawValue>,
-    #[serde(default)]
-    candidate_id: Option<String>,
-    #[serde(default)]
-    last_log_index: u64,
-    /// Present in our requests, absent from skiff-algorithm's.
-    #[serde(default)]
-    prev_log_term: Option<u64>,
-    #[serde(default)]
-    last_log_term: Option<u64>,
-    #[serde(default)]
-    seq: Option<u64>,
-}
-
-/// The position of an entry, as a skiff-algorithm leader sends it.
-#[derive(serde::Deserialize)]
-struct Position {
-    index: u64,
-    term: u64,
-}
-
-/// The newest AppendEntries from a skiff-algorithm leader that we vouched for (see
-/// `Driver::translate_legacy`): it ends with an entry of term `upto_term` at `upto`. Once our log holds
-/// that entry, in the same term under the same leader, our log matches that leader's up to it.
-struct LegacyMark {
-    leader: String,
-    term: u64,
-    upto: u64,
-    upto_term: u64,
-}
-
-impl Incoming {
-    /// The reply token of the chunk this transfer holds unanswered (the first, waiting for the
-    /// reset, or the one being written), if any.
-    fn held_token(&self) -> Option<Option<u64>> {
-        match self.phase {
-            InstallPhase::Writing { token, .. } => Some(token),
-            _ => self.first.as_ref().map(|f| f.0),
-        }
-    }
-}
-
-struct IoWait {
-    kind: IoKind,
-    deadline: u64,
-}
 
 /// A `saveMeta` under way and what waits on it.
 struct Save {
@@ -238,30 +69,6 @@ struct Applying {
     /// Indexes of the first and last entry of the batch.
     first: u64,
     last: u64,
-}
-
-#[derive(PartialEq, Eq)]
-enum Waiting {
-    /// A user command: completes when this node applied it (and `wait_for` did too).
-    Command { wait_for: Option<String> },
-    /// A membership change: completes when applied here.
-    Membership,
-}
-
-struct Pending {
-    index: u64,
-    term: u64,
-    deadline: u64,
-    timeout_ms: u64,
-    waiting: Waiting,
-    /// Applied locally; now only waiting for `wait_for`.
-    applied: bool,
-}
-
-struct MembershipRequest {
-    req: u32,
-    kind: EntryKind,
-    deadline: u64,
 }
 
 struct Loading {
@@ -290,25 +97,23 @@ pub struct Driver<H: Host> {
     raft: Option<Raft>,
     loading: Loading,
     ops: Vec<Op>,
-    next_io: u32,
-    ios: HashMap<u32, IoWait>,
-    last_scan: u64,
+    /// IO handed to JS and not yet called back.
+    ios: IoTable,
 
     saving: Option<Save>,
     applying: Option<Applying>,
     apply_retry_at: Option<u64>,
     apply_queue: VecDeque<Entry>,
 
-    pending: HashMap<u32, Pending>,
-    /// The `pending` commands applied here that wait for another node (`waitForNode`): the only
-    /// ones each round must look at.
-    awaiting_peer: BTreeSet<u32>,
-    by_index: BTreeMap<u64, Vec<u32>>,
-    membership_queue: VecDeque<MembershipRequest>,
+    /// Requests answered once an entry is applied.
+    requests: Requests,
+    /// Membership changes waiting for the one before them.
+    membership_queue: MembershipQueue,
 
-    outgoing: HashMap<String, Outgoing>,
-    snapshot_wanted: BTreeSet<String>,
-    incoming: Option<Incoming>,
+    /// Leader: snapshot transfers to followers.
+    transfers: Transfers,
+    /// Follower: the snapshot being installed.
+    install: Install,
     next_sid: u32,
     /// A `quiesce` op under way: applying stops so a snapshot read starts from an exact index.
     quiescing: Option<u32>,
@@ -327,13 +132,10 @@ pub struct Driver<H: Host> {
     connected: BTreeSet<String>,
     /// Peers whose connection declared `pipelining` (beside a transport that declared it for all).
     pipelined: HashSet<String>,
-    /// Peers whose AppendEntries replies carry `matchIndex`: skiff-rs nodes. The others may run
-    /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
-    modern: HashSet<String>,
-    /// See `LegacyMark`.
-    legacy_mark: Option<LegacyMark>,
+    /// What is known of peers that may run skiff-algorithm (a rolling upgrade).
+    legacy: Legacy,
     /// Peers whose connection takes one request at a time: what is in flight and what waits.
-    lanes: HashMap<String, Lane>,
+    lanes: Lanes,
     listened: HashSet<String>,
     removed_self: bool,
     stopping: Option<u32>,
@@ -349,20 +151,6 @@ fn raw(text: String) -> Box<RawValue> {
 
 fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
-}
-
-/// skiff-algorithm's AppendEntries made into ours, as JSON text: its `entries` (already JSON text)
-/// go through untouched, so they are not parsed and written again.
-fn legacy_append_text(term: u64, leader: &str, prev: u64, prev_term: u64, entries: &str, commit: u64) -> String {
-    format!(
-        r#"{{"term":{term},"leaderId":{},"prevLogIndex":{prev},"prevLogTerm":{prev_term},"entries":{entries},"leaderCommit":{commit}}}"#,
-        json_text(leader)
-    )
-}
-
-/// `s` as a JSON string.
-fn json_text(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A message's arguments as they travel.
@@ -382,20 +170,15 @@ impl<H: Host> Driver<H> {
             raft: None,
             loading: Loading { meta: None, applied: None, retry_at: None },
             ops: Vec::new(),
-            next_io: 1,
-            ios: HashMap::new(),
-            last_scan: 0,
+            ios: IoTable::default(),
             saving: None,
             applying: None,
             apply_retry_at: None,
             apply_queue: VecDeque::new(),
-            pending: HashMap::new(),
-            awaiting_peer: BTreeSet::new(),
-            by_index: BTreeMap::new(),
-            membership_queue: VecDeque::new(),
-            outgoing: HashMap::new(),
-            snapshot_wanted: BTreeSet::new(),
-            incoming: None,
+            requests: Requests::default(),
+            membership_queue: MembershipQueue::default(),
+            transfers: Transfers::default(),
+            install: Install::default(),
             next_sid: 1,
             quiescing: None,
             durable_term: 0,
@@ -404,9 +187,8 @@ impl<H: Host> Driver<H> {
             applied_hint: 0,
             connected: BTreeSet::new(),
             pipelined: HashSet::new(),
-            modern: HashSet::new(),
-            legacy_mark: None,
-            lanes: HashMap::new(),
+            legacy: Legacy::default(),
+            lanes: Lanes::default(),
             listened: HashSet::new(),
             removed_self: false,
             stopping: None,
@@ -511,7 +293,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn next_wakeup(&self) -> u64 {
-        let mut at = self.last_scan + SCAN_EVERY_MS;
+        let mut at = self.ios.next_scan();
         if let Some(r) = &self.raft {
             at = at.min(r.next_deadline());
         }
@@ -529,10 +311,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn io(&mut self, kind: IoKind, timeout: u64) -> u32 {
-        let io = self.next_io;
-        self.next_io = self.next_io.wrapping_add(1).max(1);
-        self.ios.insert(io, IoWait { kind, deadline: self.now + timeout });
-        io
+        self.ios.start(kind, self.now + timeout)
     }
 
     fn persistence_timeout(&self) -> u64 {
@@ -594,7 +373,7 @@ impl<H: Host> Driver<H> {
     fn load_failed(&mut self, what: &str, err: String, code: &str) {
         self.error(code, format!("{what} failed: {err}"));
         // Forget the other half too and start over after a pause.
-        self.ios.retain(|_, w| !matches!(w.kind, IoKind::LoadMeta | IoKind::LastApplied));
+        self.ios.forget(|k| matches!(k, IoKind::LoadMeta | IoKind::LastApplied));
         self.loading.retry_at = Some(self.now + RETRY_MS * 10);
     }
 
@@ -659,9 +438,9 @@ impl<H: Host> Driver<H> {
             Input::SetListened(names) => self.listened = names.into_iter().collect(),
             Input::Pipelining { peer } => {
                 self.pipelined.insert(peer.clone());
-                if let Some(lane) = self.lanes.remove(&peer) {
+                if let Some(queue) = self.lanes.remove(&peer) {
                     // What waited goes now; the request in flight needs no gate any more.
-                    for m in lane.queue {
+                    for m in queue {
                         self.dispatch(m);
                     }
                 }
@@ -705,24 +484,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn track(&mut self, req: u32, index: u64, term: u64, timeout_ms: u64, waiting: Waiting) {
-        self.pending.insert(
-            req,
-            Pending { index, term, deadline: self.now + timeout_ms, timeout_ms, waiting, applied: false },
-        );
-        self.by_index.entry(index).or_default().push(req);
-    }
-
-    /// Forgets a pending request, in both indexes.
-    fn untrack(&mut self, req: u32) -> Option<Pending> {
-        let p = self.pending.remove(&req)?;
-        self.awaiting_peer.remove(&req);
-        if let Some(v) = self.by_index.get_mut(&p.index) {
-            v.retain(|r| *r != req);
-            if v.is_empty() {
-                self.by_index.remove(&p.index);
-            }
-        }
-        Some(p)
+        self.requests.track(req, index, term, self.now + timeout_ms, timeout_ms, waiting);
     }
 
     fn queue_membership(&mut self, req: u32, kind: EntryKind) {
@@ -737,7 +499,7 @@ impl<H: Host> Driver<H> {
             }
         }
         let deadline = self.now + self.opts.command_timeout;
-        self.membership_queue.push_back(MembershipRequest { req, kind, deadline });
+        self.membership_queue.push(req, kind, deadline);
     }
 
     /// Proposes queued membership changes one at a time, each once the previous one committed.
@@ -746,8 +508,8 @@ impl<H: Host> Driver<H> {
             let Some(raft) = self.raft.as_mut() else { return };
             if !raft.is_leader() {
                 let e = self.not_leader();
-                for m in std::mem::take(&mut self.membership_queue) {
-                    self.done(m.req, Some(e.clone()));
+                for req in self.membership_queue.clear() {
+                    self.done(req, Some(e.clone()));
                 }
                 return;
             }
@@ -758,7 +520,7 @@ impl<H: Host> Driver<H> {
             let kind = front.kind.clone();
             let req = front.req;
             let remaining = front.deadline.saturating_sub(self.now).max(1);
-            self.membership_queue.pop_front();
+            self.membership_queue.pop();
             match raft.propose_membership(kind.clone()) {
                 Ok(None) => self.done(req, None),
                 Ok(Some(index)) => self.track(req, index, term, remaining, Waiting::Membership),
@@ -766,7 +528,7 @@ impl<H: Host> Driver<H> {
                 Err(ProposeError::MembershipChangePending) => {
                     // Raced with can_change_membership; put it back.
                     let deadline = self.now + remaining;
-                    self.membership_queue.push_front(MembershipRequest { req, kind, deadline });
+                    self.membership_queue.put_back(req, kind, deadline);
                     return;
                 }
                 Err(e) => self.done(req, Some(JsError::new(code::ELOGFULL, e.to_string()))),
@@ -775,11 +537,11 @@ impl<H: Host> Driver<H> {
     }
 
     fn complete(&mut self, io: u32, error: Option<PluginError>, result: Option<String>) {
-        let Some(wait) = self.ios.remove(&io) else {
+        let Some(kind) = self.ios.finish(io) else {
             // A late or second callback: the operation was already finished or retried.
             return;
         };
-        match wait.kind {
+        match kind {
             IoKind::LoadMeta => match error {
                 Some(e) => self.load_failed("loadMeta", e.message(), &e.code_or(code::EPERSISTENCE)),
                 None => {
@@ -800,7 +562,7 @@ impl<H: Host> Driver<H> {
             IoKind::Save => self.save_finished(io, error),
             IoKind::Apply => self.apply_finished(io, error, result),
             IoKind::Send { peer, kind, sent } => {
-                self.release_lane(&peer, io);
+                self.lanes.release(&peer, io);
                 self.send_finished(peer, kind, sent, error, result)
             }
             IoKind::SnapshotRead { peer } => self.snapshot_read_finished(peer, error, result),
@@ -829,7 +591,7 @@ impl<H: Host> Driver<H> {
         // Requests to a peer whose connection is busy cannot be handed over now: they wait in
         // the save and join that peer's queue once the state is durable (`save_finished`).
         let (now, later): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(|m| {
-            m.token.is_some() || self.pipelines(&m.to) || self.lanes.get(&m.to).is_none_or(|l| l.busy.is_none() && l.queue.is_empty())
+            m.token.is_some() || self.pipelines(&m.to) || self.lanes.is_free(&m.to)
         });
         if let Some(save) = self.saving.as_mut() {
             save.messages = later;
@@ -863,14 +625,11 @@ impl<H: Host> Driver<H> {
         if let Some(raft) = self.raft.as_mut() {
             raft.advance(save.token);
         }
-        if let (Some(index), Some(inc)) = (save.install_mark, self.incoming.as_mut()) {
-            if inc.index == index && inc.phase == InstallPhase::Marking {
-                // The mark is durable: now the state machine may be cleared.
-                inc.phase = InstallPhase::Resetting;
-                let t = self.persistence_timeout();
-                let io = self.io(IoKind::SnapshotReset, t);
-                self.ops.push(Op::SnapshotReset { io });
-            }
+        if save.install_mark.is_some_and(|index| self.install.marked(index)) {
+            // The mark is durable: now the state machine may be cleared.
+            let t = self.persistence_timeout();
+            let io = self.io(IoKind::SnapshotReset, t);
+            self.ops.push(Op::SnapshotReset { io });
         }
     }
 
@@ -881,7 +640,7 @@ impl<H: Host> Driver<H> {
             return;
         }
         // Hold the state machine still while a snapshot of it is read, or while one is written.
-        if self.outgoing.values().any(|o| !o.done_sent) || self.incoming.is_some() || self.quiescing.is_some() {
+        if self.transfers.reading() || self.install.is_active() || self.quiescing.is_some() {
             return;
         }
         // A state machine that an install began to replace takes nothing but a snapshot.
@@ -902,8 +661,8 @@ impl<H: Host> Driver<H> {
                 },
                 None => break,
             };
-            let want = command.is_some() && self.by_index.contains_key(&index);
-            let req = if want { self.take_direct(index, term) } else { None };
+            let want = command.is_some() && self.requests.waits_for(index);
+            let req = if want { self.requests.take_direct(index, term) } else { None };
             items.push(ApplyItem { index, command, want: want && req.is_none(), req });
         }
         let t = self.persistence_timeout();
@@ -937,24 +696,6 @@ impl<H: Host> Driver<H> {
         }
     }
 
-    /// A command waiting for the entry (`index`, `term`) that needs nothing but this node's apply
-    /// (no `waitForNode`) is handed to the wrapper, which answers it when the item is applied.
-    /// It leaves the engine's books: it is committed, so it will be applied.
-    fn take_direct(&mut self, index: u64, term: u64) -> Option<u32> {
-        let reqs = self.by_index.get(&index)?;
-        if reqs.len() != 1 {
-            return None;
-        }
-        let req = reqs[0];
-        let p = self.pending.get(&req)?;
-        if p.term != term || !matches!(p.waiting, Waiting::Command { wait_for: None }) {
-            return None;
-        }
-        self.pending.remove(&req);
-        self.by_index.remove(&index);
-        Some(req)
-    }
-
     /// The state machine has applied everything up to `index`: answer the commands waiting for
     /// those entries and tell the core.
     fn progress_to(&mut self, index: u64) {
@@ -984,38 +725,19 @@ impl<H: Host> Driver<H> {
             return;
         }
         let deadline = self.now + self.persistence_timeout();
-        if let Some(w) = self.ios.get_mut(&io) {
-            w.deadline = deadline;
-        }
+        self.ios.extend(io, deadline);
         self.progress_to(index);
     }
 
     fn on_applied(&mut self, index: u64, term: u64) {
-        let Some(reqs) = self.by_index.remove(&index) else { return };
-        for req in reqs {
-            let Some(p) = self.pending.get_mut(&req) else { continue };
-            if p.term != term {
-                // Another leader's entry took this index: the command was not committed.
-                self.pending.remove(&req);
-                let e = self.not_leader();
-                self.done(req, Some(e));
-                continue;
-            }
-            p.applied = true;
-            let finished = match &p.waiting {
-                Waiting::Command { wait_for: Some(node) } => {
-                    let node = node.clone();
-                    self.raft.as_ref().and_then(|r| r.peer_applied(&node)).is_some_and(|a| a >= index)
+        let raft = self.raft.as_ref();
+        for outcome in self.requests.applied(index, term, |node| raft.and_then(|r| r.peer_applied(node))) {
+            match outcome {
+                Outcome::Done { req, index } => self.ops.push(Op::Done { req, error: None, index: Some(index) }),
+                Outcome::Superseded { req } => {
+                    let e = self.not_leader();
+                    self.done(req, Some(e));
                 }
-                _ => true,
-            };
-            if finished {
-                self.pending.remove(&req);
-                self.ops.push(Op::Done { req, error: None, index: Some(index) });
-            } else {
-                // Keep it findable by the waitForNode scan.
-                self.by_index.entry(index).or_default().push(req);
-                self.awaiting_peer.insert(req);
             }
         }
     }
@@ -1023,16 +745,7 @@ impl<H: Host> Driver<H> {
     /// Completes commands that were applied here and wait for another node to apply them.
     fn check_wait_for_node(&mut self) {
         let Some(raft) = self.raft.as_ref() else { return };
-        let mut finished = Vec::new();
-        for (req, p) in self.awaiting_peer.iter().filter_map(|r| self.pending.get(r).map(|p| (r, p))) {
-            if let (true, Waiting::Command { wait_for: Some(node) }) = (p.applied, &p.waiting) {
-                if raft.peer_applied(node).is_some_and(|a| a >= p.index) {
-                    finished.push((*req, p.index));
-                }
-            }
-        }
-        for (req, index) in finished {
-            self.untrack(req);
+        for (req, index) in self.requests.wait_for_node(|node| raft.peer_applied(node)) {
             self.ops.push(Op::Done { req, error: None, index: Some(index) });
         }
     }
@@ -1051,7 +764,7 @@ impl<H: Host> Driver<H> {
             self.connected.remove(&peer);
             self.lanes.remove(&peer);
             self.pipelined.remove(&peer);
-            self.modern.remove(&peer);
+            self.legacy.forget(&peer);
             self.ops.push(Op::Disconnect { peer });
         }
         if !self.opts.pipelining {
@@ -1085,7 +798,7 @@ impl<H: Host> Driver<H> {
         }
         let max_entries = self.raft.as_ref().map_or(1, |r| r.config().max_entries_per_message);
         let peer = m.to.clone();
-        self.lanes.entry(peer.clone()).or_default().push(m, max_entries);
+        self.lanes.push(m, max_entries);
         self.pump_lane(&peer);
     }
 
@@ -1095,67 +808,30 @@ impl<H: Host> Driver<H> {
         self.opts.pipelining || self.pipelined.contains(peer)
     }
 
-    /// The request in flight to `peer` was answered, failed or timed out.
-    /// Returns whether `io` was that request (the peer takes one at a time).
-    fn release_lane(&mut self, peer: &str, io: u32) -> bool {
-        match self.lanes.get_mut(peer) {
-            Some(lane) if lane.busy == Some(io) => {
-                lane.busy = None;
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Sends the next waiting request to each idle one-at-a-time peer. Runs at the end of a
     /// round, so that what the round produced was merged into it first.
     fn pump_lanes(&mut self) {
-        let idle: Vec<String> =
-            self.lanes.iter().filter(|(_, l)| l.busy.is_none() && !l.queue.is_empty()).map(|(p, _)| p.clone()).collect();
-        for peer in idle {
+        for peer in self.lanes.ready() {
             self.pump_lane(&peer);
         }
     }
 
-    /// Sends `peer` its oldest waiting request if none is in flight. Requests that went stale
-    /// while they waited (an older term; AppendEntries or InstallSnapshot after this node
-    /// stopped leading) are dropped, so that a vote request is not stuck behind them.
+    /// Sends `peer` its oldest waiting request that is still current, if none is in flight
+    /// (see `Lanes::next`).
     fn pump_lane(&mut self, peer: &str) {
         let (term, leading) = self.raft.as_ref().map_or((0, false), |r| (r.term(), r.is_leader()));
-        loop {
-            let Some(lane) = self.lanes.get_mut(peer) else { return };
-            if lane.busy.is_some() {
-                return;
-            }
-            let Some(m) = lane.queue.pop_front() else { return };
-            let stale = m.body.term() < term
-                || (!leading && matches!(m.body, Body::AppendEntries(_) | Body::InstallSnapshot(_)));
-            if stale {
-                continue;
-            }
+        while let Some(m) = self.lanes.next(peer, term, leading) {
             let io = self.dispatch(m);
-            if let Some(lane) = self.lanes.get_mut(peer) {
-                lane.busy = Some(io);
-            }
+            self.lanes.sending(peer, io);
         }
     }
 
     /// Hands one request to the wrapper; returns the id of its `send` op.
     fn dispatch(&mut self, mut m: Message) -> u32 {
-        if let Body::AppendEntries(a) = &mut m.body {
-            if !self.modern.contains(&m.to) {
-                // A skiff-algorithm follower sets its commit index to `leaderCommit` whatever
-                // its log holds past the entries this message checked; Raft only lets it
-                // commit what this message vouches for (§5.3).
-                a.leader_commit = a.leader_commit.min(a.prev_log_index + a.entries.len() as u64);
-            }
-        }
+        self.legacy.cap_commit(&mut m);
         let kind = m.body.type_name();
         let args = wire::to_json(&m.body);
-        let sent = match &m.body {
-            Body::AppendEntries(b) => Some(Sent { prev: b.prev_log_index, count: b.entries.len() as u64 }),
-            _ => None,
-        };
+        let sent = Sent::of(&m.body);
         if !self.connected.contains(&m.to) {
             let metadata = self.peer_arg(&m.to);
             if let Arg::Peer { id, metadata } = metadata {
@@ -1201,106 +877,12 @@ impl<H: Host> Driver<H> {
         match wire::response(kind, &text) {
             Ok(mut body) => {
                 if let (Body::AppendEntriesResponse(r), Some(sent)) = (&mut body, sent) {
-                    self.position_reply(&peer, &text, sent, r);
+                    self.legacy.position_reply(&peer, &text, sent, r);
                 }
                 self.step(Message { from: peer, to: self.opts.id.clone(), token: None, body });
             }
             Err(e) => self.warn(code::EBADMESSAGE, format!("malformed {kind} reply from {peer}: {e}")),
         }
-    }
-
-    /// A skiff-algorithm node answers AppendEntries with `{term, success, lastApplied}` only: its
-    /// reply is about the request it answers (one at a time on its connection), so the positions
-    /// come from that request. A success acknowledges the entries sent after `prevLogIndex`; a
-    /// refusal is about `prevLogIndex`, and everything up to the follower's `lastApplied` is
-    /// committed there, so the leader may look again from just after it.
-    fn position_reply(&mut self, peer: &str, text: &str, sent: Sent, r: &mut AppendEntriesResponse) {
-        if text.contains("\"matchIndex\"") {
-            self.modern.insert(peer.to_string());
-            return;
-        }
-        self.modern.remove(peer);
-        if r.success {
-            r.match_index = sent.prev + sent.count;
-        } else {
-            r.reject_index = sent.prev;
-            if r.conflict_index.is_none() {
-                r.conflict_index = Some(r.last_applied.saturating_add(1).min(sent.prev.max(1)));
-            }
-        }
-    }
-
-    /// A request from a skiff-algorithm node (a rolling upgrade), made into one the core takes;
-    /// `None` when `args` need nothing, an error for one that cannot be taken.
-    ///
-    /// Its InstallSnapshot chunks carry no `seq`: every chunk would read as the first of a new
-    /// transfer, and the last one (no data) would install an empty state machine. Refused.
-    ///
-    /// Its RequestVote lacks `lastLogTerm` when its log holds no entry: 0 then, or less than the
-    /// truth (a log it compacted whole), which only makes its candidate look less up to date.
-    ///
-    /// Its AppendEntries has no `prevLogTerm`: nothing says that our entry at `prevLogIndex` is
-    /// the leader's. We vouch for it ourselves where we can: at or below our commit index (every
-    /// leader holds those entries), or up to what this same leader sent us in this term after a
-    /// prefix we vouched for (a leader's log only grows within its term). Anything else is made
-    /// into a probe past our log, which the core refuses; the refusal carries our `lastApplied`,
-    /// from which skiff-algorithm's leader sends again, one entry at a time.
-    fn translate_legacy(&self, kind: &str, args: &str) -> Result<Option<(String, Option<LegacyMark>)>, String> {
-        match kind {
-            "AppendEntries" => {
-                // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
-                let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
-                if head.contains("\"prevLogTerm\"") {
-                    return Ok(None);
-                }
-            }
-            "RequestVote" | "InstallSnapshot" => {}
-            _ => return Ok(None),
-        }
-        // Malformed requests are left to the parse that follows, which says what is wrong.
-        let Ok(v) = serde_json::from_str::<Legacy>(args) else { return Ok(None) };
-        match kind {
-            "InstallSnapshot" if v.seq.is_none() => Err("a snapshot chunk without seq (skiff-algorithm's format) cannot be \
-                 installed: its chunks cannot be told apart; keep followers within the leader's retained log"
-                .into()),
-            "RequestVote" if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
-                let text = format!(r#"{{"term":{},"candidateId":{},"lastLogIndex":{},"lastLogTerm":0}}"#, v.term, json_text(&c), v.last_log_index);
-                (text, None)
-            })),
-            "AppendEntries" if v.prev_log_term.is_none() => Ok(self.legacy_append(v)),
-            _ => Ok(None),
-        }
-    }
-
-    /// skiff-algorithm's AppendEntries with the `prevLogTerm` we vouch for (see `translate_legacy`),
-    /// and the mark it earns once `receive` has checked that its connection is the leader's: a
-    /// message refused there must leave no trace.
-    fn legacy_append(&self, v: Legacy) -> Option<(String, Option<LegacyMark>)> {
-        let raft = self.raft.as_ref()?;
-        let (term, prev) = (v.term, v.prev_log_index);
-        let leader = v.leader_id?;
-        let log = raft.log();
-        let verified = match &self.legacy_mark {
-            Some(m) if m.leader == leader && m.term == term && raft.term() == term && log.term(m.upto) == Some(m.upto_term) => m.upto,
-            _ => 0,
-        };
-        let prev_term = if prev <= raft.commit().max(verified) {
-            if prev <= log.snapshot_index() { Some(log.snapshot_term()) } else { log.term(prev) }
-        } else {
-            None
-        };
-        let Some(prev_term) = prev_term.filter(|t| *t <= term) else {
-            return Some((legacy_append_text(term, &leader, log.last_index() + 1, 0, "[]", v.leader_commit), None));
-        };
-        let entries = v.entries.map_or("[]", |e| e.get());
-        let last = serde_json::from_str::<Vec<Position>>(entries).ok().and_then(|p| p.last().map(|p| (p.index, p.term)));
-        let (upto, upto_term) = last.unwrap_or((prev, prev_term));
-        let newer = match &self.legacy_mark {
-            Some(m) if m.leader == leader && m.term == term => upto >= m.upto,
-            _ => true,
-        };
-        let out = legacy_append_text(term, &leader, prev, prev_term, entries, v.leader_commit);
-        Some((out, newer.then_some(LegacyMark { leader, term, upto, upto_term })))
     }
 
     fn receive(&mut self, reply: u64, kind: String, args: String, peer: Option<String>) {
@@ -1311,7 +893,7 @@ impl<H: Host> Driver<H> {
         if self.raft.is_none() {
             return reject(self, code::ENOTREADY, "node is still loading its state".into());
         }
-        let (translated, mark) = match self.translate_legacy(&kind, &args) {
+        let (translated, mark) = match self.legacy.translate(self.raft.as_ref(), &kind, &args) {
             Ok(Some((text, mark))) => (Some(text), mark),
             Ok(None) => (None, None),
             Err(e) => return reject(self, code::EBADMESSAGE, e),
@@ -1334,9 +916,7 @@ impl<H: Host> Driver<H> {
                 return reject(self, code::EBADSENDER, message);
             }
         }
-        if mark.is_some() {
-            self.legacy_mark = mark;
-        }
+        self.legacy.accept(mark);
         if self.wants(body.type_name()) {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
@@ -1489,8 +1069,8 @@ impl<H: Host> Driver<H> {
                 if role != Role::Leader {
                     // Queued membership changes need a leader.
                     let e = self.not_leader();
-                    for m in std::mem::take(&mut self.membership_queue) {
-                        self.done(m.req, Some(e.clone()));
+                    for req in self.membership_queue.clear() {
+                        self.done(req, Some(e.clone()));
                     }
                 }
             }
@@ -1510,7 +1090,7 @@ impl<H: Host> Driver<H> {
             Event::RemovedSelf => self.removed_self = true,
             Event::Rejected { from, reason } => self.warn(code::EBADMESSAGE, format!("refused a message from {from}: {reason}")),
             Event::SnapshotNeeded { peer } => {
-                self.snapshot_wanted.insert(peer);
+                self.transfers.want(peer);
             }
             Event::SnapshotAcked { peer, seq } => self.snapshot_acked(peer, seq),
             Event::SnapshotInstalled { peer } | Event::SnapshotFailed { peer } => self.close_outgoing(&peer),
@@ -1519,15 +1099,13 @@ impl<H: Host> Driver<H> {
     }
 
     fn scan_timeouts(&mut self) {
-        if self.now < self.last_scan + SCAN_EVERY_MS {
+        if !self.ios.scan_due(self.now) {
             return;
         }
-        self.last_scan = self.now;
         let now = self.now;
-        let expired: Vec<u32> = self.ios.iter().filter(|(_, w)| w.deadline <= now).map(|(io, _)| *io).collect();
-        for io in expired {
-            let Some(w) = self.ios.remove(&io) else { continue };
-            match w.kind {
+        for io in self.ios.expired(now) {
+            let Some(kind) = self.ios.finish(io) else { continue };
+            match kind {
                 IoKind::LoadMeta | IoKind::LastApplied => {
                     self.load_failed("loading persisted state", "the persistence plugin did not call back".into(), code::ETIMEDOUT)
                 }
@@ -1546,7 +1124,7 @@ impl<H: Host> Driver<H> {
                     }
                 }
                 IoKind::Send { peer, kind, .. } => {
-                    if self.release_lane(&peer, io) && self.connected.contains(&peer) {
+                    if self.lanes.release(&peer, io) && self.connected.contains(&peer) {
                         // Its reply may still come, and a transport without request ids would
                         // hand it to the next request: start over on a fresh connection.
                         if let Arg::Peer { id, metadata } = self.peer_arg(&peer) {
@@ -1576,33 +1154,21 @@ impl<H: Host> Driver<H> {
                 }
             }
         }
-        let stalled: Vec<String> = self
-            .outgoing
-            .iter()
-            .filter(|(_, o)| o.last_activity + self.send_timeout() <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for peer in stalled {
+        for peer in self.transfers.stalled(now, self.send_timeout()) {
             self.warn(code::ETIMEDOUT, format!("snapshot transfer to {peer} stalled"));
             self.abort_outgoing(&peer);
         }
         if self.saving.as_ref().is_some_and(|s| s.retry_at.is_some_and(|t| t <= now)) {
             self.issue_save();
         }
-        let expired: Vec<u32> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
-        for req in expired {
-            let Some(p) = self.untrack(req) else { continue };
+        for req in self.requests.expired(now) {
+            let Some(p) = self.requests.untrack(req) else { continue };
             let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
             self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
         }
-        let expired: Vec<u32> =
-            self.membership_queue.iter().filter(|m| m.deadline <= now).map(|m| m.req).collect();
-        if !expired.is_empty() {
-            self.membership_queue.retain(|m| m.deadline > now);
-            for req in expired {
-                let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);
-                self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
-            }
+        for req in self.membership_queue.expire(now) {
+            let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);
+            self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
         }
     }
 
@@ -1625,10 +1191,10 @@ impl<H: Host> Driver<H> {
     /// its position exact: unless transfers already hold applying back, first stop the apply
     /// chain and learn how far it got (`quiesce`).
     fn start_snapshots(&mut self) {
-        if self.snapshot_wanted.is_empty() || self.quiescing.is_some() {
+        if !self.transfers.is_wanted() || self.quiescing.is_some() {
             return;
         }
-        if self.outgoing.values().any(|o| !o.done_sent) {
+        if self.transfers.reading() {
             return self.begin_transfers();
         }
         let t = self.persistence_timeout();
@@ -1647,7 +1213,7 @@ impl<H: Host> Driver<H> {
         }
         // The chain under way was stopped; forget its batch (the rest is re-sent later).
         if let Some(a) = self.applying.take() {
-            self.ios.remove(&a.io);
+            self.ios.finish(a.io);
         }
         let reported: u64 = result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(0);
         self.progress_to(reported);
@@ -1655,30 +1221,25 @@ impl<H: Host> Driver<H> {
     }
 
     fn begin_transfers(&mut self) {
-        for peer in std::mem::take(&mut self.snapshot_wanted) {
-            if self.outgoing.contains_key(&peer) {
-                continue;
-            }
+        for peer in self.transfers.take_wanted() {
             let Some(raft) = self.raft.as_mut() else { return };
             let index = raft.applied();
             let Some(meta) = raft.begin_snapshot(&peer, index) else { continue };
             let sid = self.new_sid();
-            self.outgoing.insert(peer.clone(), Outgoing { sid, meta, seq: 0, done_sent: false, last_activity: self.now });
+            self.transfers.open(peer.clone(), sid, meta, self.now);
             self.read_snapshot(&peer);
         }
     }
 
     fn read_snapshot(&mut self, peer: &str) {
-        let Some(o) = self.outgoing.get_mut(peer) else { return };
-        o.last_activity = self.now;
-        let sid = o.sid;
+        let Some(sid) = self.transfers.reading_for(peer, self.now) else { return };
         let t = self.persistence_timeout();
         let io = self.io(IoKind::SnapshotRead { peer: peer.to_string() }, t);
         self.ops.push(Op::SnapshotRead { io, sid, max_chunks: SNAPSHOT_CHUNKS, max_bytes: SNAPSHOT_BYTES });
     }
 
     fn snapshot_read_finished(&mut self, peer: String, error: Option<PluginError>, result: Option<String>) {
-        if !self.outgoing.contains_key(&peer) {
+        if !self.transfers.is_open(&peer) {
             return;
         }
         if let Some(e) = error {
@@ -1695,10 +1256,7 @@ impl<H: Host> Driver<H> {
             self.warn(code::EBADRESULT, "the snapshot read returned something unexpected");
             return self.abort_outgoing(&peer);
         };
-        let Some(o) = self.outgoing.get_mut(&peer) else { return };
-        o.last_activity = self.now;
-        o.done_sent = read.done;
-        let (meta, seq) = (o.meta.clone(), o.seq);
+        let Some((meta, seq)) = self.transfers.read(&peer, read.done, self.now) else { return };
         let sent = self.raft.as_mut().is_some_and(|r| r.send_snapshot_chunk(&peer, &meta, seq, Some(read.chunks), read.done));
         if !sent {
             self.close_outgoing(&peer);
@@ -1706,13 +1264,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn snapshot_acked(&mut self, peer: String, seq: u64) {
-        let Some(o) = self.outgoing.get_mut(&peer) else { return };
-        if o.seq != seq {
-            return;
-        }
-        o.seq += 1;
-        o.last_activity = self.now;
-        if !o.done_sent {
+        if self.transfers.acked(&peer, seq, self.now) {
             self.read_snapshot(&peer);
         }
     }
@@ -1725,8 +1277,8 @@ impl<H: Host> Driver<H> {
     }
 
     fn close_outgoing(&mut self, peer: &str) {
-        if let Some(o) = self.outgoing.remove(peer) {
-            self.ops.push(Op::SnapshotClose { sid: o.sid });
+        if let Some(sid) = self.transfers.close(peer) {
+            self.ops.push(Op::SnapshotClose { sid });
         }
     }
 
@@ -1739,11 +1291,11 @@ impl<H: Host> Driver<H> {
             }
         };
         if chunk.seq == 0 {
-            if let Some(old) = self.incoming.take() {
+            if let Some(old) = self.install.abort() {
                 self.ops.push(Op::SnapshotAbort { sid: old.sid });
                 // The chunk the old transfer held (the first, waiting for the reset, or one
                 // being written) still gets its answer.
-                if let (Some(Some(token)), Some(raft)) = (old.held_token(), self.raft.as_mut()) {
+                if let (Some(Some(token)), Some(raft)) = (old.held, self.raft.as_mut()) {
                     let reason = Some("replaced by a newer transfer".to_string());
                     raft.snapshot_reply(&old.from, Some(token), old.next_seq, false, 0, reason);
                 }
@@ -1766,36 +1318,21 @@ impl<H: Host> Driver<H> {
             self.apply_queue.clear();
             self.apply_retry_at = None;
             let sid = self.new_sid();
-            self.incoming = Some(Incoming {
-                from: from.clone(),
-                index: chunk.last_included_index,
-                sid,
-                next_seq: 0,
-                phase: InstallPhase::Marking,
-                first: Some((token, chunk.data.clone(), chunk.done)),
-            });
+            self.install.begin(from.clone(), chunk.last_included_index, sid, (token, chunk.data.clone(), chunk.done));
             return;
         }
-        let Some(inc) = self.incoming.as_mut() else {
-            return reply(self, false, 0, Some("no snapshot transfer in progress"));
-        };
-        if inc.from != from || inc.index != chunk.last_included_index {
-            return reply(self, false, 0, Some("chunk of another transfer"));
-        }
-        if chunk.seq < inc.next_seq {
+        match self.install.fit(&from, chunk.last_included_index, chunk.seq) {
+            Fit::NoTransfer => reply(self, false, 0, Some("no snapshot transfer in progress")),
+            Fit::Other => reply(self, false, 0, Some("chunk of another transfer")),
             // A duplicate of a chunk already written.
-            return reply(self, true, 0, None);
+            Fit::Duplicate => reply(self, true, 0, None),
+            Fit::OutOfOrder => reply(self, false, 0, Some("chunk out of order")),
+            Fit::Next => self.write_chunk(token, chunk.seq, chunk.data, chunk.done),
         }
-        if chunk.seq != inc.next_seq || inc.phase != InstallPhase::Idle {
-            return reply(self, false, 0, Some("chunk out of order"));
-        }
-        self.write_chunk(token, chunk.seq, chunk.data, chunk.done);
     }
 
     fn write_chunk(&mut self, token: Option<u64>, seq: u64, data: Option<Json>, done: bool) {
-        let Some(inc) = self.incoming.as_mut() else { return };
-        inc.phase = InstallPhase::Writing { seq, token, done };
-        let (sid, index) = (inc.sid, inc.index);
+        let Some((sid, index)) = self.install.write(seq, token, done) else { return };
         let t = self.persistence_timeout();
         let io = self.io(IoKind::SnapshotWrite, t);
         self.ops.push(Op::SnapshotWrite { io, sid, chunks: data.unwrap_or_else(|| Json::from_value(&[] as &[u8])), end: done, index });
@@ -1805,12 +1342,7 @@ impl<H: Host> Driver<H> {
         if let Some(e) = error {
             return self.install_failed(&e.code_or(code::EPERSISTENCE), format!("removeAllState failed: {}", e.message()));
         }
-        let Some(inc) = self.incoming.as_mut() else { return };
-        if inc.phase != InstallPhase::Resetting {
-            return;
-        }
-        inc.phase = InstallPhase::Idle;
-        if let Some((token, data, done)) = inc.first.take() {
+        if let Some((token, data, done)) = self.install.reset() {
             self.write_chunk(token, 0, data, done);
         }
     }
@@ -1819,16 +1351,11 @@ impl<H: Host> Driver<H> {
         if let Some(e) = error {
             return self.install_failed(&e.code_or(code::EPERSISTENCE), format!("writing the snapshot failed: {}", e.message()));
         }
-        let Some(inc) = self.incoming.as_mut() else { return };
-        let InstallPhase::Writing { seq, token, done } = inc.phase else { return };
-        let (from, index) = (inc.from.clone(), inc.index);
-        inc.next_seq = seq + 1;
-        inc.phase = InstallPhase::Idle;
+        let Some(Written { from, index, seq, token, done }) = self.install.written() else { return };
         let mut installed = 0;
         if done {
             // The stream finished and the plugin recorded `index`: the state machine is the
             // snapshot. Reset the log; entries queued for applying are older than it.
-            self.incoming = None;
             if self.raft.as_mut().is_some_and(|r| r.finish_install(index)) {
                 self.apply_queue.retain(|e| e.index > index);
                 installed = index;
@@ -1842,9 +1369,9 @@ impl<H: Host> Driver<H> {
 
     fn install_failed(&mut self, code: &str, message: String) {
         self.error(code, message.clone());
-        let Some(inc) = self.incoming.take() else { return };
+        let Some(inc) = self.install.abort() else { return };
         self.ops.push(Op::SnapshotAbort { sid: inc.sid });
-        let token = inc.held_token().flatten();
+        let token = inc.held.flatten();
         if let Some(raft) = self.raft.as_mut() {
             raft.snapshot_reply(&inc.from, token, inc.next_seq, false, 0, Some(message));
         }
@@ -1853,20 +1380,16 @@ impl<H: Host> Driver<H> {
     fn finish_stop(&mut self, req: u32) {
         self.publish();
         let err = JsError::new(code::ESTOPPED, "node stopped");
-        let reqs: Vec<u32> = self.pending.keys().copied().collect();
-        for r in reqs {
+        for r in self.requests.clear() {
             self.done(r, Some(err.clone()));
         }
-        self.pending.clear();
-        self.awaiting_peer.clear();
-        self.by_index.clear();
-        for m in std::mem::take(&mut self.membership_queue) {
-            self.done(m.req, Some(err.clone()));
+        for req in self.membership_queue.clear() {
+            self.done(req, Some(err.clone()));
         }
-        for (_, o) in std::mem::take(&mut self.outgoing) {
-            self.ops.push(Op::SnapshotClose { sid: o.sid });
+        for sid in self.transfers.close_all() {
+            self.ops.push(Op::SnapshotClose { sid });
         }
-        if let Some(inc) = self.incoming.take() {
+        if let Some(inc) = self.install.abort() {
             self.ops.push(Op::SnapshotAbort { sid: inc.sid });
         }
         for peer in std::mem::take(&mut self.connected) {
@@ -1896,113 +1419,5 @@ pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Noti
             _ = tokio::time::sleep_until(at.into()) => {}
         }
         driver.lock().timer_round();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use skiff_core::message::{AppendEntries, RequestVote};
-
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry { term, index, kind: EntryKind::Command(Json::from_value(&index)), uuid: format!("u{index}") }
-    }
-
-    fn append(term: u64, prev: u64, prev_term: u64, entries: &[(u64, u64)], commit: u64) -> Message {
-        Message {
-            from: "a".into(),
-            to: "b".into(),
-            token: None,
-            body: Body::AppendEntries(AppendEntries {
-                term,
-                leader_id: "a".into(),
-                prev_log_index: prev,
-                prev_log_term: prev_term,
-                entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
-                leader_commit: commit,
-                peers: None,
-            }),
-        }
-    }
-
-    fn vote(term: u64) -> Message {
-        Message {
-            from: "a".into(),
-            to: "b".into(),
-            token: None,
-            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false }),
-        }
-    }
-
-    fn appends(lane: &Lane) -> Vec<(u64, Vec<u64>, u64)> {
-        lane.queue
-            .iter()
-            .filter_map(|m| match &m.body {
-                Body::AppendEntries(a) => Some((a.prev_log_index, a.entries.iter().map(|e| e.index).collect(), a.leader_commit)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn appends_that_continue_each_other_become_one() {
-        let mut lane = Lane::default();
-        lane.push(append(2, 4, 2, &[(5, 2), (6, 2)], 4), 1024);
-        lane.push(append(2, 6, 2, &[(7, 2)], 5), 1024);
-        lane.push(append(2, 7, 2, &[(8, 2), (9, 2)], 6), 1024);
-        assert_eq!(appends(&lane), vec![(4, vec![5, 6, 7, 8, 9], 6)]);
-    }
-
-    #[test]
-    fn a_heartbeat_behind_an_append_adds_only_its_commit() {
-        let mut lane = Lane::default();
-        lane.push(append(2, 4, 2, &[(5, 2)], 4), 1024);
-        lane.push(append(2, 3, 2, &[], 5), 1024);
-        assert_eq!(appends(&lane), vec![(4, vec![5], 5)]);
-        // and an append replaces a heartbeat waiting alone
-        let mut lane = Lane::default();
-        lane.push(append(2, 3, 2, &[], 3), 1024);
-        lane.push(append(2, 4, 2, &[(5, 2)], 4), 1024);
-        assert_eq!(appends(&lane), vec![(4, vec![5], 4)]);
-    }
-
-    #[test]
-    fn an_append_that_does_not_continue_replaces_the_waiting_one() {
-        let mut lane = Lane::default();
-        lane.push(append(2, 6, 2, &[(7, 2)], 4), 1024);
-        // the core probed back after a refusal
-        lane.push(append(2, 3, 1, &[(4, 2), (5, 2)], 4), 1024);
-        assert_eq!(appends(&lane), vec![(3, vec![4, 5], 4)]);
-        // and a term mismatch at the seam does not merge either
-        lane.push(append(2, 5, 1, &[(6, 2)], 4), 1024);
-        assert_eq!(appends(&lane), vec![(5, vec![6], 4)]);
-    }
-
-    #[test]
-    fn merging_stops_at_the_message_budget_and_the_queue_is_bounded() {
-        let mut lane = Lane::default();
-        lane.push(append(2, 0, 0, &[(1, 2), (2, 2)], 0), 3);
-        lane.push(append(2, 2, 2, &[(3, 2), (4, 2)], 0), 3);
-        assert_eq!(appends(&lane), vec![(0, vec![1, 2], 0), (2, vec![3, 4], 0)]);
-        let mut lane = Lane::default();
-        for i in 0..(LANE_QUEUE_MAX as u64 + 10) {
-            lane.push(append(2, i, 2, &[(i + 1, 2)], 0), 1);
-        }
-        assert_eq!(lane.queue.len(), LANE_QUEUE_MAX);
-        assert_eq!(appends(&lane).last().map(|a| a.0), Some(LANE_QUEUE_MAX as u64 + 9));
-    }
-
-    #[test]
-    fn a_newer_vote_request_replaces_an_older_one_and_other_kinds_queue() {
-        let mut lane = Lane::default();
-        lane.push(vote(3), 1024);
-        lane.push(vote(4), 1024);
-        assert_eq!(lane.queue.len(), 1);
-        assert!(matches!(&lane.queue[0].body, Body::RequestVote(v) if v.term == 4));
-        lane.push(append(4, 0, 0, &[], 0), 1024);
-        assert_eq!(lane.queue.len(), 2);
-        // appends of another term never merge
-        lane.push(append(5, 0, 0, &[(1, 5)], 0), 1024);
-        assert_eq!(lane.queue.len(), 3);
     }
 }

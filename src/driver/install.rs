@@ -1,0 +1,209 @@
+//! Follower side of snapshots: the phases of one install, from the durable mark to the last chunk written.
+
+use skiff_core::Json;
+
+#[derive(Debug, PartialEq, Eq)]
+enum InstallPhase {
+    /// Waiting for the save that records the install mark.
+    Marking,
+    /// `removeAllState` under way.
+    Resetting,
+    /// Waiting for the next chunk.
+    Idle,
+    /// A chunk is being written (`seq`), with its reply token.
+    Writing { seq: u64, token: Option<u64>, done: bool },
+}
+
+/// A chunk as the driver hands it on: its reply token, its data, and whether it ends the stream.
+pub(super) type Chunk = (Option<u64>, Option<Json>, bool);
+
+/// Follower: a snapshot being written into the state machine.
+struct Incoming {
+    from: String,
+    index: u64,
+    sid: u32,
+    next_seq: u64,
+    phase: InstallPhase,
+    /// The first chunk, held until the state machine has been cleared.
+    first: Option<Chunk>,
+}
+
+impl Incoming {
+    /// The reply token of the chunk this transfer holds unanswered (the first, waiting for the
+    /// reset, or the one being written), if any.
+    fn held_token(&self) -> Option<Option<u64>> {
+        match self.phase {
+            InstallPhase::Writing { token, .. } => Some(token),
+            _ => self.first.as_ref().map(|f| f.0),
+        }
+    }
+}
+
+/// An install that ended unfinished: its write stream to abort, and the chunk it left unanswered.
+pub(super) struct Aborted {
+    pub(super) sid: u32,
+    pub(super) from: String,
+    /// The reply token of the chunk held unanswered, if one was (see `Incoming::held_token`).
+    pub(super) held: Option<Option<u64>>,
+    pub(super) next_seq: u64,
+}
+
+/// A chunk that finished writing.
+pub(super) struct Written {
+    pub(super) from: String,
+    pub(super) index: u64,
+    pub(super) seq: u64,
+    pub(super) token: Option<u64>,
+    /// It ended the stream: the install is over and the state machine is the snapshot.
+    pub(super) done: bool,
+}
+
+/// Where a chunk after the first stands against the install under way.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Fit {
+    NoTransfer,
+    /// It belongs to another leader's or another snapshot's transfer.
+    Other,
+    /// A chunk already written, sent again.
+    Duplicate,
+    /// Not the next chunk, or one came while the previous is still being written.
+    OutOfOrder,
+    /// The next chunk: write it.
+    Next,
+}
+
+/// The one snapshot this follower installs at a time. The driver starts it on a first chunk,
+/// persists the mark, clears the state machine and writes each chunk; this keeps the phase so
+/// that each step happens once, in order, and only for the transfer it belongs to.
+/// Invariant: at most one install; its phase only moves Marking → Resetting → Idle ⇄ Writing,
+/// and `first` is held only until the reset finished.
+#[derive(Default)]
+pub(super) struct Install {
+    current: Option<Incoming>,
+}
+
+impl Install {
+    /// Whether an install is under way (the state machine must stay still).
+    pub(super) fn is_active(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Starts installing the snapshot at `index` from `from` through write stream `sid`; `first`
+    /// waits until the install mark is durable and the state machine cleared.
+    pub(super) fn begin(&mut self, from: String, index: u64, sid: u32, first: Chunk) {
+        self.current = Some(Incoming { from, index, sid, next_seq: 0, phase: InstallPhase::Marking, first: Some(first) });
+    }
+
+    /// Ends the install under way, unfinished.
+    pub(super) fn abort(&mut self) -> Option<Aborted> {
+        let inc = self.current.take()?;
+        Some(Aborted { sid: inc.sid, held: inc.held_token(), from: inc.from, next_seq: inc.next_seq })
+    }
+
+    /// A save that recorded the install mark for `index` is durable. Returns whether the state
+    /// machine may now be cleared (the install under way waited for exactly that mark).
+    pub(super) fn marked(&mut self, index: u64) -> bool {
+        match self.current.as_mut() {
+            Some(inc) if inc.index == index && inc.phase == InstallPhase::Marking => {
+                inc.phase = InstallPhase::Resetting;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The state machine was cleared: the first chunk to write, if the install waited for that.
+    pub(super) fn reset(&mut self) -> Option<Chunk> {
+        let inc = self.current.as_mut()?;
+        if inc.phase != InstallPhase::Resetting {
+            return None;
+        }
+        inc.phase = InstallPhase::Idle;
+        inc.first.take()
+    }
+
+    /// Where chunk `seq` of the snapshot at `index` from `from` stands.
+    pub(super) fn fit(&self, from: &str, index: u64, seq: u64) -> Fit {
+        let Some(inc) = self.current.as_ref() else { return Fit::NoTransfer };
+        if inc.from != from || inc.index != index {
+            Fit::Other
+        } else if seq < inc.next_seq {
+            Fit::Duplicate
+        } else if seq != inc.next_seq || inc.phase != InstallPhase::Idle {
+            Fit::OutOfOrder
+        } else {
+            Fit::Next
+        }
+    }
+
+    /// Chunk `seq` goes to the state machine: the stream and the snapshot index to write it with.
+    pub(super) fn write(&mut self, seq: u64, token: Option<u64>, done: bool) -> Option<(u32, u64)> {
+        let inc = self.current.as_mut()?;
+        inc.phase = InstallPhase::Writing { seq, token, done };
+        Some((inc.sid, inc.index))
+    }
+
+    /// The chunk being written is written; the install ends with it if it was the last.
+    pub(super) fn written(&mut self) -> Option<Written> {
+        let inc = self.current.as_mut()?;
+        let InstallPhase::Writing { seq, token, done } = inc.phase else { return None };
+        let (from, index) = (inc.from.clone(), inc.index);
+        inc.next_seq = seq + 1;
+        inc.phase = InstallPhase::Idle;
+        if done {
+            self.current = None;
+        }
+        Some(Written { from, index, seq, token, done })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_install_goes_through_its_phases_in_order() {
+        let mut i = Install::default();
+        assert_eq!(i.fit("a", 5, 1), Fit::NoTransfer);
+        i.begin("a".into(), 5, 9, (Some(1), None, false));
+        assert!(i.is_active());
+        // nothing is written before the mark is durable and the state machine cleared
+        assert!(i.reset().is_none());
+        assert_eq!(i.fit("a", 5, 0), Fit::OutOfOrder);
+        assert!(!i.marked(4));
+        assert!(i.marked(5));
+        assert!(!i.marked(5));
+        assert_eq!(i.reset().map(|c| c.0), Some(Some(1)));
+        assert!(i.reset().is_none());
+        assert_eq!(i.write(0, Some(1), false), Some((9, 5)));
+        assert_eq!(i.fit("a", 5, 1), Fit::OutOfOrder);
+        let w = i.written().expect("written");
+        assert_eq!((w.seq, w.token, w.done), (0, Some(1), false));
+        assert!(i.written().is_none());
+        assert_eq!(i.fit("a", 5, 0), Fit::Duplicate);
+        assert_eq!(i.fit("b", 5, 1), Fit::Other);
+        assert_eq!(i.fit("a", 6, 1), Fit::Other);
+        assert_eq!(i.fit("a", 5, 2), Fit::OutOfOrder);
+        assert_eq!(i.fit("a", 5, 1), Fit::Next);
+        i.write(1, Some(2), true);
+        let w = i.written().expect("written");
+        assert!(w.done);
+        assert!(!i.is_active());
+    }
+
+    #[test]
+    fn an_aborted_install_names_the_chunk_it_left_unanswered() {
+        let mut i = Install::default();
+        i.begin("a".into(), 5, 9, (Some(1), None, false));
+        let a = i.abort().expect("under way");
+        assert_eq!((a.sid, a.from.as_str(), a.held, a.next_seq), (9, "a", Some(Some(1)), 0));
+        assert!(i.abort().is_none());
+        i.begin("a".into(), 5, 10, (None, None, false));
+        i.marked(5);
+        i.reset();
+        i.write(0, None, false);
+        i.written();
+        // nothing held between chunks
+        assert_eq!(i.abort().map(|a| a.held), Some(None));
+    }
+}
