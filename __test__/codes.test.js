@@ -1,6 +1,6 @@
 'use strict';
 
-// The error code table: every code the engine reports (src/driver/code.rs, exported by the
+// The error code table: every code the engine reports (crates/skiff-driver/src/code.rs, exported by the
 // binding), lib/errors.js's CODES and index.d.ts's ErrorCode union must agree, and no source of
 // the engine or the wrapper may spell a code that is not in the table.
 
@@ -51,9 +51,9 @@ test('every code the engine reports is in lib/errors.js', () => {
   assert.deepEqual(missing, [], 'engine codes missing from lib/errors.js CODES');
 });
 
-test('no Rust source spells a code outside src/driver/code.rs', () => {
-  const files = [...sources('src', '.rs'), ...sources('crates/skiff-core/src', '.rs')]
-    .filter((f) => f !== path.join('src', 'driver', 'code.rs'));
+test('no Rust source spells a code outside crates/skiff-driver/src/code.rs', () => {
+  const files = [...sources('src', '.rs'), ...sources('crates/skiff-core/src', '.rs'), ...sources('crates/skiff-driver/src', '.rs')]
+    .filter((f) => f !== path.join('crates', 'skiff-driver', 'src', 'code.rs'));
   assert.ok(files.length > 5, 'found the Rust sources');
   const stray = [...spelled(files)].map(([code, where]) => `${code} in ${[...where].join(', ')}`);
   assert.deepEqual(stray, [], 'use driver::code::X, so the table stays complete');

@@ -141,7 +141,7 @@ test('built-in persistence when none is given', async (t) => {
 });
 
 // lib/options.js keeps its own DEFAULTS (the module loads without the addon), so they are held
-// against the engine's (src/driver/options.rs, whose timing defaults are skiff-core's Config).
+// against the engine's (crates/skiff-driver/src/options.rs, whose timing defaults are skiff-core's Config).
 test('the wrapper\'s defaults are the engine\'s', () => {
   const binding = require('../binding.js');
   assert.deepEqual(JSON.parse(binding.engineDefaults()), { ...DEFAULTS });

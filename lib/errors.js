@@ -2,12 +2,12 @@
 
 // Error helpers shared by the wrapper. Everything the user sees is an `Error` with a string `code`.
 
-// Every code skiff-rs itself reports: the engine's (src/driver/code.rs, exported by the binding as
+// Every code skiff-rs itself reports: the engine's (crates/skiff-driver/src/code.rs, exported by the binding as
 // `errorCodes()`) and the wrapper's. A plugin's own codes (a transport's ECONNRESET, a store's
 // ECORRUPT) pass through unchanged and are not listed. index.d.ts's `ErrorCode` lists the same;
 // __test__/codes.test.js checks all three agree.
 const CODES = Object.freeze({
-  // --- reported by the engine (src/driver/code.rs) ---
+  // --- reported by the engine (crates/skiff-driver/src/code.rs) ---
   // The options are not valid (shape, range, or timing rules).
   EINVALIDOPTIONS: 'EINVALIDOPTIONS',
   // This node is not the leader; the error carries `leader` (an id, or null).

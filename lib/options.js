@@ -6,7 +6,7 @@ const crypto = require('crypto');
 const { makeError } = require('./errors');
 const { encode } = require('./codec');
 
-// The engine's defaults (src/driver/options.rs, whose timing ones are skiff-core's `Config::new`),
+// The engine's defaults (crates/skiff-driver/src/options.rs, whose timing ones are skiff-core's `Config::new`),
 // written here too because this module loads without the addon; __test__/options.test.js holds
 // them, and where the two validations draw their lines, against the engine's.
 const DEFAULTS = Object.freeze({

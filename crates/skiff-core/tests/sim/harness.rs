@@ -3,7 +3,7 @@
 //! One logical clock (ms), one event queue ordered by (time, sequence), one generator: the same
 //! `RunConfig` always produces the same run.
 //!
-//! The runtime model (one per node) follows the rules of `Ready` as `src/driver/node.rs` does:
+//! The runtime model (one per node) follows the rules of `Ready` as `crates/skiff-driver/src/node.rs` does:
 //! the state to save is serialized (`PersistedState` to JSON) when `ready()` returns; it becomes the
 //! node's durable state only when the simulated disk completes it; one save is in flight at a time
 //! and later Readies queue behind it (group commit past `max_queued_saves`), or are not even pulled

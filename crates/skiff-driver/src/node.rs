@@ -33,11 +33,38 @@ pub trait Host: Send + 'static {
     fn wake(&self);
 }
 
+/// Where the driver reads the time: milliseconds since some fixed start. The binding uses
+/// [`SystemClock`]; a simulation passes a clock it moves itself, so that a seed replays exactly.
+pub trait Clock: Send + 'static {
+    fn now_ms(&self) -> u64;
+}
+
+/// The monotonic wall clock, counted from when it was made.
+pub struct SystemClock(Instant);
+
+impl SystemClock {
+    pub fn new() -> Self {
+        SystemClock(Instant::now())
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
 /// Most entries handed to JS in one `apply` op.
 const APPLY_BATCH: usize = 1024;
 /// Group commit while the state machine is busy: a save may wait this long after the previous
 /// one finished, to carry more entries (see `Driver::hold_save`).
-const SAVE_HOLD: Duration = Duration::from_millis(5);
+const SAVE_HOLD_MS: u64 = 5;
 /// ...unless the entries waiting are at least this fraction (1/n) of the log a save writes,
 const SAVE_HOLD_FRACTION: u64 = 4;
 /// ...and only while the state machine has at least this many entries in hand to apply: it
@@ -91,7 +118,7 @@ pub struct Driver<H: Host> {
     /// Stopped: inputs are ignored and the timer task ends. `host` is released with it, so
     /// the process may exit.
     finished: bool,
-    start: Instant,
+    clock: Box<dyn Clock>,
     now: u64,
 
     raft: Option<Raft>,
@@ -122,7 +149,7 @@ pub struct Driver<H: Host> {
     /// Last log entry (index, term) of the state last sent in a `saveMeta` op.
     js_log: Option<(u64, u64)>,
     /// When the last save finished (see `hold_save`).
-    last_save_done: Option<Instant>,
+    last_save_done: Option<u64>,
     /// How far the state machine got, as the wrapper last said with an input. Apply chains
     /// report progress to the core only every so many items; group commit needs to know sooner
     /// when the state machine is about to run out of work. Only a hint: nothing but
@@ -156,6 +183,18 @@ fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
 /// A message's arguments as they travel.
 impl<H: Host> Driver<H> {
     pub fn new(opts: NodeOptions, seed: u64, host: H, status: Arc<Mutex<Status>>, notify: Arc<Notify>) -> Self {
+        Self::with_clock(opts, seed, host, status, notify, Box::new(SystemClock::new()))
+    }
+
+    /// A driver that reads the time from `clock` (a simulation's, say).
+    pub fn with_clock(
+        opts: NodeOptions,
+        seed: u64,
+        host: H,
+        status: Arc<Mutex<Status>>,
+        notify: Arc<Notify>,
+        clock: Box<dyn Clock>,
+    ) -> Self {
         Driver {
             opts,
             seed,
@@ -165,7 +204,7 @@ impl<H: Host> Driver<H> {
             timer_at: 0,
             wake_pending: false,
             finished: false,
-            start: Instant::now(),
+            clock,
             now: 0,
             raft: None,
             loading: Loading { meta: None, applied: None, retry_at: None },
@@ -236,15 +275,15 @@ impl<H: Host> Driver<H> {
         self.finished
     }
 
-    /// For the timer task: records when it will next look, and returns that instant.
-    fn arm_timer(&mut self) -> Instant {
+    /// For the timer task: records when it will next look, and returns how long until then (ms).
+    pub fn arm_timer(&mut self) -> u64 {
         self.now = self.clock();
         self.timer_at = self.next_wakeup();
-        self.start + Duration::from_millis(self.timer_at)
+        self.timer_at - self.now
     }
 
     /// A timer fired: tick, and wake JS if that produced anything.
-    fn timer_round(&mut self) {
+    pub fn timer_round(&mut self) {
         if self.finished {
             return;
         }
@@ -289,7 +328,7 @@ impl<H: Host> Driver<H> {
     }
 
     fn clock(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        self.clock.now_ms()
     }
 
     fn next_wakeup(&self) -> u64 {
@@ -298,7 +337,7 @@ impl<H: Host> Driver<H> {
             at = at.min(r.next_deadline());
         }
         if let Some(until) = self.hold_save() {
-            at = at.min(until.duration_since(self.start).as_millis() as u64 + 1);
+            at = at.min(until + 1);
         }
         at.max(self.now)
     }
@@ -618,7 +657,7 @@ impl<H: Host> Driver<H> {
         }
         let Some(save) = self.saving.take() else { return };
         self.durable_term = self.durable_term.max(save.term);
-        self.last_save_done = Some(Instant::now());
+        self.last_save_done = Some(self.clock());
         for m in save.messages {
             self.send_message(m);
         }
@@ -968,10 +1007,10 @@ impl<H: Host> Driver<H> {
     /// document), so saving every entry or two as it arrives costs a full copy of the log per
     /// entry. While the state machine is busy (it has entries in hand to apply, one
     /// `applyCommand` at a time), a `Ready` that asks for a save waits until a fair share of
-    /// the log is new, or `SAVE_HOLD` after the last save. Holding the `Ready` also holds the
+    /// the log is new, or `SAVE_HOLD_MS` after the last save. Holding the `Ready` also holds the
     /// AppendEntries it carries, so followers get (and save) batches too. Term and vote changes
     /// never wait, and neither does a lone command.
-    fn hold_save(&self) -> Option<Instant> {
+    fn hold_save(&self) -> Option<u64> {
         let done = self.last_save_done?;
         let raft = self.raft.as_ref()?;
         if !raft.has_unsaved() || raft.term() != self.durable_term || raft.pending_install().is_some() {
@@ -990,8 +1029,8 @@ impl<H: Host> Driver<H> {
         if waiting * SAVE_HOLD_FRACTION >= size {
             return None;
         }
-        let until = done + SAVE_HOLD;
-        (Instant::now() < until).then_some(until)
+        let until = done + SAVE_HOLD_MS;
+        (self.clock() < until).then_some(until)
     }
 
     fn collect_ready(&mut self) {
@@ -1412,11 +1451,11 @@ pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Noti
             if d.finished {
                 return;
             }
-            d.arm_timer()
+            tokio::time::Instant::now() + Duration::from_millis(d.arm_timer())
         };
         tokio::select! {
             _ = notify.notified() => {}
-            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = tokio::time::sleep_until(at) => {}
         }
         driver.lock().timer_round();
     }
