@@ -15,12 +15,7 @@ impl Raft {
 
     /// Whether a majority has `at(progress) >= since` (this node always counts).
     pub(super) fn quorum_since(&self, since: u64, at: impl Fn(&Progress) -> u64) -> bool {
-        let active = self
-            .members
-            .ids()
-            .filter(|id| **id == self.cfg.id || self.progress.get(*id).is_some_and(|p| at(p) >= since))
-            .count();
-        active >= self.members.quorum()
+        self.members.has_quorum(|id| id == self.cfg.id || self.progress.get(id).is_some_and(|p| at(p) >= since))
     }
 
     /// Leader lease (Raft thesis §4.2.3, etcd's check-quorum): a follower that heard from its
@@ -97,6 +92,17 @@ impl Raft {
         self.note_role();
     }
 
+    /// An AppendEntries or InstallSnapshot from `leader` at `term` passed `step`'s checks:
+    /// follow it, and wait a full election timeout from now before campaigning.
+    pub(super) fn heard_from_leader(&mut self, leader: &str, term: u64) {
+        if self.phase != Phase::Follower || self.leader.as_deref() != Some(leader) {
+            self.become_follower(term, Some(leader.to_string()));
+        }
+        self.last_leader_contact = Some(self.now);
+        self.holds_back_election = false;
+        self.reset_election_timer();
+    }
+
     pub(super) fn request_votes(&mut self, term: u64, pre_vote: bool) {
         let req = RequestVote {
             term,
@@ -150,8 +156,7 @@ impl Raft {
 
     /// Whether the votes with value `granted` reach a majority of the membership.
     pub(super) fn won(&self, granted: bool) -> bool {
-        let n = self.members.ids().filter(|id| self.votes.get(*id) == Some(&granted)).count();
-        n >= self.members.quorum()
+        self.members.has_quorum(|id| self.votes.get(id) == Some(&granted))
     }
 
     pub(super) fn become_leader(&mut self) {

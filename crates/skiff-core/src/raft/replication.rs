@@ -1,8 +1,8 @@
 //! Log replication: the leader's AppendEntries and heartbeats, the follower's answer to them,
 //! and commitment.
 
-use super::{Phase, Raft, ENTRY_OVERHEAD};
-use crate::entry::EntryKind;
+use super::{Raft, ENTRY_OVERHEAD};
+use crate::entry::{Entry, EntryKind};
 use crate::membership::Membership;
 use crate::message::{AppendEntries, AppendEntriesResponse, Body, PeerDesc};
 use crate::progress::ProgressState;
@@ -73,16 +73,7 @@ impl Raft {
             }
             let sent_last = prev + entries.len() as u64;
             let count = entries.len();
-            let msg = AppendEntries {
-                term: self.term,
-                leader_id: self.cfg.id.clone(),
-                prev_log_index: prev,
-                prev_log_term: prev_term,
-                entries,
-                leader_commit: self.commit,
-                peers: self.base_for(prev),
-            };
-            self.send(peer.to_string(), None, Body::AppendEntries(msg));
+            self.send_append_entries(peer, prev, prev_term, entries);
             sent_any = true;
             let now = self.now;
             let Some(p) = self.progress.get_mut(peer) else { return };
@@ -98,10 +89,8 @@ impl Raft {
     /// that does not start with its own membership (a cluster from skiff-algorithm's format keeps
     /// its first members in `peers`, not in the log): a follower replaying such a log from the
     /// start needs it to know who the members are.
-    pub(super) fn base_for(&self, prev: u64) -> Option<Vec<PeerDesc>> {
-        (prev == 0 && self.log.snapshot_index() == 0 && !self.base.is_empty()).then(|| {
-            self.base.iter().map(|(id, m)| PeerDesc { id: id.clone(), metadata: m.clone() }).collect()
-        })
+    fn base_for(&self, prev: u64) -> Option<Vec<PeerDesc>> {
+        (prev == 0 && self.log.snapshot_index() == 0 && !self.base.is_empty()).then(|| self.base.peers().collect())
     }
 
     /// An AppendEntries with no entries anchored at what the follower is known to have.
@@ -111,12 +100,18 @@ impl Raft {
             Some(t) => (p.match_index, t),
             None => (0, 0),
         };
+        self.send_append_entries(peer, prev, prev_term, Vec::new());
+    }
+
+    /// Sends `peer` an AppendEntries with `entries` after `prev` (none: a heartbeat), stamped
+    /// with this leader's term and commit index: the one place the message is built.
+    fn send_append_entries(&mut self, peer: &str, prev: u64, prev_term: u64, entries: Vec<Entry>) {
         let msg = AppendEntries {
             term: self.term,
             leader_id: self.cfg.id.clone(),
             prev_log_index: prev,
             prev_log_term: prev_term,
-            entries: Vec::new(),
+            entries,
             leader_commit: self.commit,
             peers: self.base_for(prev),
         };
@@ -125,22 +120,10 @@ impl Raft {
 
     /// Raft §5.3/§5.4: commit the highest index a majority holds, if it is from this term.
     pub(super) fn maybe_commit(&mut self) {
-        let mut matched: Vec<u64> = self
-            .members
-            .ids()
-            .map(|id| {
-                if *id == self.cfg.id {
-                    self.persisted
-                } else {
-                    self.progress.get(id).map_or(0, |p| p.match_index)
-                }
-            })
-            .collect();
-        if matched.is_empty() {
-            return;
-        }
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.members.quorum() - 1];
+        let matched = |id: &str| {
+            Some(if id == self.cfg.id { self.persisted } else { self.progress.get(id).map_or(0, |p| p.match_index) })
+        };
+        let Some(candidate) = self.members.quorum_value(matched) else { return };
         if candidate > self.commit && self.log.term(candidate) == Some(self.term) {
             let old = self.commit;
             self.commit = candidate;
@@ -173,12 +156,7 @@ impl Raft {
     }
 
     pub(super) fn handle_append(&mut self, from: String, token: Option<u64>, a: AppendEntries) {
-        if self.phase != Phase::Follower || self.leader.as_deref() != Some(from.as_str()) {
-            self.become_follower(a.term, Some(from.clone()));
-        }
-        self.last_leader_contact = Some(self.now);
-        self.holds_back_election = false;
-        self.reset_election_timer();
+        self.heard_from_leader(&from, a.term);
         // Whether we are joining, before these entries change our membership (see `known_commit`).
         let joining = !self.is_voter();
 

@@ -5,11 +5,11 @@
 //! the core decides when a transfer is needed, stamps every chunk with its term, and changes
 //! the log and membership when one completes.
 
-use super::{Phase, Raft, SnapshotMeta};
+use super::{Raft, SnapshotMeta};
 use crate::config::PendingInstall;
 use crate::entry::Json;
 use crate::membership::Membership;
-use crate::message::{Body, InstallSnapshot, InstallSnapshotResponse, PeerDesc};
+use crate::message::{Body, InstallSnapshot, InstallSnapshotResponse};
 use crate::progress::ProgressState;
 use crate::ready::Event;
 
@@ -53,9 +53,7 @@ impl Raft {
         if !ok {
             return false;
         }
-        let peers = (seq == 0).then(|| {
-            meta.members.iter().map(|(id, m)| PeerDesc { id: id.clone(), metadata: m.clone() }).collect()
-        });
+        let peers = (seq == 0).then(|| meta.members.peers().collect());
         let chunk = InstallSnapshot {
             term: self.term,
             leader_id: self.cfg.id.clone(),
@@ -110,12 +108,7 @@ impl Raft {
     }
 
     pub(super) fn handle_install(&mut self, from: String, token: Option<u64>, s: InstallSnapshot) {
-        if self.phase != Phase::Follower || self.leader.as_deref() != Some(from.as_str()) {
-            self.become_follower(s.term, Some(from.clone()));
-        }
-        self.last_leader_contact = Some(self.now);
-        self.holds_back_election = false;
-        self.reset_election_timer();
+        self.heard_from_leader(&from, s.term);
         self.bootstrap = None;
         if self.install.is_none() && s.last_included_index <= self.commit {
             // We already have everything it holds.
