@@ -1,4 +1,11 @@
 //! The Raft state machine: messages, ticks and proposals in; a [`Ready`] out.
+//!
+//! This file holds the [`Raft`] struct with its invariants, construction, reading, time, the
+//! runtime's reports, the output and the dispatch of peer messages. The handlers live in child
+//! modules, each an `impl Raft` block that sees the private fields: `election` (campaigns, votes,
+//! the lease, role changes), `replication` (AppendEntries both ways, commitment), `snapshot`
+//! (transfer and install), `propose` (commands and membership changes) and `validate` (what no
+//! correct peer sends).
 
 use crate::config::{Config, ConfigError, PendingInstall, Restored};
 use crate::entry::{Entry, Json};

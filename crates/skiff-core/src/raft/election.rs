@@ -14,7 +14,7 @@ impl Raft {
     }
 
     /// Whether a majority has `at(progress) >= since` (this node always counts).
-    pub(super) fn quorum_since(&self, since: u64, at: impl Fn(&Progress) -> u64) -> bool {
+    fn quorum_since(&self, since: u64, at: impl Fn(&Progress) -> u64) -> bool {
         self.members.has_quorum(|id| id == self.cfg.id || self.progress.get(id).is_some_and(|p| at(p) >= since))
     }
 
@@ -46,14 +46,14 @@ impl Raft {
         }
     }
 
-    pub(super) fn set_leader(&mut self, leader: Option<String>) {
+    fn set_leader(&mut self, leader: Option<String>) {
         if self.leader != leader {
             self.leader = leader.clone();
             self.events.push(Event::Leader(leader));
         }
     }
 
-    pub(super) fn set_term(&mut self, term: u64) {
+    fn set_term(&mut self, term: u64) {
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -103,7 +103,7 @@ impl Raft {
         self.reset_election_timer();
     }
 
-    pub(super) fn request_votes(&mut self, term: u64, pre_vote: bool) {
+    fn request_votes(&mut self, term: u64, pre_vote: bool) {
         let req = RequestVote {
             term,
             candidate_id: self.cfg.id.clone(),
@@ -128,7 +128,7 @@ impl Raft {
     /// Stands for election. A pre-candidate asks whether it could win at the next term without
     /// changing anything; a candidate takes the next term and votes for itself (saved before any
     /// RequestVote goes out).
-    pub(super) fn campaign_as(&mut self, phase: Phase) {
+    fn campaign_as(&mut self, phase: Phase) {
         let pre = phase == Phase::PreCandidate;
         if !pre {
             let term = self.term + 1;
@@ -155,11 +155,11 @@ impl Raft {
     }
 
     /// Whether the votes with value `granted` reach a majority of the membership.
-    pub(super) fn won(&self, granted: bool) -> bool {
+    fn won(&self, granted: bool) -> bool {
         self.members.has_quorum(|id| self.votes.get(id) == Some(&granted))
     }
 
-    pub(super) fn become_leader(&mut self) {
+    fn become_leader(&mut self) {
         self.phase = Phase::Leader;
         self.set_leader(Some(self.cfg.id.clone()));
         self.votes.clear();

@@ -94,7 +94,7 @@ impl Raft {
     }
 
     /// An AppendEntries with no entries anchored at what the follower is known to have.
-    pub(super) fn send_heartbeat(&mut self, peer: &str) {
+    fn send_heartbeat(&mut self, peer: &str) {
         let Some(p) = self.progress.get(peer) else { return };
         let (prev, prev_term) = match self.log.term(p.match_index) {
             Some(t) => (p.match_index, t),
@@ -296,7 +296,7 @@ impl Raft {
     /// Our log was truncated at `index`: acknowledgements still queued that cover it would
     /// promise entries no disk will hold, so they become refusals (each still answers its
     /// request).
-    pub(super) fn drop_acks_from(&mut self, index: u64) {
+    fn drop_acks_from(&mut self, index: u64) {
         for m in &mut self.msgs {
             if let Body::AppendEntriesResponse(r) = &mut m.body {
                 if r.success && r.match_index >= index {
