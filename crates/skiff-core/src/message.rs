@@ -113,6 +113,18 @@ pub struct InstallSnapshotResponse {
     pub reason: Option<String>,
 }
 
+// The wire names of the three requests (skiff-algorithm's): the one table of them. A response
+// travels as the reply to its request, under the request's name.
+impl AppendEntries {
+    pub const TYPE: &'static str = "AppendEntries";
+}
+impl RequestVote {
+    pub const TYPE: &'static str = "RequestVote";
+}
+impl InstallSnapshot {
+    pub const TYPE: &'static str = "InstallSnapshot";
+}
+
 /// A member as persisted and sent: `{id, metadata}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerDesc {
@@ -146,9 +158,9 @@ impl Body {
     /// The wire name of a request (responses travel as the reply to their request).
     pub fn type_name(&self) -> &'static str {
         match self {
-            Body::AppendEntries(_) | Body::AppendEntriesResponse(_) => "AppendEntries",
-            Body::RequestVote(_) | Body::RequestVoteResponse(_) => "RequestVote",
-            Body::InstallSnapshot(_) | Body::InstallSnapshotResponse(_) => "InstallSnapshot",
+            Body::AppendEntries(_) | Body::AppendEntriesResponse(_) => AppendEntries::TYPE,
+            Body::RequestVote(_) | Body::RequestVoteResponse(_) => RequestVote::TYPE,
+            Body::InstallSnapshot(_) | Body::InstallSnapshotResponse(_) => InstallSnapshot::TYPE,
         }
     }
 

@@ -15,7 +15,6 @@ use crate::config::{PendingInstall, Restored};
 use crate::entry::{Entry, Json};
 use crate::log::{LogError, RaftLog};
 use crate::membership::Membership;
-use crate::message::PeerDesc;
 use crate::raft::{Raft, MAX_SAFE};
 use crate::ready::HardState;
 use serde::{Deserialize, Serialize, Serializer};
@@ -214,10 +213,7 @@ struct Peers<'a> {
 impl Serialize for Peers<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(
-            self.members
-                .iter()
-                .filter(|(id, _)| Some(id.as_str()) != self.except)
-                .map(|(id, metadata)| PeerDesc { id: id.clone(), metadata: metadata.clone() }),
+            self.members.peers().filter(|p| Some(p.id.as_str()) != self.except),
         )
     }
 }

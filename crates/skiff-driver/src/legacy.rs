@@ -1,7 +1,7 @@
 //! Rolling upgrades from skiff-algorithm: its requests made into ours, and what we send and answer it made safe for it.
 
 use serde_json::value::RawValue;
-use skiff_core::message::AppendEntriesResponse;
+use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, RequestVote};
 use skiff_core::{Body, Message, Raft};
 use std::collections::HashSet;
 
@@ -149,27 +149,27 @@ impl Legacy {
         args: &str,
     ) -> Result<Option<(String, Option<LegacyMark>)>, String> {
         match kind {
-            "AppendEntries" => {
+            AppendEntries::TYPE => {
                 // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
                 let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
                 if head.contains("\"prevLogTerm\"") {
                     return Ok(None);
                 }
             }
-            "RequestVote" | "InstallSnapshot" => {}
+            RequestVote::TYPE | InstallSnapshot::TYPE => {}
             _ => return Ok(None),
         }
         // Malformed requests are left to the parse that follows, which says what is wrong.
         let Ok(v) = serde_json::from_str::<Request>(args) else { return Ok(None) };
         match kind {
-            "InstallSnapshot" if v.seq.is_none() => Err("a snapshot chunk without seq (skiff-algorithm's format) cannot be \
+            InstallSnapshot::TYPE if v.seq.is_none() => Err("a snapshot chunk without seq (skiff-algorithm's format) cannot be \
                  installed: its chunks cannot be told apart; keep followers within the leader's retained log"
                 .into()),
-            "RequestVote" if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
+            RequestVote::TYPE if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
                 let text = format!(r#"{{"term":{},"candidateId":{},"lastLogIndex":{},"lastLogTerm":0}}"#, v.term, json_text(&c), v.last_log_index);
                 (text, None)
             })),
-            "AppendEntries" if v.prev_log_term.is_none() => Ok(raft.and_then(|raft| self.append(raft, v))),
+            AppendEntries::TYPE if v.prev_log_term.is_none() => Ok(raft.and_then(|raft| self.append(raft, v))),
             _ => Ok(None),
         }
     }

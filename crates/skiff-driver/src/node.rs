@@ -21,6 +21,7 @@ use super::options::NodeOptions;
 use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
+use skiff_core::message::InstallSnapshot;
 use skiff_core::persisted::{restore, PersistedState, PersistedTail};
 use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role};
 use std::collections::{BTreeSet, HashSet, VecDeque};
@@ -906,7 +907,7 @@ impl<H: Host> Driver<H> {
             if let Some(raft) = self.raft.as_mut() {
                 raft.report_unreachable(&peer);
             }
-            if kind == "InstallSnapshot" {
+            if kind == InstallSnapshot::TYPE {
                 self.abort_outgoing(&peer);
             }
             self.warn(&e.code_or(code::ETRANSPORT), format!("{kind} to {peer} failed: {}", e.message()));
@@ -1173,7 +1174,7 @@ impl<H: Host> Driver<H> {
                     if let Some(raft) = self.raft.as_mut() {
                         raft.report_unreachable(&peer);
                     }
-                    if kind == "InstallSnapshot" {
+                    if kind == InstallSnapshot::TYPE {
                         self.abort_outgoing(&peer);
                     }
                     self.warn(code::ETIMEDOUT, format!("{kind} to {peer} got no reply"));

@@ -2,7 +2,8 @@
 //!
 //! A request travels as `send(type, args)`; its response travels as the reply to that request,
 //! so a response is read knowing the type of the request it answers. The six message types are
-//! listed once, in the `wire!` table below, which writes the three conversions from it.
+//! listed once, in the `wire!` table below, which writes the three conversions from it; their
+//! names are the core's (`AppendEntries::TYPE`, ...).
 
 use serde_json::value::RawValue;
 use skiff_core::message::{
@@ -33,13 +34,13 @@ impl Sender for InstallSnapshot {
     }
 }
 
-/// Writes [`request`], [`response`] and [`to_json`] from one list of `"Type" => Request / Response`.
+/// Writes [`request`], [`response`] and [`to_json`] from one list of `Request / Response`.
 macro_rules! wire {
-    ($($name:literal => $req:ident / $res:ident,)*) => {
+    ($($req:ident / $res:ident,)*) => {
         /// A request of type `kind` from its JSON text → the node it speaks for and its body.
         pub fn request(kind: &str, text: &str) -> Result<(String, Body), String> {
             match kind {
-                $($name => serde_json::from_str::<$req>(text)
+                $($req::TYPE => serde_json::from_str::<$req>(text)
                     .map(|m| (m.sender().to_string(), Body::$req(m)))
                     .map_err(|e| e.to_string()),)*
                 other => Err(format!("unknown message type {other:?}")),
@@ -49,7 +50,7 @@ macro_rules! wire {
         /// The reply to a request of type `kind`, from its JSON text.
         pub fn response(kind: &str, text: &str) -> Result<Body, String> {
             match kind {
-                $($name => serde_json::from_str::<$res>(text).map(Body::$res).map_err(|e| e.to_string()),)*
+                $($req::TYPE => serde_json::from_str::<$res>(text).map(Body::$res).map_err(|e| e.to_string()),)*
                 other => Err(format!("unknown message type {other:?}")),
             }
         }
@@ -67,9 +68,9 @@ macro_rules! wire {
 }
 
 wire! {
-    "AppendEntries" => AppendEntries / AppendEntriesResponse,
-    "RequestVote" => RequestVote / RequestVoteResponse,
-    "InstallSnapshot" => InstallSnapshot / InstallSnapshotResponse,
+    AppendEntries / AppendEntriesResponse,
+    RequestVote / RequestVoteResponse,
+    InstallSnapshot / InstallSnapshotResponse,
 }
 
 #[cfg(test)]
