@@ -78,6 +78,8 @@ pub struct SnapshotMeta {
     pub index: u64,
     pub term: u64,
     pub members: Membership,
+    /// The transfer's id among this leader's in its term (see `InstallSnapshot::transfer`).
+    pub transfer: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -177,6 +179,10 @@ pub struct Raft {
 
     votes: BTreeMap<String, bool>,
     progress: BTreeMap<String, Progress>,
+    /// Leader: snapshot transfers begun in this term; the last one's number is its id. Reset with
+    /// the term, as the term tells a leader's transfers apart from another leader's (a leader
+    /// that restarts must win a later term to lead again).
+    transfers_begun: u64,
     /// Leader: new entries wait to be sent when the `Ready` is built, so a burst of proposals
     /// goes out as one AppendEntries per follower.
     need_broadcast: bool,
@@ -243,6 +249,7 @@ impl Raft {
             last_leader_contact: None,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            transfers_begun: 0,
             need_broadcast: false,
             dirty,
             msgs: Vec::new(),
@@ -538,7 +545,7 @@ impl Raft {
             let dropped: Vec<String> = self.progress.keys().filter(|id| !wanted.contains(*id)).cloned().collect();
             for id in dropped {
                 if self.progress.remove(&id).is_some_and(|p| p.state == ProgressState::Snapshot) {
-                    self.events.push(Event::SnapshotFailed { peer: id });
+                    self.events.push(Event::SnapshotFailed { peer: id, next_seq: 0 });
                 }
             }
             for id in wanted {
@@ -621,13 +628,9 @@ impl Raft {
                 pre_vote: rv.pre_vote,
                 reason: Some(reason),
             }),
-            Body::InstallSnapshot(s) => Body::InstallSnapshotResponse(InstallSnapshotResponse {
-                term: self.term,
-                seq: s.seq,
-                success: false,
-                installed_index: 0,
-                reason: Some(reason),
-            }),
+            Body::InstallSnapshot(s) => {
+                Body::InstallSnapshotResponse(InstallSnapshotResponse { term: self.term, ..InstallSnapshotResponse::refused(s.seq, 0, reason) })
+            }
             // Answers are never answered.
             _ => return,
         };

@@ -84,7 +84,7 @@ impl Cluster {
                             node.snapshot_installs += 1;
                             installed = chunk.last_included_index;
                         }
-                        node.raft.snapshot_reply(&from, token, chunk.seq, true, installed, None);
+                        node.raft.snapshot_reply(&from, token, skiff_core::message::InstallSnapshotResponse::installed(chunk.seq, installed));
                     }
                     Event::SnapshotAcked { .. } => panic!("single-chunk transfers only in this test"),
                     _ => {}
