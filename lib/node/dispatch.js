@@ -137,6 +137,9 @@ class Dispatcher {
       case 'snapshotRead':
         node._snapshots.read(op);
         return;
+      case 'snapshotOpen':
+        node._snapshots.open(op);
+        return;
       case 'snapshotClose':
         node._snapshots.close(op.sid);
         return;

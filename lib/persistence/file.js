@@ -43,6 +43,7 @@ const { Readable, Writable } = require('node:stream');
 const { EventEmitter } = require('node:events');
 const { Packr } = require('msgpackr');
 const createKvStateMachine = require('./kv-state-machine');
+const { openSnapshotRead } = require('./file/point-in-time');
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number', copyBuffers: true });
 
@@ -887,6 +888,29 @@ class FilePersistence extends EventEmitter {
     });
     stream.lastIncludedIndex = undefined;
     return stream;
+  }
+
+  /**
+   * The point-in-time extension: `cb(err, { index, stream })`, a read stream of the state machine
+   * as of applied index `index`, however far applying goes while it is read. Taken from the state
+   * machine's `pointInTime()` (the key-value store copies its map), else from a checkpoint.
+   */
+  createSnapshotReadStream(nodeId, cb) {
+    let node;
+    try {
+      node = this._node(nodeId);
+    } catch (e) {
+      callBack(cb, e);
+      return;
+    }
+    openSnapshotRead(
+      (fn) => this._enqueue(node, async () => {
+        await this._ensureLoaded(node);
+        return fn();
+      }),
+      () => ({ sm: node.sm, applied: node.applied }),
+      () => this.createReadStream(nodeId),
+      cb);
   }
 
   /**

@@ -1,0 +1,190 @@
+'use strict';
+
+// Snapshots that do not stall commands, and transfers that resume: with the point-in-time
+// extension (`createSnapshotReadStream`) a leader streams a large snapshot to a follower while
+// its commands keep completing, and a transfer cut midway goes on from the chunk the follower
+// has instead of from zero. Both beside the same file persistence without the extension.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const Node = require('..');
+const { MemoryNetwork } = require('../lib/memory');
+const { waitForState, waitUntil } = require('./helpers/cluster');
+
+const KEYS = 50000;
+const PER_COMMAND = 500;
+const VALUE = 'v'.repeat(160);
+
+// Runs the cleanups a test registers, last first (nodes stop before their persistence closes).
+function cleanups(t) {
+  const list = [];
+  t.after(async () => {
+    for (const fn of list.reverse()) await fn();
+  });
+  return list;
+}
+
+// The file persistence in a temporary folder; `pointInTime: false` hides the extension, so the
+// engine falls back to holding applying back while it reads.
+function persistenceFor(cleanup, { pointInTime }) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skiff-resume-'));
+  const file = Node.createFilePersistence({ dir });
+  cleanup.push(async () => {
+    await file.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  if (pointInTime) return file;
+  const plain = { stateMachine: file.stateMachine.bind(file) };
+  for (const m of ['loadMeta', 'saveMeta', 'applyCommand', 'lastAppliedCommitIndex', 'saveCommitIndex',
+    'createReadStream', 'createWriteStream', 'removeAllState']) {
+    plain[m] = file[m].bind(file);
+  }
+  return plain;
+}
+
+// Three nodes on one in-memory network; resolves with them, the leader first.
+async function threeNodes(cleanup, persistence) {
+  const net = new MemoryNetwork();
+  const nodes = [];
+  cleanup.push(async () => {
+    await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
+    net.shutdown();
+  });
+  const options = { transport: net, persistence, retainedLogEntries: 10, commandTimeout: 20000 };
+  const leader = Node({ ...options, id: 'a' });
+  nodes.push(leader);
+  leader.listen('a');
+  await waitForState(leader, 'leader');
+  for (const id of ['b', 'c']) {
+    const n = Node({ ...options, id, standby: true });
+    nodes.push(n);
+    n.listen(id);
+    await leader.join(id);
+  }
+  return { net, leader, b: nodes[1], c: nodes[2] };
+}
+
+// Puts KEYS keys through `leader`, PER_COMMAND to a command.
+async function fill(leader) {
+  for (let i = 0; i < KEYS; i += PER_COMMAND) {
+    const ops = [];
+    for (let k = i; k < i + PER_COMMAND; k++) ops.push({ op: 'put', key: `k${k}`, value: VALUE });
+    await leader.command({ op: 'batch', ops });
+  }
+}
+
+// The InstallSnapshot chunks `from` sends, by seq, in order.
+function countChunks(net, from) {
+  const seqs = [];
+  net.onMessage = (src, dst, type, args) => {
+    if (src === from && type === 'InstallSnapshot') seqs.push(args.seq);
+  };
+  return seqs;
+}
+
+// Cuts `c` off while KEYS keys are written, heals it, and measures the commands the leader
+// completes (one at a time) while `c` installs the snapshot it now needs.
+async function catchUpUnderLoad(cleanup, pointInTime) {
+  const persistence = persistenceFor(cleanup, { pointInTime });
+  const { net, leader, c } = await threeNodes(cleanup, persistence);
+  net.isolate('c');
+  await fill(leader);
+  const seqs = countChunks(net, 'a');
+  const installed = new Promise((resolve) => c.once('snapshot installed', resolve));
+  let done = false;
+  installed.then(() => { done = true; });
+  net.heal();
+  const latencies = [];
+  let during = 0;
+  let n = 0;
+  while (!done) {
+    const t0 = process.hrtime.bigint();
+    await leader.command({ op: 'put', key: `during${n++}`, value: n });
+    latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    if (!done && seqs.length > 0) during++;
+  }
+  await installed;
+  const size = persistence.stateMachine('c').size;
+  return { max: Math.max(...latencies), commands: latencies.length, during, chunks: seqs.length, size };
+}
+
+test('commands keep completing while a follower installs a 50k-key snapshot', { timeout: 120000 }, async (t) => {
+  const cleanup = cleanups(t);
+  const withIt = await catchUpUnderLoad(cleanup, true);
+  const without = await catchUpUnderLoad(cleanup, false);
+  t.diagnostic(`with createSnapshotReadStream: longest command ${withIt.max.toFixed(1)} ms, ` +
+    `${withIt.during} of ${withIt.commands} commands completed during a ${withIt.chunks}-chunk transfer`);
+  t.diagnostic(`without (applying held back): longest command ${without.max.toFixed(1)} ms, ` +
+    `${without.during} of ${without.commands} commands completed during a ${without.chunks}-chunk transfer`);
+  assert.ok(withIt.chunks > 1, 'the snapshot took several InstallSnapshot messages');
+  assert.ok(withIt.size >= KEYS, `the follower has every key (${withIt.size})`);
+  assert.ok(withIt.during >= 3, `commands completed while the transfer ran (${withIt.during})`);
+  assert.ok(withIt.max < without.max, 'the longest command waits less than with applying held back');
+});
+
+test('a transfer cut at chunk k resumes at k or after, not from zero', { timeout: 120000 }, async (t) => {
+  const cleanup = cleanups(t);
+  const persistence = persistenceFor(cleanup, { pointInTime: true });
+  const { net, leader, c } = await threeNodes(cleanup, persistence);
+  net.isolate('c');
+  await fill(leader);
+  const CUT = 5;
+  const seqs = [];
+  const removed = [];
+  const original = persistence.removeAllState.bind(persistence);
+  persistence.removeAllState = (id, cb) => {
+    removed.push(id);
+    return original(id, cb);
+  };
+  let cutAt = -1;
+  net.onMessage = (src, dst, type, args) => {
+    if (src !== 'a' || type !== 'InstallSnapshot') return;
+    seqs.push(args.seq);
+    if (args.seq === CUT && cutAt < 0) {
+      cutAt = seqs.length; // this chunk and everything after it is lost until the heal
+      net.block('a', 'c');
+      setTimeout(() => net.heal(), 300);
+    }
+  };
+  const installed = new Promise((resolve) => c.once('snapshot installed', resolve));
+  net.heal();
+  await installed;
+  assert.ok(cutAt > 0, 'the transfer reached chunk k and was cut there');
+  const after = seqs.slice(cutAt);
+  t.diagnostic(`chunks sent: ${seqs.length}; cut at seq ${CUT}; sent after the cut: ${after.join(',')}`);
+  assert.ok(after.length > 0, 'the transfer went on after the cut');
+  assert.ok(after.every((s) => s >= CUT), `after the cut every chunk is k or later (${after.join(',')})`);
+  assert.equal(seqs.filter((s) => s === 0).length, 1, 'chunk 0 was sent once: no restart from zero');
+  assert.deepEqual(removed, ['c'], 'the follower cleared its state machine once');
+  assert.equal(persistence.stateMachine('c').size, KEYS);
+  await leader.command({ op: 'put', key: 'last', value: 1 });
+  await waitUntil(() => persistence.stateMachine('c').get('last') === 1, 'normal replication afterwards');
+});
+
+test('without the extension a cut transfer starts again from zero (as before)', { timeout: 120000 }, async (t) => {
+  const cleanup = cleanups(t);
+  const persistence = persistenceFor(cleanup, { pointInTime: false });
+  const { net, leader, c } = await threeNodes(cleanup, persistence);
+  net.isolate('c');
+  await fill(leader);
+  const seqs = [];
+  let cut = false;
+  net.onMessage = (src, dst, type, args) => {
+    if (src !== 'a' || type !== 'InstallSnapshot') return;
+    seqs.push(args.seq);
+    if (args.seq === 3 && !cut) {
+      cut = true;
+      net.block('a', 'c');
+      setTimeout(() => net.heal(), 300);
+    }
+  };
+  const installed = new Promise((resolve) => c.once('snapshot installed', resolve));
+  net.heal();
+  await installed;
+  assert.ok(cut);
+  assert.ok(seqs.filter((s) => s === 0).length >= 2, `the transfer restarted from zero (${seqs.join(',')})`);
+  assert.equal(persistence.stateMachine('c').size, KEYS);
+});
