@@ -11,6 +11,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const Node = require('..');
+const { Readable } = require('node:stream');
 const { MemoryNetwork } = require('../lib/memory');
 const { waitForState, waitUntil } = require('./helpers/cluster');
 
@@ -187,4 +188,73 @@ test('without the extension a cut transfer starts again from zero (as before)', 
   assert.ok(cut);
   assert.ok(seqs.filter((s) => s === 0).length >= 2, `the transfer restarted from zero (${seqs.join(',')})`);
   assert.equal(persistence.stateMachine('c').size, KEYS);
+});
+
+// Reads a readable to its end.
+async function readAll(stream) {
+  const out = [];
+  for await (const chunk of stream) out.push(chunk);
+  return out;
+}
+
+test('the file persistence reads a snapshot at a point in time while applying goes on', async (t) => {
+  const cleanup = cleanups(t);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skiff-pit-'));
+  // the built-in key-value state machine (pointInTime), and one without pointInTime (a checkpoint)
+  const custom = (id) => {
+    const sm = Node.createKvStateMachine({ batchSize: 2 });
+    return { apply: (c, i) => sm.apply(c, i), snapshot: () => sm.snapshot(), reset: () => sm.reset(),
+      restore: (c) => sm.restore(c), get: (k) => sm.get(k), id };
+  };
+  const files = [Node.createFilePersistence({ dir: path.join(dir, 'kv') }),
+    Node.createFilePersistence({ dir: path.join(dir, 'custom'), stateMachine: custom })];
+  cleanup.push(async () => {
+    for (const f of files) await f.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const call = (fn) => new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
+  for (const file of files) {
+    for (let i = 1; i <= 5; i++) {
+      await call((cb) => file.applyCommand('n', i, { op: 'put', key: `k${i}`, value: i }, cb));
+    }
+    const read = await call((cb) => file.createSnapshotReadStream('n', cb));
+    assert.equal(read.index, 5);
+    // applying goes on before the stream is read: a change, a delete, a new key
+    await call((cb) => file.applyCommand('n', 6, { op: 'put', key: 'k1', value: 'changed' }, cb));
+    await call((cb) => file.applyCommand('n', 7, { op: 'del', key: 'k2' }, cb));
+    await call((cb) => file.applyCommand('n', 8, { op: 'put', key: 'k9', value: 9 }, cb));
+    const entries = (await readAll(read.stream)).flatMap((c) => c.entries);
+    assert.deepEqual(new Map(entries), new Map([['k1', 1], ['k2', 2], ['k3', 3], ['k4', 4], ['k5', 5]]));
+    assert.equal(file.stateMachine('n').get('k1'), 'changed');
+  }
+});
+
+test('a point-in-time read that gives junk is reported and the leader goes on', { timeout: 60000 }, async (t) => {
+  const cleanup = cleanups(t);
+  const file = persistenceFor(cleanup, { pointInTime: true });
+  const answers = [
+    (cb) => cb(null, { index: -1, stream: { read() {}, on() {} } }),
+    (cb) => cb(null, null),
+    (cb) => { cb(null, { index: 1e6, stream: Readable.from([]) }); cb(null, {}); }, // beyond commit; twice
+  ];
+  let asked = 0;
+  const persistence = Object.create(file);
+  persistence.createSnapshotReadStream = (id, cb) => {
+    const answer = answers[asked++];
+    if (answer) answer(cb);
+    else file.createSnapshotReadStream(id, cb);
+  };
+  const { net, leader, c } = await threeNodes(cleanup, persistence);
+  const warnings = [];
+  leader.on('warning', (e) => warnings.push(e.code));
+  leader.on('error', (e) => warnings.push(e.code));
+  net.isolate('c');
+  for (let i = 0; i < 40; i++) await leader.command({ op: 'put', key: `k${i}`, value: i });
+  const installed = new Promise((resolve) => c.once('snapshot installed', resolve));
+  net.heal();
+  await installed;
+  assert.ok(asked > answers.length, `the leader asked again after each bad answer (${asked})`);
+  assert.ok(warnings.includes('EBADRESULT'), `bad results are reported (${warnings.join(',')})`);
+  assert.ok(warnings.includes('EPLUGIN'), `a second callback is reported (${warnings.join(',')})`);
+  assert.equal(file.stateMachine('c').get('k39'), 39);
 });

@@ -53,6 +53,13 @@ const myPersistence: Node.Persistence = {
   removeAllState(nodeId, cb) { void nodeId; cb(); },
 };
 
+// the optional point-in-time extension
+const withPointInTime: Node.Persistence = {
+  ...myPersistence,
+  createSnapshotReadStream(nodeId, cb) { void nodeId; cb(null, { index: 0, stream: Readable.from([]) }); },
+};
+void withPointInTime;
+
 // ---------------------------------------------------------------- creating nodes
 
 const options: Node.Options = {
