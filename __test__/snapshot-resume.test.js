@@ -13,7 +13,7 @@ const path = require('node:path');
 const Node = require('..');
 const { Readable } = require('node:stream');
 const { MemoryNetwork } = require('../lib/memory');
-const { waitForState, waitUntil } = require('./helpers/cluster');
+const { waitForState, waitUntil, sleep } = require('./helpers/cluster');
 
 const KEYS = 50000;
 const PER_COMMAND = 500;
@@ -54,7 +54,10 @@ async function threeNodes(cleanup, persistence) {
     await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
     net.shutdown();
   });
-  const options = { transport: net, persistence, retainedLogEntries: 10, commandTimeout: 20000 };
+  // long election timeouts: one process carries three nodes and a 10 MB snapshot, and a busy
+  // event loop must not look like a dead leader
+  const options = { transport: net, persistence, retainedLogEntries: 10, commandTimeout: 20000,
+    heartbeatInterval: 100, minElectionTimeout: 1000, maxElectionTimeout: 1500 };
   const leader = Node({ ...options, id: 'a' });
   nodes.push(leader);
   leader.listen('a');
@@ -68,8 +71,11 @@ async function threeNodes(cleanup, persistence) {
   return { net, leader, b: nodes[1], c: nodes[2] };
 }
 
-// Puts KEYS keys through `leader`, PER_COMMAND to a command.
-async function fill(leader) {
+// Cuts `c` off, waits until the leader no longer counts it as answering (so that no snapshot is
+// read for it before the heal), and puts KEYS keys through `leader`, PER_COMMAND to a command.
+async function cutOffAndFill(net, leader) {
+  net.isolate('c');
+  await sleep(1700);
   for (let i = 0; i < KEYS; i += PER_COMMAND) {
     const ops = [];
     for (let k = i; k < i + PER_COMMAND; k++) ops.push({ op: 'put', key: `k${k}`, value: VALUE });
@@ -91,8 +97,7 @@ function countChunks(net, from) {
 async function catchUpUnderLoad(cleanup, pointInTime) {
   const persistence = persistenceFor(cleanup, { pointInTime });
   const { net, leader, c } = await threeNodes(cleanup, persistence);
-  net.isolate('c');
-  await fill(leader);
+  await cutOffAndFill(net, leader);
   const seqs = countChunks(net, 'a');
   const installed = new Promise((resolve) => c.once('snapshot installed', resolve));
   let done = false;
@@ -108,7 +113,9 @@ async function catchUpUnderLoad(cleanup, pointInTime) {
     if (!done && seqs.length > 0) during++;
   }
   await installed;
-  const size = persistence.stateMachine('c').size;
+  const sm = persistence.stateMachine('c');
+  await waitUntil(() => sm.size === KEYS + n, `c to have every key (${sm.size})`);
+  const size = sm.size;
   return { max: Math.max(...latencies), commands: latencies.length, during, chunks: seqs.length, size };
 }
 
@@ -121,7 +128,6 @@ test('commands keep completing while a follower installs a 50k-key snapshot', { 
   t.diagnostic(`without (applying held back): longest command ${without.max.toFixed(1)} ms, ` +
     `${without.during} of ${without.commands} commands completed during a ${without.chunks}-chunk transfer`);
   assert.ok(withIt.chunks > 1, 'the snapshot took several InstallSnapshot messages');
-  assert.ok(withIt.size >= KEYS, `the follower has every key (${withIt.size})`);
   assert.ok(withIt.during >= 3, `commands completed while the transfer ran (${withIt.during})`);
   assert.ok(withIt.max < without.max, 'the longest command waits less than with applying held back');
 });
@@ -130,8 +136,7 @@ test('a transfer cut at chunk k resumes at k or after, not from zero', { timeout
   const cleanup = cleanups(t);
   const persistence = persistenceFor(cleanup, { pointInTime: true });
   const { net, leader, c } = await threeNodes(cleanup, persistence);
-  net.isolate('c');
-  await fill(leader);
+  await cutOffAndFill(net, leader);
   const CUT = 5;
   const seqs = [];
   const removed = [];
@@ -160,7 +165,7 @@ test('a transfer cut at chunk k resumes at k or after, not from zero', { timeout
   assert.ok(after.every((s) => s >= CUT), `after the cut every chunk is k or later (${after.join(',')})`);
   assert.equal(seqs.filter((s) => s === 0).length, 1, 'chunk 0 was sent once: no restart from zero');
   assert.deepEqual(removed, ['c'], 'the follower cleared its state machine once');
-  assert.equal(persistence.stateMachine('c').size, KEYS);
+  await waitUntil(() => persistence.stateMachine('c').size === KEYS, 'c to have every key');
   await leader.command({ op: 'put', key: 'last', value: 1 });
   await waitUntil(() => persistence.stateMachine('c').get('last') === 1, 'normal replication afterwards');
 });
@@ -169,8 +174,7 @@ test('without the extension a cut transfer starts again from zero (as before)', 
   const cleanup = cleanups(t);
   const persistence = persistenceFor(cleanup, { pointInTime: false });
   const { net, leader, c } = await threeNodes(cleanup, persistence);
-  net.isolate('c');
-  await fill(leader);
+  await cutOffAndFill(net, leader);
   const seqs = [];
   let cut = false;
   net.onMessage = (src, dst, type, args) => {
@@ -187,7 +191,7 @@ test('without the extension a cut transfer starts again from zero (as before)', 
   await installed;
   assert.ok(cut);
   assert.ok(seqs.filter((s) => s === 0).length >= 2, `the transfer restarted from zero (${seqs.join(',')})`);
-  assert.equal(persistence.stateMachine('c').size, KEYS);
+  await waitUntil(() => persistence.stateMachine('c').size === KEYS, 'c to have every key');
 });
 
 // Reads a readable to its end.
@@ -256,5 +260,7 @@ test('a point-in-time read that gives junk is reported and the leader goes on', 
   assert.ok(asked > answers.length, `the leader asked again after each bad answer (${asked})`);
   assert.ok(warnings.includes('EBADRESULT'), `bad results are reported (${warnings.join(',')})`);
   assert.ok(warnings.includes('EPLUGIN'), `a second callback is reported (${warnings.join(',')})`);
-  assert.equal(file.stateMachine('c').get('k39'), 39);
+  // the snapshot may be of an index before the last command (a read opened while c was still
+  // counted as answering); the log brings the rest
+  await waitUntil(() => file.stateMachine('c').get('k39') === 39, 'c to have every key');
 });

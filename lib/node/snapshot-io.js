@@ -27,6 +27,7 @@ class SnapshotIO {
     this._io = io;
     this._apply = apply;
     this._readStreams = new Map(); // sid -> snapshot read stream record
+    this._opening = new Map(); // sid -> whether it was closed, for point-in-time reads being opened
     this._writeStreams = new Map(); // sid -> snapshot write stream record
     this._abortedSids = new Set(); // snapshot write streams the engine gave up on
   }
@@ -90,6 +91,7 @@ class SnapshotIO {
     const node = this._node;
     const { io, sid } = op;
     let called = false;
+    this._opening.set(sid, false);
     const discard = (stream) => {
       try {
         if (stream && typeof stream.destroy === 'function') stream.destroy();
@@ -104,6 +106,8 @@ class SnapshotIO {
         return;
       }
       called = true;
+      const closed = this._opening.get(sid) !== false;
+      this._opening.delete(sid);
       const stream = result && result.stream;
       if (err) {
         discard(stream);
@@ -118,7 +122,8 @@ class SnapshotIO {
           code: CODES.EBADRESULT }, null);
         return;
       }
-      if (node._released) {
+      if (node._released || closed) {
+        // the engine gave up on it (timed out, or the node stopped): nobody will read it
         discard(stream);
         return;
       }
@@ -130,6 +135,7 @@ class SnapshotIO {
     } catch (e) {
       if (!called) {
         called = true;
+        this._opening.delete(sid);
         this._io.complete(io, toWire(e), null);
       } else {
         this._warn(e);
@@ -217,6 +223,7 @@ class SnapshotIO {
   }
 
   close(sid) {
+    if (this._opening.has(sid)) this._opening.set(sid, true);
     const rec = this._readStreams.get(sid);
     if (!rec) return;
     this._readStreams.delete(sid);
@@ -340,6 +347,7 @@ class SnapshotIO {
 
   // The node stopped: close every stream.
   releaseAll() {
+    for (const sid of [...this._opening.keys()]) this.close(sid);
     for (const sid of [...this._readStreams.keys()]) this.close(sid);
     for (const sid of [...this._writeStreams.keys()]) this.abort(sid);
   }

@@ -291,9 +291,18 @@ fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
         assert!(!a.resume_snapshot("b", &forged), "{forged:?}");
     }
     assert!(a.resume_snapshot("b", &meta));
+    // while the transfer runs, commands commit and apply, but the log is kept from the snapshot's
+    // index on, for b to go on from once it is installed
+    for i in 100..130 {
+        c.propose(&format!("c{i}"));
+    }
+    c.run(50);
+    let a = &mut c.nodes.get_mut("a").unwrap().raft;
+    assert!(a.applied() > meta.index + 20, "applying went on");
+    assert!(a.log().snapshot_index() <= meta.index, "not compacted past a snapshot being sent");
     // once the leader compacts past the snapshot, the transfer cannot resume: a new one begins
     a.snapshot_aborted("b");
-    for i in 100..150 {
+    for i in 130..180 {
         c.propose(&format!("c{i}"));
     }
     c.needed.clear();

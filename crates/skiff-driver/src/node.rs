@@ -1301,7 +1301,8 @@ impl<H: Host> Driver<H> {
     /// Asks the plugin for a point-in-time read of the state machine for `peer`'s transfer; the
     /// transfer opens when the plugin says which index the read is of.
     fn open_snapshot(&mut self, peer: String) {
-        if !self.transfers.begin_opening(&peer) {
+        // A read (a copy of the state machine, maybe) only for a follower that would take it.
+        if !self.raft.as_ref().is_some_and(|r| r.snapshot_wanted(&peer)) || !self.transfers.begin_opening(&peer) {
             return;
         }
         let sid = self.new_sid();

@@ -56,15 +56,23 @@ impl Raft {
         usable && self.take_transfer(peer, meta)
     }
 
-    /// Records that `peer`'s progress now waits for the snapshot `meta`.
-    fn take_transfer(&mut self, peer: &str, meta: &SnapshotMeta) -> bool {
+    /// Leader: whether a transfer to `peer` would be taken now (it needs a snapshot and answers),
+    /// so the runtime opens a read of the state machine only then.
+    pub fn snapshot_wanted(&self, peer: &str) -> bool {
         let recently = self.now.saturating_sub(self.cfg.max_election_timeout);
-        let Some(p) = self.progress.get_mut(peer) else { return false };
         // Only stream to a follower that answers: it is asked again when the follower answers a
         // heartbeat.
-        if p.state != ProgressState::Snapshot || p.last_heard < recently {
+        self.is_leader()
+            && self.install.is_none()
+            && self.progress.get(peer).is_some_and(|p| p.state == ProgressState::Snapshot && p.last_heard >= recently)
+    }
+
+    /// Records that `peer`'s progress now waits for the snapshot `meta`.
+    fn take_transfer(&mut self, peer: &str, meta: &SnapshotMeta) -> bool {
+        if !self.snapshot_wanted(peer) {
             return false;
         }
+        let Some(p) = self.progress.get_mut(peer) else { return false };
         p.pending_snapshot = meta.index;
         p.last_heard = self.now;
         true
