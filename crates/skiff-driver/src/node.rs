@@ -21,8 +21,8 @@ use super::options::NodeOptions;
 use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use skiff_core::persisted::{restore, PersistedState, PersistedTail};
-use skiff_core::{Body, Entry, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role};
+use skiff_core::persisted::{restore, SaveDocument};
+use skiff_core::{Body, Entry, PersistToken, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,14 +80,12 @@ struct Save {
     state: Box<RawValue>,
     /// `state` holds the log entries from this index on (see `Op::SaveMeta`).
     from: Option<u64>,
-    token: (u64, u64),
+    token: PersistToken,
     /// Messages of the `Ready` that asked for this save: sent only once it is durable.
     messages: Vec<Message>,
     retry_at: Option<u64>,
     /// The snapshot install this save marks as begun, if any.
     install_mark: Option<u64>,
-    /// The term written by this save.
-    term: u64,
 }
 
 /// An `apply` batch under way.
@@ -144,10 +142,6 @@ pub struct Driver<H: Host> {
     next_sid: u32,
     /// A `quiesce` op under way: applying stops so a snapshot read starts from an exact index.
     quiescing: Option<u32>,
-    /// The term of the newest state known to be on disk.
-    durable_term: u64,
-    /// Last log entry (index, term) of the state last sent in a `saveMeta` op.
-    js_log: Option<(u64, u64)>,
     /// When the last save finished (see `hold_save`).
     last_save_done: Option<u64>,
     /// How far the state machine got, as the wrapper last said with an input. Apply chains
@@ -220,8 +214,6 @@ impl<H: Host> Driver<H> {
             install: Install::default(),
             next_sid: 1,
             quiescing: None,
-            durable_term: 0,
-            js_log: None,
             last_save_done: None,
             applied_hint: 0,
             connected: BTreeSet::new(),
@@ -435,7 +427,6 @@ impl<H: Host> Driver<H> {
             }
         };
         raft.tick(self.now);
-        self.durable_term = raft.term();
         self.raft = Some(raft);
         self.emit("loaded", vec![]);
         self.sync_connections();
@@ -656,7 +647,6 @@ impl<H: Host> Driver<H> {
             return;
         }
         let Some(save) = self.saving.take() else { return };
-        self.durable_term = self.durable_term.max(save.term);
         self.last_save_done = Some(self.clock());
         for m in save.messages {
             self.send_message(m);
@@ -1013,7 +1003,7 @@ impl<H: Host> Driver<H> {
     fn hold_save(&self) -> Option<u64> {
         let done = self.last_save_done?;
         let raft = self.raft.as_ref()?;
-        if !raft.has_unsaved() || raft.term() != self.durable_term || raft.pending_install().is_some() {
+        if !raft.has_unsaved() || raft.term() != raft.durable_term() || raft.pending_install().is_some() {
             return None;
         }
         let log = raft.log();
@@ -1023,8 +1013,7 @@ impl<H: Host> Driver<H> {
         if handed.saturating_sub(raft.applied().max(self.applied_hint)) < SAVE_HOLD_BACKLOG {
             return None;
         }
-        let saved = self.js_log.map_or(log.snapshot_index(), |(i, _)| i);
-        let waiting = log.last_index().saturating_sub(saved);
+        let waiting = log.last_index().saturating_sub(log.unsaved_from() - 1);
         let size = log.last_index().saturating_sub(log.snapshot_index());
         if waiting * SAVE_HOLD_FRACTION >= size {
             return None;
@@ -1043,22 +1032,8 @@ impl<H: Host> Driver<H> {
                 return;
             }
             let ready = raft.ready();
-            let state = if ready.persist {
-                let log = raft.log();
-                // The wrapper still holds the entries of the previous save up to `js_log`; send
-                // only what follows, unless the log was truncated or moved past them.
-                let from = match self.js_log {
-                    Some((last, term)) if last >= log.snapshot_index() && log.term(last) == Some(term) => Some(last + 1),
-                    _ => None,
-                };
-                self.js_log = Some((log.last_index(), log.last_term()));
-                Some(match from {
-                    Some(from) => (to_raw(&PersistedTail(raft, from)), Some(from)),
-                    None => (to_raw(&PersistedState(raft)), None),
-                })
-            } else {
-                None
-            };
+            // The wrapper keeps the entries of the previous save below `truncate_from`.
+            let state = ready.save.as_ref().map(|save| (to_raw(&SaveDocument(raft, save)), save.truncate_from, save.token));
             let mut membership_changed = false;
             for ev in ready.events {
                 membership_changed |= matches!(ev, Event::Joined { .. } | Event::Left { .. });
@@ -1068,32 +1043,14 @@ impl<H: Host> Driver<H> {
                 self.sync_connections();
             }
             self.apply_queue.extend(ready.committed);
-            match state {
-                Some((state, from)) => {
-                    let install_mark = self.raft.as_ref().and_then(|r| r.pending_install().map(|p| p.index));
-                    let term = self.raft.as_ref().map_or(0, |r| r.term());
-                    // A leader whose term (and so its vote) is already on disk streams new entries
-                    // to followers while saving them itself; everything else waits for the save.
-                    let (early, messages): (Vec<Message>, Vec<Message>) = if term == self.durable_term {
-                        ready
-                            .messages
-                            .into_iter()
-                            .partition(|m| m.token.is_none() && matches!(m.body, Body::AppendEntries(_)))
-                    } else {
-                        (Vec::new(), ready.messages)
-                    };
-                    for m in early {
-                        self.send_message(m);
-                    }
-                    self.saving =
-                        Some(Save { io: 0, state, from, token: ready.persist_token, messages, retry_at: None, install_mark, term });
-                    self.issue_save();
-                }
-                None => {
-                    for m in ready.messages {
-                        self.send_message(m);
-                    }
-                }
+            for m in ready.messages {
+                self.send_message(m);
+            }
+            if let Some((state, from, token)) = state {
+                let install_mark = self.raft.as_ref().and_then(|r| r.pending_install().map(|p| p.index));
+                let messages = ready.persisted_messages;
+                self.saving = Some(Save { io: 0, state, from: Some(from), token, messages, retry_at: None, install_mark });
+                self.issue_save();
             }
             // Proposals that arrived while this ran are picked up in the next round.
             self.drive_membership();
