@@ -7,7 +7,11 @@
 //! queue and a threadsafe-function wake-up tells JS to `drain` it. So every operation reaches JS
 //! exactly once and in the order the driver produced it, whoever picks it up.
 
+use super::apply::ApplyQueue;
 use super::code;
+use super::events::{coded_arg, Events};
+use super::load::Load;
+use super::save::{HoldView, SaveQueue};
 use super::wire;
 use super::input::{Input, PluginError};
 use super::install::{Fit, Install, Written};
@@ -22,8 +26,8 @@ use super::status::Status;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use skiff_core::persisted::{restore, SaveDocument};
-use skiff_core::{Body, Entry, PersistToken, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role};
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use skiff_core::{Body, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -60,48 +64,6 @@ impl Clock for SystemClock {
     }
 }
 
-/// Most entries handed to JS in one `apply` op.
-const APPLY_BATCH: usize = 1024;
-/// Group commit while the state machine is busy: a save may wait this long after the previous
-/// one finished, to carry more entries (see `Driver::hold_save`).
-const SAVE_HOLD_MS: u64 = 5;
-/// ...unless the entries waiting are at least this fraction (1/n) of the log a save writes,
-const SAVE_HOLD_FRACTION: u64 = 4;
-/// ...and only while the state machine has at least this many entries in hand to apply: it
-/// has work for the time the held entries take to commit (so a lone command, or a few,
-/// never wait).
-const SAVE_HOLD_BACKLOG: u64 = 4;
-/// Back-off before retrying a failed persistence operation.
-const RETRY_MS: u64 = 100;
-
-/// A `saveMeta` under way and what waits on it.
-struct Save {
-    io: u32,
-    state: Box<RawValue>,
-    /// `state` holds the log entries from this index on (see `Op::SaveMeta`).
-    from: Option<u64>,
-    token: PersistToken,
-    /// Messages of the `Ready` that asked for this save: sent only once it is durable.
-    messages: Vec<Message>,
-    retry_at: Option<u64>,
-    /// The snapshot install this save marks as begun, if any.
-    install_mark: Option<u64>,
-}
-
-/// An `apply` batch under way.
-struct Applying {
-    io: u32,
-    /// Indexes of the first and last entry of the batch.
-    first: u64,
-    last: u64,
-}
-
-struct Loading {
-    meta: Option<String>,
-    applied: Option<u64>,
-    retry_at: Option<u64>,
-}
-
 pub struct Driver<H: Host> {
     opts: NodeOptions,
     seed: u64,
@@ -120,15 +82,13 @@ pub struct Driver<H: Host> {
     now: u64,
 
     raft: Option<Raft>,
-    loading: Loading,
+    load: Load,
     ops: Vec<Op>,
     /// IO handed to JS and not yet called back.
     ios: IoTable,
 
-    saving: Option<Save>,
-    applying: Option<Applying>,
-    apply_retry_at: Option<u64>,
-    apply_queue: VecDeque<Entry>,
+    save: SaveQueue,
+    apply: ApplyQueue,
 
     /// Requests answered once an entry is applied.
     requests: Requests,
@@ -142,8 +102,6 @@ pub struct Driver<H: Host> {
     next_sid: u32,
     /// A `quiesce` op under way: applying stops so a snapshot read starts from an exact index.
     quiescing: Option<u32>,
-    /// When the last save finished (see `hold_save`).
-    last_save_done: Option<u64>,
     /// How far the state machine got, as the wrapper last said with an input. Apply chains
     /// report progress to the core only every so many items; group commit needs to know sooner
     /// when the state machine is about to run out of work. Only a hint: nothing but
@@ -157,13 +115,9 @@ pub struct Driver<H: Host> {
     legacy: Legacy,
     /// Peers whose connection takes one request at a time: what is in flight and what waits.
     lanes: Lanes,
-    listened: HashSet<String>,
+    events: Events,
     removed_self: bool,
     stopping: Option<u32>,
-}
-
-fn coded_arg(code: &str, message: impl Into<String>) -> Arg {
-    Arg::Error { message: message.into(), code: code.to_string() }
 }
 
 fn raw(text: String) -> Box<RawValue> {
@@ -201,26 +155,23 @@ impl<H: Host> Driver<H> {
             clock,
             now: 0,
             raft: None,
-            loading: Loading { meta: None, applied: None, retry_at: None },
+            load: Load::default(),
             ops: Vec::new(),
             ios: IoTable::default(),
-            saving: None,
-            applying: None,
-            apply_retry_at: None,
-            apply_queue: VecDeque::new(),
+            save: SaveQueue::default(),
+            apply: ApplyQueue::default(),
             requests: Requests::default(),
             membership_queue: MembershipQueue::default(),
             transfers: Transfers::default(),
             install: Install::default(),
             next_sid: 1,
             quiescing: None,
-            last_save_done: None,
             applied_hint: 0,
             connected: BTreeSet::new(),
             pipelined: HashSet::new(),
             legacy: Legacy::default(),
             lanes: Lanes::default(),
-            listened: HashSet::new(),
+            events: Events::default(),
             removed_self: false,
             stopping: None,
         }
@@ -355,22 +306,16 @@ impl<H: Host> Driver<H> {
 
     // ----- events -----
 
-    fn wants(&self, name: &str) -> bool {
-        matches!(name, "error" | "warning") || self.listened.contains(name)
-    }
-
     fn emit(&mut self, name: &'static str, args: Vec<Arg>) {
-        if self.wants(name) {
-            self.ops.push(Op::Event { name, args });
-        }
+        self.events.emit(&mut self.ops, name, args);
     }
 
     fn warn(&mut self, code: &str, message: impl Into<String>) {
-        self.emit("warning", vec![coded_arg(code, message)]);
+        self.events.warn(&mut self.ops, code, message);
     }
 
     fn error(&mut self, code: &str, message: impl Into<String>) {
-        self.emit("error", vec![coded_arg(code, message)]);
+        self.events.error(&mut self.ops, code, message);
     }
 
     fn peer_arg(&self, id: &str) -> Arg {
@@ -393,7 +338,7 @@ impl<H: Host> Driver<H> {
     // ----- loading -----
 
     fn begin_load(&mut self) {
-        self.loading = Loading { meta: None, applied: None, retry_at: None };
+        self.load.begin();
         let t = self.persistence_timeout();
         let io = self.io(IoKind::LoadMeta, t);
         self.ops.push(Op::LoadMeta { io });
@@ -405,11 +350,11 @@ impl<H: Host> Driver<H> {
         self.error(code, format!("{what} failed: {err}"));
         // Forget the other half too and start over after a pause.
         self.ios.forget(|k| matches!(k, IoKind::LoadMeta | IoKind::LastApplied));
-        self.loading.retry_at = Some(self.now + RETRY_MS * 10);
+        self.load.failed(self.now);
     }
 
     fn maybe_finish_load(&mut self) {
-        let (Some(meta), Some(applied)) = (self.loading.meta.clone(), self.loading.applied) else { return };
+        let Some((meta, applied)) = self.load.both().map(|(m, a)| (m.to_string(), a)) else { return };
         let restored = match restore(&self.opts.id, &meta, applied, self.opts.standby, &self.opts.metadata) {
             Ok(r) => r,
             Err(e) => {
@@ -432,25 +377,6 @@ impl<H: Host> Driver<H> {
         self.sync_connections();
     }
 
-    fn parse_applied(&mut self, result: Option<String>) -> Result<u64, String> {
-        let v: serde_json::Value = match result.as_deref().map(serde_json::from_str) {
-            None => serde_json::Value::Null,
-            Some(Ok(v)) => v,
-            Some(Err(e)) => return Err(format!("lastAppliedCommitIndex returned something that is not JSON: {e}")),
-        };
-        match &v {
-            serde_json::Value::Null => Ok(0),
-            serde_json::Value::Number(n) => match n.as_u64() {
-                Some(i) if i <= skiff_core::MAX_SAFE => Ok(i),
-                _ => Err(format!("lastAppliedCommitIndex returned {n}, not a non-negative integer")),
-            },
-            serde_json::Value::String(s) => match s.trim().parse::<u64>() {
-                Ok(i) if i <= skiff_core::MAX_SAFE => Ok(i),
-                _ => Err(format!("lastAppliedCommitIndex returned {s:?}, not an index")),
-            },
-            other => Err(format!("lastAppliedCommitIndex returned {other}, not an index")),
-        }
-    }
 
     // ----- inputs -----
 
@@ -465,7 +391,7 @@ impl<H: Host> Driver<H> {
             Input::Complete { io, error, result } => self.complete(io, error, result),
             Input::ApplyProgress { io, index } => self.apply_progress(io, index),
             Input::Receive { reply, kind, args, peer } => self.receive(reply, kind, args, peer),
-            Input::SetListened(names) => self.listened = names.into_iter().collect(),
+            Input::SetListened(names) => self.events.set(names),
             Input::Pipelining { peer } => {
                 self.pipelined.insert(peer.clone());
                 if let Some(queue) = self.lanes.remove(&peer) {
@@ -575,17 +501,14 @@ impl<H: Host> Driver<H> {
             IoKind::LoadMeta => match error {
                 Some(e) => self.load_failed("loadMeta", e.message(), &e.code_or(code::EPERSISTENCE)),
                 None => {
-                    self.loading.meta = Some(result.unwrap_or_else(|| "null".into()));
+                    self.load.meta_loaded(result);
                     self.maybe_finish_load();
                 }
             },
             IoKind::LastApplied => match error {
                 Some(e) => self.load_failed("lastAppliedCommitIndex", e.message(), &e.code_or(code::EPERSISTENCE)),
-                None => match self.parse_applied(result) {
-                    Ok(i) => {
-                        self.loading.applied = Some(i);
-                        self.maybe_finish_load();
-                    }
+                None => match self.load.applied_loaded(result) {
+                    Ok(()) => self.maybe_finish_load(),
                     Err(msg) => self.load_failed("lastAppliedCommitIndex", msg, code::EBADRESULT),
                 },
             },
@@ -608,53 +531,41 @@ impl<H: Host> Driver<H> {
     /// travel with it and the wrapper sends them as soon as `saveMeta` calls back, without a hop
     /// through the engine. If that save fails they are dropped: peers time out and ask again.
     fn issue_save(&mut self) {
-        let Some(save) = self.saving.as_mut() else { return };
-        save.retry_at = None;
-        let state = save.state.clone();
-        let from = save.from;
-        let messages = std::mem::take(&mut save.messages);
+        if !self.save.is_busy() {
+            return;
+        }
         let t = self.persistence_timeout();
         let io = self.io(IoKind::Save, t);
-        if let Some(save) = self.saving.as_mut() {
-            save.io = io;
-        }
+        let Some((state, from, messages)) = self.save.issue(io) else { return };
         // Requests to a peer whose connection is busy cannot be handed over now: they wait in
         // the save and join that peer's queue once the state is durable (`save_finished`).
         let (now, later): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(|m| {
             m.token.is_some() || self.pipelines(&m.to) || self.lanes.is_free(&m.to)
         });
-        if let Some(save) = self.saving.as_mut() {
-            save.messages = later;
-        }
+        self.save.keep_waiting(later);
         let outer = std::mem::take(&mut self.ops);
         for m in now {
             self.send_message(m);
         }
         let after = std::mem::replace(&mut self.ops, outer);
-        self.ops.push(Op::SaveMeta { io, state, from, after });
+        self.ops.push(Op::SaveMeta { io, state, from: Some(from), after });
     }
 
     fn save_finished(&mut self, io: u32, error: Option<PluginError>) {
-        let Some(save) = self.saving.as_mut() else { return };
-        if save.io != io {
-            return;
-        }
         if let Some(e) = error {
-            // Nothing that depends on this state is sent until a save succeeds.
-            save.retry_at = Some(self.now + RETRY_MS);
-            let code = e.code_or(code::EPERSISTENCE);
-            self.error(&code, format!("saveMeta failed: {}", e.message()));
+            if self.save.failed(io, self.now) {
+                self.error(&e.code_or(code::EPERSISTENCE), format!("saveMeta failed: {}", e.message()));
+            }
             return;
         }
-        let Some(save) = self.saving.take() else { return };
-        self.last_save_done = Some(self.clock());
-        for m in save.messages {
+        let Some(saved) = self.save.done(io, self.clock()) else { return };
+        for m in saved.messages {
             self.send_message(m);
         }
         if let Some(raft) = self.raft.as_mut() {
-            raft.advance(save.token);
+            raft.advance(saved.token);
         }
-        if save.install_mark.is_some_and(|index| self.install.marked(index)) {
+        if saved.install_mark.is_some_and(|index| self.install.marked(index)) {
             // The mark is durable: now the state machine may be cleared.
             let t = self.persistence_timeout();
             let io = self.io(IoKind::SnapshotReset, t);
@@ -665,9 +576,6 @@ impl<H: Host> Driver<H> {
     // ----- applying committed entries -----
 
     fn issue_apply(&mut self) {
-        if self.applying.is_some() || self.apply_queue.is_empty() {
-            return;
-        }
         // Hold the state machine still while a snapshot of it is read, or while one is written.
         if self.transfers.reading() || self.install.is_active() || self.quiescing.is_some() {
             return;
@@ -676,44 +584,25 @@ impl<H: Host> Driver<H> {
         if self.raft.as_ref().is_some_and(|r| r.pending_install().is_some()) {
             return;
         }
-        if self.apply_retry_at.is_some_and(|t| t > self.now) {
-            return;
-        }
-        self.apply_retry_at = None;
-        let n = self.apply_queue.len().min(APPLY_BATCH);
-        let mut items = Vec::with_capacity(n);
-        for k in 0..n {
-            let (index, term, command) = match self.apply_queue.get(k) {
-                Some(e) => match &e.kind {
-                    EntryKind::Command(c) => (e.index, e.term, Some(c.clone())),
-                    _ => (e.index, e.term, None),
-                },
-                None => break,
-            };
-            let want = command.is_some() && self.requests.waits_for(index);
-            let req = if want { self.requests.take_direct(index, term) } else { None };
-            items.push(ApplyItem { index, command, want: want && req.is_none(), req });
-        }
+        let Some(batch) = self.apply.next_batch(self.now) else { return };
+        let items: Vec<ApplyItem> = batch
+            .into_iter()
+            .map(|(index, term, command)| {
+                let want = command.is_some() && self.requests.waits_for(index);
+                let req = if want { self.requests.take_direct(index, term) } else { None };
+                ApplyItem { index, command, want: want && req.is_none(), req }
+            })
+            .collect();
         let t = self.persistence_timeout();
         let io = self.io(IoKind::Apply, t);
         let (first, last) = (items.first().map_or(0, |i| i.index), items.last().map_or(0, |i| i.index));
-        self.applying = Some(Applying { io, first, last });
+        self.apply.started(io, first, last);
         self.ops.push(Op::Apply { io, entries: items });
     }
 
     fn apply_finished(&mut self, io: u32, error: Option<PluginError>, result: Option<String>) {
-        let Some(applying) = self.applying.take() else { return };
-        if applying.io != io {
-            self.applying = Some(applying);
-            return;
-        }
         let reported: Option<u64> = result.as_deref().and_then(|r| serde_json::from_str(r).ok());
-        let (first, last) = (applying.first, applying.last);
-        let done_upto = match (&error, reported) {
-            (None, _) => last,
-            (Some(_), Some(i)) if i >= first && i <= last => i,
-            (Some(_), _) => first.saturating_sub(1),
-        };
+        let Some((first, done_upto)) = self.apply.finished(io, error.is_some(), reported, self.now) else { return };
         self.progress_to(done_upto);
         if done_upto >= first {
             self.emit("done persisting", vec![Arg::Num(done_upto)]);
@@ -721,21 +610,13 @@ impl<H: Host> Driver<H> {
         if let Some(e) = error {
             let code = e.code_or(code::EPERSISTENCE);
             self.error(&code, format!("applying index {} failed: {}", done_upto + 1, e.message()));
-            self.apply_retry_at = Some(self.now + RETRY_MS);
         }
     }
 
     /// The state machine has applied everything up to `index`: answer the commands waiting for
     /// those entries and tell the core.
     fn progress_to(&mut self, index: u64) {
-        let mut applied = Vec::new();
-        while let Some(e) = self.apply_queue.front() {
-            if e.index > index {
-                break;
-            }
-            applied.push((e.index, e.term));
-            self.apply_queue.pop_front();
-        }
+        let applied = self.apply.applied_upto(index);
         if applied.is_empty() {
             return;
         }
@@ -750,7 +631,7 @@ impl<H: Host> Driver<H> {
     /// One item of the apply batch `io` is done. A slow chain thus keeps its deadline as long as
     /// it progresses, and a retry after a real stall starts where the chain stopped.
     fn apply_progress(&mut self, io: u32, index: u64) {
-        if self.applying.as_ref().is_none_or(|a| a.io != io) {
+        if !self.apply.is_current(io) {
             return;
         }
         let deadline = self.now + self.persistence_timeout();
@@ -815,7 +696,7 @@ impl<H: Host> Driver<H> {
     fn send_message(&mut self, m: Message) {
         if let Some(token) = m.token {
             let args = wire::to_json(&m.body);
-            if self.wants("reply") {
+            if self.events.wants("reply") {
                 self.ops.push(Op::Event { name: "reply", args: vec![Arg::Raw(args.clone())] });
             }
             self.ops.push(Op::Reply { id: token, error: None, result: Some(args) });
@@ -868,7 +749,7 @@ impl<H: Host> Driver<H> {
                 self.ops.push(Op::Connect { peer: id, metadata });
             }
         }
-        if self.wants("outgoing call") {
+        if self.events.wants("outgoing call") {
             let peer = self.peer_arg(&m.to);
             self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Raw(args.clone())] });
         }
@@ -886,7 +767,7 @@ impl<H: Host> Driver<H> {
         error: Option<PluginError>,
         result: Option<String>,
     ) {
-        if self.wants("response") {
+        if self.events.wants("response") {
             let p = self.peer_arg(&peer);
             let err = error.as_ref().map_or(Arg::Null(()), |e| coded_arg(&e.code_or(code::ETRANSPORT), e.message()));
             let res = result.clone().map_or(Arg::Null(()), |r| Arg::Raw(raw(r)));
@@ -946,7 +827,7 @@ impl<H: Host> Driver<H> {
             }
         }
         self.legacy.accept(mark);
-        if self.wants(body.type_name()) {
+        if self.events.wants(body.type_name()) {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
         }
@@ -967,7 +848,7 @@ impl<H: Host> Driver<H> {
 
     fn round(&mut self) {
         if self.raft.is_none() {
-            if self.loading.retry_at.is_some_and(|t| t <= self.now) {
+            if self.load.retry_due(self.now) {
                 self.begin_load();
             }
             self.scan_timeouts();
@@ -976,7 +857,7 @@ impl<H: Host> Driver<H> {
         if let Some(raft) = self.raft.as_mut() {
             raft.tick(self.now);
         }
-        if self.saving.as_ref().is_some_and(|s| s.retry_at.is_some_and(|t| t <= self.now)) {
+        if self.save.retry_due(self.now) {
             self.issue_save();
         }
         self.drive_membership();
@@ -987,44 +868,31 @@ impl<H: Host> Driver<H> {
         self.check_wait_for_node();
         self.scan_timeouts();
         self.pump_lanes();
-        if self.removed_self && self.apply_queue.is_empty() && self.applying.is_none() && self.saving.is_none() {
+        if self.removed_self && self.apply.is_idle() && !self.save.is_busy() {
             self.stopping = Some(0);
         }
         self.publish();
     }
 
-    /// Group commit. Each save hands the plugin the whole log (the persisted format is one
-    /// document), so saving every entry or two as it arrives costs a full copy of the log per
-    /// entry. While the state machine is busy (it has entries in hand to apply, one
-    /// `applyCommand` at a time), a `Ready` that asks for a save waits until a fair share of
-    /// the log is new, or `SAVE_HOLD_MS` after the last save. Holding the `Ready` also holds the
-    /// AppendEntries it carries, so followers get (and save) batches too. Term and vote changes
-    /// never wait, and neither does a lone command.
+    /// Group commit (see `SaveQueue::hold`): until when to hold the next `Ready`, if at all.
     fn hold_save(&self) -> Option<u64> {
-        let done = self.last_save_done?;
         let raft = self.raft.as_ref()?;
-        if !raft.has_unsaved() || raft.term() != raft.durable_term() || raft.pending_install().is_some() {
-            return None;
-        }
         let log = raft.log();
         // Only what the state machine has already been handed counts: entries committed since
         // reach it through the very `Ready` this would hold.
-        let handed = self.apply_queue.back().map(|e| e.index).max(self.applying.as_ref().map(|a| a.last)).unwrap_or(0);
-        if handed.saturating_sub(raft.applied().max(self.applied_hint)) < SAVE_HOLD_BACKLOG {
-            return None;
-        }
-        let waiting = log.last_index().saturating_sub(log.unsaved_from() - 1);
-        let size = log.last_index().saturating_sub(log.snapshot_index());
-        if waiting * SAVE_HOLD_FRACTION >= size {
-            return None;
-        }
-        let until = done + SAVE_HOLD_MS;
-        (self.clock() < until).then_some(until)
+        let view = HoldView {
+            unsaved: raft.has_unsaved(),
+            entries_only: raft.term() == raft.durable_term() && raft.pending_install().is_none(),
+            backlog: self.apply.handed().saturating_sub(raft.applied().max(self.applied_hint)),
+            waiting: log.last_index().saturating_sub(log.unsaved_from() - 1),
+            log_size: log.last_index().saturating_sub(log.snapshot_index()),
+        };
+        self.save.hold(self.clock(), &view)
     }
 
     fn collect_ready(&mut self) {
         loop {
-            if self.saving.is_some() || self.hold_save().is_some() {
+            if self.save.is_busy() || self.hold_save().is_some() {
                 return;
             }
             let Some(raft) = self.raft.as_mut() else { return };
@@ -1042,14 +910,13 @@ impl<H: Host> Driver<H> {
             if membership_changed {
                 self.sync_connections();
             }
-            self.apply_queue.extend(ready.committed);
+            self.apply.extend(ready.committed);
             for m in ready.messages {
                 self.send_message(m);
             }
             if let Some((state, from, token)) = state {
                 let install_mark = self.raft.as_ref().and_then(|r| r.pending_install().map(|p| p.index));
-                let messages = ready.persisted_messages;
-                self.saving = Some(Save { io: 0, state, from: Some(from), token, messages, retry_at: None, install_mark });
+                self.save.begin(state, from, token, ready.persisted_messages, install_mark);
                 self.issue_save();
             }
             // Proposals that arrived while this ran are picked up in the next round.
@@ -1107,17 +974,11 @@ impl<H: Host> Driver<H> {
                 }
                 IoKind::Save => {
                     self.error(code::ETIMEDOUT, "saveMeta did not call back; retrying");
-                    if let Some(s) = self.saving.as_mut() {
-                        if s.io == io {
-                            s.retry_at = Some(now);
-                        }
-                    }
+                    self.save.timed_out(io, now);
                 }
                 IoKind::Apply => {
                     self.error(code::ETIMEDOUT, "applyCommand did not call back; retrying");
-                    if self.applying.as_ref().is_some_and(|a| a.io == io) {
-                        self.applying = None;
-                    }
+                    self.apply.forget(io);
                 }
                 IoKind::Send { peer, kind, .. } => {
                     if self.lanes.release(&peer, io) && self.connected.contains(&peer) {
@@ -1154,7 +1015,7 @@ impl<H: Host> Driver<H> {
             self.warn(code::ETIMEDOUT, format!("snapshot transfer to {peer} stalled"));
             self.abort_outgoing(&peer);
         }
-        if self.saving.as_ref().is_some_and(|s| s.retry_at.is_some_and(|t| t <= now)) {
+        if self.save.retry_due(now) {
             self.issue_save();
         }
         for req in self.requests.expired(now) {
@@ -1208,8 +1069,8 @@ impl<H: Host> Driver<H> {
             return self.warn(&e.code_or(code::EPLUGIN), format!("could not stop applying for a snapshot: {}", e.message()));
         }
         // The chain under way was stopped; forget its batch (the rest is re-sent later).
-        if let Some(a) = self.applying.take() {
-            self.ios.finish(a.io);
+        if let Some(io) = self.apply.stop() {
+            self.ios.finish(io);
         }
         let reported: u64 = result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(0);
         self.progress_to(reported);
@@ -1296,7 +1157,7 @@ impl<H: Host> Driver<H> {
                     raft.snapshot_reply(&old.from, Some(token), old.next_seq, false, 0, reason);
                 }
             }
-            if self.applying.is_some() {
+            if self.apply.is_applying() {
                 return reply(self, false, 0, Some("busy applying entries; retry"));
             }
             let members = Membership::from_members(
@@ -1311,8 +1172,7 @@ impl<H: Host> Driver<H> {
             }
             // Entries still queued for applying are older than the snapshot, which replaces them;
             // applied onto a cleared state machine after a failed transfer they would corrupt it.
-            self.apply_queue.clear();
-            self.apply_retry_at = None;
+            self.apply.clear();
             let sid = self.new_sid();
             self.install.begin(from.clone(), chunk.last_included_index, sid, (token, chunk.data.clone(), chunk.done));
             return;
@@ -1353,7 +1213,7 @@ impl<H: Host> Driver<H> {
             // The stream finished and the plugin recorded `index`: the state machine is the
             // snapshot. Reset the log; entries queued for applying are older than it.
             if self.raft.as_mut().is_some_and(|r| r.finish_install(index)) {
-                self.apply_queue.retain(|e| e.index > index);
+                self.apply.drop_upto(index);
                 installed = index;
                 self.emit("snapshot installed", vec![Arg::Num(index)]);
             }
