@@ -6,6 +6,7 @@
 
 mod apply;
 pub mod code;
+mod connections;
 mod events;
 pub mod input;
 mod install;

@@ -15,7 +15,7 @@ use super::save::{HoldView, SaveQueue};
 use super::wire;
 use super::input::{Input, PluginError};
 use super::install::{Fit, Install, Written};
-use super::lane::Lanes;
+use super::connections::Connections;
 use super::io::{IoKind, IoTable};
 use super::legacy::{Legacy, Sent};
 use super::requests::{MembershipQueue, Outcome, Requests, Waiting};
@@ -27,7 +27,6 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use skiff_core::persisted::{restore, SaveDocument};
 use skiff_core::{Body, EntryKind, Event, Json, Membership, Message, ProposeError, Raft, Role};
-use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -108,13 +107,10 @@ pub struct Driver<H: Host> {
     /// `hold_save` relies on it.
     applied_hint: u64,
 
-    connected: BTreeSet<String>,
-    /// Peers whose connection declared `pipelining` (beside a transport that declared it for all).
-    pipelined: HashSet<String>,
+    /// Connections to peers, and the requests waiting for a one-at-a-time connection.
+    connections: Connections,
     /// What is known of peers that may run skiff-algorithm (a rolling upgrade).
     legacy: Legacy,
-    /// Peers whose connection takes one request at a time: what is in flight and what waits.
-    lanes: Lanes,
     events: Events,
     removed_self: bool,
     stopping: Option<u32>,
@@ -143,6 +139,7 @@ impl<H: Host> Driver<H> {
         notify: Arc<Notify>,
         clock: Box<dyn Clock>,
     ) -> Self {
+        let pipelining = opts.pipelining;
         Driver {
             opts,
             seed,
@@ -167,10 +164,8 @@ impl<H: Host> Driver<H> {
             next_sid: 1,
             quiescing: None,
             applied_hint: 0,
-            connected: BTreeSet::new(),
-            pipelined: HashSet::new(),
+            connections: Connections::new(pipelining),
             legacy: Legacy::default(),
-            lanes: Lanes::default(),
             events: Events::default(),
             removed_self: false,
             stopping: None,
@@ -393,12 +388,9 @@ impl<H: Host> Driver<H> {
             Input::Receive { reply, kind, args, peer } => self.receive(reply, kind, args, peer),
             Input::SetListened(names) => self.events.set(names),
             Input::Pipelining { peer } => {
-                self.pipelined.insert(peer.clone());
-                if let Some(queue) = self.lanes.remove(&peer) {
-                    // What waited goes now; the request in flight needs no gate any more.
-                    for m in queue {
-                        self.dispatch(m);
-                    }
+                // What waited goes now; the request in flight needs no gate any more.
+                for m in self.connections.set_pipelining(peer) {
+                    self.dispatch(m);
                 }
             }
             Input::Stop { req } => self.stopping = Some(req),
@@ -515,7 +507,7 @@ impl<H: Host> Driver<H> {
             IoKind::Save => self.save_finished(io, error),
             IoKind::Apply => self.apply_finished(io, error, result),
             IoKind::Send { peer, kind, sent } => {
-                self.lanes.release(&peer, io);
+                self.connections.release(&peer, io);
                 self.send_finished(peer, kind, sent, error, result)
             }
             IoKind::SnapshotRead { peer } => self.snapshot_read_finished(peer, error, result),
@@ -539,9 +531,8 @@ impl<H: Host> Driver<H> {
         let Some((state, from, messages)) = self.save.issue(io) else { return };
         // Requests to a peer whose connection is busy cannot be handed over now: they wait in
         // the save and join that peer's queue once the state is durable (`save_finished`).
-        let (now, later): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(|m| {
-            m.token.is_some() || self.pipelines(&m.to) || self.lanes.is_free(&m.to)
-        });
+        let (now, later): (Vec<Message>, Vec<Message>) =
+            messages.into_iter().partition(|m| self.connections.can_go_now(m));
         self.save.keep_waiting(later);
         let outer = std::mem::take(&mut self.ops);
         for m in now {
@@ -664,29 +655,14 @@ impl<H: Host> Driver<H> {
 
     fn sync_connections(&mut self) {
         let Some(raft) = self.raft.as_ref() else { return };
-        let wanted: BTreeSet<String> = raft.members().ids().filter(|id| **id != self.opts.id).cloned().collect();
-        let gone: Vec<String> = self.connected.difference(&wanted).cloned().collect();
-        let new: Vec<(String, Json)> = wanted
-            .difference(&self.connected)
-            .map(|id| (id.clone(), raft.members().metadata(id).cloned().unwrap_or_else(Json::empty_object)))
-            .collect();
-        for peer in gone {
-            self.connected.remove(&peer);
-            self.lanes.remove(&peer);
-            self.pipelined.remove(&peer);
+        let members = raft.members();
+        let wanted = members.iter().filter(|(id, _)| **id != self.opts.id).map(|(id, m)| (id.clone(), m.clone())).collect();
+        let sync = self.connections.sync(wanted);
+        for peer in sync.disconnect {
             self.legacy.forget(&peer);
             self.ops.push(Op::Disconnect { peer });
         }
-        if !self.opts.pipelining {
-            // Transports written for skiff-algorithm: connect on the first request, not before.
-            // A skiff-algorithm node takes a new connection from a peer for a new session with
-            // it and drops the one it sends on (it never uses the new one): a follower that
-            // connected to a skiff-algorithm leader it has nothing to ask would be cut off
-            // from that leader (a rolling upgrade).
-            return;
-        }
-        for (peer, metadata) in new {
-            self.connected.insert(peer.clone());
+        for (peer, metadata) in sync.connect {
             self.emit("connecting", vec![Arg::Peer { id: peer.clone(), metadata: metadata.clone() }]);
             self.ops.push(Op::Connect { peer, metadata });
         }
@@ -702,26 +678,21 @@ impl<H: Host> Driver<H> {
             self.ops.push(Op::Reply { id: token, error: None, result: Some(args) });
             return;
         }
-        if self.pipelines(&m.to) {
-            self.dispatch(m);
-            return;
-        }
         let max_entries = self.raft.as_ref().map_or(1, |r| r.config().max_entries_per_message);
         let peer = m.to.clone();
-        self.lanes.push(m, max_entries);
-        self.pump_lane(&peer);
+        match self.connections.route(m, max_entries) {
+            Some(m) => {
+                self.dispatch(m);
+            }
+            None => self.pump_lane(&peer),
+        }
     }
 
-    /// Whether several requests may be in flight to `peer`: the transport or the connection
-    /// declared `pipelining`.
-    fn pipelines(&self, peer: &str) -> bool {
-        self.opts.pipelining || self.pipelined.contains(peer)
-    }
 
     /// Sends the next waiting request to each idle one-at-a-time peer. Runs at the end of a
     /// round, so that what the round produced was merged into it first.
     fn pump_lanes(&mut self) {
-        for peer in self.lanes.ready() {
+        for peer in self.connections.ready_lanes() {
             self.pump_lane(&peer);
         }
     }
@@ -730,9 +701,9 @@ impl<H: Host> Driver<H> {
     /// (see `Lanes::next`).
     fn pump_lane(&mut self, peer: &str) {
         let (term, leading) = self.raft.as_ref().map_or((0, false), |r| (r.term(), r.is_leader()));
-        while let Some(m) = self.lanes.next(peer, term, leading) {
+        while let Some(m) = self.connections.next(peer, term, leading) {
             let io = self.dispatch(m);
-            self.lanes.sending(peer, io);
+            self.connections.sending(peer, io);
         }
     }
 
@@ -742,10 +713,8 @@ impl<H: Host> Driver<H> {
         let kind = m.body.type_name();
         let args = wire::to_json(&m.body);
         let sent = Sent::of(&m.body);
-        if !self.connected.contains(&m.to) {
-            let metadata = self.peer_arg(&m.to);
-            if let Arg::Peer { id, metadata } = metadata {
-                self.connected.insert(id.clone());
+        if self.connections.needs_connect(&m.to) {
+            if let Arg::Peer { id, metadata } = self.peer_arg(&m.to) {
                 self.ops.push(Op::Connect { peer: id, metadata });
             }
         }
@@ -981,7 +950,7 @@ impl<H: Host> Driver<H> {
                     self.apply.forget(io);
                 }
                 IoKind::Send { peer, kind, .. } => {
-                    if self.lanes.release(&peer, io) && self.connected.contains(&peer) {
+                    if self.connections.timed_out(&peer, io) {
                         // Its reply may still come, and a transport without request ids would
                         // hand it to the next request: start over on a fresh connection.
                         if let Arg::Peer { id, metadata } = self.peer_arg(&peer) {
@@ -1248,7 +1217,7 @@ impl<H: Host> Driver<H> {
         if let Some(inc) = self.install.abort() {
             self.ops.push(Op::SnapshotAbort { sid: inc.sid });
         }
-        for peer in std::mem::take(&mut self.connected) {
+        for peer in self.connections.close_all() {
             self.ops.push(Op::Disconnect { peer });
         }
         self.emit_state("stopped");
