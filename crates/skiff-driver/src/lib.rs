@@ -8,6 +8,7 @@ mod apply;
 pub mod code;
 mod connections;
 mod events;
+mod host;
 pub mod input;
 mod install;
 mod io;
