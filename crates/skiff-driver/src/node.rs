@@ -12,6 +12,8 @@ mod commands;
 mod messages;
 mod saving;
 mod snapshots;
+#[cfg(test)]
+mod tests;
 
 pub use super::host::{Clock, Host, SystemClock};
 
@@ -316,7 +318,6 @@ impl<H: Host> Driver<H> {
         self.emit(ev, vec![Arg::node()]);
     }
 
-
     // ----- inputs -----
 
     fn handle(&mut self, input: Input) {
@@ -373,7 +374,6 @@ impl<H: Host> Driver<H> {
             IoKind::Quiesce => self.quiesce_finished(io, error, result),
         }
     }
-
 
     // ----- one round -----
 
