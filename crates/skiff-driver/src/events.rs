@@ -45,6 +45,7 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::code;
 
     fn names(ops: &[Op]) -> Vec<&'static str> {
         ops.iter().filter_map(|o| if let Op::Event { name, .. } = o { Some(*name) } else { None }).collect()
@@ -55,8 +56,8 @@ mod tests {
         let mut ev = Events::default();
         let mut ops = Vec::new();
         ev.emit(&mut ops, "heartbeat", vec![]);
-        ev.warn(&mut ops, "ETIMEDOUT", "slow");
-        ev.error(&mut ops, "EPERSISTENCE", "broken");
+        ev.warn(&mut ops, code::ETIMEDOUT, "slow");
+        ev.error(&mut ops, code::EPERSISTENCE, "broken");
         assert_eq!(names(&ops), vec!["warning", "error"]);
         ev.set(vec!["heartbeat".into()]);
         ops.clear();
@@ -70,8 +71,8 @@ mod tests {
     #[test]
     fn a_warning_carries_its_code() {
         let mut ops = Vec::new();
-        Events::default().warn(&mut ops, "EBADMESSAGE", "junk");
+        Events::default().warn(&mut ops, code::EBADMESSAGE, "junk");
         let text = serde_json::to_string(&ops).unwrap();
-        assert!(text.contains("EBADMESSAGE") && text.contains("junk"), "{text}");
+        assert!(text.contains(code::EBADMESSAGE) && text.contains("junk"), "{text}");
     }
 }
