@@ -311,7 +311,7 @@ class Journal {
           let start = 0;
           while (start < op.items.length && op.items[start].index <= applied) start++;
           const items = op.items.slice(start); // the ones before are already applied: no-ops
-          results[k] = new Array(op.items.length);
+          results[k] = new Array(op.items.length).fill(undefined);
           if (items.length === 0) continue;
           // encode first: refuse before applying
           writer.add({ t: 3, i: items[items.length - 1].index, b: items.map((item) => [item.index, item.command]) });
