@@ -6,6 +6,7 @@
 
 const fs = require('node:fs');
 const fsp = fs.promises;
+const path = require('node:path');
 const crypto = require('node:crypto');
 const zlib = require('node:zlib');
 const { Packr } = require('msgpackr');
@@ -72,6 +73,27 @@ async function fsyncDir(dir) {
 
 function tmpName(name) {
   return `${name}${TMP_MARK}${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * Replaces (or creates) `dir/name` with `data` atomically: a temp file (named after `tmpPrefix`)
+ * written and fsync'd, renamed over `name`, then the folder fsync'd.
+ */
+async function atomicWrite(dir, name, data, tmpPrefix = name) {
+  const tmp = path.join(dir, tmpName(tmpPrefix));
+  let fh = await fsp.open(tmp, 'w', FILE_MODE);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+    await fh.close();
+    fh = null;
+    await fsp.rename(tmp, path.join(dir, name));
+  } catch (e) {
+    if (fh) await fh.close().catch(() => {});
+    await fsp.unlink(tmp).catch(() => {});
+    throw e;
+  }
+  await fsyncDir(dir);
 }
 
 // Writes all of `buf` at the file's current position (appending for a file opened 'a').
@@ -230,6 +252,6 @@ async function cutTornTail(fh, file, reader, codec = MSGPACK) {
 
 module.exports = {
   HEADER_BYTES, TMP_MARK, DIR_MODE, FILE_MODE, MSGPACK, JSON_CODEC,
-  crc32, frameHeader, isThenable, callBack, fsyncDir, tmpName, writeAll, RecordWriter, RecordReader, hasValidRecord,
+  crc32, frameHeader, isThenable, callBack, fsyncDir, tmpName, atomicWrite, writeAll, RecordWriter, RecordReader, hasValidRecord,
   corruptAt, cutTornTail,
 };

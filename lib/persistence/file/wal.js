@@ -22,7 +22,7 @@ const fsp = require('node:fs').promises;
 const path = require('node:path');
 const { makeError } = require('../../errors');
 const {
-  FILE_MODE, JSON_CODEC, frameHeader, callBack, fsyncDir, tmpName, writeAll, RecordReader, corruptAt,
+  FILE_MODE, JSON_CODEC, frameHeader, callBack, fsyncDir, atomicWrite, writeAll, RecordReader, corruptAt,
   cutTornTail,
 } = require('./records');
 
@@ -37,6 +37,11 @@ function segmentName(seq) {
 
 function frame(payload) {
   return [frameHeader(payload), payload];
+}
+
+// The hard state record of JSON text `hard`, framed.
+function hardFrame(hard) {
+  return frame(Buffer.from(`{"h":${hard}}`, 'utf8'));
 }
 
 /** Whether `state` has the engine state's shape (a log with an entry array). */
@@ -345,7 +350,7 @@ class Wal {
     let last = this._last;
     for (const it of items) {
       if (it.hard !== hard) {
-        parts.push(...frame(Buffer.from(`{"h":${it.hard}}`, 'utf8')));
+        parts.push(...hardFrame(it.hard));
         hard = it.hard;
       }
       // a delta with no entries changes the log only when it cuts it
@@ -402,35 +407,24 @@ class Wal {
         'ECORRUPT', { file: path.join(this.dir, META_FILE) });
     }
     const name = segmentName(1);
-    const tmp = path.join(this.dir, tmpName(TMP_PREFIX));
-    let fh = await fsp.open(tmp, 'w', FILE_MODE);
-    let size = 0;
-    try {
-      if (legacy !== null) {
-        const it = prepare(stateAsDelta(legacy));
-        const buf = Buffer.concat([...frame(Buffer.from(`{"h":${it.hard}}`, 'utf8')), ...frame(it.payload)]);
-        await writeAll(fh, buf);
-        size = buf.length;
-        this._hard = it.hard;
-        this._hasHard = true;
-        this._last = it.end;
-        this._splice(1, it.from, it.count);
-      }
-      await fh.sync();
-      await fh.close();
-      fh = null;
-      await fsp.rename(tmp, path.join(this.dir, name));
-    } catch (e) {
-      if (fh) await fh.close().catch(() => {});
-      await fsp.unlink(tmp).catch(() => {});
-      throw e;
+    let buf = Buffer.alloc(0);
+    let it = null;
+    if (legacy !== null) {
+      it = prepare(stateAsDelta(legacy));
+      buf = Buffer.concat([...hardFrame(it.hard), ...frame(it.payload)]);
     }
-    await fsyncDir(this.dir);
+    await atomicWrite(this.dir, name, buf, TMP_PREFIX);
+    if (it !== null) {
+      this._hard = it.hard;
+      this._hasHard = true;
+      this._last = it.end;
+      this._splice(1, it.from, it.count);
+    }
     await fsp.unlink(path.join(this.dir, META_FILE)).catch(() => {});
     this._legacy = null;
     this._segments = [1];
     this._fh = await fsp.open(path.join(this.dir, name), 'a', FILE_MODE);
-    this._size = size;
+    this._size = buf.length;
   }
 
   // saveMeta: with a WAL, the state goes into it as a delta that replaces the log; without, it
@@ -445,20 +439,7 @@ class Wal {
       await this._append([prepare(stateAsDelta(state))]);
       return;
     }
-    const tmp = path.join(this.dir, tmpName(META_FILE));
-    let fh = await fsp.open(tmp, 'w', FILE_MODE);
-    try {
-      await fh.writeFile(json);
-      await fh.sync();
-      await fh.close();
-      fh = null;
-      await fsp.rename(tmp, path.join(this.dir, META_FILE));
-    } catch (e) {
-      if (fh) await fh.close().catch(() => {});
-      await fsp.unlink(tmp).catch(() => {});
-      throw e;
-    }
-    await fsyncDir(this.dir);
+    await atomicWrite(this.dir, META_FILE, json);
     this._legacy = state;
   }
 }
