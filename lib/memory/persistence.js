@@ -56,17 +56,17 @@ const PERSISTENCE_METHODS = ['loadMeta', 'saveMeta', 'applyCommand', 'lastApplie
 // The incremental extension (saveLog, applyCommands), present with `incremental: true`.
 const INCREMENTAL_METHODS = ['saveLog', 'applyCommands'];
 
-// The entries of `log` (saveMeta's entry format, in index order) after the saveLog `delta`: those
-// with lastIncludedIndex < index < truncateFrom, then the delta's. Returns a new array.
+// Changes `log` (entries in saveMeta's format, in index order) as the saveLog `delta` says: the
+// entries with lastIncludedIndex < index < truncateFrom stay, then the delta's. In place, so a
+// save costs what it changes, not the length of the log.
 function spliceLog(log, delta) {
   const floor = ((delta.meta && delta.meta.lastIncludedIndex) || 0) + 1;
-  const out = [];
-  for (const e of log) {
-    if (e.index >= delta.truncateFrom) break;
-    if (e.index >= floor) out.push(e);
-  }
-  for (const e of delta.entries) if (e.index >= floor) out.push(e);
-  return out;
+  while (log.length > 0 && log[log.length - 1].index >= delta.truncateFrom) log.pop();
+  let k = 0;
+  while (k < log.length && log[k].index < floor) k++;
+  if (k > 0) log.splice(0, k);
+  for (const e of delta.entries) if (e.index >= floor) log.push(e);
+  return log;
 }
 
 /**
@@ -282,6 +282,7 @@ class MemoryPersistence extends EventEmitter {
   _saveLog(nodeId, delta, cb) {
     let hard;
     let entries;
+    let from;
     let failure = null;
     try {
       if (!delta || typeof delta !== 'object' || !Number.isSafeInteger(delta.truncateFrom) ||
@@ -291,6 +292,7 @@ class MemoryPersistence extends EventEmitter {
       hard = JSON.stringify({ currentTerm: delta.currentTerm, votedFor: delta.votedFor, peers: delta.peers,
         log: { meta: delta.meta } });
       entries = clone(delta.entries);
+      from = delta.truncateFrom;
     } catch (e) {
       failure = e;
     }
@@ -298,7 +300,7 @@ class MemoryPersistence extends EventEmitter {
       if (failure !== null) throw failure;
       const n = this._node(nodeId);
       const before = n.log !== null ? n.log : ((this.meta(nodeId) || {}).log || {}).entries || [];
-      n.log = spliceLog(before, { meta: JSON.parse(hard).log.meta, truncateFrom: delta.truncateFrom, entries });
+      n.log = spliceLog(before, { meta: JSON.parse(hard).log.meta, truncateFrom: from, entries });
       n.meta = hard;
       this.stats.saves += 1;
       return undefined;
