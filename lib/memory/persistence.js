@@ -56,7 +56,7 @@ const PERSISTENCE_METHODS = ['loadMeta', 'saveMeta', 'applyCommand', 'lastApplie
 // The incremental extension (saveLog, applyCommands), present with `incremental: true`.
 const INCREMENTAL_METHODS = ['saveLog', 'applyCommands'];
 
-// Changes `log` (entries in saveMeta's format, in index order) as the saveLog `delta` says: the
+// Changes `log` (entries with an `index`, in index order) as the saveLog `delta` says: the
 // entries with lastIncludedIndex < index < truncateFrom stay, then the delta's. In place, so a
 // save costs what it changes, not the length of the log.
 function spliceLog(log, delta) {
@@ -91,8 +91,9 @@ class MemoryPersistence extends EventEmitter {
     this.stateMachine = options.stateMachine || commandLog;
     this.rand = options.rand || Math.random;
     this.now = options.now || (() => performance.now());
-    // node id -> { meta: JSON text | null, log: entries | null, sm }. Invariant: with `log`, `meta`
-    // is the hard state's JSON (`log.entries` left out) and `log` the entries.
+    // node id -> { meta: JSON text | null, log: [{ index, json }] | null, sm }. Invariant: with
+    // `log`, `meta` is the hard state's JSON (`log.entries` left out) and `log` the entries, each
+    // as its index and JSON text.
     this.nodes = new Map();
     this.methods = options.incremental ? PERSISTENCE_METHODS.concat(INCREMENTAL_METHODS) : PERSISTENCE_METHODS;
     this.faults = new Faults();
@@ -291,7 +292,8 @@ class MemoryPersistence extends EventEmitter {
       }
       hard = JSON.stringify({ currentTerm: delta.currentTerm, votedFor: delta.votedFor, peers: delta.peers,
         log: { meta: delta.meta } });
-      entries = clone(delta.entries);
+      // each entry as its JSON text (the copy a disk would take), parsed only when loaded
+      entries = delta.entries.map((e) => ({ index: e && e.index, json: JSON.stringify(e) }));
       from = delta.truncateFrom;
     } catch (e) {
       failure = e;
@@ -299,7 +301,8 @@ class MemoryPersistence extends EventEmitter {
     this._run('saveLog', nodeId, cb, () => {
       if (failure !== null) throw failure;
       const n = this._node(nodeId);
-      const before = n.log !== null ? n.log : ((this.meta(nodeId) || {}).log || {}).entries || [];
+      const before = n.log !== null ? n.log : (((this.meta(nodeId) || {}).log || {}).entries || [])
+        .map((e) => ({ index: e.index, json: JSON.stringify(e) }));
       n.log = spliceLog(before, { meta: JSON.parse(hard).log.meta, truncateFrom: from, entries });
       n.meta = hard;
       this.stats.saves += 1;
@@ -391,7 +394,7 @@ class MemoryPersistence extends EventEmitter {
     const n = this.nodes.get(nodeId);
     if (n === undefined || n.meta === null) return null;
     const state = JSON.parse(n.meta);
-    if (n.log !== null) state.log.entries = clone(n.log);
+    if (n.log !== null) state.log.entries = n.log.map((e) => JSON.parse(e.json));
     return state;
   }
 
