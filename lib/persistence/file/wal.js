@@ -221,6 +221,11 @@ class Wal {
     }
     const segments = (await fsp.readdir(this.dir)).map((name) => SEGMENT_NAME.exec(name))
       .filter(Boolean).map((m) => Number(m[1])).sort((a, b) => a - b);
+    const bad = segments.find((seq) => !Number.isSafeInteger(seq));
+    if (bad !== undefined) {
+      throw makeError(`${this.dir}: a WAL segment is numbered beyond what this plugin writes (${bad})`, 'ECORRUPT',
+        { file: this.dir });
+    }
     if (segments.length === 0) {
       const state = await this._readMetaFile();
       this._legacy = state;
