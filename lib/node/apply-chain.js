@@ -57,8 +57,8 @@ class ApplyChain {
   }
 
   // `apply` op: entries `[{index, command?, req?, want?}]` in order. With a command: applyCommand,
-  // or applyCommands for each run of them; without: saveCommitIndex (membership and other internal entries). A
-  // newer `apply` op supersedes a chain still running (the engine retried it).
+  // or applyCommands for each run of them; without: saveCommitIndex (membership and other
+  // internal entries). A newer `apply` op supersedes a chain still running (the engine retried it).
   apply(op) {
     const node = this._node;
     const gen = ++this._gen;
