@@ -7,24 +7,15 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { promisify } = require('node:util');
 
 const createFilePersistence = require('../lib/persistence/file');
+const { tmpDirs } = require('./helpers/tmp');
 const Node = require('..');
 const { MemoryNetwork } = require('../lib/memory');
 
-const roots = [];
-test.after(() => {
-  for (const dir of roots) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function tmpDir() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skiff-file-wal-'));
-  roots.push(dir);
-  return dir;
-}
+const tmpDir = tmpDirs('skiff-file-wal-');
 
 function api(p) {
   return {

@@ -78,30 +78,21 @@ for (const mode of ['throw', 'error', 'never']) {
   });
 }
 
-// applyCommands calling back twice: one apply, a warning, no duplicate.
-test('applyCommands calling back twice', async (t) => {
-  const persistence = new MemoryPersistence({ incremental: true });
-  const c = await startCluster(t, 3, { persistence });
-  const leader = await c.waitForLeader();
-  c.persistence.fail('applyCommands', 'twice', 5);
-  for (let i = 0; i < 5; i++) await leader.command({ i });
-  await c.waitApplied(5);
-  for (const n of c.nodes) assert.deepEqual(c.commands(n.id), [0, 1, 2, 3, 4].map((i) => ({ i })));
-  await waitUntil(() => reported(c, /EPLUGINCALLBACK/), 'the double callback warning');
-  await leader.command('still fine');
-});
-
-// applyCommand calling back twice: one apply, a warning, no duplicate.
-test('applyCommand calling back twice', async (t) => {
-  const c = await startCluster(t, 3);
-  const leader = await c.waitForLeader();
-  c.persistence.fail('applyCommand', 'twice', 5);
-  for (let i = 0; i < 5; i++) await leader.command({ i });
-  await c.waitApplied(5);
-  for (const n of c.nodes) assert.deepEqual(c.commands(n.id), [0, 1, 2, 3, 4].map((i) => ({ i })));
-  await waitUntil(() => reported(c, /EPLUGINCALLBACK/), 'the double callback warning');
-  await leader.command('still fine');
-});
+// applyCommand (or, on the incremental extension, applyCommands) calling back twice: one apply, a
+// warning, no duplicate.
+for (const method of ['applyCommand', 'applyCommands']) {
+  test(`${method} calling back twice`, async (t) => {
+    const persistence = new MemoryPersistence({ incremental: method === 'applyCommands' });
+    const c = await startCluster(t, 3, { persistence });
+    const leader = await c.waitForLeader();
+    c.persistence.fail(method, 'twice', 5);
+    for (let i = 0; i < 5; i++) await leader.command({ i });
+    await c.waitApplied(5);
+    for (const n of c.nodes) assert.deepEqual(c.commands(n.id), [0, 1, 2, 3, 4].map((i) => ({ i })));
+    await waitUntil(() => reported(c, /EPLUGINCALLBACK/), 'the double callback warning');
+    await leader.command('still fine');
+  });
+}
 
 // applyCommand failing or never calling back on a follower: reported, retried, applied once.
 for (const mode of ['error', 'never', 'throw']) {
