@@ -299,6 +299,14 @@ test('3 nodes on the file persistence use saveLog and applyCommands; a restart k
   assert.equal(calls.saveMeta, 0);
   assert.equal(calls.applyCommand, 0);
   await stop(nodes);
+  // about 30 segments of 4 KiB were written per node; snapshots every 50 entries dropped the
+  // ones below the retained entries
+  for (const id of ids) {
+    const seqs = fs.readdirSync(path.join(dir, createFilePersistence.safeName(id)))
+      .filter((n) => n.startsWith('wal-')).map((n) => Number(n.slice(4)));
+    assert.ok(seqs.length >= 1 && seqs.length <= 8, `${id}: ${seqs.length} WAL segments`);
+    assert.ok(Math.max(...seqs) > seqs.length + 5, `${id}: segments ${seqs} (older ones dropped)`);
+  }
   hub = new MemoryNetwork();
   nodes = start(hub, false);
   leader = await leaderOf(nodes);
