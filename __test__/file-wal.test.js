@@ -235,7 +235,9 @@ test('a folder of the saveMeta format loads, converts on the first saveLog, and 
   await b.saveLog(ID, delta(4, range(4, 6, 2), { term: 2 }));
   const expected = state([...range(1, 3), ...range(4, 6, 2)], { term: 2 });
   assert.deepEqual(await b.loadMeta(ID), expected);
-  assert.deepEqual(fs.readdirSync(nodeDir(dir)).sort(), ['wal-0000000000000001']);
+  assert.deepEqual(fs.readdirSync(nodeDir(dir)).sort(), ['meta.json', 'wal-0000000000000001']);
+  // meta.json now only says where the state went, in a form an older version refuses to load
+  assert.throws(() => JSON.parse(fs.readFileSync(path.join(nodeDir(dir), 'meta.json'), 'utf8')), SyntaxError);
   // saveMeta on a WAL folder writes into the WAL
   await b.saveMeta(ID, state(range(1, 2), { term: 5 }));
   assert.deepEqual(await b.loadMeta(ID), state(range(1, 2), { term: 5 }));

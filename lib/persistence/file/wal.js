@@ -12,7 +12,8 @@
 //               loses it. A segment is dropped once every entry above lastIncludedIndex lies in
 //               later ones. One write and one fdatasync per batch of queued calls (a new
 //               segment: an fsync of the folder too).
-//   meta.json   the saveMeta state, replaced atomically; only while there is no WAL.
+//   meta.json   the saveMeta state, replaced atomically, while there is no WAL; with one, a
+//               marker that is not JSON (an older version then refuses the folder).
 //
 // Loading replays the segments in order. A damaged tail of the last segment (a crash mid-append:
 // no valid record after it) is cut off with a `warning` (ETORN); damage anywhere else fails the
@@ -27,6 +28,9 @@ const {
 } = require('./records');
 
 const META_FILE = 'meta.json';
+// What meta.json holds once the folder has a WAL: not JSON, so a version of the plugin without
+// the WAL fails to load the folder (ECORRUPT) instead of taking it for a new, empty node.
+const WAL_MARK = 'skiff-rs: the state of this node is in its wal-* files; this version cannot read them\n';
 const SEGMENT_PREFIX = 'wal-';
 const SEGMENT_NAME = /^wal-(\d{16})$/;
 const TMP_PREFIX = 'wal';
@@ -279,8 +283,7 @@ class Wal {
       }
     }
     const state = this._stateOf(hard, log);
-    // meta.json is a leftover of the switch to the WAL
-    await fsp.unlink(path.join(this.dir, META_FILE)).catch(() => {});
+    await this._markMeta(); // a crash may have come between the first segment and the marker
     this._segments = segments;
     this._fh = await fsp.open(path.join(this.dir, segmentName(segments[segments.length - 1])), 'a', FILE_MODE);
     this._size = size;
@@ -313,6 +316,17 @@ class Wal {
       log: meta === null ? { entries } : { meta, entries },
       peers: hard.peers,
     };
+  }
+
+  // Makes meta.json the WAL marker, unless it is already.
+  async _markMeta() {
+    let text = null;
+    try {
+      text = await fsp.readFile(path.join(this.dir, META_FILE), 'utf8');
+    } catch (e) {
+      if (e.code !== 'ENOENT') throw e;
+    }
+    if (text !== WAL_MARK) await atomicWrite(this.dir, META_FILE, WAL_MARK);
   }
 
   async _readMetaFile() {
@@ -425,7 +439,7 @@ class Wal {
       this._last = it.end;
       this._splice(1, it.from, it.count);
     }
-    await fsp.unlink(path.join(this.dir, META_FILE)).catch(() => {});
+    await atomicWrite(this.dir, META_FILE, WAL_MARK);
     this._legacy = null;
     this._segments = [1];
     this._fh = await fsp.open(path.join(this.dir, name), 'a', FILE_MODE);
