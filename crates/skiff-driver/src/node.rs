@@ -1213,15 +1213,7 @@ impl<H: Host> Driver<H> {
 
     fn publish(&mut self) {
         let Some(raft) = self.raft.as_ref() else { return };
-        let mut s = self.status.lock();
-        s.term = raft.term();
-        s.leader = raft.leader().map(str::to_string);
-        s.commit = raft.commit();
-        s.applied = raft.applied();
-        s.last_index = raft.log().last_index();
-        if s.members != *raft.members() {
-            s.members = raft.members().clone();
-        }
+        self.status.lock().observe(raft, &self.transfers, self.now);
     }
 
     // ----- snapshots: sending (leader) -----
@@ -1295,7 +1287,7 @@ impl<H: Host> Driver<H> {
             self.warn(code::EBADRESULT, "the snapshot read returned something unexpected");
             return self.abort_outgoing(&peer);
         };
-        let Some((meta, seq)) = self.transfers.read(&peer, read.done, self.now) else { return };
+        let Some((meta, seq)) = self.transfers.read(&peer, read.done, read.chunks.as_str().len(), self.now) else { return };
         let sent = self.raft.as_mut().is_some_and(|r| r.send_snapshot_chunk(&peer, &meta, seq, Some(read.chunks), read.done));
         if !sent {
             self.close_outgoing(&peer);
