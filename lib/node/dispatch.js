@@ -25,19 +25,25 @@ class Dispatcher {
   // Runs a batch the engine returned. Batches run one after another, in the order the engine
   // produced them: one that arrives while another runs (a plugin called back synchronously,
   // or a callback made a new request) waits for it.
+  // After the outermost batch (or an input that produced none: the applied index may have moved),
+  // the node's watchers look at what changed (`_afterBatch`).
   run(batch) {
-    if (typeof batch !== 'string' || batch === '') return;
-    if (this._dispatching) {
-      this._backlog.push(batch);
+    if (typeof batch === 'string' && batch !== '') {
+      if (this._dispatching) {
+        this._backlog.push(batch);
+        return;
+      }
+      this._dispatching = true;
+      try {
+        this._dispatch(batch);
+        while (this._backlog.length > 0) this._dispatch(this._backlog.shift());
+      } finally {
+        this._dispatching = false;
+      }
+    } else if (this._dispatching) {
       return;
     }
-    this._dispatching = true;
-    try {
-      this._dispatch(batch);
-      while (this._backlog.length > 0) this._dispatch(this._backlog.shift());
-    } finally {
-      this._dispatching = false;
-    }
+    this._node._afterBatch();
   }
 
   // The engine's threadsafe function: a wake-up after a timer queued operations (then
@@ -97,6 +103,8 @@ class Dispatcher {
       return;
     }
     if (node._released) return;
+    node._stats.opStarted(op);
+    node._debug.op(op);
     const persistence = node.options.persistence;
     const warn = (e) => node._warn(e);
     switch (op.op) {
@@ -187,6 +195,8 @@ class Dispatcher {
       this._laneRelease.delete(io);
       release();
     }
+    const rec = node._stats.ioCompleted(io, error);
+    if (rec !== undefined && error) node._debug.ioFailed(rec, error);
     if (!node._native || node._released) return;
     try {
       this.run(node._native.complete(io, error, resultJson, node._apply.lastApplied));
