@@ -221,6 +221,15 @@ function createNodeClass(loadNative) {
       return this._waiters.add(condition, timeout);
     }
 
+    // How far the state machine got: the apply chain's index, or the engine's after a snapshot.
+    _appliedIndex() {
+      let engine = 0;
+      try {
+        if (this._native) engine = Number(this._native.applied()) || 0;
+      } catch (_) { /* an engine that cannot say */ }
+      return Math.max(engine, this._apply.lastApplied || 0);
+    }
+
     // After each batch of the engine's operations: whatever waits for a state looks again.
     _afterBatch() {
       if (this._waiters.size > 0) this._waiters.check();

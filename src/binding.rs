@@ -230,6 +230,13 @@ impl RaftNode {
         serde_json::Value::Array(list).to_string()
     }
 
+    /// How far the state machine got, as of the engine's last round (an installed snapshot moves
+    /// it too, which the wrapper's apply chain does not see).
+    #[napi]
+    pub fn applied(&self) -> f64 {
+        self.status.lock().applied as f64
+    }
+
     /// The engine's part of `node.stats()` as JSON text, as of its last round: positions,
     /// members (with the leader's view of each follower), and the counters only it sees. The
     /// wrapper adds what JS counts (lib/node/stats.js).

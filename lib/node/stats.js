@@ -97,14 +97,13 @@ class NodeStats {
   // engine cannot say), `node` the Node it describes.
   build(node, engine) {
     const e = engine || {};
-    const lastApplied = Math.max(Number(e.lastApplied) || 0, node._apply.lastApplied || 0);
     return {
       id: node.id,
       state: node.state.name,
       term: typeof e.term === 'number' ? e.term : node.currentTerm(),
       leader: e.leader === undefined ? node.currentLeader() : e.leader,
       commitIndex: e.commitIndex || 0,
-      lastApplied,
+      lastApplied: node._appliedIndex(),
       lastLogIndex: e.lastLogIndex || 0,
       firstLogIndex: e.firstLogIndex || 1,
       members: Array.isArray(e.members) ? e.members : [],

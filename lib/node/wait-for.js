@@ -40,7 +40,7 @@ function compile(condition, states) {
       return (node) => node.currentLeader() === value;
     case 'applied':
       if (!isIndex(value)) throw invalid('waitFor: applied must be a log index (an integer >= 0)');
-      return (node) => node._apply.lastApplied >= value;
+      return (node) => node._appliedIndex() >= value;
     case 'voter':
       if (typeof value !== 'string' || value === '') throw invalid('waitFor: voter must be a node id');
       // every member votes until learners exist

@@ -30,8 +30,7 @@ struct Outgoing {
 pub(super) struct Transfers {
     outgoing: HashMap<String, Outgoing>,
     wanted: BTreeSet<String>,
-    /// Streams read to their end, and the bytes of every chunk read, over this node's life.
-    sent: u64,
+    /// Bytes of every chunk read, over this node's life.
     bytes_sent: u64,
 }
 
@@ -80,24 +79,21 @@ impl Transfers {
         o.last_activity = now;
         o.bytes += bytes as u64;
         self.bytes_sent += bytes as u64;
-        if done && !o.done_sent {
-            self.sent += 1;
-        }
         o.done_sent = done;
         Some((o.meta.clone(), o.seq))
     }
 
-    /// Whether a transfer to `peer` is open, and the bytes it has read so far.
-    pub(crate) fn outgoing(&self, peer: &str) -> Option<(bool, u64)> {
+    /// The transfer open to `peer`, if any: the bytes it has read so far and its snapshot's index.
+    pub(crate) fn outgoing(&self, peer: &str) -> Option<(u64, u64)> {
         if self.outgoing.is_empty() {
             return None;
         }
-        self.outgoing.get(peer).map(|o| (true, o.bytes))
+        self.outgoing.get(peer).map(|o| (o.bytes, o.meta.index))
     }
 
-    /// Streams read to their end, and bytes read, over this node's life.
-    pub(crate) fn totals(&self) -> (u64, u64) {
-        (self.sent, self.bytes_sent)
+    /// Bytes of snapshot chunks read for sending, over this node's life.
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
     }
 
     /// `peer` acknowledged chunk `seq`. Returns whether the next chunks are to be read (the
@@ -153,18 +149,18 @@ mod tests {
         assert!(!t.acked("b", 1, 3));
         assert!(t.acked("b", 0, 3));
         assert!(!t.acked("b", 0, 3));
-        assert_eq!(t.outgoing("b"), Some((true, 100)));
+        assert_eq!(t.outgoing("b"), Some((100, 5)));
         assert_eq!(t.read("b", true, 20, 4).map(|(_, seq)| seq), Some(1));
         assert!(!t.reading());
-        assert_eq!(t.outgoing("b"), Some((true, 120)));
-        assert_eq!(t.totals(), (1, 120));
+        assert_eq!(t.outgoing("b"), Some((120, 5)));
+        assert_eq!(t.bytes_sent(), 120);
         assert!(!t.acked("b", 1, 5));
         assert_eq!(t.close("b"), Some(3));
         assert_eq!(t.close("b"), None);
         assert!(t.read("b", true, 7, 6).is_none());
         assert_eq!(t.outgoing("b"), None);
-        // a closed transfer's bytes stay in the totals; reads after it add nothing
-        assert_eq!(t.totals(), (1, 120));
+        // a closed transfer's bytes stay in the total; reads after it add nothing
+        assert_eq!(t.bytes_sent(), 120);
     }
 
     #[test]

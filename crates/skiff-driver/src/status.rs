@@ -16,6 +16,9 @@ pub struct PeerStatus {
     /// A snapshot transfer to it is open, and how many bytes of chunks it has carried so far.
     pub snapshot_sending: bool,
     pub snapshot_bytes: u64,
+    /// Index of the snapshot of the open transfer (0: none), to tell at its end whether the
+    /// follower installed it (its match index reached it) or the transfer failed.
+    snapshot_index: u64,
 }
 
 /// The driver's last published view. Written by the driver after each round (`observe`, and
@@ -40,7 +43,8 @@ pub struct Status {
     pub elections_started: u64,
     /// Times the known leader became a different node (not counting becoming unknown).
     pub leader_changes: u64,
-    /// Snapshot streams this node read to their end and sent as a leader, and their bytes.
+    /// Snapshots a follower installed from this node as its leader, and the bytes of snapshot
+    /// chunks this node sent (transfers that failed included).
     pub snapshots_sent: u64,
     pub snapshot_bytes_sent: u64,
     /// Invariant: the highest term counted in `elections_started` (each term counts once).
@@ -91,9 +95,7 @@ impl Status {
             self.election_term = raft.term();
             self.elections_started += 1;
         }
-        let (sent, bytes) = transfers.totals();
-        self.snapshots_sent = sent;
-        self.snapshot_bytes_sent = bytes;
+        self.snapshot_bytes_sent = transfers.bytes_sent();
         self.observe_peers(raft, transfers, now);
     }
 
@@ -109,7 +111,7 @@ impl Status {
     }
 
     /// Rewrites `peers` in place from the leader's progress (same followers, same order, so no
-    /// allocation in the steady state).
+    /// allocation in the steady state), and counts the transfers that ended in an install.
     fn observe_peers(&mut self, raft: &Raft, transfers: &Transfers, now: u64) {
         if !raft.is_leader() {
             self.peers.clear();
@@ -118,17 +120,35 @@ impl Status {
         let progress = raft.progress();
         let same = self.peers.len() == progress.len() && self.peers.iter().zip(progress.keys()).all(|(p, id)| p.id == *id);
         if !same {
-            self.peers = progress.keys().map(|id| PeerStatus { id: id.clone(), ..PeerStatus::default() }).collect();
+            let old = std::mem::take(&mut self.peers);
+            self.peers = progress
+                .keys()
+                .map(|id| old.iter().find(|p| p.id == *id).cloned().unwrap_or_else(|| PeerStatus { id: id.clone(), ..PeerStatus::default() }))
+                .collect();
         }
+        let mut installed = 0;
         for (peer, p) in self.peers.iter_mut().zip(progress.values()) {
             peer.match_index = p.match_index;
             peer.next_index = p.next_index;
             peer.inflight = p.inflight.len();
             peer.last_contact_ms = now.saturating_sub(p.last_heard);
-            let (sending, bytes) = transfers.outgoing(&peer.id).unwrap_or((false, 0));
-            peer.snapshot_sending = sending;
-            peer.snapshot_bytes = bytes;
+            match transfers.outgoing(&peer.id) {
+                Some((bytes, index)) => {
+                    peer.snapshot_sending = true;
+                    peer.snapshot_bytes = bytes;
+                    peer.snapshot_index = index;
+                }
+                None => {
+                    if peer.snapshot_index != 0 && p.match_index >= peer.snapshot_index {
+                        installed += 1;
+                    }
+                    peer.snapshot_sending = false;
+                    peer.snapshot_bytes = 0;
+                    peer.snapshot_index = 0;
+                }
+            }
         }
+        self.snapshots_sent += installed;
     }
 
     /// What the leader knows of `id` (another member), while this node leads.
