@@ -131,7 +131,7 @@ console.log(typeof collect(node, reg).remove);
 
 function get(port, urlPath, method = 'GET') {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: urlPath, method }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, path: urlPath, method, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { body += d; });
