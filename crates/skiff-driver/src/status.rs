@@ -160,6 +160,26 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skiff_core::{Config, Json, Restored};
+
+    #[test]
+    fn a_lone_node_that_elects_itself_counts_one_election_and_one_leader() {
+        let restored = Restored { bootstrap: Some(Json::empty_object()), ..Restored::default() };
+        let mut raft = Raft::new(Config::new("a"), restored).expect("valid config");
+        let transfers = Transfers::default();
+        let mut s = Status::default();
+        s.observe(&raft, &transfers, 0);
+        assert_eq!((s.elections_started, s.leader_changes, s.leader.as_deref()), (0, 0, None));
+        raft.tick(1000);
+        s.observe(&raft, &transfers, 1000);
+        assert_eq!(raft.role(), Role::Leader);
+        assert_eq!((s.elections_started, s.leader_changes, s.leader.as_deref()), (1, 1, Some("a")));
+        assert_eq!(s.term, 1);
+        assert!(s.peers.is_empty(), "no followers to show");
+        // the same term seen again is no new election
+        s.observe(&raft, &transfers, 1001);
+        assert_eq!((s.elections_started, s.leader_changes), (1, 1));
+    }
 
     #[test]
     fn a_leader_that_goes_unknown_and_comes_back_is_no_change() {
