@@ -103,22 +103,24 @@ class Dispatcher {
       return;
     }
     if (node._released) return;
-    node._stats.opStarted(op);
-    node._debug.op(op);
     const persistence = node.options.persistence;
     const warn = (e) => node._warn(e);
     switch (op.op) {
       case 'loadMeta':
+        node._stats.opStarted(op);
         callForIo(warn, this.complete, op.io, 'persistence.loadMeta', persistence, 'loadMeta', [node.id], true);
         return;
       case 'lastApplied':
+        node._stats.opStarted(op);
         callForIo(warn, this.complete, op.io, 'persistence.lastAppliedCommitIndex', persistence,
           'lastAppliedCommitIndex', [node.id], true);
         return;
       case 'saveMeta':
+        node._stats.opStarted(op);
         node._meta.save(op);
         return;
       case 'apply':
+        node._stats.opStarted(op);
         node._apply.apply(op);
         return;
       case 'quiesce':
@@ -143,18 +145,23 @@ class Dispatcher {
         node._done(op.req, op.error, op.index);
         return;
       case 'snapshotRead':
+        this._snapshotOp(op);
         node._snapshots.read(op);
         return;
       case 'snapshotClose':
+        this._snapshotOp(op);
         node._snapshots.close(op.sid);
         return;
       case 'snapshotReset':
+        this._snapshotOp(op);
         node._snapshots.reset(op);
         return;
       case 'snapshotWrite':
+        this._snapshotOp(op);
         node._snapshots.write(op);
         return;
       case 'snapshotAbort':
+        this._snapshotOp(op);
         node._snapshots.abort(op.sid);
         return;
       case 'stopped':
@@ -169,6 +176,12 @@ class Dispatcher {
         }
         node._warn(makeError(`unknown engine operation ${JSON.stringify(op.op)}`, CODES.EUNKNOWNOP));
     }
+  }
+
+  // A snapshot op is counted (those that call a plugin) and logged (skiff:snapshot).
+  _snapshotOp(op) {
+    this._node._stats.opStarted(op);
+    this._node._debug.op(op);
   }
 
   // The op of IO `io` holds a lane (`release`) until the engine hears how it went.

@@ -2,8 +2,9 @@
 
 // `node.stats()`: what JS counts itself (commands, persistence latencies and failures, snapshots
 // installed), joined with the engine's published status (positions, members, elections, leader
-// changes, snapshots sent). Counting costs a property lookup per op and a clock read per
-// save/apply batch; nothing is built until `stats()` is called.
+// changes, snapshots sent). Counting costs two clock reads per persistence op (the dispatcher
+// calls `opStarted` for those only) and a map lookup per completed IO; nothing is built until
+// `stats()` is called.
 
 const { performance } = require('perf_hooks');
 
@@ -68,18 +69,17 @@ class NodeStats {
     };
   }
 
-  // An op the engine sent is starting: returns the plugin call it stands for, when it is a
-  // persistence op (for the debug log), else undefined.
+  // A persistence op the engine sent is starting (others are ignored).
   opStarted(op) {
     const label = PERSISTENCE_OPS[op.op];
-    if (label === undefined || typeof op.io !== 'number') return undefined;
+    if (label === undefined || typeof op.io !== 'number') return;
     this._open.set(op.io, { label, start: performance.now(), kind: op.op, end: op.end === true });
-    return label;
   }
 
   // IO `io` completed (with `error` when it failed): returns its record when it was a
   // persistence op, else undefined.
   ioCompleted(io, error) {
+    if (this._open.size === 0) return undefined;
     const rec = this._open.get(io);
     if (rec === undefined) return undefined;
     this._open.delete(io);
