@@ -64,6 +64,7 @@ const createFilePersistence = require('./persistence/file');
 const { CODES, makeError } = require('./errors');
 const { encode } = require('./codec');
 const { validKey } = require('./persistence/kv-state-machine');
+const { serveMetrics, checkMetricsOptions } = require('./metrics-server');
 
 const CLIENT_HELLO = 'skiffKvClient';
 const REQUEST_TYPE = 'SkiffKv';
@@ -200,8 +201,10 @@ class KvStore extends EventEmitter {
     }
     const {
       id, dir, bootstrap = false, peers = [], listen, transport, startTimeout = 10000, standby,
-      persistence, secret, tls, maxCommandBytes, ...nodeOptions
+      persistence, secret, tls, maxCommandBytes, metrics, ...nodeOptions
     } = options;
+    this._metricsOptions = checkMetricsOptions(metrics); // lib/metrics-server.js
+    this.metrics = null; // once started with options.metrics: { registry, host, port, path, close }
     if (typeof id !== 'string' || id === '') {
       throw makeError('options.id must be the node address, like tcp://127.0.0.1:9001', CODES.EINVALIDOPTIONS);
     }
@@ -300,6 +303,7 @@ class KvStore extends EventEmitter {
         if (this.node.peerMeta(peer) === undefined) await this.node.join(peer);
       }
     }
+    if (this._metricsOptions) this.metrics = await serveMetrics(this.node, this._metricsOptions);
     return this;
   }
 
@@ -488,6 +492,7 @@ class KvStore extends EventEmitter {
     if (this._starting) await this._starting.catch(() => {});
     for (const conn of this._clients) conn.close();
     this._clients.clear();
+    if (this.metrics) await this.metrics.close();
     if (this.node) await this.node.stop();
     if (this.persistence) await this.persistence.close();
   }

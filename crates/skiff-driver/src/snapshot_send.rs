@@ -30,6 +30,8 @@ struct Outgoing {
     /// The transfer failed and waits for the follower to need a snapshot again.
     suspended: bool,
     last_activity: u64,
+    /// Bytes of chunks read for this transfer so far (for stats).
+    bytes: u64,
 }
 
 /// A read finished: what the driver does with the chunk.
@@ -61,6 +63,8 @@ pub(super) struct Transfers {
     wanted: BTreeSet<String>,
     /// Followers whose point-in-time read is being opened (not yet in `outgoing`).
     opening: BTreeSet<String>,
+    /// Bytes of every chunk read, over this node's life.
+    bytes_sent: u64,
 }
 
 impl Transfers {
@@ -108,7 +112,7 @@ impl Transfers {
 
     /// Opens a transfer of the snapshot `meta` to `peer`, read through stream `sid`.
     pub(super) fn open(&mut self, peer: String, sid: u32, meta: SnapshotMeta, now: u64) {
-        let o = Outgoing { sid, meta, seq: 0, in_flight: None, ended: false, suspended: false, last_activity: now };
+        let o = Outgoing { sid, meta, seq: 0, in_flight: None, ended: false, suspended: false, last_activity: now, bytes: 0 };
         self.outgoing.insert(peer, o);
     }
 
@@ -119,14 +123,29 @@ impl Transfers {
         Some(o.sid)
     }
 
-    /// The read for `peer` returned `chunks` (`done`: the stream ended). `None` if the transfer
-    /// is no longer open.
-    pub(super) fn read(&mut self, peer: &str, chunks: Json, done: bool, now: u64) -> Option<Read> {
+    /// The read for `peer` returned `chunks`, `bytes` of them (`done`: the stream ended). `None`
+    /// if the transfer is no longer open.
+    pub(super) fn read(&mut self, peer: &str, chunks: Json, done: bool, bytes: usize, now: u64) -> Option<Read> {
         let o = self.outgoing.get_mut(peer)?;
         o.last_activity = now;
+        o.bytes += bytes as u64;
+        self.bytes_sent += bytes as u64;
         o.ended = done;
         o.in_flight = Some((chunks.clone(), done));
         Some(if o.suspended { Read::Held } else { Read::Send { meta: o.meta.clone(), seq: o.seq, chunks, done } })
+    }
+
+    /// The transfer open to `peer`, if any: the bytes it has read so far and its snapshot's index.
+    pub(crate) fn outgoing(&self, peer: &str) -> Option<(u64, u64)> {
+        if self.outgoing.is_empty() {
+            return None;
+        }
+        self.outgoing.get(peer).map(|o| (o.bytes, o.meta.index))
+    }
+
+    /// Bytes of snapshot chunks read for sending, over this node's life.
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
     }
 
     /// `peer` took chunk `seq`. Returns whether the next chunks are to be read (the
@@ -243,17 +262,23 @@ mod tests {
         assert_eq!(t.reading_for("b", 1), Some(3));
         // no ack before the chunk is read
         assert!(!t.acked("b", 0, 1));
-        assert_eq!(sent_seq(t.read("b", data(0), false, 2)), Some(0));
+        assert_eq!(sent_seq(t.read("b", data(0), false, 10, 2)), Some(0));
         // a stale or repeated ack moves nothing
         assert!(!t.acked("b", 1, 3));
         assert!(t.acked("b", 0, 3));
         assert!(!t.acked("b", 0, 3));
-        assert_eq!(sent_seq(t.read("b", data(1), true, 4)), Some(1));
+        assert_eq!(t.outgoing("b"), Some((10, 5)));
+        assert_eq!(sent_seq(t.read("b", data(1), true, 10, 4)), Some(1));
         assert!(!t.reading());
+        assert_eq!(t.outgoing("b"), Some((20, 5)));
+        assert_eq!(t.bytes_sent(), 20);
         assert!(!t.acked("b", 1, 5));
         assert_eq!(t.close("b"), Some(3));
         assert_eq!(t.close("b"), None);
-        assert!(t.read("b", data(2), true, 6).is_none());
+        assert!(t.read("b", data(2), true, 10, 6).is_none());
+        assert_eq!(t.outgoing("b"), None);
+        // a closed transfer's bytes stay in the total; reads after it add nothing
+        assert_eq!(t.bytes_sent(), 20);
     }
 
     #[test]
@@ -264,7 +289,7 @@ mod tests {
         t.want("b".into());
         t.want("d".into());
         assert_eq!(t.take_wanted(), (vec!["d".to_string()], vec![]));
-        t.read("c", data(0), false, 50);
+        t.read("c", data(0), false, 10, 50);
         assert!(t.acked("c", 0, 50));
         assert_eq!(t.stalled(99, 100, 1000), (vec![], vec![]));
         assert_eq!(t.stalled(100, 100, 1000), (vec!["b".to_string()], vec![]));
@@ -279,11 +304,11 @@ mod tests {
         let mut t = Transfers::default();
         t.open("b".into(), 7, meta(), 0);
         for k in 0..3 {
-            assert_eq!(sent_seq(t.read("b", data(k), false, k)), Some(k));
+            assert_eq!(sent_seq(t.read("b", data(k), false, 10, k)), Some(k));
             assert!(t.acked("b", k, k));
         }
         // chunk 3 is sent, then the connection drops
-        assert_eq!(sent_seq(t.read("b", data(3), false, 10)), Some(3));
+        assert_eq!(sent_seq(t.read("b", data(3), false, 10, 10)), Some(3));
         assert_eq!(t.lost("b", true, 20), None);
         assert!(t.is_open("b"));
         // an ack that arrives late does not move a suspended transfer
@@ -296,7 +321,7 @@ mod tests {
         assert_eq!(t.suspended_meta("b"), None);
         assert!(t.resume("b", 30).is_none());
         assert!(t.acked("b", 3, 31));
-        assert_eq!(sent_seq(t.read("b", data(4), true, 32)), Some(4));
+        assert_eq!(sent_seq(t.read("b", data(4), true, 10, 32)), Some(4));
     }
 
     #[test]
@@ -304,13 +329,13 @@ mod tests {
         let mut t = Transfers::default();
         t.open("b".into(), 7, meta(), 0);
         assert_eq!(t.lost("b", true, 1), None);
-        assert_eq!(t.read("b", data(0), true, 2), Some(Read::Held));
+        assert_eq!(t.read("b", data(0), true, 10, 2), Some(Read::Held));
         assert_eq!(t.resume("b", 3), Some(Resume::Resend { meta: meta(), seq: 0, chunks: data(0), done: true }));
         // suspended before the read returned: the chunk goes out with the read
         t.open("c".into(), 8, meta(), 0);
         t.lost("c", true, 1);
         assert_eq!(t.resume("c", 2), Some(Resume::Reading));
-        assert_eq!(sent_seq(t.read("c", data(0), false, 3)), Some(0));
+        assert_eq!(sent_seq(t.read("c", data(0), false, 10, 3)), Some(0));
     }
 
     #[test]
@@ -319,10 +344,10 @@ mod tests {
         let open_at = |t: &mut Transfers, seq: u64| {
             t.open("b".into(), 9, meta(), 0);
             for k in 0..seq {
-                t.read("b", data(k), false, 0);
+                t.read("b", data(k), false, 10, 0);
                 t.acked("b", k, 0);
             }
-            t.read("b", data(seq), false, 0);
+            t.read("b", data(seq), false, 10, 0);
         };
         for (next_seq, kept) in [(0, false), (1, false), (2, false), (3, true), (4, true), (5, false), (u64::MAX, false)] {
             open_at(&mut t, 3);
