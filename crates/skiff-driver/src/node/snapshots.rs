@@ -49,9 +49,12 @@ impl<H: Host> Driver<H> {
     }
 
     pub(super) fn begin_transfers(&mut self) {
-        let (fresh, suspended) = self.transfers.take_wanted();
-        let mut fresh = fresh;
+        let (mut fresh, suspended) = self.transfers.take_wanted();
         for peer in suspended {
+            // A follower that does not answer now keeps its transfer suspended for a later try.
+            if !self.raft.as_ref().is_some_and(|r| r.snapshot_wanted(&peer)) {
+                continue;
+            }
             if !self.resume_transfer(&peer) {
                 // Its snapshot is of no more use (compacted away, or leadership changed).
                 self.close_outgoing(&peer);
