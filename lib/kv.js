@@ -60,6 +60,8 @@
 const { EventEmitter } = require('node:events');
 const crypto = require('node:crypto');
 const createTcpTransport = require('./transport/tcp');
+const { addressKey } = require('./transport/tcp/address');
+const { SECURITY_OPTIONS } = require('./transport/tcp/options');
 const createFilePersistence = require('./persistence/file');
 const { CODES, makeError } = require('./errors');
 const { encode } = require('./codec');
@@ -76,7 +78,6 @@ const MAX_BATCH_OPS = 1024;
 const MAX_BATCHES_IN_FLIGHT = 2;
 // JSON bytes of a batch around its operations: {"op":"batch","ops":[...]} (and a comma each).
 const BATCH_OVERHEAD_BYTES = 24;
-const SECURITY_OPTIONS = ['secret', 'tls', 'cluster'];
 
 function loadNode() {
   return require('..'); // eslint-disable-line global-require -- the package entry (index.js)
@@ -501,15 +502,6 @@ function createKvStore(options) {
 
 const SAFE_RETRY = new Set(['ENOTLEADER', 'ENOTCONNECTED', 'ESTOPPED', 'ECLOSED', 'EBUSY']);
 
-// `host:port` of an address, so that `tcp://127.0.0.1:1` and `tcp+msgpack://127.0.0.1:1` match.
-function addressKey(address) {
-  try {
-    const { host, port } = createTcpTransport.parseAddress(address);
-    return `${host.toLowerCase()}:${port}`;
-  } catch (_) {
-    return null;
-  }
-}
 const AMBIGUOUS = new Set(['ETIMEDOUT', 'ECONNRESET']);
 
 class KvClient {
