@@ -7,7 +7,7 @@
 const net = require('node:net');
 const tls = require('node:tls');
 const { makeError } = require('../../errors');
-const { callAll, emitError } = require('./callbacks');
+const { emitError } = require('./callbacks');
 const { parseAddress } = require('./address');
 const { encodeFrame, FrameDecoder, readFrames } = require('./frames');
 const { newNonce, tlsConnectOptions, helloMessage, acceptWelcome } = require('./handshake');
@@ -135,24 +135,12 @@ class ClientConnection extends Connection {
       if (!this._current && this._closeCallbacks.length) this._finishClose();
       return;
     }
-    this._closed = true;
     this._stopPings();
     if (this._reconnectTimer) clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
-    const err = makeError('connection closed', 'ECLOSED');
-    const wasConnected = this._down(err);
-    this._failQueued(err);
-    if (wasConnected) this.emit('disconnected');
+    this._shutdown();
     if (this._current) this._current.destroy(); // its 'close' finishes
     else process.nextTick(() => this._finishClose());
-  }
-
-  _finishClose() {
-    if (!this._closeEmitted) {
-      this._closeEmitted = true;
-      this.emit('close');
-    }
-    callAll(this._closeCallbacks);
   }
 }
 

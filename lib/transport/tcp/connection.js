@@ -8,7 +8,7 @@
 
 const { EventEmitter } = require('node:events');
 const { makeError, toWire, toError } = require('../../errors');
-const { safeCall, emitError } = require('./callbacks');
+const { safeCall, emitError, callAll } = require('./callbacks');
 const { encodeFrame, writeFrame } = require('./frames');
 const { checkMessage, MAX_ERROR_FIELDS } = require('./messages');
 
@@ -27,6 +27,7 @@ class Connection extends EventEmitter {
     this._queue = []; // requests waiting for a socket or an in-flight slot
     this._wrote = false; // something was written since the last ping tick
     this._closeCallbacks = []; // close(cb) callbacks, called once the socket is gone
+    this._closeEmitted = false;
   }
 
   get connected() { return this._connected; }
@@ -210,6 +211,25 @@ class Connection extends EventEmitter {
       reply(e);
       emitError(this, e);
     }
+  }
+
+  // Closed for good: what is in flight or queued fails with ECLOSED, and 'disconnected' is
+  // emitted when a socket was up.
+  _shutdown() {
+    this._closed = true;
+    const err = makeError('connection closed', 'ECLOSED');
+    const wasConnected = this._down(err);
+    this._failQueued(err);
+    if (wasConnected) this.emit('disconnected');
+  }
+
+  // The socket of a closed connection is gone: 'close' (once), then the close callbacks.
+  _finishClose() {
+    if (!this._closeEmitted) {
+      this._closeEmitted = true;
+      this.emit('close');
+    }
+    callAll(this._closeCallbacks);
   }
 
   _protocolError(socket, err) {

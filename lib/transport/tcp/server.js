@@ -9,7 +9,7 @@ const net = require('node:net');
 const tls = require('node:tls');
 const { EventEmitter } = require('node:events');
 const { makeError } = require('../../errors');
-const { safeCall, emitError, emitWarning, callAll } = require('./callbacks');
+const { safeCall, emitError, emitWarning } = require('./callbacks');
 const { parseAddress } = require('./address');
 const { encodeFrame, FrameDecoder, readFrames, writeFrame } = require('./frames');
 const { newNonce, tlsServerOptions, readHello, welcomeMessage, checkAuth } = require('./handshake');
@@ -22,13 +22,8 @@ class ServerConnection extends Connection {
     this.metadata = metadata;
     this._up(socket);
     socket.once('close', () => {
-      this._closed = true;
-      const err = makeError('connection closed', 'ECLOSED');
-      this._down(err);
-      this._failQueued(err);
-      this.emit('disconnected');
-      this.emit('close');
-      callAll(this._closeCallbacks);
+      this._shutdown();
+      this._finishClose();
     });
     this._sock = socket;
   }
