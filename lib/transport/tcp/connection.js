@@ -26,6 +26,7 @@ class Connection extends EventEmitter {
     this._inflight = new Map(); // id -> request, written to the current socket
     this._queue = []; // requests waiting for a socket or an in-flight slot
     this._wrote = false; // something was written since the last ping tick
+    this._corked = null; // the socket corked until the end of this tick, if any (one uncork each)
     this._closeCallbacks = []; // close(cb) callbacks, called once the socket is gone
     this._closeEmitted = false;
   }
@@ -89,8 +90,18 @@ class Connection extends EventEmitter {
   }
 
   // Writes one frame; a peer that lets more than `maxWriteBuffer` bytes pile up is dropped.
+  // Frames written in the same tick (the replies to one applied batch, a node's messages to a
+  // peer) leave in one system call: the socket stays corked until the tick ends.
   _writeFrame(socket, frame) {
     this._wrote = true;
+    if (this._corked !== socket) {
+      this._corked = socket;
+      socket.cork();
+      process.nextTick(() => {
+        if (this._corked === socket) this._corked = null;
+        socket.uncork();
+      });
+    }
     writeFrame(socket, frame);
     if (socket.writableLength > this._opts.maxWriteBuffer && !socket.destroyed) {
       this._protocolError(socket, makeError(
