@@ -124,24 +124,26 @@ async function holdingStore(t, hold) {
   return { id, seen };
 }
 
-test('the KV client pipelines: many requests in flight on one connection, replies matched by id', async (t) => {
-  const { id, seen } = await holdingStore(t, 64);
-  const client = createKvClient([id], { timeout: 5000 });
+// `n` concurrent gets from one client through a holdingStore(hold): each answered with its own
+// value. Returns what the store saw.
+async function concurrentGets(t, hold, n, clientOptions) {
+  const { id, seen } = await holdingStore(t, hold);
+  const client = createKvClient([id], Object.assign({ timeout: 5000 }, clientOptions));
   t.after(() => client.close());
-  const keys = Array.from({ length: 64 }, (_, i) => `k${i}`);
+  const keys = Array.from({ length: n }, (_, i) => `k${i}`);
   const values = await Promise.all(keys.map((k) => client.get(k)));
   assert.deepEqual(values, keys.map((k) => `value of ${k}`));
+  return seen;
+}
+
+test('the KV client pipelines: many requests in flight on one connection, replies matched by id', async (t) => {
+  const seen = await concurrentGets(t, 64, 64);
   assert.equal(seen.connections, 1);
   assert.equal(seen.maxInflight, 64);
 });
 
 test('the KV client keeps at most maxInflight requests in flight; the rest wait their turn', async (t) => {
-  const { id, seen } = await holdingStore(t, 8);
-  const client = createKvClient([id], { timeout: 5000, transport: { maxInflight: 8 } });
-  t.after(() => client.close());
-  const keys = Array.from({ length: 40 }, (_, i) => `k${i}`);
-  const values = await Promise.all(keys.map((k) => client.get(k)));
-  assert.deepEqual(values, keys.map((k) => `value of ${k}`));
+  const seen = await concurrentGets(t, 8, 40, { transport: { maxInflight: 8 } });
   assert.equal(seen.connections, 1);
   assert.equal(seen.maxInflight, 8);
 });
