@@ -26,7 +26,9 @@ class Connection extends EventEmitter {
     this._inflight = new Map(); // id -> request, written to the current socket
     this._queue = []; // requests waiting for a socket or an in-flight slot
     this._wrote = false; // something was written since the last ping tick
-    this._corked = null; // the socket corked until the end of this tick, if any (one uncork each)
+    // The frames written in this tick: { socket, corked } (corked once a second frame came; the
+    // tick's end uncorks it, exactly once), or null.
+    this._burst = null;
     this._closeCallbacks = []; // close(cb) callbacks, called once the socket is gone
     this._closeEmitted = false;
   }
@@ -90,17 +92,23 @@ class Connection extends EventEmitter {
   }
 
   // Writes one frame; a peer that lets more than `maxWriteBuffer` bytes pile up is dropped.
-  // Frames written in the same tick (the replies to one applied batch, a node's messages to a
-  // peer) leave in one system call: the socket stays corked until the tick ends.
+  // The first frame of a tick leaves at once (a message to a follower must not wait for whatever
+  // else this tick does, such as preparing a save); the frames that follow it in the same tick
+  // (the replies to one applied batch, more messages to the peer) are corked and leave together
+  // in one system call when the tick ends.
   _writeFrame(socket, frame) {
     this._wrote = true;
-    if (this._corked !== socket) {
-      this._corked = socket;
-      socket.cork();
+    const burst = this._burst;
+    if (burst === null || burst.socket !== socket) {
+      const started = { socket, corked: false };
+      this._burst = started;
       process.nextTick(() => {
-        if (this._corked === socket) this._corked = null;
-        socket.uncork();
+        if (this._burst === started) this._burst = null;
+        if (started.corked) socket.uncork();
       });
+    } else if (!burst.corked) {
+      burst.corked = true;
+      socket.cork();
     }
     writeFrame(socket, frame);
     if (socket.writableLength > this._opts.maxWriteBuffer && !socket.destroyed) {
