@@ -26,9 +26,9 @@ class Connection extends EventEmitter {
     this._inflight = new Map(); // id -> request, written to the current socket
     this._queue = []; // requests waiting for a socket or an in-flight slot
     this._wrote = false; // something was written since the last ping tick
-    // The frames written in this tick: { socket, corked } (corked once a second frame came; the
-    // tick's end uncorks it, exactly once), or null.
-    this._burst = null;
+    // The socket corked until the end of this tick, or null. Each cork is paired with exactly one
+    // uncork at the end of the tick it was made in, whichever socket is current by then.
+    this._corked = null;
     this._closeCallbacks = []; // close(cb) callbacks, called once the socket is gone
     this._closeEmitted = false;
   }
@@ -92,23 +92,20 @@ class Connection extends EventEmitter {
   }
 
   // Writes one frame; a peer that lets more than `maxWriteBuffer` bytes pile up is dropped.
-  // The first frame of a tick leaves at once (a message to a follower must not wait for whatever
-  // else this tick does, such as preparing a save); the frames that follow it in the same tick
-  // (the replies to one applied batch, more messages to the peer) are corked and leave together
-  // in one system call when the tick ends.
+  // Frames written in the same tick (the replies to one applied batch, a client's requests, a
+  // node's messages to a peer) leave together in one system call: the socket stays corked until
+  // the tick ends. The wait is the rest of the tick, tens of microseconds typically; in return a
+  // store receives a client's requests together, so they share a batch (at 64 closed-loop KV
+  // clients, 2.5 times fewer log entries per put than with a write per frame).
   _writeFrame(socket, frame) {
     this._wrote = true;
-    const burst = this._burst;
-    if (burst === null || burst.socket !== socket) {
-      const started = { socket, corked: false };
-      this._burst = started;
-      process.nextTick(() => {
-        if (this._burst === started) this._burst = null;
-        if (started.corked) socket.uncork();
-      });
-    } else if (!burst.corked) {
-      burst.corked = true;
+    if (this._corked !== socket) {
+      this._corked = socket;
       socket.cork();
+      process.nextTick(() => {
+        if (this._corked === socket) this._corked = null;
+        socket.uncork();
+      });
     }
     writeFrame(socket, frame);
     if (socket.writableLength > this._opts.maxWriteBuffer && !socket.destroyed) {
