@@ -144,11 +144,7 @@ class TcpServer extends EventEmitter {
       conn = new ServerConnection(socket, hello.id, hello.metadata, opts);
       this._watch(socket, decoder, conn);
       handle = (msg) => conn._onMessage(socket, msg);
-      try {
-        onConnection(hello.id, conn.metadata, conn);
-      } catch (e) {
-        process.nextTick(() => { throw e; });
-      }
+      safeCall(onConnection, hello.id, conn.metadata, conn);
     };
     const onAuth = (msg) => {
       handle = () => {}; // one proof per connection
