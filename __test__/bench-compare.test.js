@@ -57,3 +57,23 @@ test('bench:compare refuses a revision git does not know, and an unknown row', {
   assert.equal(row.code, 2);
   assert.match(row.stderr, /unknown row long/);
 });
+
+test('bench:compare reads the rows each side knows from its own bench, before and after workload.js', () => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const { knownRows } = require('../bench/checkout');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skiff-bench-rows-'));
+  try {
+    fs.mkdirSync(path.join(dir, 'bench'));
+    // an older commit: the rows in run.js, no incremental rows
+    fs.writeFileSync(path.join(dir, 'bench', 'run.js'),
+      "const ALL_ROWS = ['3x1', '3x64',\n  '3x256', 'long'];\nmain();\n");
+    assert.deepEqual(knownRows(dir), ['3x1', '3x64', '3x256', 'long']);
+    // a later one: workload.js has them
+    fs.writeFileSync(path.join(dir, 'bench', 'workload.js'), "const ALL_ROWS = ['3x1', '3x64-inc'];\n");
+    assert.deepEqual(knownRows(dir), ['3x1', '3x64-inc']);
+    assert.ok(knownRows(root).includes('3x256-inc'), 'this checkout has the incremental rows');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

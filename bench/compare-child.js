@@ -11,26 +11,27 @@
 // this process's CPU time over the measured commands alone (startup, warm-up and stop left out).
 
 const path = require('path');
-const { measureRow, rowSpec } = require('./workload');
+const { ALL_ROWS, measureRow, rowSpec } = require('./workload');
+const { parseFlags, fail } = require('./args');
+
+const USAGE = 'usage: node bench/compare-child.js --dir=PATH --row=ROW --time-ms=N --count=N --warm-ms=N ' +
+  '--warm-count=N';
 
 function parseArgs(argv) {
-  const args = {};
-  for (const a of argv) {
-    const m = /^--([a-z-]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`unknown argument ${a}`);
-    args[m[1]] = m[2];
+  const args = parseFlags(argv, {
+    strings: ['dir', 'row'],
+    numbers: ['time-ms', 'count', 'warm-ms', 'warm-count'],
+    usage: USAGE,
+  });
+  for (const [k, v] of Object.entries(args)) {
+    if (v === null) fail(`--${k} is required\n${USAGE}`);
   }
-  const number = (k) => {
-    const n = Number(args[k]);
-    if (!(Number.isFinite(n) && n > 0)) throw new Error(`--${k} must be a positive number`);
-    return n;
-  };
-  if (!args.dir || !args.row) throw new Error('--dir and --row are required');
+  if (!ALL_ROWS.includes(args.row) || args.row === 'long') fail(`unknown row ${args.row}`);
   return {
     dir: args.dir,
     row: rowSpec(args.row),
     opts: {
-      timeMs: number('time-ms'), count: number('count'), warmMs: number('warm-ms'), warmCount: number('warm-count'),
+      timeMs: args['time-ms'], count: args.count, warmMs: args['warm-ms'], warmCount: args['warm-count'],
     },
   };
 }

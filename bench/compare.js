@@ -26,6 +26,7 @@ const { execFile } = require('child_process');
 const path = require('path');
 const { ALL_ROWS, rowSpec, runLengths } = require('./workload');
 const { fmt, ratio, line, machine, loadAverage } = require('./format');
+const { parseFlags, fail } = require('./args');
 const { ROOT, git, resolveCommit, sameTreeAsHead, builtCheckout, knownRows } = require('./checkout');
 
 const DEFAULT_ROWS = ['3x1', '3x64', '3x256', '3x64-inc', '3x256-inc'];
@@ -36,31 +37,17 @@ function usage() {
     '[--time=S] [--count=N] [--quick]';
 }
 
-function fail(message) {
-  console.error(message);
-  process.exit(2);
-}
-
 function parseArgs(argv) {
-  const args = { rev: null, rows: null, rounds: null, time: null, count: null, quick: false };
-  for (const a of argv) {
-    if (a === '--quick') args.quick = true;
-    else if (a.startsWith('--rows=')) args.rows = a.slice(7).split(',').map((s) => s.trim()).filter(Boolean);
-    else if (a.startsWith('--rounds=')) args.rounds = Number(a.slice(9));
-    else if (a.startsWith('--time=')) args.time = Number(a.slice(7));
-    else if (a.startsWith('--count=')) args.count = Number(a.slice(8));
-    else if (a === '--help' || a === '-h') {
-      console.log(usage());
-      process.exit(0);
-    } else if (!a.startsWith('-') && args.rev === null) args.rev = a;
-    else fail(`unknown argument ${a}\n${usage()}`);
-  }
+  const args = parseFlags(argv, {
+    switches: ['quick'],
+    numbers: ['rounds', 'time', 'count'],
+    lists: ['rows'],
+    positional: 'rev',
+    usage: usage(),
+  });
   if (args.rev === null) fail(usage());
   for (const r of args.rows || []) {
     if (!COMPARABLE_ROWS.includes(r)) fail(`unknown row ${r}; rows: ${COMPARABLE_ROWS.join(',')}`);
-  }
-  for (const k of ['rounds', 'time', 'count']) {
-    if (args[k] !== null && !(Number.isFinite(args[k]) && args[k] > 0)) fail(`--${k} must be a positive number`);
   }
   return {
     rev: args.rev,
@@ -121,6 +108,7 @@ function rateCell(s) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  const started = new Date();
   const loadStart = loadAverage();
   let commit;
   try {
@@ -133,7 +121,8 @@ async function main() {
   const same = sameTreeAsHead(commit);
   const otherDir = same ? ROOT : builtCheckout(commit);
   const a = { name: head, label: `HEAD ${head}${dirty ? ' + uncommitted changes' : ''}`, dir: ROOT };
-  const b = { name: commit.slice(0, 7), label: `${opts.rev} (${commit.slice(0, 7)})`, dir: otherDir };
+  const short = commit.slice(0, 7);
+  const b = { name: short, label: commit.startsWith(opts.rev) ? short : `${opts.rev} (${short})`, dir: otherDir };
   if (b.name === a.name) b.name = `${opts.rev}`;
 
   const knownA = knownRows(a.dir);
@@ -158,7 +147,7 @@ async function main() {
 
   console.log(`# skiff-rs bench: ${a.label} against ${b.label}`);
   console.log('');
-  console.log(`- date: ${new Date().toISOString()}; machine: ${machine()}; node ${process.version}`);
+  console.log(`- started ${started.toISOString()}; machine: ${machine()}; node ${process.version}`);
   console.log(`- command: node ${['bench/compare.js', ...process.argv.slice(2)].join(' ')}`);
   console.log(`- ${opts.rounds} rounds, the sides alternating, each run a fresh child process: warm-up ` +
     `${fmt(opts.warmCount)} commands or ${opts.warmMs / 1000} s, then ${fmt(opts.count)} commands or ` +

@@ -26,36 +26,18 @@ const { performance } = require('perf_hooks');
 const { ENGINES, startCluster, sleep } = require('./engines');
 const { ALL_ROWS, NODE_OPTIONS, gc, rowSpec, runLengths, Latencies, drive, measureRow } = require('./workload');
 const { fmt, ms, ratio, line, mb, machine, loadAverage } = require('./format');
+const { parseFlags, fail } = require('./args');
 
 function parseArgs(argv) {
-  const args = { quick: false, rows: null, long: null, time: null, count: null };
-  for (const a of argv) {
-    if (a === '--quick') args.quick = true;
-    else if (a.startsWith('--rows=')) args.rows = a.slice(7).split(',').map((s) => s.trim()).filter(Boolean);
-    else if (a.startsWith('--long=')) args.long = Number(a.slice(7));
-    else if (a.startsWith('--time=')) args.time = Number(a.slice(7));
-    else if (a.startsWith('--count=')) args.count = Number(a.slice(8));
-    else if (a === '--help' || a === '-h') {
-      console.log(`usage: node bench/run.js [--quick] [--rows=${ALL_ROWS.join(',')}] ` +
-        '[--long=N] [--time=S] [--count=N]');
-      process.exit(0);
-    } else {
-      console.error(`unknown argument ${a}`);
-      process.exit(2);
-    }
-  }
+  const args = parseFlags(argv, {
+    switches: ['quick'],
+    numbers: ['long', 'time', 'count'],
+    lists: ['rows'],
+    usage: `usage: node bench/run.js [--quick] [--rows=${ALL_ROWS.join(',')}] [--long=N] [--time=S] [--count=N]`,
+  });
   const rows = args.rows || ALL_ROWS;
   for (const r of rows) {
-    if (!ALL_ROWS.includes(r)) {
-      console.error(`unknown row ${r}; rows: ${ALL_ROWS.join(',')}`);
-      process.exit(2);
-    }
-  }
-  for (const k of ['long', 'time', 'count']) {
-    if (args[k] !== null && !(Number.isFinite(args[k]) && args[k] > 0)) {
-      console.error(`--${k} must be a positive number`);
-      process.exit(2);
-    }
+    if (!ALL_ROWS.includes(r)) fail(`unknown row ${r}; rows: ${ALL_ROWS.join(',')}`);
   }
   return {
     quick: args.quick,
