@@ -123,7 +123,8 @@ async function main() {
   const a = { name: head, label: `HEAD ${head}${dirty ? ' + uncommitted changes' : ''}`, dir: ROOT };
   const short = commit.slice(0, 7);
   const b = { name: short, label: commit.startsWith(opts.rev) ? short : `${opts.rev} (${short})`, dir: otherDir };
-  if (b.name === a.name) b.name = `${opts.rev}`;
+  // against HEAD's own commit the two columns need names that differ
+  if (b.name === a.name) a.name = 'this checkout';
 
   const knownA = knownRows(a.dir);
   const knownB = knownRows(b.dir);
