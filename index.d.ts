@@ -746,8 +746,8 @@ interface NodeConstructor {
   }>;
   readonly events: readonly string[];
   readonly states: readonly Node.StateName[];
-  /** `incremental: true`: with saveLog and applyCommands too. */
-  readonly MemoryPersistence: new (options?: { incremental?: boolean }) => Node.MemoryPersistence;
+  /** `incremental: true`: with saveLog and applyCommands too; `pointInTime: true`: with createSnapshotReadStream. */
+  readonly MemoryPersistence: new (options?: { incremental?: boolean; pointInTime?: boolean }) => Node.MemoryPersistence;
   readonly createTcpTransport: Node.CreateTcpTransport;
   readonly createFilePersistence: Node.CreateFilePersistence;
   readonly createKvStateMachine: Node.CreateKvStateMachine;

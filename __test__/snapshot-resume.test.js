@@ -264,3 +264,16 @@ test('a point-in-time read that gives junk is reported and the leader goes on', 
   // counted as answering); the log brings the rest
   await waitUntil(() => file.stateMachine('c').get('k39') === 39, 'c to have every key');
 });
+
+test('the memory persistence has the extension only when asked, and reads at a point in time', async () => {
+  const { MemoryPersistence } = require('../lib/memory');
+  assert.equal(new MemoryPersistence().createSnapshotReadStream, undefined);
+  const p = new MemoryPersistence({ pointInTime: true });
+  const call = (fn) => new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
+  await call((cb) => p.applyCommand('n', 1, 'a', cb));
+  await call((cb) => p.applyCommand('n', 2, 'b', cb));
+  const read = await call((cb) => p.createSnapshotReadStream('n', cb));
+  await call((cb) => p.applyCommand('n', 3, 'c', cb));
+  assert.equal(read.index, 2);
+  assert.deepEqual((await readAll(read.stream)).map((r) => r.command), ['a', 'b']);
+});
