@@ -170,6 +170,19 @@ declare namespace Node {
     createReadStream(nodeId: string): Readable;
     createWriteStream(nodeId: string): Writable;
     removeAllState(nodeId: string, cb: NodeStyleCallback): void;
+    /**
+     * Optional point-in-time snapshot read: `stream` is the state machine as of applied index
+     * `index` at the call, however far applying goes while it is read. With it, a leader sending
+     * a snapshot does not hold applying back, and a failed transfer resumes.
+     */
+    createSnapshotReadStream?(nodeId: string, cb: NodeStyleCallback<SnapshotRead>): void;
+  }
+
+  /** What `createSnapshotReadStream` calls back with. */
+  interface SnapshotRead {
+    /** The last index applied to the state `stream` reads. */
+    index: number;
+    stream: Readable;
   }
 
   // ------------------------------------------------------------------ options
@@ -508,6 +521,11 @@ declare namespace Node {
     apply(command: any, index: number): unknown;
     /** Chunks describing the whole state (non-null values msgpack can carry). */
     snapshot(): Iterable<unknown> | AsyncIterable<unknown>;
+    /**
+     * Optional: chunks of the state as it is at the call, however many `apply` calls run while
+     * they are consumed (the file persistence's point-in-time snapshot read uses it).
+     */
+    pointInTime?(): Iterable<unknown> | AsyncIterable<unknown>;
     reset(): void | Promise<void>;
     restore(chunk: any): void | Promise<void>;
   }
@@ -530,6 +548,7 @@ declare namespace Node {
   interface KvStateMachine extends StateMachine {
     readonly batchSize: number;
     readonly batchBytes: number;
+    pointInTime(): Iterable<unknown>;
     /** Local reads: NOT linearizable. */
     get(key: KvKey): any;
     has(key: KvKey): boolean;
@@ -570,6 +589,7 @@ declare namespace Node {
     readonly compactBytes: number;
     readonly segmentBytes: number;
     createReadStream(nodeId: string): Readable & { lastIncludedIndex?: number };
+    createSnapshotReadStream(nodeId: string, cb: NodeStyleCallback<SnapshotRead>): void;
     /** The state machine instance of `nodeId` (local reads: NOT linearizable). */
     stateMachine(nodeId: string): S;
     /** Loads `nodeId` from disk if needed. */
@@ -726,8 +746,8 @@ interface NodeConstructor {
   }>;
   readonly events: readonly string[];
   readonly states: readonly Node.StateName[];
-  /** `incremental: true`: with saveLog and applyCommands too. */
-  readonly MemoryPersistence: new (options?: { incremental?: boolean }) => Node.MemoryPersistence;
+  /** `incremental: true`: with saveLog and applyCommands too; `pointInTime: true`: with createSnapshotReadStream. */
+  readonly MemoryPersistence: new (options?: { incremental?: boolean; pointInTime?: boolean }) => Node.MemoryPersistence;
   readonly createTcpTransport: Node.CreateTcpTransport;
   readonly createFilePersistence: Node.CreateFilePersistence;
   readonly createKvStateMachine: Node.CreateKvStateMachine;

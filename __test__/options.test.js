@@ -84,7 +84,12 @@ test('defaults and generated ids', () => {
   assert.equal(typeof options.cluster, 'string');
   assert.notEqual(options.id, normalizeOptions({ transport }, () => new Persistence()).options.id);
   assert.deepEqual(Object.keys(config).sort(), ['clusterId', 'commandTimeout', 'heartbeatInterval',
-    'id', 'maxCommandBytes', 'maxElectionTimeout', 'metadata', 'minElectionTimeout', 'pipelining', 'retainedLogEntries', 'standby']);
+    'id', 'maxCommandBytes', 'maxElectionTimeout', 'metadata', 'minElectionTimeout', 'pipelining',
+    'pointInTimeSnapshots', 'retainedLogEntries', 'standby']);
+  // point-in-time snapshot reads only with a persistence that has the extension
+  assert.equal(config.pointInTimeSnapshots, false);
+  const pit = Object.assign(new Persistence(), { createSnapshotReadStream() {} });
+  assert.equal(normalizeOptions({ transport, persistence: pit }, () => new Persistence()).config.pointInTimeSnapshots, true);
   // one request in flight per connection unless the transport declares pipelining
   assert.equal(config.pipelining, false);
   const piped = Object.assign({}, transport, { pipelining: true });

@@ -198,6 +198,9 @@ function normalizeOptions(input, defaultPersistence) {
     // reply with its request (skiff-algorithm never sent two at once; its plugins rely on that).
     pipelining: transport.pipelining === true,
     maxCommandBytes: numbers.maxCommandBytes,
+    // A plugin with the point-in-time snapshot extension: transfers read a fixed index while
+    // applying goes on, and a failed one resumes.
+    pointInTimeSnapshots: typeof options.persistence.createSnapshotReadStream === 'function',
   };
   return { options, config };
 }

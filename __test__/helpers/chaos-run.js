@@ -43,6 +43,7 @@ const DEFAULTS = {
   recoverWithin: 30000, // after healing: a command must succeed and every node catch up
   traces: true,         // failures carry the node's recent persistence calls
   incremental: false,   // the persistence has saveLog and applyCommands (the engine uses them)
+  pointInTime: false,   // the persistence has createSnapshotReadStream (the engine uses it)
   mutant: null,         // tests the test: 'lying-disk' (saves acknowledge before they are durable),
                         // 'local-reads' (reads served from the contacted node's state machine)
   nodeOptions: {
@@ -80,7 +81,8 @@ async function runChaos(options = {}) {
   const diskRand = prng(o.seed * 1299709 + 3);
 
   const net = new MemoryNetwork({ rand: netRand, partitionMode: 'drop', refuseRate: 0.2 });
-  const store = new ChaosStore({ rand: diskRand, now, incremental: Boolean(o.incremental) });
+  const store = new ChaosStore({ rand: diskRand, now, incremental: Boolean(o.incremental),
+    pointInTime: Boolean(o.pointInTime) });
   if (o.mutant === 'lying-disk') {
     store.lying = true;
     store.baseDisk = [5, 60];

@@ -66,6 +66,13 @@ const incremental: Node.Persistence & Node.IncrementalPersistence = Object.assig
 void Node({ transport: myTransport, persistence: incremental });
 void Node({ transport: myTransport, persistence: new Node.MemoryPersistence({ incremental: true }) });
 
+// the optional point-in-time extension
+const withPointInTime: Node.Persistence = {
+  ...myPersistence,
+  createSnapshotReadStream(nodeId, cb) { void nodeId; cb(null, { index: 0, stream: Readable.from([]) }); },
+};
+void withPointInTime;
+
 // ---------------------------------------------------------------- creating nodes
 
 const options: Node.Options = {

@@ -95,6 +95,15 @@ pub struct InstallSnapshot {
     /// Membership at `lastIncludedIndex` (the log that described it was compacted away).
     #[serde(default)]
     pub peers: Option<Vec<PeerDesc>>,
+    /// Which of this leader's transfers (in this term) the chunk belongs to. Two transfers of the
+    /// same snapshot may cut the state machine into different chunks, so a follower resuming an
+    /// install takes chunks only of the transfer it started with (0: a sender that does not say).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transfer: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +120,28 @@ pub struct InstallSnapshotResponse {
     pub installed_index: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On a refusal: the chunk the follower's partial install of this same transfer waits for
+    /// (0: it holds none), so that the leader resumes there instead of starting again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_seq: u64,
+}
+
+impl InstallSnapshotResponse {
+    /// Chunk `seq` is written (or was already). The term is the sender's, filled in on sending.
+    pub fn took(seq: u64) -> InstallSnapshotResponse {
+        InstallSnapshotResponse { term: 0, seq, success: true, installed_index: 0, reason: None, next_seq: 0 }
+    }
+
+    /// Chunk `seq` completed the install of the snapshot at `index`.
+    pub fn installed(seq: u64, index: u64) -> InstallSnapshotResponse {
+        InstallSnapshotResponse { installed_index: index, ..InstallSnapshotResponse::took(seq) }
+    }
+
+    /// Chunk `seq` was not taken; the partial install of its transfer, if any, waits for
+    /// `next_seq`.
+    pub fn refused(seq: u64, next_seq: u64, reason: impl Into<String>) -> InstallSnapshotResponse {
+        InstallSnapshotResponse { term: 0, seq, success: false, installed_index: 0, reason: Some(reason.into()), next_seq }
+    }
 }
 
 // The wire names of the three requests (skiff-algorithm's): the one table of them. A response

@@ -78,6 +78,8 @@ pub struct SnapshotMeta {
     pub index: u64,
     pub term: u64,
     pub members: Membership,
+    /// The transfer's id among this leader's in its term (see `InstallSnapshot::transfer`).
+    pub transfer: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -177,6 +179,10 @@ pub struct Raft {
 
     votes: BTreeMap<String, bool>,
     progress: BTreeMap<String, Progress>,
+    /// Leader: snapshot transfers begun in this term; the last one's number is its id. Reset with
+    /// the term, as the term tells a leader's transfers apart from another leader's (a leader
+    /// that restarts must win a later term to lead again).
+    transfers_begun: u64,
     /// Leader: new entries wait to be sent when the `Ready` is built, so a burst of proposals
     /// goes out as one AppendEntries per follower.
     need_broadcast: bool,
@@ -246,6 +252,7 @@ impl Raft {
             last_leader_contact: None,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            transfers_begun: 0,
             need_broadcast: false,
             saves: Saves { durable_term: hard_state.term, base: SavedBase::default() },
             dirty,
@@ -415,14 +422,21 @@ impl Raft {
                 // Do not compact away what a live follower is about to need: a follower a few
                 // batches behind should get entries, not a whole snapshot. Only followers in
                 // step (answering, in Replicate) hold the log, and only up to a bound; one that
-                // failed a send, went silent, or is too far behind gets a snapshot instead.
+                // failed a send, went silent, or is too far behind gets a snapshot instead. A
+                // follower being sent a snapshot holds it from the snapshot's index, so that it
+                // goes on from the log once installed: applying (and so compaction) continues
+                // while a point-in-time snapshot streams.
                 let since = self.now.saturating_sub(2 * self.cfg.max_election_timeout);
                 let floor = self.applied.saturating_sub(keep + HOLD_FOR_FOLLOWERS);
                 let slowest = self
                     .progress
                     .values()
-                    .filter(|p| p.last_heard >= since && p.state == ProgressState::Replicate)
-                    .map(|p| p.match_index)
+                    .filter(|p| p.last_heard >= since)
+                    .filter_map(|p| match p.state {
+                        ProgressState::Replicate => Some(p.match_index),
+                        ProgressState::Snapshot if p.pending_snapshot != 0 => Some(p.pending_snapshot),
+                        _ => None,
+                    })
                     .min();
                 if let Some(m) = slowest {
                     upto = upto.min(m.max(floor));
@@ -579,7 +593,7 @@ impl Raft {
             let dropped: Vec<String> = self.progress.keys().filter(|id| !wanted.contains(*id)).cloned().collect();
             for id in dropped {
                 if self.progress.remove(&id).is_some_and(|p| p.state == ProgressState::Snapshot) {
-                    self.events.push(Event::SnapshotFailed { peer: id });
+                    self.events.push(Event::SnapshotFailed { peer: id, next_seq: 0 });
                 }
             }
             for id in wanted {
@@ -662,13 +676,9 @@ impl Raft {
                 pre_vote: rv.pre_vote,
                 reason: Some(reason),
             }),
-            Body::InstallSnapshot(s) => Body::InstallSnapshotResponse(InstallSnapshotResponse {
-                term: self.term,
-                seq: s.seq,
-                success: false,
-                installed_index: 0,
-                reason: Some(reason),
-            }),
+            Body::InstallSnapshot(s) => {
+                Body::InstallSnapshotResponse(InstallSnapshotResponse { term: self.term, ..InstallSnapshotResponse::refused(s.seq, 0, reason) })
+            }
             // Answers are never answered.
             _ => return,
         };

@@ -41,7 +41,9 @@ pub enum Event {
     /// Leader: `peer` installed the snapshot; the transfer is over.
     SnapshotInstalled { peer: String },
     /// Leader: `peer` refused a chunk, or this node stopped leading: abandon the transfer.
-    SnapshotFailed { peer: String },
+    /// `next_seq`: where the follower says its partial install of this transfer stands (0: it
+    /// holds none); the runtime checks it against what it sent before resuming there.
+    SnapshotFailed { peer: String, next_seq: u64 },
     /// Follower: a snapshot chunk to write (see [`crate::Raft::begin_install`]). Answer it with
     /// [`crate::Raft::snapshot_reply`] once it is written.
     SnapshotChunk { from: String, token: Option<u64>, chunk: crate::message::InstallSnapshot },

@@ -265,6 +265,7 @@ fn a_second_leader_in_the_same_term_is_refused() {
                 done: true,
                 data: None,
                 peers: None,
+                transfer: 0,
             }),
         ] {
             c.to_evil.clear();

@@ -578,6 +578,7 @@ fn bug_older_snapshot_moves_log_below_commit() {
         done: true,
         data: Some(Json::from_text("[]").unwrap()),
         peers: Some(peers),
+        transfer: 0,
     };
     f.step(Message { from: "a".into(), to: "f".into(), token: None, body: Body::InstallSnapshot(chunk) }).unwrap();
     let rd = f.ready();

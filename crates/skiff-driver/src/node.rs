@@ -342,6 +342,7 @@ impl<H: Host> Driver<H> {
             IoKind::SnapshotReset => self.install_reset_finished(error),
             IoKind::SnapshotWrite => self.install_write_finished(error),
             IoKind::Quiesce => self.quiesce_finished(io, error, result),
+            IoKind::SnapshotOpen { peer, sid } => self.snapshot_opened(peer, sid, error, result),
         }
     }
 
@@ -426,6 +427,7 @@ impl<H: Host> Driver<H> {
                 IoKind::Send { peer, kind, .. } => self.send_timed_out(io, peer, kind),
                 IoKind::SnapshotRead { peer } => self.snapshot_read_timed_out(peer),
                 IoKind::Quiesce => self.quiesce_timed_out(io),
+                IoKind::SnapshotOpen { peer, sid } => self.snapshot_open_timed_out(peer, sid),
                 IoKind::SnapshotReset | IoKind::SnapshotWrite => {
                     self.install_failed(code::ETIMEDOUT, "the persistence plugin did not call back while installing a snapshot".into());
                 }

@@ -33,6 +33,11 @@ pub struct NodeOptions {
     /// `Config::max_bytes_per_message`) plus one such command always fits.
     #[serde(default = "defaults::max_command_bytes")]
     pub max_command_bytes: u64,
+    /// The persistence plugin has `createSnapshotReadStream`: a snapshot read is of the index it
+    /// was taken at however far applying goes, so a transfer holds nothing back and a failed
+    /// one can resume.
+    #[serde(default)]
+    pub point_in_time_snapshots: bool,
 }
 
 /// The defaults of the options that reach the engine. The timing ones are the core's

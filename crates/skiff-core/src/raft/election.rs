@@ -77,7 +77,7 @@ impl Raft {
         self.phase = Phase::Follower;
         for (peer, p) in std::mem::take(&mut self.progress) {
             if p.state == ProgressState::Snapshot {
-                self.events.push(Event::SnapshotFailed { peer });
+                self.events.push(Event::SnapshotFailed { peer, next_seq: 0 });
             }
         }
         self.votes.clear();
@@ -164,6 +164,7 @@ impl Raft {
         self.set_leader(Some(self.cfg.id.clone()));
         self.votes.clear();
         self.progress.clear();
+        self.transfers_begun = 0;
         let next = self.log.last_index() + 1;
         for id in self.members.ids() {
             if *id != self.cfg.id {

@@ -39,7 +39,7 @@
 
 #![allow(dead_code)]
 
-use skiff_core::message::{Body, InstallSnapshot};
+use skiff_core::message::{Body, InstallSnapshot, InstallSnapshotResponse};
 use skiff_core::persisted::{restore, PersistedState};
 use skiff_core::rng::Rng;
 use skiff_core::{Config, Entry, EntryKind, Event, Json, Membership, Message, Raft, Restored, SnapshotMeta};
@@ -1237,7 +1237,7 @@ impl Sim {
                     self.read_chunk(i, &peer);
                 }
             }
-            Event::SnapshotInstalled { peer } | Event::SnapshotFailed { peer } => {
+            Event::SnapshotInstalled { peer } | Event::SnapshotFailed { peer, .. } => {
                 trace!(self, "{} snapshot transfer to {peer} over", self.nodes[i].id);
                 self.nodes[i].outgoing.remove(&peer);
             }
@@ -1439,14 +1439,12 @@ impl Sim {
         trace!(self, "{} chunk {} of snapshot {} from {from}", self.nodes[i].id, chunk.seq, chunk.last_included_index);
         let reply = |sim: &mut Sim, success: bool, reason: &str| {
             if let Some(raft) = sim.nodes[i].raft.as_mut() {
-                raft.snapshot_reply(
-                    &from,
-                    token,
-                    chunk.seq,
-                    success,
-                    0,
-                    (!reason.is_empty()).then(|| reason.to_string()),
-                );
+                let r = if success {
+                    InstallSnapshotResponse::took(chunk.seq)
+                } else {
+                    InstallSnapshotResponse::refused(chunk.seq, 0, reason)
+                };
+                raft.snapshot_reply(&from, token, r);
             }
         };
         let node = &mut self.nodes[i];
@@ -1555,7 +1553,7 @@ impl Sim {
                     }
                 }
                 let raft = self.nodes[i].raft.as_mut().unwrap();
-                raft.snapshot_reply(&from, token, seq, true, installed, None);
+                raft.snapshot_reply(&from, token, InstallSnapshotResponse::installed(seq, installed));
             }
             _ => return,
         }

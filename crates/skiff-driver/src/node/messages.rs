@@ -98,7 +98,7 @@ impl<H: Host> Driver<H> {
                 raft.report_unreachable(&peer);
             }
             if kind == InstallSnapshot::TYPE {
-                self.abort_outgoing(&peer);
+                self.transfer_lost(&peer);
             }
             self.warn(&e.code_or(code::ETRANSPORT), format!("{kind} to {peer} failed: {}", e.message()));
             return;
@@ -177,7 +177,7 @@ impl<H: Host> Driver<H> {
             raft.report_unreachable(&peer);
         }
         if kind == InstallSnapshot::TYPE {
-            self.abort_outgoing(&peer);
+            self.transfer_lost(&peer);
         }
         self.warn(code::ETIMEDOUT, format!("{kind} to {peer} got no reply"));
     }
