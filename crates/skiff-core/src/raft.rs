@@ -4,8 +4,9 @@
 //! runtime's reports, the output and the dispatch of peer messages. The handlers live in child
 //! modules, each an `impl Raft` block that sees the private fields: `election` (campaigns, votes,
 //! the lease, role changes), `replication` (AppendEntries both ways, commitment), `snapshot`
-//! (transfer and install), `propose` (commands and membership changes) and `validate` (what no
-//! correct peer sends).
+//! (transfer and install), `propose` (commands and membership changes), `read_index`
+//! (linearizable reads without log writes), `transfer` (leadership transfer) and `validate`
+//! (what no correct peer sends).
 
 use crate::config::{Config, ConfigError, PendingInstall, Restored};
 use crate::entry::{Entry, Json};
@@ -19,9 +20,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod election;
 mod propose;
+mod read_index;
 mod replication;
 mod snapshot;
+mod transfer;
 mod validate;
+
+pub use read_index::{ReadError, MAX_PENDING_READS};
+pub use transfer::TransferError;
+use read_index::ReadOnly;
+use transfer::{Transfer, TransferIntent};
 
 use validate::validate;
 
@@ -88,6 +96,10 @@ pub enum ProposeError {
     MembershipChangePending,
     #[error("the log is full: index would pass 2^53 - 1")]
     LogFull,
+    /// Leadership is being handed to `target` (see [`Raft::transfer_leader`]): try again once
+    /// it leads, or once the transfer is abandoned.
+    #[error("leadership is being transferred to {target}")]
+    Transferring { target: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -180,6 +192,13 @@ pub struct Raft {
     /// Leader: new entries wait to be sent when the `Ready` is built, so a burst of proposals
     /// goes out as one AppendEntries per follower.
     need_broadcast: bool,
+    /// Reads waiting for a round, an answer or the state machine.
+    reads: ReadOnly,
+    /// Leader: the transfer under way. Cleared when this node stops leading.
+    transfer: Option<Transfer>,
+    /// Follower: the transfer our leader announced, if any (replaced by each of its
+    /// AppendEntries).
+    transfer_intent: Option<TransferIntent>,
 
     // Output being built.
     dirty: bool,
@@ -244,6 +263,9 @@ impl Raft {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             need_broadcast: false,
+            reads: ReadOnly::default(),
+            transfer: None,
+            transfer_intent: None,
             dirty,
             msgs: Vec::new(),
             events: Vec::new(),
@@ -372,6 +394,13 @@ impl Raft {
                 }
             }
         }
+        self.settle();
+    }
+
+    /// Moves reads and a transfer on after any input (time, a message, a save, an apply).
+    fn settle(&mut self) {
+        self.settle_reads();
+        self.settle_transfer();
     }
 
     fn reset_election_timer(&mut self) {
@@ -391,6 +420,7 @@ impl Raft {
                 self.maybe_commit();
             }
         }
+        self.settle();
     }
 
     /// The state machine has applied everything up to `index`.
@@ -398,6 +428,7 @@ impl Raft {
     pub fn applied_to(&mut self, index: u64) {
         if index > self.applied && index <= self.apply_cursor {
             self.applied = index;
+            self.settle_reads();
         }
         let keep = self.cfg.retained_log_entries;
         if self.install.is_none() && self.applied > self.log.snapshot_index() + keep {
@@ -465,11 +496,17 @@ impl Raft {
             || !self.msgs.is_empty()
             || !self.events.is_empty()
             || (self.need_broadcast && self.is_leader())
+            || (self.reads.round_wanted() && self.is_leader())
+            || self.reads.has_output()
             || (self.install.is_none() && self.apply_cursor < self.commit.min(self.persisted))
     }
 
     /// Collects what the runtime must do now. See [`Ready`] for the order.
     pub fn ready(&mut self) -> Ready {
+        if self.reads.take_round() && self.is_leader() {
+            // A read round: every follower gets an AppendEntries carrying it now.
+            self.broadcast_heartbeat();
+        }
         if self.need_broadcast && self.is_leader() {
             self.need_broadcast = false;
             let peers: Vec<String> = self.progress.keys().cloned().collect();
@@ -488,11 +525,14 @@ impl Raft {
             self.apply_cursor = last.index;
         }
         let persist = std::mem::take(&mut self.dirty);
+        let (reads, read_failures) = self.reads.take_output();
         Ready {
             persist,
             persist_token: (self.log.last_index(), self.log.last_term()),
             messages: std::mem::take(&mut self.msgs),
             committed,
+            reads,
+            read_failures,
             events: std::mem::take(&mut self.events),
         }
     }
@@ -565,9 +605,15 @@ impl Raft {
             match &m.body {
                 Body::RequestVote(rv) if rv.pre_vote => {}
                 Body::RequestVoteResponse(r) if r.pre_vote && r.vote_granted => {}
-                Body::RequestVote(_) if self.in_lease() => {
+                Body::RequestVote(rv) if self.in_lease() && !self.honors_transfer_vote(rv) => {
                     // Refuse without changing term: a healthy leader is in charge.
                     self.refuse(m.from, m.token, &m.body, "a leader is active".into());
+                    return Ok(());
+                }
+                Body::ReadIndex(_) | Body::TimeoutNow(_) => {
+                    // Neither comes from a leader of a newer term: nothing to follow.
+                    let reason = format!("term {} is ahead of the current term {}", term, self.term);
+                    self.refuse(m.from, m.token, &m.body, reason);
                     return Ok(());
                 }
                 Body::AppendEntries(_) | Body::InstallSnapshot(_) => self.become_follower(term, Some(m.from.clone())),
@@ -597,7 +643,12 @@ impl Raft {
             Body::RequestVoteResponse(r) => self.handle_vote_response(from, r),
             Body::InstallSnapshot(s) => self.handle_install(from, token, s),
             Body::InstallSnapshotResponse(r) => self.handle_install_response(from, r),
+            Body::ReadIndex(r) => self.handle_read_index(from, token, r),
+            Body::ReadIndexResponse(r) => self.handle_read_index_response(from, r),
+            Body::TimeoutNow(t) => self.handle_timeout_now(from, token, t),
+            Body::TimeoutNowResponse(r) => self.handle_timeout_now_response(from, r),
         }
+        self.settle();
         Ok(())
     }
 
@@ -614,6 +665,7 @@ impl Raft {
                 conflict_term: None,
                 reason: Some(reason),
                 needs_snapshot: false,
+                read_ctx: None,
             }),
             Body::RequestVote(rv) => Body::RequestVoteResponse(RequestVoteResponse {
                 term: self.term,
@@ -626,6 +678,18 @@ impl Raft {
                 seq: s.seq,
                 success: false,
                 installed_index: 0,
+                reason: Some(reason),
+            }),
+            Body::ReadIndex(r) => Body::ReadIndexResponse(crate::message::ReadIndexResponse {
+                term: self.term,
+                id: r.id,
+                success: false,
+                index: 0,
+                reason: Some(reason),
+            }),
+            Body::TimeoutNow(_) => Body::TimeoutNowResponse(crate::message::TimeoutNowResponse {
+                term: self.term,
+                success: false,
                 reason: Some(reason),
             }),
             // Answers are never answered.

@@ -153,6 +153,8 @@ mod tests {
                 entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
                 leader_commit: commit,
                 peers: None,
+                read_ctx: None,
+                transfer_to: None,
             }),
         }
     }
@@ -162,7 +164,7 @@ mod tests {
             from: "a".into(),
             to: "b".into(),
             token: None,
-            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false }),
+            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false, transfer: false }),
         }
     }
 

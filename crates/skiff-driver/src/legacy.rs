@@ -278,6 +278,8 @@ mod tests {
                 entries: vec![],
                 leader_commit: 9,
                 peers: None,
+                read_ctx: None,
+                transfer_to: None,
             }),
         };
         let commit = |m: &Message| match &m.body {

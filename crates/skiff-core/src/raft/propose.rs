@@ -8,6 +8,7 @@ impl Raft {
     /// Appends a user command. Returns its index.
     pub fn propose(&mut self, command: Json) -> Result<u64, ProposeError> {
         self.ensure_leader()?;
+        self.ensure_not_transferring()?;
         self.append(EntryKind::Command(command))
     }
 
@@ -15,6 +16,7 @@ impl Raft {
     /// (the member is already there with that metadata, or already absent).
     pub fn propose_membership(&mut self, kind: EntryKind) -> Result<Option<u64>, ProposeError> {
         self.ensure_leader()?;
+        self.ensure_not_transferring()?;
         let needed = match &kind {
             EntryKind::AddPeer { id, metadata } => self.members.metadata(id) != Some(metadata),
             EntryKind::RemovePeer { id } => self.members.contains(id),
@@ -39,6 +41,15 @@ impl Raft {
             Err(ProposeError::NotLeader { leader: None })
         } else {
             Err(ProposeError::NotLeader { leader: self.leader.clone() })
+        }
+    }
+
+    /// A leader handing over takes nothing new: the target must catch up with a log that stops
+    /// growing (Raft thesis §3.10).
+    fn ensure_not_transferring(&self) -> Result<(), ProposeError> {
+        match &self.transfer {
+            Some(t) => Err(ProposeError::Transferring { target: t.target.clone() }),
+            None => Ok(()),
         }
     }
 
