@@ -199,6 +199,9 @@ pub struct Raft {
     /// Follower: the transfer our leader announced, if any (replaced by each of its
     /// AppendEntries).
     transfer_intent: Option<TransferIntent>,
+    /// Leader that appended its own removal: the voter it hands over to once the removal
+    /// commits (announced as `transferTo` meanwhile). Cleared when this node stops leading.
+    successor: Option<String>,
 
     // Output being built.
     dirty: bool,
@@ -266,6 +269,7 @@ impl Raft {
             reads: ReadOnly::default(),
             transfer: None,
             transfer_intent: None,
+            successor: None,
             dirty,
             msgs: Vec::new(),
             events: Vec::new(),

@@ -110,3 +110,21 @@ fn a_forged_transfer_flag_deposes_no_one() {
         assert!(c.nodes[l].is_leader());
     }
 }
+
+/// A leader that removes itself names a successor and sends it TimeoutNow as the removal
+/// commits: the others do not wait out an election timeout.
+#[test]
+fn a_leader_that_removes_itself_hands_over_at_once() {
+    let (mut c, l, _) = Cluster::elected();
+    c.run(20);
+    c.nodes[l].propose_membership(skiff_core::EntryKind::RemovePeer { id: IDS[l].into() }).expect("leader");
+    c.flush();
+    let mut ms = 0;
+    while c.nodes.iter().enumerate().all(|(k, r)| k == l || !r.is_leader()) {
+        assert!(ms < 300, "no new leader");
+        c.run(1);
+        ms += 1;
+    }
+    assert!(!c.nodes[l].is_leader());
+    assert!(ms < 50, "took {ms} ms; minElectionTimeout is 150");
+}

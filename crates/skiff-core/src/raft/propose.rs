@@ -70,6 +70,9 @@ impl Raft {
         if membership {
             self.pending_conf_index = index;
             self.refresh_members();
+            if !self.is_voter() {
+                self.choose_successor();
+            }
         }
         Ok(index)
     }

@@ -115,7 +115,7 @@ impl Raft {
             leader_commit: self.commit,
             peers: self.base_for(prev),
             read_ctx: self.reads.ctx(),
-            transfer_to: self.transfer.as_ref().map(|t| t.target.clone()),
+            transfer_to: self.announced_transfer(),
         };
         self.send(peer.to_string(), None, Body::AppendEntries(msg));
     }
@@ -144,6 +144,7 @@ impl Raft {
                 .range(old + 1, candidate)
                 .any(|e| matches!(&e.kind, EntryKind::RemovePeer { id } if *id == self.cfg.id));
             if removed_self && !self.is_voter() {
+                self.hand_over_on_removal();
                 let term = self.term;
                 self.become_follower(term, None);
                 self.events.push(Event::RemovedSelf);

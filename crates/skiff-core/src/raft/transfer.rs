@@ -11,6 +11,11 @@
 //! a member the leader did not name, gets no more than it would without the flag. The named
 //! target still needs a log at least as up to date as each voter's and one vote per term.
 //!
+//! A leader that removes itself does the same without pausing proposals: from the moment it
+//! appends its removal it names a successor (the most up-to-date remaining voter), and when the
+//! removal commits it sends that voter TimeoutNow as it steps down, so the cluster does not wait
+//! out an election timeout.
+//!
 //! The leader sends TimeoutNow only once the target holds its whole log and a majority has
 //! echoed a read round opened when the transfer began (see `read_index`): a majority then knows
 //! the target's name, so the target can win even while every lease holds. The transfer is
@@ -59,18 +64,18 @@ impl Raft {
             return Err(TransferError::NotLeader { leader });
         }
         let recently = self.now.saturating_sub(self.cfg.max_election_timeout);
-        let candidates = self
-            .progress
-            .iter()
-            .filter(|(id, p)| self.members.contains(id) && p.last_heard >= recently && p.state != ProgressState::Snapshot);
         let target = match target {
             Some(t) if t == self.cfg.id => return Err(TransferError::NoTarget("this node already leads".into())),
-            Some(t) => match candidates.into_iter().find(|(id, _)| id.as_str() == t) {
-                Some((id, _)) => id.clone(),
-                None => return Err(TransferError::NoTarget(format!("{t} is not a voter this leader hears from"))),
-            },
-            None => match candidates.max_by_key(|(_, p)| (p.match_index, p.last_ack)) {
-                Some((id, _)) => id.clone(),
+            Some(t) => {
+                let able = self.members.contains(t)
+                    && self.progress.get(t).is_some_and(|p| p.last_heard >= recently && p.state != ProgressState::Snapshot);
+                if !able {
+                    return Err(TransferError::NoTarget(format!("{t} is not a voter this leader hears from")));
+                }
+                t.to_string()
+            }
+            None => match self.best_voter() {
+                Some(id) => id,
                 None => return Err(TransferError::NoTarget("no other voter answers this leader".into())),
             },
         };
@@ -89,8 +94,40 @@ impl Raft {
         self.transfer.as_ref().map(|t| t.target.as_str())
     }
 
+    /// The voter this leader names in `transferTo`.
+    pub(super) fn announced_transfer(&self) -> Option<String> {
+        self.transfer.as_ref().map(|t| t.target.clone()).or_else(|| self.successor.clone())
+    }
+
+    /// The most up-to-date voter (other than this node) that answered within an election timeout.
+    fn best_voter(&self) -> Option<String> {
+        let recently = self.now.saturating_sub(self.cfg.max_election_timeout);
+        self.progress
+            .iter()
+            .filter(|(id, p)| {
+                *id != &self.cfg.id && self.members.contains(id) && p.last_heard >= recently && p.state != ProgressState::Snapshot
+            })
+            .max_by_key(|(_, p)| (p.match_index, p.last_ack))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Leader: it appended its own removal; name who takes over when it commits.
+    pub(super) fn choose_successor(&mut self) {
+        self.successor = self.best_voter();
+    }
+
+    /// Leader: its removal committed; the successor campaigns at once.
+    pub(super) fn hand_over_on_removal(&mut self) {
+        if let Some(target) = self.successor.take() {
+            self.send(target, None, Body::TimeoutNow(TimeoutNow { term: self.term, leader_id: self.cfg.id.clone() }));
+        }
+    }
+
     /// Ends a transfer that can no longer succeed, and sends TimeoutNow once the target is ready.
     pub(super) fn settle_transfer(&mut self) {
+        if !self.is_leader() {
+            self.successor = None;
+        }
         let Some(t) = &self.transfer else { return };
         if !self.is_leader() || self.now >= t.since + self.cfg.max_election_timeout {
             self.transfer = None;
