@@ -45,6 +45,8 @@ declare namespace Node {
     | 'ETRANSPORT'
     | 'EPLUGIN'
     | 'EINTERNAL'
+    | 'ETRANSFERRING'
+    | 'ENOVOTER'
     | 'EPLUGINCALLBACK'
     | 'EINVALIDPEER'
     | 'ENOTCONNECTED'

@@ -85,6 +85,16 @@ function failSoon(callback, err) {
   process.nextTick(callback, err);
 }
 
+// `options.timeout` of `command`/`read`: a whole number of ms, `fallback` when absent, or an error.
+function optionTimeout(options, fallback) {
+  const t = options.timeout;
+  if (t === undefined || t === null) return fallback;
+  if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
+    return makeError('options.timeout must be a positive finite number of milliseconds', CODES.EINVALIDOPTIONS);
+  }
+  return Math.ceil(t);
+}
+
 function createNodeClass(loadNative) {
   class NodeImpl extends EventEmitter {
     constructor(input) {
@@ -314,14 +324,10 @@ function createNodeClass(loadNative) {
           failSoon(callback, makeError('command options must be an object', CODES.EINVALIDOPTIONS));
           return promise;
         }
-        if (options.timeout !== undefined && options.timeout !== null) {
-          const t = options.timeout;
-          if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
-            failSoon(callback, makeError(
-              'options.timeout must be a positive finite number of milliseconds', CODES.EINVALIDOPTIONS));
-            return promise;
-          }
-          timeout = Math.ceil(t);
+        timeout = optionTimeout(options, timeout);
+        if (timeout instanceof Error) {
+          failSoon(callback, timeout);
+          return promise;
         }
         if (options.waitForNode !== undefined && options.waitForNode !== null) {
           if (typeof options.waitForNode !== 'string' || options.waitForNode === '') {
@@ -339,7 +345,79 @@ function createNodeClass(loadNative) {
         failSoon(callback, e);
         return promise;
       }
-      this._request(callback, (req) => this._native.propose(req, json, timeout, waitForNode, this._apply.lastApplied));
+      // A leader handing over refuses commands for at most an election timeout: try again
+      // until the command's own timeout (after the hand-off it answers ENOTLEADER with the
+      // new leader).
+      const deadline = Date.now() + timeout;
+      const attempt = () => {
+        if (this._stopping || this._released) {
+          callback(makeError('node is stopped', CODES.ESTOPPED));
+          return;
+        }
+        const left = Math.max(1, deadline - Date.now());
+        this._request((err, result) => {
+          if (err && err.code === CODES.ETRANSFERRING && Date.now() < deadline) {
+            setTimeout(attempt, Math.min(this.options.heartbeatInterval, left));
+          } else {
+            callback(err, result);
+          }
+        }, (req) => this._native.propose(req, json, left, waitForNode, this._apply.lastApplied));
+      };
+      attempt();
+      return promise;
+    }
+
+    // Resolves once this node's state machine may be read linearizably: ReadIndex on the
+    // leader (a quorum round on heartbeats, no log write), or the leader's read index on a
+    // follower; `options.lease` uses the leader lease instead (see README, Reads).
+    read(options, cb) {
+      if (typeof options === 'function' && cb === undefined) {
+        cb = options;
+        options = undefined;
+      }
+      const [promise, callback] = callbackOrPromise(cb);
+      if (this._stopping || this._released) {
+        failSoon(callback, makeError('node is stopped', CODES.ESTOPPED));
+        return promise;
+      }
+      let lease = false;
+      let timeout = this.options.commandTimeout;
+      if (options !== undefined && options !== null) {
+        if (typeof options !== 'object') {
+          failSoon(callback, makeError('read options must be an object', CODES.EINVALIDOPTIONS));
+          return promise;
+        }
+        if (options.lease !== undefined && options.lease !== null && typeof options.lease !== 'boolean') {
+          failSoon(callback, makeError('options.lease must be a boolean', CODES.EINVALIDOPTIONS));
+          return promise;
+        }
+        lease = options.lease === true;
+        timeout = optionTimeout(options, timeout);
+        if (timeout instanceof Error) {
+          failSoon(callback, timeout);
+          return promise;
+        }
+      }
+      this._request((err) => callback(err), (req) => this._native.read(req, lease, timeout));
+      return promise;
+    }
+
+    // Leader only: hands leadership to `peerId`, or to the most up-to-date voter; resolves once
+    // the target leads (ETIMEDOUT if it has not within an election timeout).
+    transferLeadership(peerId, cb) {
+      if (typeof peerId === 'function' && cb === undefined) {
+        cb = peerId;
+        peerId = undefined;
+      }
+      const [promise, callback] = callbackOrPromise(cb);
+      const named = peerId !== undefined && peerId !== null;
+      const refused = named ? this._refusePeerCall(peerId)
+        : (this._stopping || this._released ? makeError('node is stopped', CODES.ESTOPPED) : null);
+      if (refused) {
+        failSoon(callback, refused);
+        return promise;
+      }
+      this._request((err) => callback(err), (req) => this._native.transferLeadership(req, named ? peerId : null));
       return promise;
     }
 

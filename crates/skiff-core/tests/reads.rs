@@ -134,3 +134,23 @@ fn a_stranger_s_read_index_is_answered_with_a_refusal_and_a_huge_read_ctx_is_mal
     let m = Message { from: IDS[l].into(), to: IDS[f].into(), token: None, body };
     assert!(c.nodes[f].step(m).is_err(), "a readCtx past 2^53 was taken");
 }
+
+#[test]
+fn a_follower_asks_for_many_reads_with_one_read_index_and_a_lost_one_fails_its_reads() {
+    let (mut c, l, _) = Cluster::elected();
+    let f = follower(l);
+    for id in 1..=100 {
+        c.nodes[f].read_index(id, false).expect("taken");
+    }
+    c.flush();
+    let asked = c.net.iter().filter(|m| matches!(m.body, Body::ReadIndex(_))).count();
+    assert_eq!(asked, 1, "one ReadIndex for every waiting read");
+    c.run(10);
+    assert!((1..=100).all(|id| served(&c, f, id).is_some()));
+    // The next one is lost: its reads fail within maxElectionTimeout (the runtime asks again).
+    c.cut.insert((IDS[f].to_string(), IDS[l].to_string()));
+    c.nodes[f].read_index(200, false).expect("taken");
+    c.run(310);
+    assert_eq!(served(&c, f, 200), None);
+    assert!(matches!(failed(&c, f, 200), Some(ReadError::NotLeader { .. })), "{:?}", c.read_failures);
+}

@@ -6,10 +6,12 @@
 
 pub mod code;
 pub mod input;
+mod handoff;
 mod install;
 mod io;
 mod lane;
 mod legacy;
+mod reads;
 mod requests;
 mod snapshot_send;
 pub mod node;

@@ -7,7 +7,12 @@
 //! queue and a threadsafe-function wake-up tells JS to `drain` it. So every operation reaches JS
 //! exactly once and in the order the driver produced it, whoever picks it up.
 
+mod handoff;
+mod reads;
+
 use super::code;
+use super::handoff::Handoff;
+use super::reads::Reads;
 use super::wire;
 use super::input::{Input, PluginError};
 use super::install::{Fit, Install, Written};
@@ -167,6 +172,10 @@ pub struct Driver<H: Host> {
     listened: HashSet<String>,
     removed_self: bool,
     stopping: Option<u32>,
+    /// `read()` calls waiting for the core.
+    reads: Reads,
+    /// `transferLeadership()` calls, and a `stop()` that hands off first.
+    handoff: Handoff,
 }
 
 fn coded_arg(code: &str, message: impl Into<String>) -> Arg {
@@ -232,6 +241,8 @@ impl<H: Host> Driver<H> {
             listened: HashSet::new(),
             removed_self: false,
             stopping: None,
+            reads: Reads::default(),
+            handoff: Handoff::default(),
         }
     }
 
@@ -339,6 +350,9 @@ impl<H: Host> Driver<H> {
         }
         if let Some(until) = self.hold_save() {
             at = at.min(until + 1);
+        }
+        for deadline in [self.reads.next_deadline(), self.handoff.next_deadline()].into_iter().flatten() {
+            at = at.min(deadline);
         }
         at.max(self.now)
     }
@@ -485,7 +499,9 @@ impl<H: Host> Driver<H> {
                     }
                 }
             }
-            Input::Stop { req } => self.stopping = Some(req),
+            Input::Read { req, lease, timeout_ms } => self.read(req, lease, timeout_ms),
+            Input::Transfer { req, peer } => self.transfer(req, peer),
+            Input::Stop { req } => self.request_stop(req),
         }
     }
 
@@ -519,6 +535,7 @@ impl<H: Host> Driver<H> {
                 self.track(req, index, term, timeout_ms, Waiting::Command { wait_for });
             }
             Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
+            Err(e @ ProposeError::Transferring { .. }) => self.done(req, Some(JsError::new(code::ETRANSFERRING, e.to_string()))),
             Err(e) => self.done(req, Some(JsError::new(code::ELOGFULL, e.to_string()))),
         }
     }
@@ -565,8 +582,8 @@ impl<H: Host> Driver<H> {
                 Ok(None) => self.done(req, None),
                 Ok(Some(index)) => self.track(req, index, term, remaining, Waiting::Membership),
                 Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
-                Err(ProposeError::MembershipChangePending) => {
-                    // Raced with can_change_membership; put it back.
+                Err(ProposeError::MembershipChangePending | ProposeError::Transferring { .. }) => {
+                    // Raced with can_change_membership, or waits for a hand-off: put it back.
                     let deadline = self.now + remaining;
                     self.membership_queue.put_back(req, kind, deadline);
                     return;
@@ -957,6 +974,9 @@ impl<H: Host> Driver<H> {
             }
         }
         self.legacy.accept(mark);
+        if let Body::AppendEntries(_) = body {
+            self.legacy.heard_leader(&from, translated.is_none());
+        }
         if self.wants(body.type_name()) {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
@@ -996,6 +1016,8 @@ impl<H: Host> Driver<H> {
         self.collect_ready();
         self.issue_apply();
         self.check_wait_for_node();
+        self.drive_reads();
+        self.drive_handoff();
         self.scan_timeouts();
         self.pump_lanes();
         if self.removed_self && self.apply_queue.is_empty() && self.applying.is_none() && self.saving.is_none() {
@@ -1060,6 +1082,7 @@ impl<H: Host> Driver<H> {
             } else {
                 None
             };
+            self.reads_answered(ready.reads, ready.read_failures);
             let mut membership_changed = false;
             for ev in ready.events {
                 membership_changed |= matches!(ev, Event::Joined { .. } | Event::Left { .. });
@@ -1420,7 +1443,9 @@ impl<H: Host> Driver<H> {
     fn finish_stop(&mut self, req: u32) {
         self.publish();
         let err = JsError::new(code::ESTOPPED, "node stopped");
-        for r in self.requests.clear() {
+        let reads = self.reads.clear();
+        let handoffs = self.handoff.clear();
+        for r in self.requests.clear().into_iter().chain(reads).chain(handoffs) {
             self.done(r, Some(err.clone()));
         }
         for req in self.membership_queue.clear() {

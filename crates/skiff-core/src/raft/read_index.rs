@@ -17,7 +17,10 @@
 //! that ignores the lease, so it takes no lease reads for the rest of that term.
 //!
 //! A follower sends a ReadIndex to its leader, which runs the same round and answers with the
-//! read index; the follower serves the read once it applied that index.
+//! read index; the follower serves the read once it applied that index. One ReadIndex is in
+//! flight per follower at a time, for every read that arrived before it went; the reads that
+//! arrive meanwhile go with the next. One that gets no answer within `maxElectionTimeout`
+//! fails its reads (the runtime asks again), so a lost message strands nothing.
 
 use super::{Raft, MAX_SAFE};
 use crate::message::{Body, ReadIndex, ReadIndexResponse};
@@ -51,6 +54,18 @@ enum Origin {
     Peer { peer: String, id: u64, token: Option<u64> },
 }
 
+/// Follower: the ReadIndex in flight to the leader.
+#[derive(Debug)]
+struct Asked {
+    /// The ReadIndex's id.
+    batch: u64,
+    leader: String,
+    term: u64,
+    sent_at: u64,
+    /// The reads it asks for.
+    ids: Vec<u64>,
+}
+
 /// A read the leader is confirming.
 #[derive(Debug)]
 struct LeaderRead {
@@ -77,8 +92,12 @@ pub(super) struct ReadOnly {
     acked: BTreeMap<String, u64>,
     /// Leader: reads waiting for their round (or for a commit in this term), oldest first.
     confirming: VecDeque<LeaderRead>,
-    /// Follower: reads sent to the leader, by id, with the leader and term they were sent to.
-    remote: BTreeMap<u64, (String, u64)>,
+    /// Follower: reads waiting for the next ReadIndex.
+    unasked: Vec<u64>,
+    /// Follower: the ReadIndex in flight.
+    asked: Option<Asked>,
+    /// Follower: the id of the last ReadIndex sent.
+    batch: u64,
     /// Local reads with a confirmed index, waiting for the state machine to apply it.
     applying: Vec<ReadState>,
     /// The term in which this node sent TimeoutNow: no lease reads in it (see the module docs).
@@ -89,7 +108,7 @@ pub(super) struct ReadOnly {
 
 impl ReadOnly {
     fn pending(&self) -> usize {
-        self.confirming.len() + self.remote.len() + self.applying.len()
+        self.confirming.len() + self.unasked.len() + self.asked.as_ref().map_or(0, |a| a.ids.len()) + self.applying.len()
     }
 
     /// The `readCtx` to stamp on an AppendEntries.
@@ -148,10 +167,8 @@ impl Raft {
             } else {
                 self.reads.confirming.push_back(LeaderRead { origin: Origin::Local { id }, index: 0, seq: 0 });
             }
-        } else if let (false, Some(leader)) = (self.is_leader(), self.leader.clone()) {
-            let body = Body::ReadIndex(ReadIndex { term: self.term, follower_id: self.cfg.id.clone(), id });
-            self.send(leader.clone(), None, body);
-            self.reads.remote.insert(id, (leader, self.term));
+        } else if !self.is_leader() && self.leader.is_some() {
+            self.reads.unasked.push(id);
         } else {
             return Err(ReadError::NotLeader { leader: None });
         }
@@ -202,17 +219,46 @@ impl Raft {
 
     /// Follower: the leader's answer to one of our ReadIndex requests.
     pub(super) fn handle_read_index_response(&mut self, from: String, r: ReadIndexResponse) {
-        let asked = self.reads.remote.get(&r.id).is_some_and(|(leader, term)| *leader == from && *term == r.term);
-        if !asked {
-            return;
+        let ours = self.reads.asked.as_ref().is_some_and(|a| a.batch == r.id && a.leader == from && a.term == r.term);
+        let Some(asked) = self.reads.asked.take_if(|_| ours) else { return };
+        for id in asked.ids {
+            if r.success {
+                self.reads.applying.push(ReadState { id, index: r.index });
+            } else {
+                let reason = r.reason.clone().unwrap_or_else(|| "no reason given".into());
+                self.reads.failed.push(ReadFailure { id, error: ReadError::Refused { reason } });
+            }
         }
-        self.reads.remote.remove(&r.id);
-        if r.success {
-            self.reads.applying.push(ReadState { id: r.id, index: r.index });
-        } else {
-            let reason = r.reason.unwrap_or_else(|| "no reason given".into());
-            self.reads.failed.push(ReadFailure { id: r.id, error: ReadError::Refused { reason } });
+    }
+
+    /// Follower: fails the ReadIndex in flight when its leader changed or it got no answer in
+    /// time, and sends the next one for the reads waiting.
+    fn settle_follower_reads(&mut self) {
+        let (leader, term) = (self.leader.clone(), self.term);
+        let lost = self.reads.asked.as_ref().is_some_and(|a| {
+            leader.as_deref() != Some(a.leader.as_str())
+                || a.term != term
+                || self.now >= a.sent_at + self.cfg.max_election_timeout
+        });
+        let mut failed: Vec<u64> = Vec::new();
+        if lost {
+            failed.extend(self.reads.asked.take().map(|a| a.ids).unwrap_or_default());
         }
+        let follower_of = leader.filter(|_| !self.is_leader());
+        match follower_of {
+            None => failed.append(&mut self.reads.unasked),
+            Some(to) if self.reads.asked.is_none() && !self.reads.unasked.is_empty() => {
+                self.reads.batch += 1;
+                let batch = self.reads.batch;
+                let body = Body::ReadIndex(ReadIndex { term, follower_id: self.cfg.id.clone(), id: batch });
+                self.send(to.clone(), None, body);
+                let ids = std::mem::take(&mut self.reads.unasked);
+                self.reads.asked = Some(Asked { batch, leader: to, term, sent_at: self.now, ids });
+            }
+            Some(_) => {}
+        }
+        let error = ReadError::NotLeader { leader: self.leader.clone() };
+        self.reads.failed.extend(failed.into_iter().map(|id| ReadFailure { id, error: error.clone() }));
     }
 
     /// Leader: a follower echoed round `ctx` in an answer of this term.
@@ -256,18 +302,7 @@ impl Raft {
                 }
             }
         }
-        let (leader, term) = (self.leader.clone(), self.term);
-        let gone: Vec<u64> = self
-            .reads
-            .remote
-            .iter()
-            .filter(|(_, (l, t))| leader.as_deref() != Some(l.as_str()) || *t != term)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            self.reads.remote.remove(&id);
-            self.reads.failed.push(ReadFailure { id, error: ReadError::NotLeader { leader: leader.clone() } });
-        }
+        self.settle_follower_reads();
         if leading && !self.reads.confirming.is_empty() {
             if self.committed_in_term() && self.reads.confirming.back().is_some_and(|r| r.seq == 0) {
                 let seq = self.reads.open_round();

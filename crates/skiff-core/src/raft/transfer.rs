@@ -89,6 +89,12 @@ impl Raft {
         Ok(target)
     }
 
+    /// Abandons the transfer under way (the runtime found that the target cannot take
+    /// TimeoutNow); proposals are taken again.
+    pub fn abort_transfer(&mut self) {
+        self.transfer = None;
+    }
+
     /// The voter this leader is handing leadership to.
     pub fn transferring(&self) -> Option<&str> {
         self.transfer.as_ref().map(|t| t.target.as_str())
