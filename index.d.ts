@@ -131,7 +131,37 @@ declare namespace Node {
     [key: string]: unknown;
   }
 
-  interface Persistence {
+  /**
+   * What changed in the engine's state, for `saveLog`: after the call the stored log is the stored
+   * entries with `meta.lastIncludedIndex < index < truncateFrom`, then `entries` (the first at
+   * index `truncateFrom`). Entries at or below `meta.lastIncludedIndex` may be dropped.
+   */
+  interface LogDelta {
+    currentTerm: number;
+    votedFor: string | null;
+    peers: Peer[];
+    /** The persisted state's `log.meta`. */
+    meta: PersistedState['log']['meta'];
+    truncateFrom: number;
+    entries: LogEntry[];
+  }
+
+  /**
+   * The incremental extension a persistence plugin may implement (both methods or neither). The
+   * engine uses each one the plugin has, `saveMeta` / `applyCommand` otherwise; `loadMeta` keeps
+   * returning the whole state.
+   */
+  interface IncrementalPersistence {
+    /** Writes `delta`; durable before `cb`. */
+    saveLog(nodeId: string, delta: LogDelta, cb: NodeStyleCallback): void;
+    /**
+     * Applies committed commands in index order, atomically with the applied index; indexes already
+     * applied are no-ops. `results[i]` is the result for `batch[i]`, as applyCommand's.
+     */
+    applyCommands(nodeId: string, batch: Array<{ index: number; command: any }>, cb: NodeStyleCallback<any[] | undefined>): void;
+  }
+
+  interface Persistence extends Partial<IncrementalPersistence> {
     loadMeta(nodeId: string, cb: NodeStyleCallback<PersistedState | null | undefined>): void;
     saveMeta(nodeId: string, state: PersistedState, cb: NodeStyleCallback): void;
     /** Apply one committed command, in index order; re-applying an index already applied is a no-op. */
@@ -468,17 +498,23 @@ declare namespace Node {
     dir: string;
     /** Journal bytes that trigger a new checkpoint [8 MiB]. */
     compactBytes?: number;
+    /** Bytes of a write-ahead log segment after which a new one starts [4 MiB]. */
+    segmentBytes?: number;
     /** A factory `(nodeId) => instance`, or an instance for a single node id [the key-value store]. */
     stateMachine?: S | ((nodeId: string) => S);
   }
 
   /**
-   * Durable persistence: files under `dir` (folders 0700, files 0600), fsync'd before any callback.
+   * Durable persistence: files under `dir` (folders 0700, files 0600), fsync'd before any callback;
+   * with the incremental extension (a segmented write-ahead log, batched journal records).
    * Emits `warning` (code ETORN) when it cuts off a torn last write; corruption fails with ECORRUPT.
    */
   interface FilePersistence<S extends StateMachine = KvStateMachine> extends Persistence, EventEmitter {
+    saveLog: IncrementalPersistence['saveLog'];
+    applyCommands: IncrementalPersistence['applyCommands'];
     readonly dir: string;
     readonly compactBytes: number;
+    readonly segmentBytes: number;
     createReadStream(nodeId: string): Readable & { lastIncludedIndex?: number };
     /** The state machine instance of `nodeId` (local reads: NOT linearizable). */
     stateMachine(nodeId: string): S;
@@ -632,7 +668,8 @@ interface NodeConstructor {
   }>;
   readonly events: readonly string[];
   readonly states: readonly Node.StateName[];
-  readonly MemoryPersistence: new () => Node.MemoryPersistence;
+  /** `incremental: true`: with saveLog and applyCommands too. */
+  readonly MemoryPersistence: new (options?: { incremental?: boolean }) => Node.MemoryPersistence;
   readonly createTcpTransport: Node.CreateTcpTransport;
   readonly createFilePersistence: Node.CreateFilePersistence;
   readonly createKvStateMachine: Node.CreateKvStateMachine;

@@ -34,6 +34,22 @@ async function startStore(t, extra = {}) {
   return store;
 }
 
+// Calls `see(command)` for every command the store's persistence applies, whichever way the
+// engine hands them over (applyCommand, or applyCommands batches).
+function watchApplies(store, see) {
+  const p = store.persistence;
+  const one = p.applyCommand.bind(p);
+  p.applyCommand = (nodeId, index, command, cb) => {
+    see(command);
+    return one(nodeId, index, command, cb);
+  };
+  const many = p.applyCommands.bind(p);
+  p.applyCommands = (nodeId, batch, cb) => {
+    for (const { command } of batch) see(command);
+    return many(nodeId, batch, cb);
+  };
+}
+
 test('a batch command applies its operations in order and answers each', () => {
   const sm = createKvStateMachine();
   const results = sm.apply({
@@ -56,8 +72,7 @@ test('a batch command applies its operations in order and answers each', () => {
 test('operations arriving together share log entries, each answered with its own result', async (t) => {
   const store = await startStore(t);
   let applied = 0;
-  const applyCommand = store.persistence.applyCommand.bind(store.persistence);
-  store.persistence.applyCommand = (...args) => { applied++; return applyCommand(...args); };
+  watchApplies(store, () => { applied++; });
   await store.put('seed', 0);
   applied = 0;
 
@@ -80,11 +95,7 @@ test('operations arriving together share log entries, each answered with its own
 test('a batch stays within maxCommandBytes', async (t) => {
   const store = await startStore(t, { maxCommandBytes: 4096 });
   const seen = [];
-  const applyCommand = store.persistence.applyCommand.bind(store.persistence);
-  store.persistence.applyCommand = (nodeId, index, command, cb) => {
-    seen.push(Buffer.byteLength(JSON.stringify(command)));
-    return applyCommand(nodeId, index, command, cb);
-  };
+  watchApplies(store, (command) => seen.push(Buffer.byteLength(JSON.stringify(command))));
   const value = 'v'.repeat(1000);
   await Promise.all(Array.from({ length: 40 }, (_, i) => store.put(`big${i}`, value)));
   assert.ok(seen.length >= 10, `40 puts of 1 KB in ${seen.length} entries under a 4 KB limit`);

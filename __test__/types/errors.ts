@@ -90,6 +90,10 @@ Node.createTcpTransport({ requestTimeout: '5' });
 Node.createFilePersistence({});
 // @ts-expect-error a state machine needs apply, snapshot, reset, restore
 Node.createFilePersistence({ dir: '/tmp', stateMachine: { apply() {} } });
+// @ts-expect-error a saveLog delta needs truncateFrom
+Node.createFilePersistence({ dir: '/tmp' }).saveLog('n', { currentTerm: 1, votedFor: null, peers: [], meta: { lastIncludedIndex: 0, lastIncludedTerm: 0 }, entries: [] }, () => {});
+// @ts-expect-error segmentBytes is a number
+Node.createFilePersistence({ dir: '/tmp', segmentBytes: '4M' });
 // @ts-expect-error batchSize is a number
 Node.createKvStateMachine({ batchSize: 'big' });
 

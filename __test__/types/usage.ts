@@ -53,6 +53,18 @@ const myPersistence: Node.Persistence = {
   removeAllState(nodeId, cb) { void nodeId; cb(); },
 };
 
+// The incremental extension: a plugin may add saveLog and applyCommands.
+const incremental: Node.Persistence & Node.IncrementalPersistence = Object.assign({}, myPersistence, {
+  saveLog(nodeId: string, delta: Node.LogDelta, cb: (err?: Error | null) => void) {
+    void nodeId; void delta.truncateFrom; void delta.meta.lastIncludedIndex; void delta.entries[0]?.index; cb(null);
+  },
+  applyCommands(nodeId: string, batch: Array<{ index: number; command: any }>, cb: (err: Error | null, results?: any[]) => void) {
+    void nodeId; cb(null, batch.map((b) => b.index));
+  },
+});
+void Node({ transport: myTransport, persistence: incremental });
+void Node({ transport: myTransport, persistence: new Node.MemoryPersistence({ incremental: true }) });
+
 // ---------------------------------------------------------------- creating nodes
 
 const options: Node.Options = {
@@ -198,6 +210,14 @@ const durable = Node({ id: 'tcp://127.0.0.1:9001', transport: tcp, persistence: 
 void durable;
 files.load('node-a').then((loaded) => loaded.get('k'));
 files.close().then(() => {});
+const walFiles = Node.createFilePersistence({ dir: '/tmp/z', segmentBytes: 1 << 20 });
+walFiles.saveLog('node-a', { currentTerm: 1, votedFor: null, peers: [], meta: { lastIncludedIndex: 0, lastIncludedTerm: 0 },
+  truncateFrom: 1, entries: [{ term: 1, index: 1, command: 'x' }] }, (err) => { void err; });
+walFiles.applyCommands('node-a', [{ index: 1, command: { op: 'put', key: 'k', value: 1 } }], (err, results) => {
+  void err; void results;
+});
+const segmentBytes: number = walFiles.segmentBytes;
+void segmentBytes;
 
 class Counter implements Node.StateMachine {
   n = 0;

@@ -22,4 +22,4 @@ pub use log::RaftLog;
 pub use membership::Membership;
 pub use message::{Body, Message};
 pub use raft::{ProposeError, Raft, ReadError, Role, SnapshotMeta, StepError, TransferError, MAX_PENDING_READS, MAX_SAFE};
-pub use ready::{Event, HardState, ReadFailure, ReadState, Ready};
+pub use ready::{Event, HardState, PersistToken, ReadFailure, ReadState, Ready, SaveDelta};

@@ -4,7 +4,11 @@
 //! a host to perform (the JS wrapper, through the napi binding; or a simulation's fakes). It
 //! knows nothing of napi, so the simulation drives exactly the driver that ships.
 
+mod apply;
 pub mod code;
+mod connections;
+mod events;
+mod host;
 pub mod input;
 mod handoff;
 mod install;
@@ -12,7 +16,9 @@ mod io;
 mod lane;
 mod legacy;
 mod reads;
+mod load;
 mod requests;
+mod save;
 mod snapshot_send;
 pub mod node;
 pub mod op;

@@ -63,10 +63,13 @@ impl Cluster {
     pub fn flush(&mut self) {
         for (k, r) in self.nodes.iter_mut().enumerate() {
             while r.has_ready() {
-                let rd = r.ready();
-                self.reads.extend(rd.reads.into_iter().map(|x| (k, x)));
-                self.read_failures.extend(rd.read_failures.into_iter().map(|x| (k, x)));
-                for m in rd.messages {
+                let mut rd = r.ready();
+                self.reads.extend(rd.reads.drain(..).map(|x| (k, x)));
+                self.read_failures.extend(rd.read_failures.drain(..).map(|x| (k, x)));
+                // Instant disk: the save is durable at once, so every message may go.
+                let token = rd.save.as_ref().map(|s| s.token);
+                let committed = rd.committed.clone();
+                for m in rd.all_messages() {
                     if m.to == "evil" {
                         self.to_evil.push(m);
                     } else if self.cut.contains(&(m.from.clone(), m.to.clone())) {
@@ -75,10 +78,10 @@ impl Cluster {
                         self.net.push_back(m);
                     }
                 }
-                if rd.persist {
-                    r.advance(rd.persist_token);
+                if let Some(token) = token {
+                    r.advance(token);
                 }
-                if let Some(last) = rd.committed.last() {
+                if let Some(last) = committed.last() {
                     r.applied_to(last.index);
                 }
             }
