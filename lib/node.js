@@ -85,16 +85,6 @@ function failSoon(callback, err) {
   process.nextTick(callback, err);
 }
 
-// `options.timeout` of `command`/`read`: a whole number of ms, `fallback` when absent, or an error.
-function optionTimeout(options, fallback) {
-  const t = options.timeout;
-  if (t === undefined || t === null) return fallback;
-  if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
-    return makeError('options.timeout must be a positive finite number of milliseconds', CODES.EINVALIDOPTIONS);
-  }
-  return Math.ceil(t);
-}
-
 function createNodeClass(loadNative) {
   class NodeImpl extends EventEmitter {
     constructor(input) {
@@ -313,30 +303,19 @@ function createNodeClass(loadNative) {
         options = undefined;
       }
       const [promise, callback] = callbackOrPromise(cb);
-      if (this._stopping || this._released) {
-        failSoon(callback, makeError('node is stopped', CODES.ESTOPPED));
+      const checked = this._callOptions('command', options);
+      if (checked instanceof Error) {
+        failSoon(callback, checked);
         return promise;
       }
-      let timeout = this.options.commandTimeout;
+      const { timeout } = checked;
       let waitForNode = null;
-      if (options !== undefined && options !== null) {
-        if (typeof options !== 'object') {
-          failSoon(callback, makeError('command options must be an object', CODES.EINVALIDOPTIONS));
+      if (options && options.waitForNode !== undefined && options.waitForNode !== null) {
+        if (typeof options.waitForNode !== 'string' || options.waitForNode === '') {
+          failSoon(callback, makeError('options.waitForNode must be a node id string', CODES.EINVALIDOPTIONS));
           return promise;
         }
-        timeout = optionTimeout(options, timeout);
-        if (timeout instanceof Error) {
-          failSoon(callback, timeout);
-          return promise;
-        }
-        if (options.waitForNode !== undefined && options.waitForNode !== null) {
-          if (typeof options.waitForNode !== 'string' || options.waitForNode === '') {
-            failSoon(callback, makeError(
-              'options.waitForNode must be a node id string', CODES.EINVALIDOPTIONS));
-            return promise;
-          }
-          waitForNode = options.waitForNode;
-        }
+        waitForNode = options.waitForNode;
       }
       let json;
       try {
@@ -376,28 +355,17 @@ function createNodeClass(loadNative) {
         options = undefined;
       }
       const [promise, callback] = callbackOrPromise(cb);
-      if (this._stopping || this._released) {
-        failSoon(callback, makeError('node is stopped', CODES.ESTOPPED));
+      let checked = this._callOptions('read', options);
+      if (!(checked instanceof Error) && options && options.lease !== undefined && options.lease !== null &&
+          typeof options.lease !== 'boolean') {
+        checked = makeError('options.lease must be a boolean', CODES.EINVALIDOPTIONS);
+      }
+      if (checked instanceof Error) {
+        failSoon(callback, checked);
         return promise;
       }
-      let lease = false;
-      let timeout = this.options.commandTimeout;
-      if (options !== undefined && options !== null) {
-        if (typeof options !== 'object') {
-          failSoon(callback, makeError('read options must be an object', CODES.EINVALIDOPTIONS));
-          return promise;
-        }
-        if (options.lease !== undefined && options.lease !== null && typeof options.lease !== 'boolean') {
-          failSoon(callback, makeError('options.lease must be a boolean', CODES.EINVALIDOPTIONS));
-          return promise;
-        }
-        lease = options.lease === true;
-        timeout = optionTimeout(options, timeout);
-        if (timeout instanceof Error) {
-          failSoon(callback, timeout);
-          return promise;
-        }
-      }
+      const { timeout } = checked;
+      const lease = Boolean(options && options.lease === true);
       this._request((err) => callback(err), (req) => this._native.read(req, lease, timeout));
       return promise;
     }
@@ -456,6 +424,21 @@ function createNodeClass(loadNative) {
       }
       this._request(callback, (req) => this._native.leave(req, peerId));
       return promise;
+    }
+
+    // What `command` and `read` check alike: the node runs, `options` is an object (or absent),
+    // its `timeout` is a positive number of ms. Returns an Error, or `{ timeout }`.
+    _callOptions(what, options) {
+      if (this._stopping || this._released) return makeError('node is stopped', CODES.ESTOPPED);
+      const fallback = this.options.commandTimeout;
+      if (options === undefined || options === null) return { timeout: fallback };
+      if (typeof options !== 'object') return makeError(`${what} options must be an object`, CODES.EINVALIDOPTIONS);
+      const t = options.timeout;
+      if (t === undefined || t === null) return { timeout: fallback };
+      if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
+        return makeError('options.timeout must be a positive finite number of milliseconds', CODES.EINVALIDOPTIONS);
+      }
+      return { timeout: Math.ceil(t) };
     }
 
     // Why `join`/`leave` of `peerId` cannot be taken, or null.

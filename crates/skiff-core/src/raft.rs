@@ -280,6 +280,8 @@ impl Raft {
             cfg,
         };
         raft.reset_election_timer();
+        let batches = raft.rng.range(1, 1 << 48);
+        raft.reads.start_batches(batches);
         raft.shown_role = raft.role();
         raft.events.push(Event::Role(raft.shown_role));
         Ok(raft)
@@ -346,9 +348,9 @@ impl Raft {
         }
         self.progress.get(id).map(|p| p.applied)
     }
-    /// Whether a membership change may be proposed now.
+    /// Whether a membership change may be proposed now (not while leadership is handed over).
     pub fn can_change_membership(&self) -> bool {
-        self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index
+        self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index && self.transfer.is_none()
     }
     /// When the runtime should call [`Raft::tick`] next, at the latest.
     pub fn next_deadline(&self) -> u64 {

@@ -96,7 +96,9 @@ pub(super) struct ReadOnly {
     unasked: Vec<u64>,
     /// Follower: the ReadIndex in flight.
     asked: Option<Asked>,
-    /// Follower: the id of the last ReadIndex sent.
+    /// Follower: the id of the last ReadIndex sent. Starts at a random value
+    /// (`start_batches`): an answer to a ReadIndex of an earlier run of this node, still on its
+    /// way, must not pass for the answer to a new one (it would carry an older index).
     batch: u64,
     /// Local reads with a confirmed index, waiting for the state machine to apply it.
     applying: Vec<ReadState>,
@@ -114,6 +116,11 @@ impl ReadOnly {
     /// The `readCtx` to stamp on an AppendEntries.
     pub(super) fn ctx(&self) -> Option<u64> {
         (self.seq > 0).then_some(self.seq)
+    }
+
+    /// Sets where ReadIndex ids start (see `batch`).
+    pub(super) fn start_batches(&mut self, at: u64) {
+        self.batch = at;
     }
 
     /// Opens a round (or joins the one not yet sent). Returns its number.
