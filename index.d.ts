@@ -55,6 +55,7 @@ declare namespace Node {
     | 'EUNKNOWNOP'
     | 'EBUSY'
     | 'ENOBINDING'
+    | 'ENOPROMCLIENT'
     | (string & {});
 
   /** Every error skiff-rs reports is an `Error` with a `code`. */
@@ -333,6 +334,15 @@ declare namespace Node {
     /** The leader's id, or null. */
     currentLeader(): string | null;
 
+    /** What this node knows and has counted, as of the engine's last round. */
+    stats(): NodeStats;
+    /**
+     * Resolves with `stats()` once `condition` holds (at once if it does). Rejects with
+     * `ETIMEDOUT` after `timeout` ms (none: no limit), `ESTOPPED` when the node stops first, and
+     * `EINVALIDOPTIONS` for a condition it cannot read.
+     */
+    waitFor(condition: WaitCondition, timeout?: number): Promise<NodeStats>;
+
     on<E extends EventName>(event: E, listener: Listener_<E>): this;
     on(event: string | symbol, listener: (...args: any[]) => void): this;
     once<E extends EventName>(event: E, listener: Listener_<E>): this;
@@ -349,6 +359,87 @@ declare namespace Node {
     removeListener(event: string | symbol, listener: (...args: any[]) => void): this;
     emit<E extends EventName>(event: E, ...args: Events[E]): boolean;
     emit(event: string | symbol, ...args: any[]): boolean;
+  }
+
+  /** What `node.waitFor()` waits for: exactly one of these. */
+  type WaitCondition =
+    | { state: StateName }
+    /** A given node leads, or (`true`) any node is known to lead. */
+    | { leader: string | true }
+    /** This node's state machine applied the log up to `applied`. */
+    | { applied: number }
+    /** `voter` is a voting member in this node's view. */
+    | { voter: string };
+
+  /** A fixed-bucket latency histogram, in ms. */
+  interface LatencyHistogram {
+    /** Upper bounds of the buckets, in ms. */
+    buckets: number[];
+    /** Samples per bucket (not cumulative); one more entry than `buckets`: those above all. */
+    counts: number[];
+    count: number;
+    /** Sum of the samples, in ms. */
+    sum: number;
+  }
+
+  /** One member in `stats().members`. The progress fields are the leader's view of a follower: null on other nodes and for the leader itself. */
+  interface MemberStats {
+    id: string;
+    metadata: any;
+    voter: boolean;
+    matchIndex: number | null;
+    nextIndex: number | null;
+    /** AppendEntries sent and not yet answered. */
+    inflight: number | null;
+    /** ms since the follower last answered. */
+    lastContactMs: number | null;
+    snapshot: { sending: boolean; bytes: number };
+  }
+
+  interface NodeStats {
+    id: string;
+    state: StateName;
+    term: number;
+    leader: string | null;
+    commitIndex: number;
+    lastApplied: number;
+    lastLogIndex: number;
+    firstLogIndex: number;
+    members: MemberStats[];
+    counters: {
+      electionsStarted: number;
+      leaderChanges: number;
+      commandsCommitted: number;
+      commandsFailed: number;
+      snapshotsSent: number;
+      snapshotBytesSent: number;
+      snapshotsInstalled: number;
+      /** Persistence calls that failed and that the engine retried. */
+      pluginRetries: number;
+    };
+    /** saveMeta and apply-batch latencies. */
+    latency: { save: LatencyHistogram; apply: LatencyHistogram };
+  }
+
+  /** `options.metrics` of createKvStore: serve `GET /metrics` for Prometheus. */
+  interface KvMetricsOptions {
+    /** TCP port (0: any free one). */
+    port: number;
+    /** ['127.0.0.1'] */
+    host?: string;
+    /** ['/metrics'] */
+    path?: string;
+    /** A prom-client Registry to add the node's metrics to [a new one]. */
+    registry?: any;
+  }
+
+  /** The metrics endpoint of a started KvStore. */
+  interface KvMetricsServer {
+    readonly registry: any;
+    readonly host: string;
+    readonly port: number;
+    readonly path: string;
+    close(): Promise<void>;
   }
 
   /** The built-in, NOT durable, in-memory persistence used when none is given. */
@@ -556,6 +647,8 @@ declare namespace Node {
     maxCommandBytes?: number;
     /** ms start() waits to lead and for the peers' joins [10000]. */
     startTimeout?: number;
+    /** Serve Prometheus metrics over HTTP (needs prom-client) [none]. */
+    metrics?: KvMetricsOptions;
     /** Decided by `bootstrap`. */
     standby?: never;
     /** Always the file persistence in `dir`. */
@@ -598,6 +691,8 @@ declare namespace Node {
     readonly node: Node | null;
     /** The file persistence, once started. */
     readonly persistence: FilePersistence | null;
+    /** The metrics endpoint, once started with `options.metrics`. */
+    readonly metrics: KvMetricsServer | null;
     start(): Promise<KvStore>;
     put(key: KvKey, value: Command): Promise<void>;
     /** Linearizable: read through the log. */

@@ -4,6 +4,7 @@
 import Node = require('../../index');
 import { EventEmitter } from 'events';
 import { Readable, Writable } from 'stream';
+import collectMetrics = require('../../lib/metrics');
 
 // ---------------------------------------------------------------- plugins written by users
 
@@ -280,3 +281,34 @@ async function kv(): Promise<void> {
   }
 }
 void kv;
+
+// ---------------------------------------------------------------- watching a node
+
+async function watching(node: Node.Node): Promise<void> {
+  const s: Node.NodeStats = node.stats();
+  const commit: number = s.commitIndex;
+  const first: number = s.firstLogIndex;
+  const leaderId: string | null = s.leader;
+  for (const m of s.members) {
+    const matched: number | null = m.matchIndex;
+    const voter: boolean = m.voter;
+    const bytes: number = m.snapshot.bytes;
+    void matched; void voter; void bytes;
+  }
+  const elections: number = s.counters.electionsStarted;
+  const saveBuckets: number[] = s.latency.save.buckets;
+  const applied: Node.NodeStats = await node.waitFor({ applied: commit }, 1000);
+  await node.waitFor({ state: 'leader' });
+  await node.waitFor({ leader: true }, 500);
+  await node.waitFor({ leader: 'n2' });
+  await node.waitFor({ voter: 'n3' }, 5000);
+  const c: collectMetrics.Collector = collectMetrics(node);
+  const text: string = await c.registry.metrics();
+  c.remove();
+  collectMetrics.collect(node, c.registry).remove();
+  const store = Node.createKvStore({ id: 'tcp://127.0.0.1:9001', dir: '/tmp/kv', metrics: { port: 9464, host: '0.0.0.0' } });
+  await store.start();
+  if (store.metrics) await store.metrics.close();
+  void first; void leaderId; void elections; void saveBuckets; void applied; void text;
+}
+void watching;

@@ -348,6 +348,10 @@ impl Raft {
         }
         self.progress.get(id).map(|p| p.applied)
     }
+    /// Leader: what it knows of each follower's log (empty on other roles). Read-only, for stats.
+    pub fn progress(&self) -> &BTreeMap<String, Progress> {
+        &self.progress
+    }
     /// Whether a membership change may be proposed now (not while leadership is handed over).
     pub fn can_change_membership(&self) -> bool {
         self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index && self.transfer.is_none()

@@ -458,15 +458,7 @@ impl<H: Host> Driver<H> {
 
     fn publish(&mut self) {
         let Some(raft) = self.raft.as_ref() else { return };
-        let mut s = self.status.lock();
-        s.term = raft.term();
-        s.leader = raft.leader().map(str::to_string);
-        s.commit = raft.commit();
-        s.applied = raft.applied();
-        s.last_index = raft.log().last_index();
-        if s.members != *raft.members() {
-            s.members = raft.members().clone();
-        }
+        self.status.lock().observe(raft, &self.transfers, self.now);
     }
 
     fn finish_stop(&mut self, req: u32) {

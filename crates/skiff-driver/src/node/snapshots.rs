@@ -73,7 +73,7 @@ impl<H: Host> Driver<H> {
             self.warn(code::EBADRESULT, "the snapshot read returned something unexpected");
             return self.abort_outgoing(&peer);
         };
-        let Some((meta, seq)) = self.transfers.read(&peer, read.done, self.now) else { return };
+        let Some((meta, seq)) = self.transfers.read(&peer, read.done, read.chunks.as_str().len(), self.now) else { return };
         let sent = self.raft.as_mut().is_some_and(|r| r.send_snapshot_chunk(&peer, &meta, seq, Some(read.chunks), read.done));
         if !sent {
             self.close_outgoing(&peer);
