@@ -162,7 +162,8 @@ test('3 stores: put/get/del, followers refuse writes with ENOTLEADER and serve r
   const [deadPort] = await freePorts(1);
   const client2 = createKvClient([`tcp://127.0.0.1:${deadPort}`, b.id, a.id], { connectWait: 200 });
   t.after(() => client2.close());
-  assert.equal(await client2.get(7), 'seven');
+  assert.equal(await client2.get(7), 'seven'); // a follower serves it, or the leader
+  await client2.put('via-client2', 2); // a write finds the leader
   assert.equal(client2.leader, a.id);
 
   // Leader failover: the leader stops; the client finds the new one; data is all there.

@@ -109,6 +109,18 @@ test('stop() on a leader hands off: a new leader serves within minElectionTimeou
   assert.ok(median < min, `median ${median} ms`);
 });
 
+test('leave(self) on a leader hands over as the removal commits: no election timeout to wait out', async (t) => {
+  const c = await startCluster(t, 3);
+  const leader = await c.waitForLeader();
+  const others = followers(c, leader);
+  const started = process.hrtime.bigint();
+  await leader.leave(leader.id);
+  const next = await c.waitForLeader(others, { interval: 1 });
+  await next.command('served');
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  assert.ok(ms < 150, `a new leader served after ${ms} ms; minElectionTimeout is 150`);
+});
+
 test('transferOnStop: false stops a leader at once, leaving an election to the others', async (t) => {
   const c = await startCluster(t, 3, { nodeOptions: { transferOnStop: false } });
   const leader = await c.waitForLeader();
