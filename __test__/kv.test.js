@@ -117,6 +117,17 @@ test('3 stores: put/get/del, followers refuse writes with ENOTLEADER and serve r
   await a.put(7, 'seven');
   for (const [k, v] of Object.entries(values)) assert.deepEqual(await a.get(k), v, k);
   assert.equal(await a.get(7), 'seven');
+  // A get writes nothing: 1,000 of them (on the leader and on the followers) leave every log
+  // where it was.
+  const lastLog = () => stores.map((s) => s.node.stats().lastLogIndex);
+  // stats() is what the engine published at the end of its last round: give it a few rounds
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  await waitUntil(() => new Set(lastLog()).size === 1, 'the followers catching up');
+  const before = lastLog();
+  const gets = [];
+  for (let i = 0; i < 1000; i++) gets.push(stores[i % 3].get(7));
+  assert.ok((await Promise.all(gets)).every((v) => v === 'seven'));
+  assert.deepEqual(lastLog(), before);
   assert.equal(await a.get('7'), undefined, '7 and "7" are different keys');
   assert.equal(await a.get('missing'), undefined);
   await a.put('s', 'overwritten');
@@ -173,8 +184,8 @@ test('3 stores: put/get/del, followers refuse writes with ENOTLEADER and serve r
   const next = await leaderOf([b, c]);
   assert.notEqual(next.id, a.id);
   for (let i = 0; i < 20; i++) assert.equal(await client.get(`k${i}`), i);
+  await client.put('after-failover', 1); // a write finds the new leader (a follower serves gets)
   assert.equal(client.leader, next.id);
-  await client.put('after-failover', 1);
 
   // Restart everything from disk: new store objects over the same folders and addresses.
   await Promise.all([b.stop(), c.stop()]);
