@@ -45,6 +45,8 @@ declare namespace Node {
     | 'ETRANSPORT'
     | 'EPLUGIN'
     | 'EINTERNAL'
+    | 'ETRANSFERRING'
+    | 'ENOVOTER'
     | 'EPLUGINCALLBACK'
     | 'EINVALIDPEER'
     | 'ENOTCONNECTED'
@@ -219,6 +221,11 @@ declare namespace Node {
      * in one message (the built-in TCP transport's `maxFrameSize`, 16 MiB) [1048576].
      */
     maxCommandBytes?: number;
+    /**
+     * `stop()` on a leader first hands leadership to the most up-to-date voter, for at most
+     * `maxElectionTimeout` [true].
+     */
+    transferOnStop?: boolean;
     /** This node's metadata, handed to the transport and to peers [{}]. */
     metadata?: JsonObject;
     [key: string]: unknown;
@@ -229,6 +236,16 @@ declare namespace Node {
     timeout?: number;
     /** Also wait until this node has applied the command. */
     waitForNode?: string;
+  }
+
+  interface ReadOptions {
+    /**
+     * Leader: answer from the leader lease, without a quorum round (assumes clock rates within
+     * 10% of each other; see README, Reads) [false].
+     */
+    lease?: boolean;
+    /** ms before the read fails with ETIMEDOUT [options.commandTimeout]. */
+    timeout?: number;
   }
 
   // ------------------------------------------------------------------ events
@@ -276,7 +293,7 @@ declare namespace Node {
     /** The normalized options, defaults filled in. */
     readonly options: Readonly<Required<Pick<Options, 'id' | 'standby' | 'cluster' | 'transport' | 'persistence' |
       'uuid' | 'heartbeatInterval' | 'minElectionTimeout' | 'maxElectionTimeout' | 'commandTimeout' |
-      'retainedLogEntries' | 'maxCommandBytes' | 'metadata'>>> & Options;
+      'retainedLogEntries' | 'maxCommandBytes' | 'transferOnStop' | 'metadata'>>> & Options;
 
     /** Calls `transport.listen(node.id, options, onConnection, cb)`. */
     listen(options: any, cb?: (err: SkiffError | null) => void): void;
@@ -289,6 +306,23 @@ declare namespace Node {
     command<R = any>(command: Command, options: CommandOptions | undefined, cb: CommandCallback<R>): void;
     command<R = any>(command: Command, options?: CommandOptions): Promise<R | undefined>;
 
+    /**
+     * Resolves once this node's state machine may be read linearizably (ReadIndex on the
+     * leader, the leader's read index on a follower); writes nothing to the log. ENOTLEADER
+     * only when no leader is known.
+     */
+    read(cb: Callback): void;
+    read(options: ReadOptions | undefined, cb: Callback): void;
+    read(options?: ReadOptions): Promise<void>;
+
+    /**
+     * Leader only: hands leadership to `peerId`, or to the most up-to-date voter. Resolves once
+     * the target leads; ETIMEDOUT when it has not within maxElectionTimeout.
+     */
+    transferLeadership(cb: Callback): void;
+    transferLeadership(peerId: string | undefined, cb: Callback): void;
+    transferLeadership(peerId?: string): Promise<void>;
+
     /** Leader only: adds a member through the log. */
     join(peerId: string, cb: Callback): void;
     join(peerId: string, metadata: any, cb: Callback): void;
@@ -298,7 +332,10 @@ declare namespace Node {
     leave(peerId: string, cb: Callback): void;
     leave(peerId: string): Promise<void>;
 
-    /** Stops timers, closes connections and the listener; pending commands fail with ESTOPPED. */
+    /**
+     * Stops timers, closes connections and the listener; pending commands fail with ESTOPPED.
+     * A leader hands off first (at most maxElectionTimeout) unless `transferOnStop` is false.
+     */
     stop(cb: Callback): void;
     stop(): Promise<void>;
     close(cb: Callback): void;

@@ -128,6 +128,13 @@ async function promises(): Promise<void> {
   await a.join('b');
   await a.join('c', { zone: 'c' });
   await a.leave('c');
+  await a.read();
+  await a.read({ lease: true, timeout: 200 });
+  a.read((err) => { void err; });
+  a.read({ timeout: 50 }, (err) => { void err; });
+  await a.transferLeadership();
+  await a.transferLeadership('b');
+  a.transferLeadership(undefined, (err) => { void err; });
   await b.stop();
   await c.close();
   void r1; void r2;

@@ -20,6 +20,15 @@ pub struct AppendEntries {
     /// record it (see `Raft::base_for`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<PeerDesc>>,
+    /// The leader's latest read round (ReadIndex, Raft thesis §6.4), echoed in the answer: an
+    /// answer carrying it proves the follower still took this leader's word after the reads of
+    /// that round arrived. Absent until the first round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_ctx: Option<u64>,
+    /// The voter this leader is handing leadership to: a voter that heard it from its leader
+    /// grants that candidate's `transfer` vote request even inside the leader lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_to: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +56,9 @@ pub struct AppendEntriesResponse {
     /// snapshot can help it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_snapshot: bool,
+    /// The request's `readCtx`, echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_ctx: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +71,10 @@ pub struct RequestVote {
     /// A pre-vote asks "would you vote for me at `term`?" without anyone changing term.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pre_vote: bool,
+    /// The candidate campaigns because its leader told it to (TimeoutNow). Voters that heard the
+    /// same from that leader (`transferTo`) let it through their lease; others ignore the flag.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +160,51 @@ impl InstallSnapshotResponse {
     }
 }
 
-// The wire names of the three requests (skiff-algorithm's): the one table of them. A response
+/// A follower read: the follower asks its leader for a read index (skiff-rs peers only; a
+/// skiff-algorithm node never gets one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadIndex {
+    pub term: u64,
+    pub follower_id: String,
+    /// The follower's id for this read, echoed in the answer.
+    pub id: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadIndexResponse {
+    pub term: u64,
+    pub id: u64,
+    #[serde(default)]
+    pub success: bool,
+    /// On success: the follower may serve the read once it applied this index.
+    #[serde(default)]
+    pub index: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Leadership transfer (etcd's MsgTimeoutNow, Raft thesis §3.10): the leader tells a caught-up
+/// voter to campaign at once, without pre-vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutNow {
+    pub term: u64,
+    pub leader_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutNowResponse {
+    pub term: u64,
+    #[serde(default)]
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+// The wire names of the requests (skiff-algorithm's): the one table of them. A response
 // travels as the reply to its request, under the request's name.
 impl AppendEntries {
     pub const TYPE: &'static str = "AppendEntries";
@@ -154,6 +214,12 @@ impl RequestVote {
 }
 impl InstallSnapshot {
     pub const TYPE: &'static str = "InstallSnapshot";
+}
+impl ReadIndex {
+    pub const TYPE: &'static str = "ReadIndex";
+}
+impl TimeoutNow {
+    pub const TYPE: &'static str = "TimeoutNow";
 }
 
 /// A member as persisted and sent: `{id, metadata}`.
@@ -172,6 +238,10 @@ pub enum Body {
     RequestVoteResponse(RequestVoteResponse),
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(InstallSnapshotResponse),
+    ReadIndex(ReadIndex),
+    ReadIndexResponse(ReadIndexResponse),
+    TimeoutNow(TimeoutNow),
+    TimeoutNowResponse(TimeoutNowResponse),
 }
 
 impl Body {
@@ -183,6 +253,10 @@ impl Body {
             Body::RequestVoteResponse(m) => m.term,
             Body::InstallSnapshot(m) => m.term,
             Body::InstallSnapshotResponse(m) => m.term,
+            Body::ReadIndex(m) => m.term,
+            Body::ReadIndexResponse(m) => m.term,
+            Body::TimeoutNow(m) => m.term,
+            Body::TimeoutNowResponse(m) => m.term,
         }
     }
 
@@ -192,11 +266,16 @@ impl Body {
             Body::AppendEntries(_) | Body::AppendEntriesResponse(_) => AppendEntries::TYPE,
             Body::RequestVote(_) | Body::RequestVoteResponse(_) => RequestVote::TYPE,
             Body::InstallSnapshot(_) | Body::InstallSnapshotResponse(_) => InstallSnapshot::TYPE,
+            Body::ReadIndex(_) | Body::ReadIndexResponse(_) => ReadIndex::TYPE,
+            Body::TimeoutNow(_) | Body::TimeoutNowResponse(_) => TimeoutNow::TYPE,
         }
     }
 
     pub fn is_request(&self) -> bool {
-        matches!(self, Body::AppendEntries(_) | Body::RequestVote(_) | Body::InstallSnapshot(_))
+        matches!(
+            self,
+            Body::AppendEntries(_) | Body::RequestVote(_) | Body::InstallSnapshot(_) | Body::ReadIndex(_) | Body::TimeoutNow(_)
+        )
     }
 }
 

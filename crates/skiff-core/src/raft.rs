@@ -4,8 +4,9 @@
 //! runtime's reports, the output and the dispatch of peer messages. The handlers live in child
 //! modules, each an `impl Raft` block that sees the private fields: `election` (campaigns, votes,
 //! the lease, role changes), `replication` (AppendEntries both ways, commitment), `snapshot`
-//! (transfer and install), `propose` (commands and membership changes) and `validate` (what no
-//! correct peer sends).
+//! (transfer and install), `propose` (commands and membership changes), `read_index`
+//! (linearizable reads without log writes), `transfer` (leadership transfer) and `validate`
+//! (what no correct peer sends).
 
 use crate::config::{Config, ConfigError, PendingInstall, Restored};
 use crate::entry::{Entry, Json};
@@ -19,9 +20,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod election;
 mod propose;
+mod read_index;
 mod replication;
 mod snapshot;
+mod transfer;
 mod validate;
+
+pub use read_index::{ReadError, MAX_PENDING_READS};
+pub use transfer::TransferError;
+use read_index::ReadOnly;
+use transfer::{Transfer, TransferIntent};
 
 use validate::validate;
 
@@ -90,6 +98,10 @@ pub enum ProposeError {
     MembershipChangePending,
     #[error("the log is full: index would pass 2^53 - 1")]
     LogFull,
+    /// Leadership is being handed to `target` (see [`Raft::transfer_leader`]): try again once
+    /// it leads, or once the transfer is abandoned.
+    #[error("leadership is being transferred to {target}")]
+    Transferring { target: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -186,6 +198,16 @@ pub struct Raft {
     /// Leader: new entries wait to be sent when the `Ready` is built, so a burst of proposals
     /// goes out as one AppendEntries per follower.
     need_broadcast: bool,
+    /// Reads waiting for a round, an answer or the state machine.
+    reads: ReadOnly,
+    /// Leader: the transfer under way. Cleared when this node stops leading.
+    transfer: Option<Transfer>,
+    /// Follower: the transfer our leader announced, if any (replaced by each of its
+    /// AppendEntries).
+    transfer_intent: Option<TransferIntent>,
+    /// Leader that appended its own removal: the voter it hands over to once the removal
+    /// commits (announced as `transferTo` meanwhile). Cleared when this node stops leading.
+    successor: Option<String>,
 
     /// What the saves wrote (for the next `SaveDelta`) and made durable.
     saves: Saves,
@@ -254,6 +276,10 @@ impl Raft {
             progress: BTreeMap::new(),
             transfers_begun: 0,
             need_broadcast: false,
+            reads: ReadOnly::default(),
+            transfer: None,
+            transfer_intent: None,
+            successor: None,
             saves: Saves { durable_term: hard_state.term, base: SavedBase::default() },
             dirty,
             msgs: Vec::new(),
@@ -261,6 +287,8 @@ impl Raft {
             cfg,
         };
         raft.reset_election_timer();
+        let batches = raft.rng.range(1, 1 << 48);
+        raft.reads.start_batches(batches);
         raft.shown_role = raft.role();
         raft.events.push(Event::Role(raft.shown_role));
         Ok(raft)
@@ -331,9 +359,9 @@ impl Raft {
     pub fn progress(&self) -> &BTreeMap<String, Progress> {
         &self.progress
     }
-    /// Whether a membership change may be proposed now.
+    /// Whether a membership change may be proposed now (not while leadership is handed over).
     pub fn can_change_membership(&self) -> bool {
-        self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index
+        self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index && self.transfer.is_none()
     }
     /// When the runtime should call [`Raft::tick`] next, at the latest.
     pub fn next_deadline(&self) -> u64 {
@@ -387,6 +415,13 @@ impl Raft {
                 }
             }
         }
+        self.settle();
+    }
+
+    /// Moves reads and a transfer on after any input (time, a message, a save, an apply).
+    fn settle(&mut self) {
+        self.settle_reads();
+        self.settle_transfer();
     }
 
     fn reset_election_timer(&mut self) {
@@ -407,6 +442,7 @@ impl Raft {
                 self.maybe_commit();
             }
         }
+        self.settle();
     }
 
     /// The state machine has applied everything up to `index`.
@@ -414,6 +450,7 @@ impl Raft {
     pub fn applied_to(&mut self, index: u64) {
         if index > self.applied && index <= self.apply_cursor {
             self.applied = index;
+            self.settle_reads();
         }
         let keep = self.cfg.retained_log_entries;
         if self.install.is_none() && self.applied > self.log.snapshot_index() + keep {
@@ -493,11 +530,17 @@ impl Raft {
             || !self.msgs.is_empty()
             || !self.events.is_empty()
             || (self.need_broadcast && self.is_leader())
+            || (self.reads.round_wanted() && self.is_leader())
+            || self.reads.has_output()
             || (self.install.is_none() && self.apply_cursor < self.commit.min(self.persisted))
     }
 
     /// Collects what the runtime must do now. See [`Ready`] for the order.
     pub fn ready(&mut self) -> Ready {
+        if self.reads.take_round() && self.is_leader() {
+            // A read round: every follower gets an AppendEntries carrying it now.
+            self.broadcast_heartbeat();
+        }
         if self.need_broadcast && self.is_leader() {
             self.need_broadcast = false;
             let peers: Vec<String> = self.progress.keys().cloned().collect();
@@ -530,7 +573,8 @@ impl Raft {
             }
             Some(_) => std::mem::take(&mut messages),
         };
-        Ready { save, messages, persisted_messages, committed, events: std::mem::take(&mut self.events) }
+        let (reads, read_failures) = self.reads.take_output();
+        Ready { save, messages, persisted_messages, committed, reads, read_failures, events: std::mem::take(&mut self.events) }
     }
 
     /// What the save asked for now must write: see [`SaveDelta`].
@@ -620,9 +664,15 @@ impl Raft {
             match &m.body {
                 Body::RequestVote(rv) if rv.pre_vote => {}
                 Body::RequestVoteResponse(r) if r.pre_vote && r.vote_granted => {}
-                Body::RequestVote(_) if self.in_lease() => {
+                Body::RequestVote(rv) if self.in_lease() && !self.honors_transfer_vote(rv) => {
                     // Refuse without changing term: a healthy leader is in charge.
                     self.refuse(m.from, m.token, &m.body, "a leader is active".into());
+                    return Ok(());
+                }
+                Body::ReadIndex(_) | Body::TimeoutNow(_) => {
+                    // Neither comes from a leader of a newer term: nothing to follow.
+                    let reason = format!("term {} is ahead of the current term {}", term, self.term);
+                    self.refuse(m.from, m.token, &m.body, reason);
                     return Ok(());
                 }
                 Body::AppendEntries(_) | Body::InstallSnapshot(_) => self.become_follower(term, Some(m.from.clone())),
@@ -652,7 +702,12 @@ impl Raft {
             Body::RequestVoteResponse(r) => self.handle_vote_response(from, r),
             Body::InstallSnapshot(s) => self.handle_install(from, token, s),
             Body::InstallSnapshotResponse(r) => self.handle_install_response(from, r),
+            Body::ReadIndex(r) => self.handle_read_index(from, token, r),
+            Body::ReadIndexResponse(r) => self.handle_read_index_response(from, r),
+            Body::TimeoutNow(t) => self.handle_timeout_now(from, token, t),
+            Body::TimeoutNowResponse(r) => self.handle_timeout_now_response(from, r),
         }
+        self.settle();
         Ok(())
     }
 
@@ -669,6 +724,7 @@ impl Raft {
                 conflict_term: None,
                 reason: Some(reason),
                 needs_snapshot: false,
+                read_ctx: None,
             }),
             Body::RequestVote(rv) => Body::RequestVoteResponse(RequestVoteResponse {
                 term: self.term,
@@ -679,6 +735,18 @@ impl Raft {
             Body::InstallSnapshot(s) => {
                 Body::InstallSnapshotResponse(InstallSnapshotResponse { term: self.term, ..InstallSnapshotResponse::refused(s.seq, 0, reason) })
             }
+            Body::ReadIndex(r) => Body::ReadIndexResponse(crate::message::ReadIndexResponse {
+                term: self.term,
+                id: r.id,
+                success: false,
+                index: 0,
+                reason: Some(reason),
+            }),
+            Body::TimeoutNow(_) => Body::TimeoutNowResponse(crate::message::TimeoutNowResponse {
+                term: self.term,
+                success: false,
+                reason: Some(reason),
+            }),
             // Answers are never answered.
             _ => return,
         };

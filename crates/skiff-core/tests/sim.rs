@@ -283,6 +283,7 @@ fn vote_survives_crash_restart() {
             last_log_index: 100,
             last_log_term: term,
             pre_vote: false,
+            transfer: false,
         }),
     };
     let answers = |sim: &Sim, to: &str| -> Vec<(u64, bool)> {
@@ -741,6 +742,8 @@ fn bug_ready_acknowledges_truncated_entries() {
             entries,
             leader_commit: 0,
             peers: None,
+            read_ctx: None,
+            transfer_to: None,
         }),
     };
     let state = r#"{"currentTerm":2,"votedFor":null,"log":{"meta":{"lastIncludedIndex":0,"lastIncludedTerm":0,
@@ -1028,6 +1031,7 @@ fn success_from_a_follower_in_snapshot_state_commits() {
             conflict_term: None,
             reason: None,
             needs_snapshot,
+            read_ctx: None,
         })
     };
     a.step(from_f(answer(false, 0, true))).unwrap(); // stale: f has installed its snapshot since

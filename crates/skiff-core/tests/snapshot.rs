@@ -211,6 +211,8 @@ fn a_crash_in_the_middle_of_an_install_applies_nothing_until_a_snapshot_complete
             entries: vec![entry],
             leader_commit: 1,
             peers: None,
+            read_ctx: None,
+            transfer_to: None,
         }),
     });
     let ready = raft.ready();

@@ -70,11 +70,13 @@ pub(super) struct LegacyMark {
 /// What this node knows of its peers' versions. The driver asks it to translate each request
 /// before parsing it, to cap each AppendEntries before sending it, and to complete each
 /// AppendEntries reply before the core sees it.
-/// Invariant: `modern` holds only peers whose latest AppendEntries reply carried `matchIndex`;
+/// Invariant: `modern` holds only peers whose latest AppendEntries reply carried `matchIndex`, or
+/// whose latest AppendEntries request (on their own connection) carried `prevLogTerm`;
 /// `mark` was set only from a request whose connection was its sender's (see `accept`).
 #[derive(Default)]
 pub(super) struct Legacy {
-    /// Peers whose AppendEntries replies carry `matchIndex`: skiff-rs nodes. The others may run
+    /// Peers whose AppendEntries replies carry `matchIndex`, or whose AppendEntries requests
+    /// carry `prevLogTerm`: skiff-rs nodes. The others may run
     /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
     modern: HashSet<String>,
     /// See `LegacyMark`.
@@ -85,6 +87,22 @@ impl Legacy {
     /// `peer` left the cluster: what was learnt of it no longer holds for whoever takes its id.
     pub(super) fn forget(&mut self, peer: &str) {
         self.modern.remove(peer);
+    }
+
+    /// Whether `peer` is known to run skiff-rs: only such a peer gets the messages
+    /// skiff-algorithm lacks (ReadIndex, TimeoutNow).
+    pub(super) fn is_modern(&self, peer: &str) -> bool {
+        self.modern.contains(peer)
+    }
+
+    /// An AppendEntries came from `leader` (its connection's peer), in our format (`ours`,
+    /// with `prevLogTerm`) or skiff-algorithm's: how a follower learns what its leader runs.
+    pub(super) fn heard_leader(&mut self, leader: &str, ours: bool) {
+        if ours {
+            self.modern.insert(leader.to_string());
+        } else {
+            self.modern.remove(leader);
+        }
     }
 
     /// Makes an AppendEntries to a peer that may run skiff-algorithm safe for it. Such a
@@ -278,6 +296,8 @@ mod tests {
                 entries: vec![],
                 leader_commit: 9,
                 peers: None,
+                read_ctx: None,
+                transfer_to: None,
             }),
         };
         let commit = |m: &Message| match &m.body {

@@ -103,13 +103,14 @@ impl Raft {
         self.reset_election_timer();
     }
 
-    fn request_votes(&mut self, term: u64, pre_vote: bool) {
+    fn request_votes(&mut self, term: u64, pre_vote: bool, transfer: bool) {
         let req = RequestVote {
             term,
             candidate_id: self.cfg.id.clone(),
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote,
+            transfer,
         };
         let peers: Vec<String> = self.members.ids().filter(|id| **id != self.cfg.id).cloned().collect();
         for to in peers {
@@ -118,17 +119,23 @@ impl Raft {
     }
 
     pub(super) fn campaign_pre(&mut self) {
-        self.campaign_as(Phase::PreCandidate);
+        self.campaign_as(Phase::PreCandidate, false);
     }
 
     pub(super) fn campaign(&mut self) {
-        self.campaign_as(Phase::Candidate);
+        self.campaign_as(Phase::Candidate, false);
+    }
+
+    /// Campaigns at once because the leader said so (TimeoutNow): no pre-vote, and the vote
+    /// requests carry `transfer` (see `transfer`).
+    pub(super) fn campaign_transfer(&mut self) {
+        self.campaign_as(Phase::Candidate, true);
     }
 
     /// Stands for election. A pre-candidate asks whether it could win at the next term without
     /// changing anything; a candidate takes the next term and votes for itself (saved before any
     /// RequestVote goes out).
-    fn campaign_as(&mut self, phase: Phase) {
+    fn campaign_as(&mut self, phase: Phase, transfer: bool) {
         let pre = phase == Phase::PreCandidate;
         if !pre {
             let term = self.term + 1;
@@ -150,7 +157,7 @@ impl Raft {
             }
         } else {
             let term = if pre { self.term + 1 } else { self.term };
-            self.request_votes(term, pre);
+            self.request_votes(term, pre, transfer);
         }
     }
 

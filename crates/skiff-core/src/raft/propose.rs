@@ -8,6 +8,7 @@ impl Raft {
     /// Appends a user command. Returns its index.
     pub fn propose(&mut self, command: Json) -> Result<u64, ProposeError> {
         self.ensure_leader()?;
+        self.ensure_not_transferring()?;
         self.append(EntryKind::Command(command))
     }
 
@@ -15,6 +16,7 @@ impl Raft {
     /// (the member is already there with that metadata, or already absent).
     pub fn propose_membership(&mut self, kind: EntryKind) -> Result<Option<u64>, ProposeError> {
         self.ensure_leader()?;
+        self.ensure_not_transferring()?;
         let needed = match &kind {
             EntryKind::AddPeer { id, metadata } => self.members.metadata(id) != Some(metadata),
             EntryKind::RemovePeer { id } => self.members.contains(id),
@@ -42,6 +44,15 @@ impl Raft {
         }
     }
 
+    /// A leader handing over takes nothing new: the target must catch up with a log that stops
+    /// growing (Raft thesis §3.10).
+    fn ensure_not_transferring(&self) -> Result<(), ProposeError> {
+        match &self.transfer {
+            Some(t) => Err(ProposeError::Transferring { target: t.target.clone() }),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn append(&mut self, kind: EntryKind) -> Result<u64, ProposeError> {
         let index = self.log.last_index() + 1;
         if index > MAX_SAFE {
@@ -59,6 +70,9 @@ impl Raft {
         if membership {
             self.pending_conf_index = index;
             self.refresh_members();
+            if !self.is_voter() {
+                self.choose_successor();
+            }
         }
         Ok(index)
     }

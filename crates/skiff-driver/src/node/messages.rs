@@ -147,6 +147,9 @@ impl<H: Host> Driver<H> {
             }
         }
         self.legacy.accept(mark);
+        if let Body::AppendEntries(_) = body {
+            self.legacy.heard_leader(&from, translated.is_none());
+        }
         if self.events.wants(body.type_name()) {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
