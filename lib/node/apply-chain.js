@@ -9,9 +9,12 @@ const { revive } = require('../codec');
 const { Lane } = require('../lane');
 const { invoke } = require('./plugin-call');
 
-// An apply chain reports its progress to the engine after this many items, or this long.
+// An apply chain reports its progress to the engine after this many items, or this long, and at
+// once (before it waits for the plugin again) after an item a local command waits for: the engine
+// answers that command in the same call.
 const PROGRESS_EVERY_ITEMS = 32;
 const PROGRESS_EVERY_MS = 20;
+const PROGRESS_OWED_MS = 1;
 
 // At most this many commands go to one applyCommands call.
 const MAX_BATCH = 4096;
@@ -56,14 +59,13 @@ class ApplyChain {
     });
   }
 
-  // `apply` op: entries `[{index, command?, req?, want?}]` in order. With a command: applyCommand,
+  // `apply` op: entries `[{index, command?, want?}]` in order. With a command: applyCommand,
   // or applyCommands for each run of them; without: saveCommitIndex (membership and other
   // internal entries). A newer `apply` op supersedes a chain still running (the engine retried it).
   apply(op) {
     const node = this._node;
     const gen = ++this._gen;
     const entries = Array.isArray(op.entries) ? op.entries : [];
-    node._requests.expect(entries);
     const persistence = node.options.persistence;
     const warn = (e) => node._warn(e);
     const timeoutMs = node.options.commandTimeout;
@@ -79,6 +81,8 @@ class ApplyChain {
       let last = null;
       let reportedK = 0;
       let reportedAt = Date.now();
+      // An applied item is marked `want`: its command's `done` waits for a progress report.
+      let owed = false;
       const stale = () => abandoned || node._released || gen !== this._gen;
       // Items k .. k+n-1 were applied (`results[i]` the value of item k+i) or failed with `err`;
       // returns true when the chain may go on with the next item.
@@ -87,7 +91,10 @@ class ApplyChain {
           for (let i = 0; i < n; i++) {
             const item = entries[k + i];
             if (item.index > this.lastApplied) this.lastApplied = item.index;
-            if (!node._released) node._requests.applied(item, results[i]);
+            if (item.want) {
+              owed = true;
+              if (!node._released) node._requests.keep(item, results[i]);
+            }
           }
         }
         if (stale()) {
@@ -105,14 +112,20 @@ class ApplyChain {
         k += n;
         touch();
         if (k < entries.length && (k - reportedK >= PROGRESS_EVERY_ITEMS || Date.now() - reportedAt >= progressMs)) {
-          reportedK = k;
-          reportedAt = Date.now();
-          this._io.progress(op.io, item.index);
+          report();
         }
         if (node.listenerCount('applied log') > 0) {
           for (let i = before; i < k; i++) node._emitSafe('applied log', entries[i].index);
         }
         return true;
+      };
+      // Tells the engine that items up to k-1 are applied (it answers the commands waiting for
+      // them in the ops this returns).
+      const report = () => {
+        reportedK = k;
+        reportedAt = Date.now();
+        owed = false;
+        this._io.progress(op.io, entries[k - 1].index);
       };
       const run = () => {
         for (;;) {
@@ -142,7 +155,12 @@ class ApplyChain {
           };
           call(entries, k, n, after);
           sync = false;
-          if (!syncDone) return; // continues from the plugin's callback
+          if (!syncDone) {
+            // continues from the plugin's callback; the commands applied so far wait for no
+            // more than this
+            if (owed && !stale() && Date.now() - reportedAt >= PROGRESS_OWED_MS) report();
+            return;
+          }
           if (!handle(n, syncErr, syncResults)) return;
         }
       };
