@@ -9,12 +9,12 @@ const { revive } = require('../codec');
 const { Lane } = require('../lane');
 const { invoke } = require('./plugin-call');
 
-// An apply chain reports its progress to the engine after this many items, or this long, and at
-// once (before it waits for the plugin again) after an item a local command waits for: the engine
-// answers that command in the same call.
+// An apply chain reports its progress to the engine after this many items, or this long, and
+// when it ends: the engine answers the commands waiting for the items applied so far in the ops
+// of that call. (A report at once after each item a local command waits for costs a round of
+// the engine per command, about a sixth more CPU per command at 256 clients.)
 const PROGRESS_EVERY_ITEMS = 32;
 const PROGRESS_EVERY_MS = 20;
-const PROGRESS_OWED_MS = 1;
 
 // At most this many commands go to one applyCommands call.
 const MAX_BATCH = 4096;
@@ -81,8 +81,6 @@ class ApplyChain {
       let last = null;
       let reportedK = 0;
       let reportedAt = Date.now();
-      // An applied item is marked `want`: its command's `done` waits for a progress report.
-      let owed = false;
       const stale = () => abandoned || node._released || gen !== this._gen;
       // Items k .. k+n-1 were applied (`results[i]` the value of item k+i) or failed with `err`;
       // returns true when the chain may go on with the next item.
@@ -91,10 +89,7 @@ class ApplyChain {
           for (let i = 0; i < n; i++) {
             const item = entries[k + i];
             if (item.index > this.lastApplied) this.lastApplied = item.index;
-            if (item.want) {
-              owed = true;
-              if (!node._released) node._requests.keep(item, results[i]);
-            }
+            if (item.want && !node._released) node._requests.keep(item, results[i]);
           }
         }
         if (stale()) {
@@ -112,20 +107,14 @@ class ApplyChain {
         k += n;
         touch();
         if (k < entries.length && (k - reportedK >= PROGRESS_EVERY_ITEMS || Date.now() - reportedAt >= progressMs)) {
-          report();
+          reportedK = k;
+          reportedAt = Date.now();
+          this._io.progress(op.io, item.index);
         }
         if (node.listenerCount('applied log') > 0) {
           for (let i = before; i < k; i++) node._emitSafe('applied log', entries[i].index);
         }
         return true;
-      };
-      // Tells the engine that items up to k-1 are applied (it answers the commands waiting for
-      // them in the ops this returns).
-      const report = () => {
-        reportedK = k;
-        reportedAt = Date.now();
-        owed = false;
-        this._io.progress(op.io, entries[k - 1].index);
       };
       const run = () => {
         for (;;) {
@@ -155,12 +144,7 @@ class ApplyChain {
           };
           call(entries, k, n, after);
           sync = false;
-          if (!syncDone) {
-            // continues from the plugin's callback; the commands applied so far wait for no
-            // more than this
-            if (owed && !stale() && Date.now() - reportedAt >= PROGRESS_OWED_MS) report();
-            return;
-          }
+          if (!syncDone) return; // continues from the plugin's callback
           if (!handle(n, syncErr, syncResults)) return;
         }
       };

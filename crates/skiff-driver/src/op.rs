@@ -32,9 +32,9 @@ pub struct ApplyItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Json>,
     /// A local `command()` call waits for this entry: keep what `applyCommand` called back
-    /// with for the `done` op that answers it, and report progress as soon as it is applied
-    /// (the `done` then comes back in that same call). Only the engine decides when a request
-    /// completes; the wrapper holds the value.
+    /// with for the `done` op that answers it (in the ops of the `progress` or `complete` call
+    /// that reports the item applied). Only the engine decides when a request completes; the
+    /// wrapper holds the value.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub want: bool,
 }
