@@ -80,6 +80,20 @@ impl Harness {
         held
     }
 
+    /// Proposes `command` (JSON text) as request `req` and completes every IO but the applies;
+    /// returns those, and the apply op and item that carry the command.
+    fn propose_unapplied(&mut self, req: u32, command: &str, timeout_ms: u64) -> (Vec<Value>, Value, Value) {
+        let batch = self.d.input(Input::Propose { req, command: command.into(), timeout_ms, wait_for: None }, None);
+        self.take(batch);
+        let held = self.settle_but(|op| op["op"] == "apply");
+        let wanted: Value = serde_json::from_str(command).unwrap();
+        let (apply, item) = held
+            .iter()
+            .find_map(|op| op["entries"].as_array().unwrap().iter().find(|e| e["command"] == wanted).map(|e| (op.clone(), e.clone())))
+            .expect("the command is handed to the state machine");
+        (held, apply, item)
+    }
+
     /// The `done` ops that answered `req`.
     fn dones(&self, req: u32) -> Vec<&Value> {
         self.ops.iter().filter(|op| op["op"] == "done" && op["req"] == req).collect()
@@ -138,12 +152,7 @@ fn a_restarted_node_writes_its_whole_log_first() {
 fn a_command_is_answered_by_one_done_naming_its_applied_index() {
     let mut h = Harness::new("null");
     h.advance(10_000);
-    let batch = h.d.input(Input::Propose { req: 1, command: "\"x\"".into(), timeout_ms: 0, wait_for: None }, None);
-    h.take(batch);
-    let held = h.settle_but(|op| op["op"] == "apply");
-    let apply = held.iter().find(|op| op["entries"].as_array().unwrap().iter().any(|e| e["command"] == "x"));
-    let apply = apply.expect("the command is applied").clone();
-    let item = apply["entries"].as_array().unwrap().iter().find(|e| e["command"] == "x").unwrap().clone();
+    let (_, apply, item) = h.propose_unapplied(1, "\"x\"", 0);
     assert_eq!(item["want"], true, "the wrapper keeps its result");
     assert!(item.get("req").is_none(), "the wrapper answers nothing by itself");
     assert!(h.dones(1).is_empty(), "not answered before it is applied");
@@ -163,15 +172,8 @@ fn a_command_is_answered_by_one_done_naming_its_applied_index() {
 fn a_command_that_times_out_before_its_apply_names_the_index_once() {
     let mut h = Harness::new("null");
     h.advance(10_000);
-    let batch = h.d.input(Input::Propose { req: 2, command: "\"y\"".into(), timeout_ms: 50, wait_for: None }, None);
-    h.take(batch);
-    let held = h.settle_but(|op| op["op"] == "apply");
-    let index = held
-        .iter()
-        .flat_map(|op| op["entries"].as_array().unwrap().iter())
-        .find(|e| e["command"] == "y")
-        .and_then(|e| e["index"].as_u64())
-        .expect("handed to the state machine");
+    let (held, _, item) = h.propose_unapplied(2, "\"y\"", 50);
+    let index = item["index"].as_u64().unwrap();
     h.time.fetch_add(100, Ordering::SeqCst);
     h.d.timer_round();
     let batch = h.d.drain();
