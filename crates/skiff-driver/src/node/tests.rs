@@ -180,7 +180,7 @@ fn a_command_that_times_out_before_its_apply_names_the_index_once() {
     h.take(batch);
     let dones = h.dones(2);
     assert_eq!(dones.len(), 1);
-    assert_eq!(dones[0]["error"]["code"], "ETIMEDOUT");
+    assert_eq!(dones[0]["error"]["code"], code::ETIMEDOUT);
     assert_eq!(dones[0]["index"].as_u64(), Some(index));
     h.pending.extend(held);
     h.settle();
