@@ -587,14 +587,13 @@ function createNodeClass(loadNative) {
 
     // `done` op: a `command`/`join`/`leave`/`stop` call finished.
     _done(req, error, index) {
-      const result = this._requests.takeResult(index);
       if (req === this._stopReq) {
         this._stopReq = null;
         // success: the `stopped` op follows and resolves the stop callbacks.
         if (error) this._release();
         return;
       }
-      this._requests.settle(req, error ? toError(error) : null, result);
+      this._requests.done(req, error ? toError(error) : null, index);
     }
 
     // ---------------------------------------------------------------- release

@@ -17,9 +17,8 @@ impl<H: Host> Driver<H> {
         let items: Vec<ApplyItem> = batch
             .into_iter()
             .map(|(index, term, command)| {
-                let want = command.is_some() && self.requests.waits_for(index);
-                let req = if want { self.requests.take_direct(index, term) } else { None };
-                ApplyItem { index, command, want: want && req.is_none(), req }
+                let want = command.is_some() && self.requests.wants_result(index, term);
+                ApplyItem { index, command, want }
             })
             .collect();
         let t = self.persistence_timeout();

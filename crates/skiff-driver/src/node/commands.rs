@@ -96,7 +96,10 @@ impl<H: Host> Driver<H> {
         for req in self.requests.expired(self.now) {
             let Some(p) = self.requests.untrack(req) else { continue };
             let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
-            self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
+            // Naming the index lets the wrapper drop a result kept for it, unless another request
+            // still waits for that entry.
+            let index = (!self.requests.waits_for(p.index)).then_some(p.index);
+            self.ops.push(Op::Done { req, error: Some(JsError::new(code::ETIMEDOUT, msg)), index });
         }
         for req in self.membership_queue.expire(self.now) {
             let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);

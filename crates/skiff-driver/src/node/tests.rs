@@ -22,6 +22,8 @@ struct Harness {
     time: Arc<AtomicU64>,
     saves: Vec<Value>,
     pending: Vec<Value>,
+    /// Every op the driver produced, in order.
+    ops: Vec<Value>,
 }
 
 impl Harness {
@@ -30,7 +32,7 @@ impl Harness {
         let time = Arc::new(AtomicU64::new(0));
         let clock = Box::new(TestClock(time.clone()));
         let d = Driver::with_clock(opts, 7, NoHost, Arc::default(), Arc::new(Notify::new()), clock);
-        let mut h = Harness { d, time, saves: Vec::new(), pending: Vec::new() };
+        let mut h = Harness { d, time, saves: Vec::new(), pending: Vec::new(), ops: Vec::new() };
         let batch = h.d.start();
         h.take(batch);
         for op in std::mem::take(&mut h.pending) {
@@ -44,14 +46,25 @@ impl Harness {
     fn take(&mut self, batch: Option<String>) {
         if let Some(text) = batch {
             let ops: Vec<Value> = serde_json::from_str(&text).unwrap();
+            self.ops.extend(ops.iter().cloned());
             self.pending.extend(ops);
         }
     }
 
     /// Completes every IO op (saves, applies) until none is left.
     fn settle(&mut self) {
+        self.settle_but(|_| false);
+    }
+
+    /// Completes every IO op but those `hold` picks (returned, not completed) until none is left.
+    fn settle_but(&mut self, hold: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut held = Vec::new();
         while !self.pending.is_empty() {
             for op in std::mem::take(&mut self.pending) {
+                if hold(&op) {
+                    held.push(op);
+                    continue;
+                }
                 let result = match op["op"].as_str() {
                     Some("saveMeta") => {
                         self.saves.push(op.clone());
@@ -64,6 +77,26 @@ impl Harness {
                 self.take(batch);
             }
         }
+        held
+    }
+
+    /// Proposes `command` (JSON text) as request `req` and completes every IO but the applies;
+    /// returns those, and the apply op and item that carry the command.
+    fn propose_unapplied(&mut self, req: u32, command: &str, timeout_ms: u64) -> (Vec<Value>, Value, Value) {
+        let batch = self.d.input(Input::Propose { req, command: command.into(), timeout_ms, wait_for: None }, None);
+        self.take(batch);
+        let held = self.settle_but(|op| op["op"] == "apply");
+        let wanted: Value = serde_json::from_str(command).unwrap();
+        let (apply, item) = held
+            .iter()
+            .find_map(|op| op["entries"].as_array().unwrap().iter().find(|e| e["command"] == wanted).map(|e| (op.clone(), e.clone())))
+            .expect("the command is handed to the state machine");
+        (held, apply, item)
+    }
+
+    /// The `done` ops that answered `req`.
+    fn dones(&self, req: u32) -> Vec<&Value> {
+        self.ops.iter().filter(|op| op["op"] == "done" && op["req"] == req).collect()
     }
 
     fn advance(&mut self, ms: u64) {
@@ -198,4 +231,45 @@ fn a_follower_resumes_an_install_only_with_chunks_of_the_transfer_it_began() {
     assert_eq!(last.writes[0]["sid"], sid);
     assert_eq!(last.writes[0]["end"], true);
     assert_eq!(last.writes[0]["chunks"], serde_json::json!([[7, 2]]));
+}
+
+/// The engine alone completes a command: its apply item is marked `want` (the wrapper keeps the
+/// result) and one `done` names that index once it is applied.
+#[test]
+fn a_command_is_answered_by_one_done_naming_its_applied_index() {
+    let mut h = Harness::new("null");
+    h.advance(10_000);
+    let (_, apply, item) = h.propose_unapplied(1, "\"x\"", 0);
+    assert_eq!(item["want"], true, "the wrapper keeps its result");
+    assert!(item.get("req").is_none(), "the wrapper answers nothing by itself");
+    assert!(h.dones(1).is_empty(), "not answered before it is applied");
+    let index = item["index"].as_u64().unwrap();
+    let batch = h.d.input(Input::ApplyProgress { io: io(&apply), index }, None);
+    h.take(batch);
+    let dones = h.dones(1);
+    assert_eq!(dones.len(), 1);
+    assert_eq!((dones[0]["error"].clone(), dones[0]["index"].as_u64()), (Value::Null, Some(index)));
+    h.settle();
+    assert_eq!(h.dones(1).len(), 1, "and answered once");
+}
+
+/// A command that times out while its entry is being applied names the index in its failure, so
+/// the wrapper drops a result kept for it; the apply that finishes later answers nothing.
+#[test]
+fn a_command_that_times_out_before_its_apply_names_the_index_once() {
+    let mut h = Harness::new("null");
+    h.advance(10_000);
+    let (held, _, item) = h.propose_unapplied(2, "\"y\"", 50);
+    let index = item["index"].as_u64().unwrap();
+    h.time.fetch_add(100, Ordering::SeqCst);
+    h.d.timer_round();
+    let batch = h.d.drain();
+    h.take(batch);
+    let dones = h.dones(2);
+    assert_eq!(dones.len(), 1);
+    assert_eq!(dones[0]["error"]["code"], code::ETIMEDOUT);
+    assert_eq!(dones[0]["index"].as_u64(), Some(index));
+    h.pending.extend(held);
+    h.settle();
+    assert_eq!(h.dones(2).len(), 1, "the late apply answers nothing more");
 }
