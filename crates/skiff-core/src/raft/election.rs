@@ -111,7 +111,8 @@ impl Raft {
             last_log_term: self.log.last_term(),
             pre_vote,
         };
-        let peers: Vec<String> = self.members.ids().filter(|id| **id != self.cfg.id).cloned().collect();
+        // Learners are not asked: their votes would not count.
+        let peers: Vec<String> = self.members.voters().filter(|id| **id != self.cfg.id).cloned().collect();
         for to in peers {
             self.send(to, None, Body::RequestVote(req.clone()));
         }
