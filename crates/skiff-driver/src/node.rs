@@ -467,10 +467,8 @@ impl<H: Host> Driver<H> {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Propose { req, command, timeout_ms, wait_for } => self.propose(req, command, timeout_ms, wait_for),
-            Input::Join { req, peer, metadata } => match Json::from_text(&metadata) {
-                Ok(metadata) => self.queue_membership(req, EntryKind::AddPeer { id: peer, metadata }),
-                Err(e) => self.done(req, Some(JsError::new(code::EBADMETADATA, format!("metadata is not JSON: {e}")))),
-            },
+            Input::Join { req, peer, metadata } => self.add_member(req, peer, &metadata, true),
+            Input::AddLearner { req, peer, metadata } => self.add_member(req, peer, &metadata, false),
             Input::Leave { req, peer } => self.queue_membership(req, EntryKind::RemovePeer { id: peer }),
             Input::Complete { io, error, result } => self.complete(io, error, result),
             Input::ApplyProgress { io, index } => self.apply_progress(io, index),
@@ -527,13 +525,22 @@ impl<H: Host> Driver<H> {
         self.requests.track(req, index, term, self.now + timeout_ms, timeout_ms, waiting);
     }
 
+    /// `join` (`promote`: a learner promoted once caught up, see `raft/learners.rs` in the core)
+    /// or `addLearner` (a permanent learner).
+    fn add_member(&mut self, req: u32, peer: String, metadata: &str, promote: bool) {
+        match Json::from_text(metadata) {
+            Ok(metadata) => self.queue_membership(req, EntryKind::AddLearner { id: peer, metadata, promote }),
+            Err(e) => self.done(req, Some(JsError::new(code::EBADMETADATA, format!("metadata is not JSON: {e}")))),
+        }
+    }
+
     fn queue_membership(&mut self, req: u32, kind: EntryKind) {
         let is_leader = self.raft.as_ref().is_some_and(|r| r.is_leader());
         if !is_leader {
             let e = self.not_leader();
             return self.done(req, Some(e));
         }
-        if let EntryKind::AddPeer { id, .. } = &kind {
+        if let EntryKind::AddPeer { id, .. } | EntryKind::AddLearner { id, .. } = &kind {
             if *id == self.opts.id {
                 return self.done(req, Some(JsError::new(code::EJOINSELF, "can't join self")));
             }
@@ -561,9 +568,24 @@ impl<H: Host> Driver<H> {
             let req = front.req;
             let remaining = front.deadline.saturating_sub(self.now).max(1);
             self.membership_queue.pop();
-            match raft.propose_membership(kind.clone()) {
+            let proposed = match &kind {
+                // A rolling upgrade from skiff-algorithm: its nodes know no learners; join as a voter.
+                EntryKind::AddLearner { id, metadata, promote: true } if self.legacy.any_old(raft.members().ids()) => {
+                    EntryKind::AddPeer { id: id.clone(), metadata: metadata.clone() }
+                }
+                other => other.clone(),
+            };
+            match raft.propose_membership(proposed) {
                 Ok(None) => self.done(req, None),
-                Ok(Some(index)) => self.track(req, index, term, remaining, Waiting::Membership),
+                Ok(Some(index)) => {
+                    let waiting = match &kind {
+                        EntryKind::AddLearner { id, promote: true, .. } if !raft.members().is_voter(id) => {
+                            Waiting::Join { peer: id.clone() }
+                        }
+                        _ => Waiting::Membership,
+                    };
+                    self.track(req, index, term, remaining, waiting)
+                }
                 Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
                 Err(ProposeError::MembershipChangePending) => {
                     // Raced with can_change_membership; put it back.
@@ -787,6 +809,12 @@ impl<H: Host> Driver<H> {
         let Some(raft) = self.raft.as_ref() else { return };
         for (req, index) in self.requests.wait_for_node(|node| raft.peer_applied(node)) {
             self.ops.push(Op::Done { req, error: None, index: Some(index) });
+        }
+        if self.requests.awaits_promotion() {
+            let promoted = self.requests.promoted(self.now, |p| raft.is_committed_voter(p), |p| raft.is_active_peer(p));
+            for (req, index) in promoted {
+                self.ops.push(Op::Done { req, error: None, index: Some(index) });
+            }
         }
     }
 
@@ -1203,8 +1231,7 @@ impl<H: Host> Driver<H> {
         }
         for req in self.requests.expired(now) {
             let Some(p) = self.requests.untrack(req) else { continue };
-            let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
-            self.done(req, Some(JsError::new(code::ETIMEDOUT, msg)));
+            self.done(req, Some(JsError::new(code::ETIMEDOUT, p.timeout_message())));
         }
         for req in self.membership_queue.expire(now) {
             let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);
@@ -1343,9 +1370,7 @@ impl<H: Host> Driver<H> {
             if self.applying.is_some() {
                 return reply(self, false, 0, Some("busy applying entries; retry"));
             }
-            let members = Membership::from_members(
-                chunk.peers.clone().unwrap_or_default().into_iter().map(|p| (p.id, p.metadata)),
-            );
+            let members = Membership::from_peers(chunk.peers.clone().unwrap_or_default());
             let began = self
                 .raft
                 .as_mut()
