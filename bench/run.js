@@ -7,9 +7,11 @@
 //   node bench/run.js [--quick] [--rows=3x1,3x64,...] [--long=N] [--time=S] [--count=N]
 //
 //   --quick      short rows and a short long run (a smoke run)
-//   --rows=...   rows to run, comma separated: 3x1 3x16 3x64 3x256 3x256-1 5x256 7x256 3x64x10k long
+//   --rows=...   rows to run, comma separated: 3x1 3x16 3x64 3x256 3x256-1 5x256 7x256 3x64x10k
+//                3x64-inc 3x256-inc long
 //                (3x256-1: a transport that declares nothing, so one request in flight per
-//                connection: throughput then comes from batching alone)
+//                connection: throughput then comes from batching alone; -inc: skiff-rs alone, on a
+//                persistence with the incremental extension, saveLog and applyCommands)
 //   --long=N     commands in the long run (default 1,000,000; --quick: 20,000)
 //   --time=S     measured seconds per engine row, at most (default 5; --quick: 1)
 //   --count=N    measured commands per engine row, at most (default 100,000; --quick: 2,000)
@@ -26,7 +28,8 @@ const vm = require('vm');
 const { performance } = require('perf_hooks');
 const { ENGINES, startCluster, sleep } = require('./engines');
 
-const ALL_ROWS = ['3x1', '3x16', '3x64', '3x256', '3x256-1', '5x256', '7x256', '3x64x10k', 'long'];
+const ALL_ROWS = ['3x1', '3x16', '3x64', '3x256', '3x256-1', '5x256', '7x256', '3x64x10k', '3x64-inc', '3x256-inc',
+  'long'];
 const KEYS = 1000;
 const PAD_10K = 'x'.repeat(10 * 1024);
 // Same node options for both engines. skiff-algorithm arms a never-cleared timer of
@@ -47,7 +50,7 @@ function parseArgs(argv) {
     else if (a.startsWith('--time=')) args.time = Number(a.slice(7));
     else if (a.startsWith('--count=')) args.count = Number(a.slice(8));
     else if (a === '--help' || a === '-h') {
-      console.log('usage: node bench/run.js [--quick] [--rows=3x1,3x16,3x64,3x256,3x256-1,5x256,7x256,3x64x10k,long] ' +
+      console.log(`usage: node bench/run.js [--quick] [--rows=${ALL_ROWS.join(',')}] ` +
         '[--long=N] [--time=S] [--count=N]');
       process.exit(0);
     } else {
@@ -80,14 +83,16 @@ function parseArgs(argv) {
 }
 
 function rowSpec(name) {
-  const m = /^(\d+)x(\d+)(x10k)?(-1)?$/.exec(name);
+  const m = /^(\d+)x(\d+)(x10k)?(-1)?(-inc)?$/.exec(name);
   return {
     name,
     nodes: Number(m[1]),
     clients: Number(m[2]),
     big: Boolean(m[3]),
     pipelining: !m[4],
-    title: `${m[1]} nodes, C=${m[2]}${m[3] ? ', 10 KB' : ''}${m[4] ? ', 1 request in flight' : ''}`,
+    incremental: Boolean(m[5]),
+    title: `${m[1]} nodes, C=${m[2]}${m[3] ? ', 10 KB' : ''}${m[4] ? ', 1 request in flight' : ''}` +
+      `${m[5] ? ', incremental persistence' : ''}`,
   };
 }
 
@@ -232,7 +237,8 @@ function header(opts) {
 
 async function runEngineRow(engine, row, opts) {
   gc();
-  const cluster = await startCluster(engine, row.nodes, NODE_OPTIONS, { pipelining: row.pipelining });
+  const cluster = await startCluster(engine, row.nodes, NODE_OPTIONS,
+    { pipelining: row.pipelining, incremental: row.incremental });
   const seq = { next: 0 };
   try {
     await drive(cluster, {
@@ -271,9 +277,11 @@ function printEngine(title, res) {
   }
 }
 
+// Both engines on the row's workload, and their ratio; a row on the incremental extension runs
+// skiff-rs alone (skiff-algorithm knows only the original contract).
 async function sideBySide(row, opts) {
   const results = {};
-  for (const engine of ['skiff-algorithm', 'skiff-rs']) {
+  for (const engine of row.incremental ? ['skiff-rs'] : ['skiff-algorithm', 'skiff-rs']) {
     try {
       results[engine] = await runEngineRow(engine, row, opts);
       printEngine(row.title, results[engine]);

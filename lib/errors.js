@@ -61,6 +61,8 @@ const CODES = Object.freeze({
   EBUSY: 'EBUSY',
   // No prebuilt native addon for this platform (lib/platform.js).
   ENOBINDING: 'ENOBINDING',
+  // skiff-rs/metrics was used without prom-client installed (an optional peer dependency).
+  ENOPROMCLIENT: 'ENOPROMCLIENT',
 });
 
 function makeError(message, code, extra) {

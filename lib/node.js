@@ -12,6 +12,8 @@
 //   requests.js     user calls waiting for the engine (command completion)
 //   snapshot-io.js  snapshot read and write streams
 //   connections.js  the listener, connections, and peer requests awaiting answers
+// and the parts that watch it: stats.js (`stats()` counters), wait-for.js (`waitFor()`),
+// debug-log.js (`DEBUG=skiff*`).
 //
 // `createNodeClass(loadNative)` takes a function returning the `RaftNode` class, so the wrapper can
 // be exercised with a stand-in engine in tests and `require('skiff-rs')` works before the binding
@@ -28,6 +30,9 @@ const { MetaSaver } = require('./node/save-meta');
 const { Requests } = require('./node/requests');
 const { SnapshotIO } = require('./node/snapshot-io');
 const { Connections } = require('./node/connections');
+const { NodeStats } = require('./node/stats');
+const { Waiters } = require('./node/wait-for');
+const { DebugLog } = require('./node/debug-log');
 
 const STATE_NAMES = Object.freeze(['idle', 'standby', 'follower', 'candidate', 'leader', 'stopped']);
 
@@ -129,6 +134,9 @@ function createNodeClass(loadNative) {
         _meta: null,
         _snapshots: null,
         _connections: null,
+        _stats: new NodeStats(),
+        _waiters: null,
+        _debug: null,
       };
       for (const key of Object.keys(internal)) {
         Object.defineProperty(this, key, { value: internal[key], writable: true, enumerable: false });
@@ -139,6 +147,8 @@ function createNodeClass(loadNative) {
       this._meta = new MetaSaver(this, this._dispatcher);
       this._snapshots = new SnapshotIO(this, this._dispatcher, this._apply);
       this._connections = new Connections(this, this._dispatcher);
+      this._waiters = new Waiters(this, STATE_NAMES);
+      this._debug = new DebugLog(this);
 
       const RaftNode = loadNative();
       this._native = new RaftNode(JSON.stringify(config), (...args) => this._dispatcher.onBatch(args));
@@ -195,6 +205,37 @@ function createNodeClass(loadNative) {
       }
     }
 
+    // What this node knows and has counted, as a plain object (lib/node/stats.js).
+    stats() {
+      let engine = null;
+      if (this._native) {
+        try {
+          engine = JSON.parse(this._native.stats());
+        } catch (_) { /* an engine without stats: what JS knows */ }
+      }
+      return this._stats.build(this, engine);
+    }
+
+    // A promise for `condition` ({state}, {leader}, {applied} or {voter}): lib/node/wait-for.js.
+    waitFor(condition, timeout) {
+      return this._waiters.add(condition, timeout);
+    }
+
+    // How far the state machine got: the apply chain's index, or the engine's after a snapshot.
+    _appliedIndex() {
+      let engine = 0;
+      try {
+        if (this._native) engine = Number(this._native.applied()) || 0;
+      } catch (_) { /* an engine that cannot say */ }
+      return Math.max(engine, this._apply.lastApplied || 0);
+    }
+
+    // After each batch of the engine's operations: whatever waits for a state looks again.
+    _afterBatch() {
+      if (this._waiters.size > 0) this._waiters.check();
+      if (this._debug.watchesLeader) this._debug.afterBatch();
+    }
+
     peerMeta(peerId) {
       if (!this._native) return undefined;
       let json;
@@ -244,6 +285,7 @@ function createNodeClass(loadNative) {
     _updateListened() {
       if (this._allListened || this._released || !this._native) return;
       const names = new Set(ALWAYS_LISTENED);
+      for (const name of this._debug.listened()) names.add(name);
       for (const name of this.eventNames()) {
         if (typeof name === 'string' && this.listenerCount(name) > 0) names.add(name);
       }
@@ -313,7 +355,8 @@ function createNodeClass(loadNative) {
         cb = options;
         options = undefined;
       }
-      const [promise, callback] = callbackOrPromise(cb);
+      const [promise, settle] = callbackOrPromise(cb);
+      const callback = this._stats.countCommand(settle);
       if (this._stopping || this._released) {
         failSoon(callback, makeError('node is stopped', CODES.ESTOPPED));
         return promise;
@@ -388,7 +431,7 @@ function createNodeClass(loadNative) {
         failSoon(callback, makeError(`peer metadata: ${e.message}`, CODES.EBADCOMMAND));
         return promise;
       }
-      this._request(callback, (req) => this._native[method](req, peerId, json));
+      this._request(this._debug.membershipCall(method, peerId, callback), (req) => this._native[method](req, peerId, json));
       return promise;
     }
 
@@ -399,7 +442,7 @@ function createNodeClass(loadNative) {
         failSoon(callback, refused);
         return promise;
       }
-      this._request(callback, (req) => this._native.leave(req, peerId));
+      this._request(this._debug.membershipCall('leave', peerId, callback), (req) => this._native.leave(req, peerId));
       return promise;
     }
 
@@ -500,6 +543,7 @@ function createNodeClass(loadNative) {
       }
       if (name === 'state' && typeof converted[0] === 'string') this._cachedState = converted[0];
       else if (STATE_NAMES.includes(name)) this._cachedState = name;
+      this._debug.event(name, converted);
       this._emitSafe(name, ...converted);
     }
 
@@ -527,6 +571,8 @@ function createNodeClass(loadNative) {
       this._requests.failAll(makeError('node stopped before the request completed', CODES.ESTOPPED));
       this._connections.releaseAll();
       this._snapshots.releaseAll();
+      this._debug.stopped();
+      this._waiters.release();
 
       this._connections.closeServer(() => {
         const callbacks = this._stopCallbacks;

@@ -239,6 +239,56 @@ impl RaftNode {
         serde_json::Value::Array(list).to_string()
     }
 
+    /// How far the state machine got, as of the engine's last round (an installed snapshot moves
+    /// it too, which the wrapper's apply chain does not see).
+    #[napi]
+    pub fn applied(&self) -> f64 {
+        self.status.lock().applied as f64
+    }
+
+    /// The engine's part of `node.stats()` as JSON text, as of its last round: positions,
+    /// members (with the leader's view of each follower), and the counters only it sees. The
+    /// wrapper adds what JS counts (lib/node/stats.js).
+    #[napi]
+    pub fn stats(&self) -> String {
+        let s = self.status.lock();
+        let members: Vec<serde_json::Value> = s
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let p = s.peer(id);
+                serde_json::json!({
+                    "id": id,
+                    "metadata": m.metadata.to_value(),
+                    "voter": m.suffrage == skiff_core::Suffrage::Voter,
+                    "matchIndex": p.map(|p| p.match_index),
+                    "nextIndex": p.map(|p| p.next_index),
+                    "inflight": p.map(|p| p.inflight),
+                    "lastContactMs": p.map(|p| p.last_contact_ms),
+                    "snapshot": {
+                        "sending": p.is_some_and(|p| p.snapshot_sending),
+                        "bytes": p.map_or(0, |p| p.snapshot_bytes),
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "state": s.state,
+            "term": s.term,
+            "leader": s.leader,
+            "commitIndex": s.commit,
+            "lastApplied": s.applied,
+            "lastLogIndex": s.last_index,
+            "firstLogIndex": s.first_index,
+            "members": members,
+            "electionsStarted": s.elections_started,
+            "leaderChanges": s.leader_changes,
+            "snapshotsSent": s.snapshots_sent,
+            "snapshotBytesSent": s.snapshot_bytes_sent,
+        })
+        .to_string()
+    }
+
     /// Positions for diagnostics and tests: `{commitIndex, lastApplied, lastLogIndex}`.
     #[napi]
     pub fn positions(&self) -> String {

@@ -42,7 +42,8 @@ const DEFAULTS = {
   maxDown: 2,           // nodes crashed at the same time
   recoverWithin: 30000, // after healing: a command must succeed and every node catch up
   traces: true,         // failures carry the node's recent persistence calls
-  mutant: null,         // tests the test: 'lying-disk' (saveMeta acknowledges before it is durable),
+  incremental: false,   // the persistence has saveLog and applyCommands (the engine uses them)
+  mutant: null,         // tests the test: 'lying-disk' (saves acknowledge before they are durable),
                         // 'local-reads' (reads served from the contacted node's state machine)
   nodeOptions: {
     heartbeatInterval: 50,
@@ -79,7 +80,7 @@ async function runChaos(options = {}) {
   const diskRand = prng(o.seed * 1299709 + 3);
 
   const net = new MemoryNetwork({ rand: netRand, partitionMode: 'drop', refuseRate: 0.2 });
-  const store = new ChaosStore({ rand: diskRand, now });
+  const store = new ChaosStore({ rand: diskRand, now, incremental: Boolean(o.incremental) });
   if (o.mutant === 'lying-disk') {
     store.lying = true;
     store.baseDisk = [5, 60];

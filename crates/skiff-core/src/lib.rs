@@ -22,4 +22,4 @@ pub use log::RaftLog;
 pub use membership::{Member, Membership, Suffrage};
 pub use message::{Body, Message};
 pub use raft::{ProposeError, Raft, Role, SnapshotMeta, StepError, MAX_SAFE, PROMOTE_WITHIN};
-pub use ready::{Event, HardState, Ready};
+pub use ready::{Event, HardState, PersistToken, Ready, SaveDelta};

@@ -13,7 +13,7 @@ use crate::log::RaftLog;
 use crate::membership::Membership;
 use crate::message::*;
 use crate::progress::{Progress, ProgressState};
-use crate::ready::{Event, HardState, Ready};
+use crate::ready::{Event, HardState, PersistToken, Ready, SavedBase, SaveDelta, Saves};
 use crate::rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -183,6 +183,9 @@ pub struct Raft {
     /// goes out as one AppendEntries per follower.
     need_broadcast: bool,
 
+    /// What the saves wrote (for the next `SaveDelta`) and made durable.
+    saves: Saves,
+
     // Output being built.
     dirty: bool,
     msgs: Vec<Message>,
@@ -246,6 +249,7 @@ impl Raft {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             need_broadcast: false,
+            saves: Saves { durable_term: hard_state.term, base: SavedBase::default() },
             dirty,
             msgs: Vec::new(),
             events: Vec::new(),
@@ -318,6 +322,10 @@ impl Raft {
         }
         self.progress.get(id).map(|p| p.applied)
     }
+    /// Leader: what it knows of each follower's log (empty on other roles). Read-only, for stats.
+    pub fn progress(&self) -> &BTreeMap<String, Progress> {
+        &self.progress
+    }
     /// Whether a membership change may be proposed now.
     pub fn can_change_membership(&self) -> bool {
         self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index
@@ -386,9 +394,10 @@ impl Raft {
 
     // ----- the runtime's reports -----
 
-    /// Called once the state asked for by the `Ready` with this `persist_token` is durable.
-    pub fn advance(&mut self, persist_token: (u64, u64)) {
-        let (index, term) = persist_token;
+    /// Called once the save of the `Ready` with this token is durable.
+    pub fn advance(&mut self, token: PersistToken) {
+        let (index, term) = token.last;
+        self.saves.durable_term = self.saves.durable_term.max(token.term);
         if index > self.persisted && self.log.term(index) == Some(term) {
             self.persisted = index;
             if self.is_leader() {
@@ -464,6 +473,11 @@ impl Raft {
         self.dirty
     }
 
+    /// The term of the newest state the runtime reported durable.
+    pub fn durable_term(&self) -> u64 {
+        self.saves.durable_term
+    }
+
     pub fn has_ready(&self) -> bool {
         self.dirty
             || !self.msgs.is_empty()
@@ -491,13 +505,40 @@ impl Raft {
         if let Some(last) = committed.last() {
             self.apply_cursor = last.index;
         }
-        let persist = std::mem::take(&mut self.dirty);
-        Ready {
-            persist,
-            persist_token: (self.log.last_index(), self.log.last_term()),
-            messages: std::mem::take(&mut self.msgs),
-            committed,
-            events: std::mem::take(&mut self.events),
+        let mut messages = std::mem::take(&mut self.msgs);
+        let save = std::mem::take(&mut self.dirty).then(|| self.save_delta());
+        let persisted_messages = match &save {
+            None => Vec::new(),
+            // A leader whose term (and so its vote) is on disk streams new entries to followers
+            // while saving them itself (Raft thesis §10.2.1); everything else promises what
+            // this save writes.
+            Some(_) if self.term == self.saves.durable_term => {
+                let (early, later) =
+                    messages.into_iter().partition(|m| m.token.is_none() && matches!(m.body, Body::AppendEntries(_)));
+                messages = early;
+                later
+            }
+            Some(_) => std::mem::take(&mut messages),
+        };
+        Ready { save, messages, persisted_messages, committed, events: std::mem::take(&mut self.events) }
+    }
+
+    /// What the save asked for now must write: see [`SaveDelta`].
+    fn save_delta(&mut self) -> SaveDelta {
+        let truncate_from = self.log.take_unsaved();
+        let base = SavedBase {
+            snapshot: (self.log.snapshot_index(), self.log.snapshot_term()),
+            install: self.install.as_ref().map(|pi| (pi.index, pi.term)),
+            known_commit: self.known_commit,
+        };
+        let base_changed = base != self.saves.base;
+        self.saves.base = base;
+        SaveDelta {
+            hard_state: self.hard_state(),
+            truncate_from,
+            entries: self.log.range(truncate_from, self.log.last_index()).cloned().collect(),
+            base_changed,
+            token: PersistToken { last: (self.log.last_index(), self.log.last_term()), term: self.term },
         }
     }
 

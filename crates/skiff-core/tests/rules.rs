@@ -50,17 +50,20 @@ impl Cluster {
         for r in &mut self.nodes {
             while r.has_ready() {
                 let rd = r.ready();
-                for m in rd.messages {
+                // Instant disk: the save is durable at once, so every message may go.
+                let token = rd.save.as_ref().map(|s| s.token);
+                let committed = rd.committed.clone();
+                for m in rd.all_messages() {
                     if m.to == "evil" {
                         self.to_evil.push(m);
                     } else {
                         self.net.push_back(m);
                     }
                 }
-                if rd.persist {
-                    r.advance(rd.persist_token);
+                if let Some(token) = token {
+                    r.advance(token);
                 }
-                if let Some(last) = rd.committed.last() {
+                if let Some(last) = committed.last() {
                     r.applied_to(last.index);
                 }
             }
@@ -306,7 +309,7 @@ fn a_request_conflicting_with_committed_entries_is_answered() {
     let mut answered = Vec::new();
     c.nodes[follower].step(Message { from: from.clone(), to: IDS[follower].into(), token: Some(7), body }).unwrap();
     while c.nodes[follower].has_ready() {
-        answered.extend(c.nodes[follower].ready().messages.into_iter().filter(|m| m.token == Some(7)));
+        answered.extend(c.nodes[follower].ready().all_messages().filter(|m| m.token == Some(7)));
     }
     assert_eq!(answered.len(), 1, "the refused request got its answer");
     assert!(matches!(&answered[0].body, Body::AppendEntriesResponse(r) if !r.success));
@@ -325,7 +328,7 @@ fn batches_stay_within_the_byte_budget() {
     }
     let rd = c.nodes[k].ready();
     let mut seen = 0;
-    for m in &rd.messages {
+    for m in rd.messages.iter().chain(&rd.persisted_messages) {
         if let Body::AppendEntries(a) = &m.body {
             let size: usize = a.entries.iter().map(|e| e.kind.size_hint()).sum();
             assert!(size <= budget, "an AppendEntries carries {size} bytes of commands");
@@ -353,4 +356,74 @@ fn a_standby_told_a_huge_commit_while_joining_settles_once_caught_up() {
     let n4 = &c.nodes[3];
     assert!(n4.members().contains("n4"), "n4 joined");
     assert!(n4.known_commit() <= n4.log().last_index(), "n4 still holds known commit {}", n4.known_commit());
+}
+
+#[test]
+fn a_ready_says_what_to_save_and_which_messages_wait_for_it() {
+    let (mut c, k, term) = Cluster::elected();
+    let last = c.nodes[k].log().last_index();
+    let index = c.nodes[k].propose(Json::from_value(&"b")).unwrap();
+    assert_eq!(index, last + 1);
+    let rd = c.nodes[k].ready();
+    let save = rd.save.as_ref().expect("a new entry is saved");
+    assert_eq!((save.truncate_from, save.entries.len()), (index, 1), "only the new entry is in the delta");
+    assert_eq!(save.entries[0].index, index);
+    assert_eq!(save.hard_state.term, term);
+    assert!(!save.base_changed);
+    assert_eq!(save.token.last, (index, term));
+    // The leader's term is durable: its AppendEntries go while it saves (Raft thesis §10.2.1).
+    assert!(rd.messages.iter().any(|m| matches!(m.body, Body::AppendEntries(_))));
+    assert!(rd.persisted_messages.iter().all(|m| !matches!(m.body, Body::AppendEntries(_))));
+
+    // A follower's acknowledgement promises the entries it saves: it waits for the save.
+    let follower = (k + 1) % IDS.len();
+    let f = &mut c.nodes[follower];
+    let body = Body::AppendEntries(AppendEntries {
+        term,
+        leader_id: IDS[k].into(),
+        prev_log_index: last,
+        prev_log_term: term,
+        entries: save.entries.clone(),
+        leader_commit: 0,
+        peers: None,
+    });
+    f.step(Message { from: IDS[k].into(), to: IDS[follower].into(), token: Some(3), body }).unwrap();
+    let rd = f.ready();
+    let fsave = rd.save.as_ref().expect("the follower saves the entry");
+    assert_eq!(fsave.truncate_from, index);
+    assert!(rd.messages.is_empty(), "nothing may go before the save: {:?}", rd.messages);
+    assert!(rd.persisted_messages.iter().any(|m| m.token == Some(3)));
+
+    // Through a whole election, a Ready that saves a new term sends nothing before the save:
+    // no vote request or vote may go out for a term that is not yet on disk.
+    let mut c = Cluster::new();
+    let mut checked = 0;
+    for now in 1..5000 {
+        for r in &mut c.nodes {
+            r.tick(now);
+            while r.has_ready() {
+                let rd = r.ready();
+                if let Some(s) = &rd.save {
+                    if s.hard_state.term > r.durable_term() {
+                        checked += 1;
+                        assert!(rd.messages.is_empty(), "sent before the new term is durable: {:?}", rd.messages);
+                    }
+                    r.advance(s.token);
+                }
+                c.net.extend(rd.messages);
+                c.net.extend(rd.persisted_messages);
+            }
+        }
+        let batch: Vec<Message> = c.net.drain(..).collect();
+        for m in batch {
+            if let Some(r) = c.nodes.iter_mut().find(|r| r.id() == m.to) {
+                r.tick(now);
+                let _ = r.step(m);
+            }
+        }
+        if c.leader().is_some() && checked > 0 {
+            return;
+        }
+    }
+    panic!("no election ({checked} term changes checked)");
 }

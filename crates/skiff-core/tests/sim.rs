@@ -646,10 +646,10 @@ fn bug_ready_acknowledges_truncated_entries() {
     f.step(ae("a", 2, (2, 1), vec![e(3, 2), e(4, 2)])).unwrap();
     f.step(ae("b", 3, (2, 1), vec![e(3, 3)])).unwrap();
     let rd = f.ready();
-    assert!(rd.persist);
+    assert!(rd.save.is_some());
     // What this Ready asks to save holds the log up to (3, term 3); every acknowledgement it sends
     // must be about entries in it.
-    for m in &rd.messages {
+    for m in rd.messages.iter().chain(&rd.persisted_messages) {
         if let Body::AppendEntriesResponse(r) = &m.body {
             if r.success {
                 let held = f.log().term(r.match_index).is_some() && (m.to != "a" || r.match_index < 3);
@@ -908,7 +908,7 @@ fn success_from_a_follower_in_snapshot_state_commits() {
     assert!(a.is_leader());
     let barrier = a.log().last_index();
     let rd = a.ready();
-    a.advance(rd.persist_token);
+    a.advance(rd.save.expect("the barrier is saved").token);
     let answer = |success: bool, match_index: u64, needs_snapshot: bool| {
         Body::AppendEntriesResponse(AppendEntriesResponse {
             term,

@@ -49,10 +49,10 @@ impl Cluster {
                 return;
             }
             let ready: Ready = node.raft.ready();
-            if ready.persist {
+            if let Some(save) = &ready.save {
                 node.saved = serde_json::to_string(&PersistedState(&node.raft)).unwrap();
+                node.raft.advance(save.token);
             }
-            node.raft.advance(ready.persist_token);
             for e in &ready.committed {
                 if let EntryKind::Command(c) = &e.kind {
                     assert!(node.sm.last().is_none_or(|l| l.0 < e.index), "applied out of order");
@@ -89,6 +89,7 @@ impl Cluster {
                 }
             }
             self.net.extend(ready.messages);
+            self.net.extend(ready.persisted_messages);
             for peer in snapshot_work {
                 let node = self.nodes.get_mut(id).unwrap();
                 let index = node.raft.applied();
@@ -206,11 +207,13 @@ fn a_crash_in_the_middle_of_an_install_applies_nothing_until_a_snapshot_complete
     });
     let ready = raft.ready();
     assert!(ready.committed.is_empty(), "an untrusted state machine must not apply");
-    let needs = ready.messages.iter().any(|m| {
+    let needs = ready.messages.iter().chain(&ready.persisted_messages).any(|m| {
         matches!(&m.body, Body::AppendEntriesResponse(r) if !r.success && r.needs_snapshot)
     });
     assert!(needs, "the follower asks for a snapshot: {:?}", ready.messages);
-    raft.advance(ready.persist_token);
+    if let Some(save) = &ready.save {
+        raft.advance(save.token);
+    }
     assert_eq!(raft.log().last_index(), 0, "no entries are taken while only a snapshot can help");
     let ready = raft.ready();
     assert!(ready.committed.is_empty(), "still nothing applied after the entry is durable");
@@ -233,6 +236,6 @@ fn finishing_an_install_that_was_recorded_but_not_saved() {
     assert_eq!(raft.log().snapshot_index(), 40);
     assert_eq!(raft.commit(), 40);
     let ready = raft.ready();
-    assert!(ready.persist, "the finished install is saved");
+    assert!(ready.save.is_some_and(|s| s.base_changed), "the finished install is saved");
     assert!(ready.committed.is_empty());
 }

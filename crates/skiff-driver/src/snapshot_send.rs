@@ -17,6 +17,8 @@ struct Outgoing {
     seq: u64,
     done_sent: bool,
     last_activity: u64,
+    /// Bytes of chunks read for this transfer so far (for stats).
+    bytes: u64,
 }
 
 /// Every snapshot transfer this leader runs, and the followers waiting for one. The driver opens
@@ -28,6 +30,8 @@ struct Outgoing {
 pub(super) struct Transfers {
     outgoing: HashMap<String, Outgoing>,
     wanted: BTreeSet<String>,
+    /// Bytes of every chunk read, over this node's life.
+    bytes_sent: u64,
 }
 
 impl Transfers {
@@ -58,7 +62,7 @@ impl Transfers {
 
     /// Opens a transfer of the snapshot `meta` to `peer`, read through stream `sid`.
     pub(super) fn open(&mut self, peer: String, sid: u32, meta: SnapshotMeta, now: u64) {
-        self.outgoing.insert(peer, Outgoing { sid, meta, seq: 0, done_sent: false, last_activity: now });
+        self.outgoing.insert(peer, Outgoing { sid, meta, seq: 0, done_sent: false, last_activity: now, bytes: 0 });
     }
 
     /// A read of the next chunks for `peer` starts: its stream, if the transfer is open.
@@ -68,13 +72,28 @@ impl Transfers {
         Some(o.sid)
     }
 
-    /// The read for `peer` returned (`done`: the stream ended): the snapshot and the sequence
-    /// number of the chunk to send, if the transfer is still open.
-    pub(super) fn read(&mut self, peer: &str, done: bool, now: u64) -> Option<(SnapshotMeta, u64)> {
+    /// The read for `peer` returned `bytes` of chunks (`done`: the stream ended): the snapshot
+    /// and the sequence number of the chunk to send, if the transfer is still open.
+    pub(super) fn read(&mut self, peer: &str, done: bool, bytes: usize, now: u64) -> Option<(SnapshotMeta, u64)> {
         let o = self.outgoing.get_mut(peer)?;
         o.last_activity = now;
+        o.bytes += bytes as u64;
+        self.bytes_sent += bytes as u64;
         o.done_sent = done;
         Some((o.meta.clone(), o.seq))
+    }
+
+    /// The transfer open to `peer`, if any: the bytes it has read so far and its snapshot's index.
+    pub(crate) fn outgoing(&self, peer: &str) -> Option<(u64, u64)> {
+        if self.outgoing.is_empty() {
+            return None;
+        }
+        self.outgoing.get(peer).map(|o| (o.bytes, o.meta.index))
+    }
+
+    /// Bytes of snapshot chunks read for sending, over this node's life.
+    pub(crate) fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
     }
 
     /// `peer` acknowledged chunk `seq`. Returns whether the next chunks are to be read (the
@@ -125,17 +144,23 @@ mod tests {
         t.open("b".into(), 3, meta(), 0);
         assert!(t.reading());
         assert_eq!(t.reading_for("b", 1), Some(3));
-        assert_eq!(t.read("b", false, 2).map(|(_, seq)| seq), Some(0));
+        assert_eq!(t.read("b", false, 100, 2).map(|(_, seq)| seq), Some(0));
         // a stale or repeated ack moves nothing
         assert!(!t.acked("b", 1, 3));
         assert!(t.acked("b", 0, 3));
         assert!(!t.acked("b", 0, 3));
-        assert_eq!(t.read("b", true, 4).map(|(_, seq)| seq), Some(1));
+        assert_eq!(t.outgoing("b"), Some((100, 5)));
+        assert_eq!(t.read("b", true, 20, 4).map(|(_, seq)| seq), Some(1));
         assert!(!t.reading());
+        assert_eq!(t.outgoing("b"), Some((120, 5)));
+        assert_eq!(t.bytes_sent(), 120);
         assert!(!t.acked("b", 1, 5));
         assert_eq!(t.close("b"), Some(3));
         assert_eq!(t.close("b"), None);
-        assert!(t.read("b", true, 6).is_none());
+        assert!(t.read("b", true, 7, 6).is_none());
+        assert_eq!(t.outgoing("b"), None);
+        // a closed transfer's bytes stay in the total; reads after it add nothing
+        assert_eq!(t.bytes_sent(), 120);
     }
 
     #[test]

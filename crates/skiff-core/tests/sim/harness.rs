@@ -411,7 +411,7 @@ impl Durable {
 
 struct Pending {
     save: Option<Durable>,
-    token: (u64, u64),
+    token: Option<skiff_core::PersistToken>,
     /// Messages, each with what an AppendEntries success claims: (matchIndex, its term).
     msgs: Vec<(Message, Option<(u64, u64)>)>,
     started: bool,
@@ -1108,7 +1108,8 @@ impl Sim {
         // The state to save is taken as of the moment ready() returned.
         let node = &self.nodes[i];
         let raft = node.raft();
-        let save = rd.persist.then(|| Durable::capture(raft));
+        let save = rd.save.as_ref().map(|_| Durable::capture(raft));
+        let token = rd.save.as_ref().map(|s| s.token);
         for e in &rd.committed {
             if e.index > raft.commit() {
                 self.violation(format!(
@@ -1126,9 +1127,12 @@ impl Sim {
                 ));
             }
         }
+        // This model sends every message after the save it came with (the early AppendEntries
+        // of a leader whose term is durable included).
         let msgs: Vec<(Message, Option<(u64, u64)>)> = rd
             .messages
             .into_iter()
+            .chain(rd.persisted_messages)
             .map(|m| {
                 let claim = match &m.body {
                     Body::AppendEntriesResponse(r) if r.success && r.match_index > raft.log().snapshot_index() => {
@@ -1151,7 +1155,11 @@ impl Sim {
                         self.send(m);
                     }
                 }
-                Some(Mutation::AdvanceBeforeSave) => self.nodes[i].raft.as_mut().unwrap().advance(rd.persist_token),
+                Some(Mutation::AdvanceBeforeSave) => {
+                    if let Some(token) = token {
+                        self.nodes[i].raft.as_mut().unwrap().advance(token)
+                    }
+                }
                 _ => {}
             }
         }
@@ -1171,10 +1179,10 @@ impl Sim {
                 last.msgs.extend(msgs);
                 if save.is_some() {
                     last.save = save;
-                    last.token = rd.persist_token;
+                    last.token = token;
                 }
             }
-            _ => node.pipeline.push_back(Pending { save, token: rd.persist_token, msgs, started: false, done: false }),
+            _ => node.pipeline.push_back(Pending { save, token, msgs, started: false, done: false }),
         }
         for ev in rd.events {
             self.core_event(i, ev);
@@ -1276,8 +1284,8 @@ impl Sim {
                     unreachable.push(peer);
                 }
             }
-            if persisted {
-                self.nodes[i].raft.as_mut().unwrap().advance(p.token);
+            if let (true, Some(token)) = (persisted, p.token) {
+                self.nodes[i].raft.as_mut().unwrap().advance(token);
             }
             if let (Some(index), Some(inc)) = (mark, self.nodes[i].incoming.as_mut()) {
                 if inc.index == index && inc.phase == InstallPhase::Marking {

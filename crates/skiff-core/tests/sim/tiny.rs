@@ -58,8 +58,9 @@ impl Tiny {
                 let rd = r.ready();
                 // Instant disk: durable at once, then send, then advance.
                 self.net.extend(rd.messages);
-                if rd.persist {
-                    r.advance(rd.persist_token);
+                self.net.extend(rd.persisted_messages);
+                if let Some(save) = &rd.save {
+                    r.advance(save.token);
                 }
                 if let Some(last) = rd.committed.last() {
                     r.applied_to(last.index);
