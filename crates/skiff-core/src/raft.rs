@@ -419,14 +419,21 @@ impl Raft {
                 // Do not compact away what a live follower is about to need: a follower a few
                 // batches behind should get entries, not a whole snapshot. Only followers in
                 // step (answering, in Replicate) hold the log, and only up to a bound; one that
-                // failed a send, went silent, or is too far behind gets a snapshot instead.
+                // failed a send, went silent, or is too far behind gets a snapshot instead. A
+                // follower being sent a snapshot holds it from the snapshot's index, so that it
+                // goes on from the log once installed: applying (and so compaction) continues
+                // while a point-in-time snapshot streams.
                 let since = self.now.saturating_sub(2 * self.cfg.max_election_timeout);
                 let floor = self.applied.saturating_sub(keep + HOLD_FOR_FOLLOWERS);
                 let slowest = self
                     .progress
                     .values()
-                    .filter(|p| p.last_heard >= since && p.state == ProgressState::Replicate)
-                    .map(|p| p.match_index)
+                    .filter(|p| p.last_heard >= since)
+                    .filter_map(|p| match p.state {
+                        ProgressState::Replicate => Some(p.match_index),
+                        ProgressState::Snapshot if p.pending_snapshot != 0 => Some(p.pending_snapshot),
+                        _ => None,
+                    })
                     .min();
                 if let Some(m) = slowest {
                     upto = upto.min(m.max(floor));

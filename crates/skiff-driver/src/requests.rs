@@ -53,15 +53,15 @@ pub(super) enum Outcome {
 /// The driver tells it what was applied and answers what it hands back; it pushes no ops itself.
 /// Invariant: every request in `pending` is listed under its index in `by_index` (a request is
 /// found by the index it waits for), `awaiting_peer` holds exactly the ones applied here that
-/// wait for `waitForNode`, and `awaiting_promotion` exactly the joins applied here that wait for
-/// their peer's promotion; no list in `by_index` is empty.
+/// wait for `waitForNode`, and `awaiting_promotion` exactly the pending joins; no list in
+/// `by_index` is empty.
 #[derive(Default)]
 pub(super) struct Requests {
     pending: HashMap<u32, Pending>,
     /// The `pending` commands applied here that wait for another node (`waitForNode`): the only
     /// ones each round must look at.
     awaiting_peer: BTreeSet<u32>,
-    /// The `pending` joins whose learner entry was applied here, waiting for the promotion.
+    /// The `pending` joins: their learner entry waits to be applied here, then the promotion.
     awaiting_promotion: BTreeSet<u32>,
     by_index: BTreeMap<u64, Vec<u32>>,
 }
@@ -69,6 +69,9 @@ pub(super) struct Requests {
 impl Requests {
     /// Waits for the entry (`index`, `term`) on behalf of `req`, until `deadline`.
     pub(super) fn track(&mut self, req: u32, index: u64, term: u64, deadline: u64, timeout_ms: u64, waiting: Waiting) {
+        if matches!(waiting, Waiting::Join { .. }) {
+            self.awaiting_promotion.insert(req);
+        }
         self.pending.insert(req, Pending { index, term, deadline, timeout_ms, waiting, applied: false });
         self.by_index.entry(index).or_default().push(req);
     }
@@ -120,6 +123,7 @@ impl Requests {
             let Some(p) = self.pending.get_mut(&req) else { continue };
             if p.term != term {
                 self.pending.remove(&req);
+                self.awaiting_promotion.remove(&req);
                 out.push(Outcome::Superseded { req });
                 continue;
             }
@@ -135,10 +139,9 @@ impl Requests {
             } else {
                 // Keep it findable by the waitForNode or promotion scan.
                 self.by_index.entry(index).or_default().push(req);
-                match p.waiting {
-                    Waiting::Join { .. } => self.awaiting_promotion.insert(req),
-                    _ => self.awaiting_peer.insert(req),
-                };
+                if !matches!(p.waiting, Waiting::Join { .. }) {
+                    self.awaiting_peer.insert(req);
+                }
             }
         }
         out
@@ -161,9 +164,10 @@ impl Requests {
         finished
     }
 
-    /// Finishes the joins whose learner is now a voter in the committed membership (`voter`);
-    /// returns them with the index of their learner entry. A join whose learner `active` says is
-    /// still answering the leader (catching up, perhaps from a large snapshot) gets its full
+    /// Finishes the joins whose learner entry was applied here and whose learner is now a voter
+    /// in the committed membership (`voter`); returns them with the index of their learner
+    /// entry. A join whose learner `active` says is answering the leader (catching up, perhaps
+    /// from a large snapshot, while the leader holds back applying to read it) gets its full
     /// timeout again from `now`: it fails only once its learner was silent, or this node lost
     /// sight of it, for that long.
     pub(super) fn promoted(&mut self, now: u64, voter: impl Fn(&str) -> bool, active: impl Fn(&str) -> bool) -> Vec<(u32, u64)> {
@@ -171,7 +175,7 @@ impl Requests {
         for req in &self.awaiting_promotion {
             let Some(p) = self.pending.get_mut(req) else { continue };
             let Waiting::Join { peer } = &p.waiting else { continue };
-            if voter(peer) {
+            if p.applied && voter(peer) {
                 finished.push((*req, p.index));
             } else if active(peer) {
                 p.deadline = p.deadline.max(now + p.timeout_ms);
@@ -310,12 +314,15 @@ mod tests {
     fn a_join_finishes_when_its_peer_votes_and_waits_while_it_is_active() {
         let mut r = Requests::default();
         r.track(1, 5, 2, 100, 100, Waiting::Join { peer: "d".into() });
-        assert!(r.promoted(0, |_| true, |_| true).is_empty(), "not before its learner entry is applied");
+        assert!(r.promoted(0, |_| true, |_| false).is_empty(), "not before its learner entry is applied");
+        // Its learner answers while the entry waits (the leader reads a snapshot for it): it waits.
+        assert!(r.promoted(60, |_| false, |_| true).is_empty());
+        assert!(r.expired(100).is_empty());
         assert!(r.applied(5, 2, |_| None).is_empty());
         assert!(r.awaits_promotion());
         // Still catching up at 90: its deadline moves to 190.
         assert!(r.promoted(90, |_| false, |p| p == "d").is_empty());
-        assert!(r.expired(150).is_empty());
+        assert!(r.expired(185).is_empty());
         assert_eq!(r.promoted(160, |p| p == "d", |_| false), vec![(1, 5)]);
         assert!(!r.awaits_promotion() && !r.waits_for(5));
         // A silent learner: the join expires at its deadline.
