@@ -45,6 +45,8 @@ declare namespace Node {
     | 'ETRANSPORT'
     | 'EPLUGIN'
     | 'EINTERNAL'
+    | 'ETRANSFERRING'
+    | 'ENOVOTER'
     | 'EPLUGINCALLBACK'
     | 'EINVALIDPEER'
     | 'ENOTCONNECTED'
@@ -176,6 +178,19 @@ declare namespace Node {
     createReadStream(nodeId: string): Readable;
     createWriteStream(nodeId: string): Writable;
     removeAllState(nodeId: string, cb: NodeStyleCallback): void;
+    /**
+     * Optional point-in-time snapshot read: `stream` is the state machine as of applied index
+     * `index` at the call, however far applying goes while it is read. With it, a leader sending
+     * a snapshot does not hold applying back, and a failed transfer resumes.
+     */
+    createSnapshotReadStream?(nodeId: string, cb: NodeStyleCallback<SnapshotRead>): void;
+  }
+
+  /** What `createSnapshotReadStream` calls back with. */
+  interface SnapshotRead {
+    /** The last index applied to the state `stream` reads. */
+    index: number;
+    stream: Readable;
   }
 
   // ------------------------------------------------------------------ options
@@ -212,6 +227,11 @@ declare namespace Node {
      * in one message (the built-in TCP transport's `maxFrameSize`, 16 MiB) [1048576].
      */
     maxCommandBytes?: number;
+    /**
+     * `stop()` on a leader first hands leadership to the most up-to-date voter, for at most
+     * `maxElectionTimeout` [true].
+     */
+    transferOnStop?: boolean;
     /** This node's metadata, handed to the transport and to peers [{}]. */
     metadata?: JsonObject;
     [key: string]: unknown;
@@ -222,6 +242,16 @@ declare namespace Node {
     timeout?: number;
     /** Also wait until this node has applied the command. */
     waitForNode?: string;
+  }
+
+  interface ReadOptions {
+    /**
+     * Leader: answer from the leader lease, without a quorum round (assumes clock rates within
+     * 10% of each other; see README, Reads) [false].
+     */
+    lease?: boolean;
+    /** ms before the read fails with ETIMEDOUT [options.commandTimeout]. */
+    timeout?: number;
   }
 
   // ------------------------------------------------------------------ events
@@ -269,7 +299,7 @@ declare namespace Node {
     /** The normalized options, defaults filled in. */
     readonly options: Readonly<Required<Pick<Options, 'id' | 'standby' | 'cluster' | 'transport' | 'persistence' |
       'uuid' | 'heartbeatInterval' | 'minElectionTimeout' | 'maxElectionTimeout' | 'commandTimeout' |
-      'retainedLogEntries' | 'maxCommandBytes' | 'metadata'>>> & Options;
+      'retainedLogEntries' | 'maxCommandBytes' | 'transferOnStop' | 'metadata'>>> & Options;
 
     /** Calls `transport.listen(node.id, options, onConnection, cb)`. */
     listen(options: any, cb?: (err: SkiffError | null) => void): void;
@@ -281,6 +311,23 @@ declare namespace Node {
     command<R = any>(command: Command, cb: CommandCallback<R>): void;
     command<R = any>(command: Command, options: CommandOptions | undefined, cb: CommandCallback<R>): void;
     command<R = any>(command: Command, options?: CommandOptions): Promise<R | undefined>;
+
+    /**
+     * Resolves once this node's state machine may be read linearizably (ReadIndex on the
+     * leader, the leader's read index on a follower); writes nothing to the log. ENOTLEADER
+     * only when no leader is known.
+     */
+    read(cb: Callback): void;
+    read(options: ReadOptions | undefined, cb: Callback): void;
+    read(options?: ReadOptions): Promise<void>;
+
+    /**
+     * Leader only: hands leadership to `peerId`, or to the most up-to-date voter. Resolves once
+     * the target leads; ETIMEDOUT when it has not within maxElectionTimeout.
+     */
+    transferLeadership(cb: Callback): void;
+    transferLeadership(peerId: string | undefined, cb: Callback): void;
+    transferLeadership(peerId?: string): Promise<void>;
 
     /**
      * Leader only: adds a member through the log, first as a learner (it counts toward no quorum
@@ -303,7 +350,10 @@ declare namespace Node {
     leave(peerId: string, cb: Callback): void;
     leave(peerId: string): Promise<void>;
 
-    /** Stops timers, closes connections and the listener; pending commands fail with ESTOPPED. */
+    /**
+     * Stops timers, closes connections and the listener; pending commands fail with ESTOPPED.
+     * A leader hands off first (at most maxElectionTimeout) unless `transferOnStop` is false.
+     */
     stop(cb: Callback): void;
     stop(): Promise<void>;
     close(cb: Callback): void;
@@ -526,6 +576,11 @@ declare namespace Node {
     apply(command: any, index: number): unknown;
     /** Chunks describing the whole state (non-null values msgpack can carry). */
     snapshot(): Iterable<unknown> | AsyncIterable<unknown>;
+    /**
+     * Optional: chunks of the state as it is at the call, however many `apply` calls run while
+     * they are consumed (the file persistence's point-in-time snapshot read uses it).
+     */
+    pointInTime?(): Iterable<unknown> | AsyncIterable<unknown>;
     reset(): void | Promise<void>;
     restore(chunk: any): void | Promise<void>;
   }
@@ -548,6 +603,7 @@ declare namespace Node {
   interface KvStateMachine extends StateMachine {
     readonly batchSize: number;
     readonly batchBytes: number;
+    pointInTime(): Iterable<unknown>;
     /** Local reads: NOT linearizable. */
     get(key: KvKey): any;
     has(key: KvKey): boolean;
@@ -588,6 +644,7 @@ declare namespace Node {
     readonly compactBytes: number;
     readonly segmentBytes: number;
     createReadStream(nodeId: string): Readable & { lastIncludedIndex?: number };
+    createSnapshotReadStream(nodeId: string, cb: NodeStyleCallback<SnapshotRead>): void;
     /** The state machine instance of `nodeId` (local reads: NOT linearizable). */
     stateMachine(nodeId: string): S;
     /** Loads `nodeId` from disk if needed. */
@@ -744,8 +801,8 @@ interface NodeConstructor {
   }>;
   readonly events: readonly string[];
   readonly states: readonly Node.StateName[];
-  /** `incremental: true`: with saveLog and applyCommands too. */
-  readonly MemoryPersistence: new (options?: { incremental?: boolean }) => Node.MemoryPersistence;
+  /** `incremental: true`: with saveLog and applyCommands too; `pointInTime: true`: with createSnapshotReadStream. */
+  readonly MemoryPersistence: new (options?: { incremental?: boolean; pointInTime?: boolean }) => Node.MemoryPersistence;
   readonly createTcpTransport: Node.CreateTcpTransport;
   readonly createFilePersistence: Node.CreateFilePersistence;
   readonly createKvStateMachine: Node.CreateKvStateMachine;

@@ -26,10 +26,13 @@
 //   by a bootstrapping store once it leads, on its very first start only (call `join` for more);
 //   its `start()` resolves when they are members.
 //   Joining needs the joined store to be running (the new member counts for the majority).
-// * Every operation of a store goes through the Raft log of its local node, which must be the
-//   leader: `get` is a linearizable read (it is committed like a write). A store whose node is not
-//   the leader does NOT forward: it rejects with `ENOTLEADER` and `err.leader` (the leader's address,
-//   or null while unknown). That keeps the store honest about where an operation ran.
+// * Every write of a store goes through the Raft log of its local node, which must be the leader.
+//   `get` is a linearizable read that writes nothing: `node.read()` (ReadIndex: the leader confirms
+//   it still leads with a heartbeat round; a follower asks the leader for its commit index), then
+//   the local copy once it has applied that far. So a follower's store serves `get` too.
+//   A store whose node is not the leader does NOT forward writes: it rejects with `ENOTLEADER` and
+//   `err.leader` (the leader's address, or null while unknown). That keeps the store honest about
+//   where an operation ran.
 // * Redirection is the client's job: `createKvClient(addresses)` talks to stores over the same TCP
 //   port as Raft (the transport's hello carries `{ skiffKvClient: 1 }`, which the store serves itself
 //   instead of handing the connection to the Raft node). It sends to the leader it last heard of,

@@ -357,34 +357,19 @@ function createNodeClass(loadNative) {
       }
       const [promise, settle] = callbackOrPromise(cb);
       const callback = this._stats.countCommand(settle);
-      if (this._stopping || this._released) {
-        failSoon(callback, makeError('node is stopped', CODES.ESTOPPED));
+      const checked = this._callOptions('command', options);
+      if (checked instanceof Error) {
+        failSoon(callback, checked);
         return promise;
       }
-      let timeout = this.options.commandTimeout;
+      const { timeout } = checked;
       let waitForNode = null;
-      if (options !== undefined && options !== null) {
-        if (typeof options !== 'object') {
-          failSoon(callback, makeError('command options must be an object', CODES.EINVALIDOPTIONS));
+      if (options && options.waitForNode !== undefined && options.waitForNode !== null) {
+        if (typeof options.waitForNode !== 'string' || options.waitForNode === '') {
+          failSoon(callback, makeError('options.waitForNode must be a node id string', CODES.EINVALIDOPTIONS));
           return promise;
         }
-        if (options.timeout !== undefined && options.timeout !== null) {
-          const t = options.timeout;
-          if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
-            failSoon(callback, makeError(
-              'options.timeout must be a positive finite number of milliseconds', CODES.EINVALIDOPTIONS));
-            return promise;
-          }
-          timeout = Math.ceil(t);
-        }
-        if (options.waitForNode !== undefined && options.waitForNode !== null) {
-          if (typeof options.waitForNode !== 'string' || options.waitForNode === '') {
-            failSoon(callback, makeError(
-              'options.waitForNode must be a node id string', CODES.EINVALIDOPTIONS));
-            return promise;
-          }
-          waitForNode = options.waitForNode;
-        }
+        waitForNode = options.waitForNode;
       }
       let json;
       try {
@@ -393,7 +378,68 @@ function createNodeClass(loadNative) {
         failSoon(callback, e);
         return promise;
       }
-      this._request(callback, (req) => this._native.propose(req, json, timeout, waitForNode, this._apply.lastApplied));
+      // A leader handing over refuses commands for at most an election timeout: try again
+      // until the command's own timeout (after the hand-off it answers ENOTLEADER with the
+      // new leader).
+      const deadline = Date.now() + timeout;
+      const attempt = () => {
+        if (this._stopping || this._released) {
+          callback(makeError('node is stopped', CODES.ESTOPPED));
+          return;
+        }
+        const left = Math.max(1, deadline - Date.now());
+        this._request((err, result) => {
+          if (err && err.code === CODES.ETRANSFERRING && Date.now() < deadline) {
+            setTimeout(attempt, Math.min(this.options.heartbeatInterval, left));
+          } else {
+            callback(err, result);
+          }
+        }, (req) => this._native.propose(req, json, left, waitForNode, this._apply.lastApplied));
+      };
+      attempt();
+      return promise;
+    }
+
+    // Resolves once this node's state machine may be read linearizably: ReadIndex on the
+    // leader (a quorum round on heartbeats, no log write), or the leader's read index on a
+    // follower; `options.lease` uses the leader lease instead (see README, Reads).
+    read(options, cb) {
+      if (typeof options === 'function' && cb === undefined) {
+        cb = options;
+        options = undefined;
+      }
+      const [promise, callback] = callbackOrPromise(cb);
+      let checked = this._callOptions('read', options);
+      if (!(checked instanceof Error) && options && options.lease !== undefined && options.lease !== null &&
+          typeof options.lease !== 'boolean') {
+        checked = makeError('options.lease must be a boolean', CODES.EINVALIDOPTIONS);
+      }
+      if (checked instanceof Error) {
+        failSoon(callback, checked);
+        return promise;
+      }
+      const { timeout } = checked;
+      const lease = Boolean(options && options.lease === true);
+      this._request((err) => callback(err), (req) => this._native.read(req, lease, timeout));
+      return promise;
+    }
+
+    // Leader only: hands leadership to `peerId`, or to the most up-to-date voter; resolves once
+    // the target leads (ETIMEDOUT if it has not within an election timeout).
+    transferLeadership(peerId, cb) {
+      if (typeof peerId === 'function' && cb === undefined) {
+        cb = peerId;
+        peerId = undefined;
+      }
+      const [promise, callback] = callbackOrPromise(cb);
+      const named = peerId !== undefined && peerId !== null;
+      const refused = named ? this._refusePeerCall(peerId)
+        : (this._stopping || this._released ? makeError('node is stopped', CODES.ESTOPPED) : null);
+      if (refused) {
+        failSoon(callback, refused);
+        return promise;
+      }
+      this._request((err) => callback(err), (req) => this._native.transferLeadership(req, named ? peerId : null));
       return promise;
     }
 
@@ -444,6 +490,21 @@ function createNodeClass(loadNative) {
       }
       this._request(this._debug.membershipCall('leave', peerId, callback), (req) => this._native.leave(req, peerId));
       return promise;
+    }
+
+    // What `command` and `read` check alike: the node runs, `options` is an object (or absent),
+    // its `timeout` is a positive number of ms. Returns an Error, or `{ timeout }`.
+    _callOptions(what, options) {
+      if (this._stopping || this._released) return makeError('node is stopped', CODES.ESTOPPED);
+      const fallback = this.options.commandTimeout;
+      if (options === undefined || options === null) return { timeout: fallback };
+      if (typeof options !== 'object') return makeError(`${what} options must be an object`, CODES.EINVALIDOPTIONS);
+      const t = options.timeout;
+      if (t === undefined || t === null) return { timeout: fallback };
+      if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
+        return makeError('options.timeout must be a positive finite number of milliseconds', CODES.EINVALIDOPTIONS);
+      }
+      return { timeout: Math.ceil(t) };
     }
 
     // Why `join`/`leave` of `peerId` cannot be taken, or null.

@@ -35,6 +35,15 @@ fn index_hint(value: Option<f64>) -> Option<u64> {
     value.filter(|v| v.is_finite() && *v >= 0.0 && *v <= skiff_core::MAX_SAFE as f64).map(|v| v as u64)
 }
 
+/// A timeout from JS in ms: 0 (the node's default) unless a positive number.
+fn timeout_arg(ms: f64) -> u64 {
+    if ms.is_finite() && ms > 0.0 {
+        ms as u64
+    } else {
+        0
+    }
+}
+
 fn stopped() -> napi::Error<String> {
     coded(code::ESTOPPED, "node stopped")
 }
@@ -128,8 +137,20 @@ impl RaftNode {
         wait_for: Option<String>,
         applied: Option<f64>,
     ) -> napi::Result<Option<String>, String> {
-        let timeout_ms = if timeout_ms.is_finite() && timeout_ms > 0.0 { timeout_ms as u64 } else { 0 };
+        let timeout_ms = timeout_arg(timeout_ms);
         self.input(Input::Propose { req, command: command_json, timeout_ms, wait_for }, applied)
+    }
+
+    /// `read()`: `timeout_ms` 0 (or not a positive number) means the node's `commandTimeout`.
+    #[napi]
+    pub fn read(&self, req: u32, lease: bool, timeout_ms: f64) -> napi::Result<Option<String>, String> {
+        let timeout_ms = timeout_arg(timeout_ms);
+        self.input(Input::Read { req, lease, timeout_ms }, None)
+    }
+
+    #[napi]
+    pub fn transfer_leadership(&self, req: u32, peer: Option<String>) -> napi::Result<Option<String>, String> {
+        self.input(Input::Transfer { req, peer }, None)
     }
 
     #[napi]

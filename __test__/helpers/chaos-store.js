@@ -98,9 +98,11 @@ const register = {
 };
 
 class ChaosStore extends MemoryPersistence {
-  // `incremental`: the plugins have saveLog and applyCommands too (the engine then uses them).
-  constructor({ rand, now, incremental = false }) {
-    super({ stateMachine: register, rand, now, incremental });
+  // `incremental`: the plugins have saveLog and applyCommands too (the engine then uses them);
+  // `pointInTime`: createSnapshotReadStream (a leader's snapshot transfer holds nothing back and
+  // resumes after a failure).
+  constructor({ rand, now, incremental = false, pointInTime = false }) {
+    super({ stateMachine: register, rand, now, incremental, pointInTime });
     this.installing = null;      // on a plugin object: { sourceIndex, state, finished } while a snapshot is written
     // observations
     this.applied = new Map();    // id -> Map index -> command text (through applyCommand)

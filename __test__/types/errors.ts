@@ -48,6 +48,10 @@ node.command(undefined);
 node.command(10n);
 // @ts-expect-error timeout is a number
 node.command('x', { timeout: '5' });
+// @ts-expect-error lease is a boolean
+node.read({ lease: 'yes' });
+// @ts-expect-error a peer id is a string
+node.transferLeadership(7);
 // @ts-expect-error unknown command option
 node.command('x', { timeot: 5 });
 // @ts-expect-error a peer id is a string

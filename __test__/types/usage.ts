@@ -66,6 +66,13 @@ const incremental: Node.Persistence & Node.IncrementalPersistence = Object.assig
 void Node({ transport: myTransport, persistence: incremental });
 void Node({ transport: myTransport, persistence: new Node.MemoryPersistence({ incremental: true }) });
 
+// the optional point-in-time extension
+const withPointInTime: Node.Persistence = {
+  ...myPersistence,
+  createSnapshotReadStream(nodeId, cb) { void nodeId; cb(null, { index: 0, stream: Readable.from([]) }); },
+};
+void withPointInTime;
+
 // ---------------------------------------------------------------- creating nodes
 
 const options: Node.Options = {
@@ -124,6 +131,13 @@ async function promises(): Promise<void> {
   const learners: string[] = a.members().filter((m) => !m.voter).map((m) => m.id);
   void learners;
   await a.leave('c');
+  await a.read();
+  await a.read({ lease: true, timeout: 200 });
+  a.read((err) => { void err; });
+  a.read({ timeout: 50 }, (err) => { void err; });
+  await a.transferLeadership();
+  await a.transferLeadership('b');
+  a.transferLeadership(undefined, (err) => { void err; });
   await b.stop();
   await c.close();
   void r1; void r2;

@@ -187,6 +187,10 @@ class KvStore extends EventEmitter {
     }
     const command = toCommand(op, key, value);
     if (command instanceof Error) return Promise.reject(command);
+    if (op === 'get') {
+      // Linearizable without a log entry: read() resolves once the local copy may be read.
+      return this.node.read().then(() => this.persistence.load(this.id)).then((sm) => sm.get(key));
+    }
     const bytes = commandBytes(command, this.maxCommandBytes);
     if (bytes instanceof Error) return Promise.reject(bytes);
     return this._batcher.add(command, bytes);
@@ -199,7 +203,7 @@ class KvStore extends EventEmitter {
   /** Sets `key` (string or finite number) to a JSON `value`, through the log. */
   put(key, value) { return this._op('put', key, value).then(() => undefined); }
 
-  /** The value of `key` or undefined, read through the log (linearizable). */
+  /** The value of `key` or undefined: a linearizable read (`node.read()`), with no log write. */
   get(key) { return this._op('get', key); }
 
   /** Removes `key`; resolves true if it existed. */

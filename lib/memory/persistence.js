@@ -55,6 +55,8 @@ const PERSISTENCE_METHODS = ['loadMeta', 'saveMeta', 'applyCommand', 'lastApplie
   'saveCommitIndex', 'removeAllState', 'createReadStream', 'createWriteStream'];
 // The incremental extension (saveLog, applyCommands), present with `incremental: true`.
 const INCREMENTAL_METHODS = ['saveLog', 'applyCommands'];
+// The point-in-time snapshot extension, present with `pointInTime: true`.
+const POINT_IN_TIME_METHODS = ['createSnapshotReadStream'];
 
 // Changes `log` (entries with an `index`, in index order) as the saveLog `delta` says: the
 // entries with lastIncludedIndex < index < truncateFrom stay, then the delta's. In place, so a
@@ -84,6 +86,7 @@ class MemoryPersistence extends EventEmitter {
    * @param {() => number} [options.rand]    the random source for disk latencies
    * @param {() => number} [options.now]     the clock (ms) the disk queues schedule by
    * @param {boolean} [options.incremental]  has saveLog and applyCommands
+   * @param {boolean} [options.pointInTime]  has createSnapshotReadStream
    */
   constructor(options = {}) {
     super();
@@ -95,7 +98,8 @@ class MemoryPersistence extends EventEmitter {
     // `log`, `meta` is the hard state's JSON (`log.entries` left out) and `log` the entries, each
     // as its index and JSON text.
     this.nodes = new Map();
-    this.methods = options.incremental ? PERSISTENCE_METHODS.concat(INCREMENTAL_METHODS) : PERSISTENCE_METHODS;
+    this.methods = PERSISTENCE_METHODS.concat(options.incremental ? INCREMENTAL_METHODS : [],
+      options.pointInTime ? POINT_IN_TIME_METHODS : []);
     this.faults = new Faults();
     this.delays = []; // { method, ms, nodeId }
     this.stats = { reapplied: 0, applied: 0, saves: 0, lost: 0 };
@@ -368,6 +372,15 @@ class MemoryPersistence extends EventEmitter {
 
   createReadStream(nodeId) {
     return Readable.from(this.stateMachine.records(this._node(nodeId).sm), { objectMode: true });
+  }
+
+  // createSnapshotReadStream (the point-in-time extension): the state machine's records as they
+  // are when the call takes effect, and the index they are of.
+  _createSnapshotReadStream(nodeId, cb) {
+    this._run('createSnapshotReadStream', nodeId, cb, () => {
+      const sm = this._node(nodeId).sm;
+      return { index: sm.index, stream: Readable.from(this.stateMachine.records(sm), { objectMode: true }) };
+    });
   }
 
   createWriteStream(nodeId) {

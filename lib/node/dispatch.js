@@ -148,6 +148,9 @@ class Dispatcher {
         this._snapshotOp(op);
         node._snapshots.read(op);
         return;
+      case 'snapshotOpen':
+        node._snapshots.open(op);
+        return;
       case 'snapshotClose':
         this._snapshotOp(op);
         node._snapshots.close(op.sid);

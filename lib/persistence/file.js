@@ -34,7 +34,7 @@ const createKvStateMachine = require('./kv-state-machine');
 const { TMP_MARK, DIR_MODE, callBack, fsyncDir } = require('./file/records');
 const { Journal } = require('./file/journal');
 const { Wal } = require('./file/wal');
-const { createReadStream, createWriteStream } = require('./file/snapshot-streams');
+const { createReadStream, createSnapshotReadStream, createWriteStream } = require('./file/snapshot-streams');
 
 /** A folder name for a node id: [A-Za-z0-9_-] kept, every other UTF-8 byte as %XX. */
 function safeName(nodeId) {
@@ -242,6 +242,21 @@ class FilePersistence extends EventEmitter {
    */
   createReadStream(nodeId) {
     return createReadStream(this._node(nodeId).journal);
+  }
+
+  /**
+   * The point-in-time extension: `cb(err, { index, stream })`, a read stream of the state machine
+   * as of applied index `index`, however far applying goes while it is read.
+   */
+  createSnapshotReadStream(nodeId, cb) {
+    let journal;
+    try {
+      journal = this._node(nodeId).journal;
+    } catch (e) {
+      callBack(cb, e);
+      return;
+    }
+    createSnapshotReadStream(journal, cb);
   }
 
   /**

@@ -21,5 +21,5 @@ pub use entry::{Entry, EntryKind, Json};
 pub use log::RaftLog;
 pub use membership::{Member, Membership, Suffrage};
 pub use message::{Body, Message};
-pub use raft::{ProposeError, Raft, Role, SnapshotMeta, StepError, MAX_SAFE, PROMOTE_WITHIN};
-pub use ready::{Event, HardState, PersistToken, Ready, SaveDelta};
+pub use raft::{ProposeError, Raft, ReadError, Role, SnapshotMeta, StepError, TransferError, MAX_PENDING_READS, MAX_SAFE, PROMOTE_WITHIN};
+pub use ready::{Event, HardState, PersistToken, ReadFailure, ReadState, Ready, SaveDelta};

@@ -329,6 +329,7 @@ mod tests {
             last_log_index: 122,
             last_log_term: 3,
             pre_vote: false,
+            transfer: false,
         });
         raft.step(crate::message::Message { from: "node-c".into(), to: "node-a".into(), token: Some(1), body }).unwrap();
         let rd = raft.ready();

@@ -4,8 +4,9 @@
 //! runtime's reports, the output and the dispatch of peer messages. The handlers live in child
 //! modules, each an `impl Raft` block that sees the private fields: `election` (campaigns, votes,
 //! the lease, role changes), `replication` (AppendEntries both ways, commitment), `snapshot`
-//! (transfer and install), `propose` (commands and membership changes) and `validate` (what no
-//! correct peer sends).
+//! (transfer and install), `propose` (commands and membership changes), `read_index`
+//! (linearizable reads without log writes), `transfer` (leadership transfer) and `validate`
+//! (what no correct peer sends).
 
 use crate::config::{Config, ConfigError, PendingInstall, Restored};
 use crate::entry::{Entry, Json};
@@ -21,9 +22,16 @@ mod election;
 mod learners;
 pub use learners::PROMOTE_WITHIN;
 mod propose;
+mod read_index;
 mod replication;
 mod snapshot;
+mod transfer;
 mod validate;
+
+pub use read_index::{ReadError, MAX_PENDING_READS};
+pub use transfer::TransferError;
+use read_index::ReadOnly;
+use transfer::{Transfer, TransferIntent};
 
 use validate::validate;
 
@@ -80,6 +88,8 @@ pub struct SnapshotMeta {
     pub index: u64,
     pub term: u64,
     pub members: Membership,
+    /// The transfer's id among this leader's in its term (see `InstallSnapshot::transfer`).
+    pub transfer: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -90,6 +100,10 @@ pub enum ProposeError {
     MembershipChangePending,
     #[error("the log is full: index would pass 2^53 - 1")]
     LogFull,
+    /// Leadership is being handed to `target` (see [`Raft::transfer_leader`]): try again once
+    /// it leads, or once the transfer is abandoned.
+    #[error("leadership is being transferred to {target}")]
+    Transferring { target: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -179,9 +193,23 @@ pub struct Raft {
 
     votes: BTreeMap<String, bool>,
     progress: BTreeMap<String, Progress>,
+    /// Leader: snapshot transfers begun in this term; the last one's number is its id. Reset with
+    /// the term, as the term tells a leader's transfers apart from another leader's (a leader
+    /// that restarts must win a later term to lead again).
+    transfers_begun: u64,
     /// Leader: new entries wait to be sent when the `Ready` is built, so a burst of proposals
     /// goes out as one AppendEntries per follower.
     need_broadcast: bool,
+    /// Reads waiting for a round, an answer or the state machine.
+    reads: ReadOnly,
+    /// Leader: the transfer under way. Cleared when this node stops leading.
+    transfer: Option<Transfer>,
+    /// Follower: the transfer our leader announced, if any (replaced by each of its
+    /// AppendEntries).
+    transfer_intent: Option<TransferIntent>,
+    /// Leader that appended its own removal: the voter it hands over to once the removal
+    /// commits (announced as `transferTo` meanwhile). Cleared when this node stops leading.
+    successor: Option<String>,
 
     /// What the saves wrote (for the next `SaveDelta`) and made durable.
     saves: Saves,
@@ -248,7 +276,12 @@ impl Raft {
             last_leader_contact: None,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            transfers_begun: 0,
             need_broadcast: false,
+            reads: ReadOnly::default(),
+            transfer: None,
+            transfer_intent: None,
+            successor: None,
             saves: Saves { durable_term: hard_state.term, base: SavedBase::default() },
             dirty,
             msgs: Vec::new(),
@@ -256,6 +289,8 @@ impl Raft {
             cfg,
         };
         raft.reset_election_timer();
+        let batches = raft.rng.range(1, 1 << 48);
+        raft.reads.start_batches(batches);
         raft.shown_role = raft.role();
         raft.events.push(Event::Role(raft.shown_role));
         Ok(raft)
@@ -326,9 +361,9 @@ impl Raft {
     pub fn progress(&self) -> &BTreeMap<String, Progress> {
         &self.progress
     }
-    /// Whether a membership change may be proposed now.
+    /// Whether a membership change may be proposed now (not while leadership is handed over).
     pub fn can_change_membership(&self) -> bool {
-        self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index
+        self.ensure_leader().is_ok() && self.commit >= self.pending_conf_index && self.transfer.is_none()
     }
     /// When the runtime should call [`Raft::tick`] next, at the latest.
     pub fn next_deadline(&self) -> u64 {
@@ -384,6 +419,13 @@ impl Raft {
                 }
             }
         }
+        self.settle();
+    }
+
+    /// Moves reads and a transfer on after any input (time, a message, a save, an apply).
+    fn settle(&mut self) {
+        self.settle_reads();
+        self.settle_transfer();
     }
 
     fn reset_election_timer(&mut self) {
@@ -404,6 +446,7 @@ impl Raft {
                 self.maybe_commit();
             }
         }
+        self.settle();
     }
 
     /// The state machine has applied everything up to `index`.
@@ -411,6 +454,7 @@ impl Raft {
     pub fn applied_to(&mut self, index: u64) {
         if index > self.applied && index <= self.apply_cursor {
             self.applied = index;
+            self.settle_reads();
         }
         let keep = self.cfg.retained_log_entries;
         if self.install.is_none() && self.applied > self.log.snapshot_index() + keep {
@@ -490,11 +534,17 @@ impl Raft {
             || !self.msgs.is_empty()
             || !self.events.is_empty()
             || (self.need_broadcast && self.is_leader())
+            || (self.reads.round_wanted() && self.is_leader())
+            || self.reads.has_output()
             || (self.install.is_none() && self.apply_cursor < self.commit.min(self.persisted))
     }
 
     /// Collects what the runtime must do now. See [`Ready`] for the order.
     pub fn ready(&mut self) -> Ready {
+        if self.reads.take_round() && self.is_leader() {
+            // A read round: every follower gets an AppendEntries carrying it now.
+            self.broadcast_heartbeat();
+        }
         if self.need_broadcast && self.is_leader() {
             self.need_broadcast = false;
             let peers: Vec<String> = self.progress.keys().cloned().collect();
@@ -527,7 +577,8 @@ impl Raft {
             }
             Some(_) => std::mem::take(&mut messages),
         };
-        Ready { save, messages, persisted_messages, committed, events: std::mem::take(&mut self.events) }
+        let (reads, read_failures) = self.reads.take_output();
+        Ready { save, messages, persisted_messages, committed, reads, read_failures, events: std::mem::take(&mut self.events) }
     }
 
     /// What the save asked for now must write: see [`SaveDelta`].
@@ -591,7 +642,7 @@ impl Raft {
             let dropped: Vec<String> = self.progress.keys().filter(|id| !wanted.contains(*id)).cloned().collect();
             for id in dropped {
                 if self.progress.remove(&id).is_some_and(|p| p.state == ProgressState::Snapshot) {
-                    self.events.push(Event::SnapshotFailed { peer: id });
+                    self.events.push(Event::SnapshotFailed { peer: id, next_seq: 0 });
                 }
             }
             for id in wanted {
@@ -618,9 +669,15 @@ impl Raft {
             match &m.body {
                 Body::RequestVote(rv) if rv.pre_vote => {}
                 Body::RequestVoteResponse(r) if r.pre_vote && r.vote_granted => {}
-                Body::RequestVote(_) if self.in_lease() => {
+                Body::RequestVote(rv) if self.in_lease() && !self.honors_transfer_vote(rv) => {
                     // Refuse without changing term: a healthy leader is in charge.
                     self.refuse(m.from, m.token, &m.body, "a leader is active".into());
+                    return Ok(());
+                }
+                Body::ReadIndex(_) | Body::TimeoutNow(_) => {
+                    // Neither comes from a leader of a newer term: nothing to follow.
+                    let reason = format!("term {} is ahead of the current term {}", term, self.term);
+                    self.refuse(m.from, m.token, &m.body, reason);
                     return Ok(());
                 }
                 Body::AppendEntries(_) | Body::InstallSnapshot(_) => self.become_follower(term, Some(m.from.clone())),
@@ -650,7 +707,12 @@ impl Raft {
             Body::RequestVoteResponse(r) => self.handle_vote_response(from, r),
             Body::InstallSnapshot(s) => self.handle_install(from, token, s),
             Body::InstallSnapshotResponse(r) => self.handle_install_response(from, r),
+            Body::ReadIndex(r) => self.handle_read_index(from, token, r),
+            Body::ReadIndexResponse(r) => self.handle_read_index_response(from, r),
+            Body::TimeoutNow(t) => self.handle_timeout_now(from, token, t),
+            Body::TimeoutNowResponse(r) => self.handle_timeout_now_response(from, r),
         }
+        self.settle();
         Ok(())
     }
 
@@ -667,6 +729,7 @@ impl Raft {
                 conflict_term: None,
                 reason: Some(reason),
                 needs_snapshot: false,
+                read_ctx: None,
             }),
             Body::RequestVote(rv) => Body::RequestVoteResponse(RequestVoteResponse {
                 term: self.term,
@@ -674,11 +737,19 @@ impl Raft {
                 pre_vote: rv.pre_vote,
                 reason: Some(reason),
             }),
-            Body::InstallSnapshot(s) => Body::InstallSnapshotResponse(InstallSnapshotResponse {
+            Body::InstallSnapshot(s) => {
+                Body::InstallSnapshotResponse(InstallSnapshotResponse { term: self.term, ..InstallSnapshotResponse::refused(s.seq, 0, reason) })
+            }
+            Body::ReadIndex(r) => Body::ReadIndexResponse(crate::message::ReadIndexResponse {
                 term: self.term,
-                seq: s.seq,
+                id: r.id,
                 success: false,
-                installed_index: 0,
+                index: 0,
+                reason: Some(reason),
+            }),
+            Body::TimeoutNow(_) => Body::TimeoutNowResponse(crate::message::TimeoutNowResponse {
+                term: self.term,
+                success: false,
                 reason: Some(reason),
             }),
             // Answers are never answered.

@@ -11,6 +11,22 @@ pub struct HardState {
     pub vote: Option<String>,
 }
 
+/// A read that may now be served from the local state machine: it has applied `index`, which
+/// was the leader's commit index at a moment it was confirmed to lead (see
+/// [`crate::Raft::read_index`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub id: u64,
+    pub index: u64,
+}
+
+/// A read that failed; the runtime answers it with the error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadFailure {
+    pub id: u64,
+    pub error: crate::ReadError,
+}
+
 /// Things worth telling the user about, in the order they happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -41,7 +57,9 @@ pub enum Event {
     /// Leader: `peer` installed the snapshot; the transfer is over.
     SnapshotInstalled { peer: String },
     /// Leader: `peer` refused a chunk, or this node stopped leading: abandon the transfer.
-    SnapshotFailed { peer: String },
+    /// `next_seq`: where the follower says its partial install of this transfer stands (0: it
+    /// holds none); the runtime checks it against what it sent before resuming there.
+    SnapshotFailed { peer: String, next_seq: u64 },
     /// Follower: a snapshot chunk to write (see [`crate::Raft::begin_install`]). Answer it with
     /// [`crate::Raft::snapshot_reply`] once it is written.
     SnapshotChunk { from: String, token: Option<u64>, chunk: crate::message::InstallSnapshot },
@@ -109,6 +127,9 @@ pub(crate) struct Saves {
 ///    durable locally and committed by a majority. Report progress with
 ///    [`crate::Raft::applied_to`].
 ///
+/// `reads` and `read_failures` answer [`crate::Raft::read_index`] calls, each once, and may be
+/// answered at any time.
+///
 /// `events` are informational and may be dropped.
 #[derive(Debug, Default)]
 pub struct Ready {
@@ -116,6 +137,8 @@ pub struct Ready {
     pub messages: Vec<Message>,
     pub persisted_messages: Vec<Message>,
     pub committed: Vec<Entry>,
+    pub reads: Vec<ReadState>,
+    pub read_failures: Vec<ReadFailure>,
     pub events: Vec<Event>,
 }
 
@@ -125,6 +148,8 @@ impl Ready {
             && self.messages.is_empty()
             && self.persisted_messages.is_empty()
             && self.committed.is_empty()
+            && self.reads.is_empty()
+            && self.read_failures.is_empty()
             && self.events.is_empty()
     }
 

@@ -3,140 +3,12 @@
 //! cluster neither halts nor obeys.
 
 use skiff_core::message::{AppendEntries, InstallSnapshot, RequestVote};
-use skiff_core::persisted::{restore, PersistedState};
+use skiff_core::persisted::restore;
 use skiff_core::{Body, Config, EntryKind, Json, Message, Raft, MAX_SAFE};
-use std::collections::VecDeque;
 
-const IDS: [&str; 3] = ["n1", "n2", "n3"];
-
-struct Cluster {
-    nodes: Vec<Raft>,
-    now: u64,
-    net: VecDeque<Message>,
-    /// Answers addressed to the rogue peer "evil".
-    to_evil: Vec<Message>,
-}
-
-/// The persisted state of a cluster of `IDS` that has not elected anyone yet.
-fn members_state() -> String {
-    let peers: Vec<String> = IDS.iter().map(|id| format!(r#"{{"id":"{id}","metadata":{{}}}}"#)).collect();
-    format!(r#"{{"currentTerm":0,"votedFor":null,"log":{{"meta":{{"lastIncludedIndex":0,"lastIncludedTerm":0,"members":[{}]}},"entries":[]}},"peers":[]}}"#, peers.join(","))
-}
-
-fn node(k: usize, state: &str) -> Raft {
-    let id = IDS[k];
-    let mut cfg = Config::new(id);
-    cfg.seed = 11 + k as u64;
-    let r = restore(id, state, 0, false, &Json::empty_object()).expect("state loads");
-    Raft::new(cfg, r).expect("valid config")
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        let state = members_state();
-        Cluster { nodes: (0..3).map(|k| node(k, &state)).collect(), now: 0, net: VecDeque::new(), to_evil: Vec::new() }
-    }
-
-    /// Restarts every node from what it persisted (instant disk: the last `Ready` is durable).
-    fn restart_all(&mut self) {
-        let states: Vec<String> =
-            self.nodes.iter().map(|r| serde_json::to_string(&PersistedState(r)).expect("serializes")).collect();
-        self.nodes = states.iter().enumerate().map(|(k, s)| node(k, s)).collect();
-        self.net.clear();
-        self.now = 0;
-    }
-
-    fn flush(&mut self) {
-        for r in &mut self.nodes {
-            while r.has_ready() {
-                let rd = r.ready();
-                // Instant disk: the save is durable at once, so every message may go.
-                let token = rd.save.as_ref().map(|s| s.token);
-                let committed = rd.committed.clone();
-                for m in rd.all_messages() {
-                    if m.to == "evil" {
-                        self.to_evil.push(m);
-                    } else {
-                        self.net.push_back(m);
-                    }
-                }
-                if let Some(token) = token {
-                    r.advance(token);
-                }
-                if let Some(last) = committed.last() {
-                    r.applied_to(last.index);
-                }
-            }
-        }
-    }
-
-    fn deliver(&mut self, m: Message) {
-        let now = self.now;
-        if let Some(r) = self.nodes.iter_mut().find(|r| r.id() == m.to) {
-            r.tick(now);
-            let _ = r.step(m);
-        }
-        self.flush();
-    }
-
-    /// Advances time by `ms`, a millisecond at a time; a message takes one millisecond.
-    fn run(&mut self, ms: u64) {
-        for _ in 0..ms {
-            self.now += 1;
-            let now = self.now;
-            for r in &mut self.nodes {
-                r.tick(now);
-            }
-            self.flush();
-            let batch: Vec<Message> = self.net.drain(..).collect();
-            for m in batch {
-                self.deliver(m);
-            }
-        }
-    }
-
-    fn leader(&self) -> Option<usize> {
-        self.nodes.iter().position(|r| r.is_leader())
-    }
-
-    fn wait_leader(&mut self, max_ms: u64) -> usize {
-        for _ in 0..max_ms {
-            if let Some(k) = self.leader() {
-                return k;
-            }
-            self.run(1);
-        }
-        panic!("no leader within {max_ms} ms")
-    }
-
-    /// Proposes a command at the leader and runs until every node applied it.
-    fn commit_one(&mut self, what: &str) {
-        let k = self.wait_leader(5000);
-        let index = self.nodes[k].propose(Json::from_value(&what)).expect("leader takes it");
-        for _ in 0..3000 {
-            if self.nodes.iter().all(|r| r.applied() >= index) {
-                return;
-            }
-            self.run(1);
-        }
-        panic!("{what} (index {index}) was not applied everywhere");
-    }
-
-    /// A cluster that committed "a": returns it, its leader and the term.
-    fn elected() -> (Cluster, usize, u64) {
-        let mut c = Cluster::new();
-        c.commit_one("a");
-        let leader = c.leader().expect("a leader committed");
-        let term = c.nodes[leader].term();
-        (c, leader, term)
-    }
-
-    /// The rogue peer sends `body` to node `k`, as a request with a reply token.
-    fn evil(&mut self, k: usize, body: Body) {
-        let to = IDS[k].to_string();
-        self.deliver(Message { from: "evil".into(), to, token: Some(99), body });
-    }
-}
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::{Cluster, IDS};
 
 fn append(term: u64, leader: &str, leader_commit: u64) -> Body {
     Body::AppendEntries(AppendEntries {
@@ -147,6 +19,8 @@ fn append(term: u64, leader: &str, leader_commit: u64) -> Body {
         entries: Vec::new(),
         leader_commit,
         peers: None,
+        read_ctx: None,
+        transfer_to: None,
     })
 }
 
@@ -157,6 +31,7 @@ fn vote(term: u64, candidate: &str, last_log_index: u64) -> Body {
         last_log_index,
         last_log_term: term,
         pre_vote: false,
+        transfer: false,
     })
 }
 
@@ -265,6 +140,7 @@ fn a_second_leader_in_the_same_term_is_refused() {
                 done: true,
                 data: None,
                 peers: None,
+                transfer: 0,
             }),
         ] {
             c.to_evil.clear();
@@ -304,6 +180,8 @@ fn a_request_conflicting_with_committed_entries_is_answered() {
         entries: vec![skiff_core::Entry { term, index: 1, kind: EntryKind::Command(Json::from_value(&"x")), uuid: "u".into() }],
         leader_commit: 0,
         peers: None,
+        read_ctx: None,
+        transfer_to: None,
     });
     let from = IDS[leader].to_string();
     let mut answered = Vec::new();
@@ -386,6 +264,8 @@ fn a_ready_says_what_to_save_and_which_messages_wait_for_it() {
         entries: save.entries.clone(),
         leader_commit: 0,
         peers: None,
+        read_ctx: None,
+        transfer_to: None,
     });
     f.step(Message { from: IDS[k].into(), to: IDS[follower].into(), token: Some(3), body }).unwrap();
     let rd = f.ready();

@@ -283,6 +283,7 @@ fn vote_survives_crash_restart() {
             last_log_index: 100,
             last_log_term: term,
             pre_vote: false,
+            transfer: false,
         }),
     };
     let answers = |sim: &Sim, to: &str| -> Vec<(u64, bool)> {
@@ -471,6 +472,7 @@ fn bug_older_snapshot_moves_log_below_commit() {
         done: true,
         data: Some(Json::from_text("[]").unwrap()),
         peers: Some(peers),
+        transfer: 0,
     };
     f.step(Message { from: "a".into(), to: "f".into(), token: None, body: Body::InstallSnapshot(chunk) }).unwrap();
     let rd = f.ready();
@@ -633,6 +635,8 @@ fn bug_ready_acknowledges_truncated_entries() {
             entries,
             leader_commit: 0,
             peers: None,
+            read_ctx: None,
+            transfer_to: None,
         }),
     };
     let state = r#"{"currentTerm":2,"votedFor":null,"log":{"meta":{"lastIncludedIndex":0,"lastIncludedTerm":0,
@@ -920,6 +924,7 @@ fn success_from_a_follower_in_snapshot_state_commits() {
             conflict_term: None,
             reason: None,
             needs_snapshot,
+            read_ctx: None,
         })
     };
     a.step(from_f(answer(false, 0, true))).unwrap(); // stale: f has installed its snapshot since

@@ -140,6 +140,7 @@ mod tests {
             last_log_index: 0,
             last_log_term: 0,
             pre_vote: false,
+            transfer: false,
         });
         Message { from: "a".into(), to: to.into(), token: None, body }
     }

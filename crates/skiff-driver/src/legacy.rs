@@ -70,12 +70,14 @@ pub(super) struct LegacyMark {
 /// What this node knows of its peers' versions. The driver asks it to translate each request
 /// before parsing it, to cap each AppendEntries before sending it, and to complete each
 /// AppendEntries reply before the core sees it.
-/// Invariant: `modern` holds only peers whose latest AppendEntries reply carried `matchIndex`,
-/// `old` only peers whose latest one did not (the two never share a peer); `mark` was set only
-/// from a request whose connection was its sender's (see `accept`).
+/// Invariant: `modern` holds only peers whose latest AppendEntries reply carried `matchIndex`, or
+/// whose latest AppendEntries request (on their own connection) carried `prevLogTerm`; `old`
+/// only peers whose latest AppendEntries reply did not (the two never share a peer); `mark` was
+/// set only from a request whose connection was its sender's (see `accept`).
 #[derive(Default)]
 pub(super) struct Legacy {
-    /// Peers whose AppendEntries replies carry `matchIndex`: skiff-rs nodes. The others may run
+    /// Peers whose AppendEntries replies carry `matchIndex`, or whose AppendEntries requests
+    /// carry `prevLogTerm`: skiff-rs nodes. The others may run
     /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
     modern: HashSet<String>,
     /// Peers whose AppendEntries replies lack `matchIndex`: skiff-algorithm nodes, which know
@@ -96,6 +98,23 @@ impl Legacy {
     /// A member never heard from (down) does not count: it would hold up every join's catch-up.
     pub(super) fn any_old<'a>(&self, mut members: impl Iterator<Item = &'a String>) -> bool {
         members.any(|id| self.old.contains(id))
+    }
+
+    /// Whether `peer` is known to run skiff-rs: only such a peer gets the messages
+    /// skiff-algorithm lacks (ReadIndex, TimeoutNow).
+    pub(super) fn is_modern(&self, peer: &str) -> bool {
+        self.modern.contains(peer)
+    }
+
+    /// An AppendEntries came from `leader` (its connection's peer), in our format (`ours`,
+    /// with `prevLogTerm`) or skiff-algorithm's: how a follower learns what its leader runs.
+    pub(super) fn heard_leader(&mut self, leader: &str, ours: bool) {
+        if ours {
+            self.modern.insert(leader.to_string());
+            self.old.remove(leader);
+        } else {
+            self.modern.remove(leader);
+        }
     }
 
     /// Makes an AppendEntries to a peer that may run skiff-algorithm safe for it. Such a
@@ -291,6 +310,8 @@ mod tests {
                 entries: vec![],
                 leader_commit: 9,
                 peers: None,
+                read_ctx: None,
+                transfer_to: None,
             }),
         };
         let commit = |m: &Message| match &m.body {

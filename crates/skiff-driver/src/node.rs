@@ -9,8 +9,10 @@
 
 mod applying;
 mod commands;
+mod handoff;
 mod messages;
 mod notify;
+mod reads;
 mod saving;
 mod snapshots;
 #[cfg(test)]
@@ -22,11 +24,13 @@ use super::apply::ApplyQueue;
 use super::code;
 use super::connections::Connections;
 use super::events::{coded_arg, Events};
+use super::handoff::Handoff;
 use super::input::{Input, PluginError};
 use super::install::{Fit, Install, Written};
 use super::io::{IoKind, IoTable};
 use super::legacy::{Legacy, Sent};
 use super::load::Load;
+use super::reads::Reads;
 use super::op::{ApplyItem, Arg, JsError, Op};
 use super::options::NodeOptions;
 use super::requests::{MembershipQueue, Outcome, Requests, Waiting};
@@ -104,6 +108,10 @@ pub struct Driver<H: Host> {
     removed_self: bool,
     /// A stop was asked for (request id, 0 for the node's own): the next settle ends the node.
     stopping: Option<u32>,
+    /// `read()` calls waiting for the core.
+    reads: Reads,
+    /// `transferLeadership()` calls, and a `stop()` that hands off first.
+    handoff: Handoff,
 }
 
 fn raw(text: String) -> Box<RawValue> {
@@ -158,6 +166,8 @@ impl<H: Host> Driver<H> {
             events: Events::default(),
             removed_self: false,
             stopping: None,
+            reads: Reads::default(),
+            handoff: Handoff::default(),
         }
     }
 
@@ -266,6 +276,9 @@ impl<H: Host> Driver<H> {
         if let Some(until) = self.hold_save() {
             at = at.min(until + 1);
         }
+        for deadline in [self.reads.next_deadline(), self.handoff.next_deadline()].into_iter().flatten() {
+            at = at.min(deadline);
+        }
         at.max(self.now)
     }
 
@@ -306,7 +319,9 @@ impl<H: Host> Driver<H> {
                     self.dispatch(m);
                 }
             }
-            Input::Stop { req } => self.stopping = Some(req),
+            Input::Read { req, lease, timeout_ms } => self.read(req, lease, timeout_ms),
+            Input::Transfer { req, peer } => self.transfer(req, peer),
+            Input::Stop { req } => self.request_stop(req),
         }
     }
 
@@ -340,6 +355,7 @@ impl<H: Host> Driver<H> {
             IoKind::SnapshotReset => self.install_reset_finished(error),
             IoKind::SnapshotWrite => self.install_write_finished(error),
             IoKind::Quiesce => self.quiesce_finished(io, error, result),
+            IoKind::SnapshotOpen { peer, sid } => self.snapshot_opened(peer, sid, error, result),
         }
     }
 
@@ -365,6 +381,8 @@ impl<H: Host> Driver<H> {
         self.collect_ready();
         self.issue_apply();
         self.check_wait_for_node();
+        self.drive_reads();
+        self.drive_handoff();
         self.scan_timeouts();
         self.pump_lanes();
         if self.removed_self && self.apply.is_idle() && !self.save.is_busy() {
@@ -385,6 +403,7 @@ impl<H: Host> Driver<H> {
             let ready = raft.ready();
             // The wrapper keeps the entries of the previous save below `truncate_from`.
             let state = ready.save.as_ref().map(|save| (to_raw(&SaveDocument(raft, save)), save.truncate_from, save.token));
+            self.reads_answered(ready.reads, ready.read_failures);
             let mut membership_changed = false;
             for ev in ready.events {
                 membership_changed |= matches!(ev, Event::Joined { .. } | Event::Left { .. });
@@ -424,6 +443,7 @@ impl<H: Host> Driver<H> {
                 IoKind::Send { peer, kind, .. } => self.send_timed_out(io, peer, kind),
                 IoKind::SnapshotRead { peer } => self.snapshot_read_timed_out(peer),
                 IoKind::Quiesce => self.quiesce_timed_out(io),
+                IoKind::SnapshotOpen { peer, sid } => self.snapshot_open_timed_out(peer, sid),
                 IoKind::SnapshotReset | IoKind::SnapshotWrite => {
                     self.install_failed(code::ETIMEDOUT, "the persistence plugin did not call back while installing a snapshot".into());
                 }
@@ -444,7 +464,9 @@ impl<H: Host> Driver<H> {
     fn finish_stop(&mut self, req: u32) {
         self.publish();
         let err = JsError::new(code::ESTOPPED, "node stopped");
-        for r in self.requests.clear() {
+        let reads = self.reads.clear();
+        let handoffs = self.handoff.clear();
+        for r in self.requests.clear().into_iter().chain(reads).chain(handoffs) {
             self.done(r, Some(err.clone()));
         }
         for req in self.membership_queue.clear() {

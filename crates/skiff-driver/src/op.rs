@@ -101,6 +101,9 @@ pub enum Op {
     #[serde(rename_all = "camelCase")]
     SnapshotRead { io: u32, sid: u32, max_chunks: usize, max_bytes: usize },
     SnapshotClose { sid: u32 },
+    /// Open read stream `sid` with the plugin's `createSnapshotReadStream` (a point-in-time
+    /// read, taken while applying goes on); answered with the applied index it is of.
+    SnapshotOpen { io: u32, sid: u32 },
     /// `removeAllState`.
     SnapshotReset { io: u32 },
     /// Write `chunks` into write stream `sid` (opened on first use); with `end`, finish the

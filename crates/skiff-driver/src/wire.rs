@@ -1,13 +1,14 @@
 //! The wire codec: a peer message's type name and JSON text ↔ the core's [`Body`].
 //!
 //! A request travels as `send(type, args)`; its response travels as the reply to that request,
-//! so a response is read knowing the type of the request it answers. The six message types are
+//! so a response is read knowing the type of the request it answers. The message types are
 //! listed once, in the `wire!` table below, which writes the three conversions from it; their
 //! names are the core's (`AppendEntries::TYPE`, ...).
 
 use serde_json::value::RawValue;
 use skiff_core::message::{
-    AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RequestVote, RequestVoteResponse,
+    AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, ReadIndex, ReadIndexResponse,
+    RequestVote, RequestVoteResponse, TimeoutNow, TimeoutNowResponse,
 };
 use skiff_core::Body;
 
@@ -29,6 +30,18 @@ impl Sender for RequestVote {
 }
 
 impl Sender for InstallSnapshot {
+    fn sender(&self) -> &str {
+        &self.leader_id
+    }
+}
+
+impl Sender for ReadIndex {
+    fn sender(&self) -> &str {
+        &self.follower_id
+    }
+}
+
+impl Sender for TimeoutNow {
     fn sender(&self) -> &str {
         &self.leader_id
     }
@@ -71,6 +84,8 @@ wire! {
     AppendEntries / AppendEntriesResponse,
     RequestVote / RequestVoteResponse,
     InstallSnapshot / InstallSnapshotResponse,
+    ReadIndex / ReadIndexResponse,
+    TimeoutNow / TimeoutNowResponse,
 }
 
 #[cfg(test)]

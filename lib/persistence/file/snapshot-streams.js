@@ -1,8 +1,8 @@
 'use strict';
 
-// The file persistence's snapshot streams: the state machine read out of a checkpoint (what a
-// leader sends) and written into a new one (what a follower receives), each in its node's
-// Journal queue, so the cut is where the call stands among the node's operations.
+// The file persistence's snapshot streams: the state machine read out of a checkpoint or at a
+// point in time (what a leader sends) and written into a new one (what a follower receives), each
+// in its node's Journal queue, so the cut is where the call stands among the node's operations.
 
 const fsp = require('node:fs').promises;
 const path = require('node:path');
@@ -145,4 +145,42 @@ function createWriteStream(journal) {
   });
 }
 
-module.exports = { createReadStream, createWriteStream };
+/**
+ * The point-in-time extension (`createSnapshotReadStream`): calls `cb(err, { index, stream })`
+ * once, with a read of the state machine as of applied index `index` that stays that state
+ * however far applying goes while it is read. From the state machine's `pointInTime()` (the
+ * key-value store copies its map: no file is written and no apply waits), else from a checkpoint
+ * (`createReadStream`, which says its index once it can be read).
+ */
+function createSnapshotReadStream(journal, cb) {
+  let called = false;
+  const once = (err, value) => {
+    if (called) return;
+    called = true;
+    process.nextTick(() => cb(err, value));
+  };
+  journal.run(async () => {
+    await journal._ensureLoaded();
+    const sm = journal.sm;
+    if (typeof sm.pointInTime !== 'function') return null;
+    // Taken here, between two applies: the chunks are those of `journal.applied`.
+    return { index: journal.applied, stream: Readable.from(sm.pointInTime() || [], { objectMode: true }) };
+  }).then((read) => {
+    if (read) return once(null, read);
+    const stream = createReadStream(journal);
+    const onError = (err) => {
+      stream.removeListener('readable', onReadable);
+      once(err);
+    };
+    const onReadable = () => {
+      stream.removeListener('error', onError);
+      once(null, { index: stream.lastIncludedIndex, stream });
+    };
+    stream.once('error', onError);
+    stream.once('readable', onReadable);
+    stream.read(0); // opens it: the checkpoint's header says the index
+    return undefined;
+  }, (err) => once(err));
+}
+
+module.exports = { createReadStream, createSnapshotReadStream, createWriteStream };

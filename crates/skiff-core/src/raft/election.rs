@@ -77,7 +77,7 @@ impl Raft {
         self.phase = Phase::Follower;
         for (peer, p) in std::mem::take(&mut self.progress) {
             if p.state == ProgressState::Snapshot {
-                self.events.push(Event::SnapshotFailed { peer });
+                self.events.push(Event::SnapshotFailed { peer, next_seq: 0 });
             }
         }
         self.votes.clear();
@@ -103,13 +103,14 @@ impl Raft {
         self.reset_election_timer();
     }
 
-    fn request_votes(&mut self, term: u64, pre_vote: bool) {
+    fn request_votes(&mut self, term: u64, pre_vote: bool, transfer: bool) {
         let req = RequestVote {
             term,
             candidate_id: self.cfg.id.clone(),
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote,
+            transfer,
         };
         // Learners are not asked: their votes would not count.
         let peers: Vec<String> = self.members.voters().filter(|id| **id != self.cfg.id).cloned().collect();
@@ -119,17 +120,23 @@ impl Raft {
     }
 
     pub(super) fn campaign_pre(&mut self) {
-        self.campaign_as(Phase::PreCandidate);
+        self.campaign_as(Phase::PreCandidate, false);
     }
 
     pub(super) fn campaign(&mut self) {
-        self.campaign_as(Phase::Candidate);
+        self.campaign_as(Phase::Candidate, false);
+    }
+
+    /// Campaigns at once because the leader said so (TimeoutNow): no pre-vote, and the vote
+    /// requests carry `transfer` (see `transfer`).
+    pub(super) fn campaign_transfer(&mut self) {
+        self.campaign_as(Phase::Candidate, true);
     }
 
     /// Stands for election. A pre-candidate asks whether it could win at the next term without
     /// changing anything; a candidate takes the next term and votes for itself (saved before any
     /// RequestVote goes out).
-    fn campaign_as(&mut self, phase: Phase) {
+    fn campaign_as(&mut self, phase: Phase, transfer: bool) {
         let pre = phase == Phase::PreCandidate;
         if !pre {
             let term = self.term + 1;
@@ -151,7 +158,7 @@ impl Raft {
             }
         } else {
             let term = if pre { self.term + 1 } else { self.term };
-            self.request_votes(term, pre);
+            self.request_votes(term, pre, transfer);
         }
     }
 
@@ -165,6 +172,7 @@ impl Raft {
         self.set_leader(Some(self.cfg.id.clone()));
         self.votes.clear();
         self.progress.clear();
+        self.transfers_begun = 0;
         let next = self.log.last_index() + 1;
         for id in self.members.ids() {
             if *id != self.cfg.id {

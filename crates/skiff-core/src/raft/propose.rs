@@ -9,6 +9,7 @@ impl Raft {
     /// Appends a user command. Returns its index.
     pub fn propose(&mut self, command: Json) -> Result<u64, ProposeError> {
         self.ensure_leader()?;
+        self.ensure_not_transferring()?;
         self.append(EntryKind::Command(command))
     }
 
@@ -19,6 +20,7 @@ impl Raft {
     /// already votes it only updates the metadata, as an `AddPeer`; it never demotes a voter.
     pub fn propose_membership(&mut self, kind: EntryKind) -> Result<Option<u64>, ProposeError> {
         self.ensure_leader()?;
+        self.ensure_not_transferring()?;
         let kind = match kind {
             EntryKind::AddLearner { id, metadata, promote: true } if self.members.is_voter(&id) => {
                 EntryKind::AddPeer { id, metadata }
@@ -58,6 +60,15 @@ impl Raft {
         }
     }
 
+    /// A leader handing over takes nothing new: the target must catch up with a log that stops
+    /// growing (Raft thesis §3.10).
+    fn ensure_not_transferring(&self) -> Result<(), ProposeError> {
+        match &self.transfer {
+            Some(t) => Err(ProposeError::Transferring { target: t.target.clone() }),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn append(&mut self, kind: EntryKind) -> Result<u64, ProposeError> {
         let index = self.log.last_index() + 1;
         if index > MAX_SAFE {
@@ -75,6 +86,9 @@ impl Raft {
         if membership {
             self.pending_conf_index = index;
             self.refresh_members();
+            if !self.is_voter() {
+                self.choose_successor();
+            }
         }
         Ok(index)
     }

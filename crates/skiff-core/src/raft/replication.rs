@@ -114,6 +114,8 @@ impl Raft {
             entries,
             leader_commit: self.commit,
             peers: self.base_for(prev),
+            read_ctx: self.reads.ctx(),
+            transfer_to: self.announced_transfer(),
         };
         self.send(peer.to_string(), None, Body::AppendEntries(msg));
     }
@@ -142,6 +144,7 @@ impl Raft {
                 .range(old + 1, candidate)
                 .any(|e| matches!(&e.kind, EntryKind::RemovePeer { id } if *id == self.cfg.id));
             if removed_self && !self.is_voter() {
+                self.hand_over_on_removal();
                 let term = self.term;
                 self.become_follower(term, None);
                 self.events.push(Event::RemovedSelf);
@@ -157,6 +160,7 @@ impl Raft {
 
     pub(super) fn handle_append(&mut self, from: String, token: Option<u64>, a: AppendEntries) {
         self.heard_from_leader(&from, a.term);
+        self.note_transfer_intent(&from, a.term, a.transfer_to.as_deref());
         // Whether we are joining, before these entries change our membership (see `known_commit`).
         let joining = !self.is_voter();
 
@@ -171,6 +175,7 @@ impl Raft {
                 conflict_term: hint.and_then(|h| h.1),
                 reason,
                 needs_snapshot: this.install.is_some(),
+                read_ctx: a.read_ctx,
             })
         };
 
@@ -312,6 +317,10 @@ impl Raft {
         if !self.is_leader() {
             return;
         }
+        if !self.progress.contains_key(&from) {
+            return;
+        }
+        self.note_read_ack(&from, r.read_ctx);
         let last = self.log.last_index();
         let now = self.now;
         let Some(p) = self.progress.get_mut(&from) else { return };

@@ -22,27 +22,60 @@ impl Raft {
         }
     }
 
-    /// Leader: the runtime opened a read of the state machine, which is at `index` (the runtime
-    /// holds applying back until the read ends, so the stream is exactly the state at `index`).
-    /// Returns what the chunks must carry, or `None` if `peer` no longer needs a snapshot.
+    /// Leader: the runtime opened a read of the state machine as it is at `index`: either it
+    /// holds applying back until the read ends (then `index` is `applied()`), or the persistence
+    /// plugin took a point-in-time read and said which index it is of (untrusted: it must be a
+    /// committed index whose term the log still knows). Returns what the chunks must carry, or
+    /// `None` if `peer` no longer needs a snapshot or `index` cannot be one.
     pub fn begin_snapshot(&mut self, peer: &str, index: u64) -> Option<SnapshotMeta> {
         // A leader whose own install is pending has no state machine to stream.
-        if !self.is_leader() || self.install.is_some() || index < self.log.snapshot_index() || index > self.applied {
+        if !self.is_leader() || self.install.is_some() || index < self.log.snapshot_index() || index > self.commit {
             return None;
         }
         let term = self.log.term(index)?;
         let members = self.membership_at(index);
-        let recently = self.now.saturating_sub(self.cfg.max_election_timeout);
-        let p = self.progress.get_mut(peer)?;
-        // Only stream to a follower that answers: a transfer holds the leader's state machine
-        // still, and must not do so for a node that is down. It is asked again when the follower
-        // answers a heartbeat.
-        if p.state != ProgressState::Snapshot || p.last_heard < recently {
+        let meta = SnapshotMeta { index, term, members, transfer: self.transfers_begun + 1 };
+        if !self.take_transfer(peer, &meta) {
             return None;
         }
-        p.pending_snapshot = index;
+        self.transfers_begun += 1;
+        Some(meta)
+    }
+
+    /// Leader: the runtime kept the read of `meta` open after its transfer to `peer` failed, and
+    /// `peer` needs a snapshot again. Returns whether the transfer may go on (the follower then
+    /// says where its partial install stands); if not, the runtime closes it and begins another.
+    pub fn resume_snapshot(&mut self, peer: &str, meta: &SnapshotMeta) -> bool {
+        let usable = self.is_leader()
+            && self.install.is_none()
+            && meta.transfer != 0
+            && meta.transfer <= self.transfers_begun
+            && meta.index >= self.log.snapshot_index()
+            && meta.index <= self.commit
+            && self.log.term(meta.index) == Some(meta.term);
+        usable && self.take_transfer(peer, meta)
+    }
+
+    /// Leader: whether a transfer to `peer` would be taken now (it needs a snapshot and answers),
+    /// so the runtime opens a read of the state machine only then.
+    pub fn snapshot_wanted(&self, peer: &str) -> bool {
+        let recently = self.now.saturating_sub(self.cfg.max_election_timeout);
+        // Only stream to a follower that answers: it is asked again when the follower answers a
+        // heartbeat.
+        self.is_leader()
+            && self.install.is_none()
+            && self.progress.get(peer).is_some_and(|p| p.state == ProgressState::Snapshot && p.last_heard >= recently)
+    }
+
+    /// Records that `peer`'s progress now waits for the snapshot `meta`.
+    fn take_transfer(&mut self, peer: &str, meta: &SnapshotMeta) -> bool {
+        if !self.snapshot_wanted(peer) {
+            return false;
+        }
+        let Some(p) = self.progress.get_mut(peer) else { return false };
+        p.pending_snapshot = meta.index;
         p.last_heard = self.now;
-        Some(SnapshotMeta { index, term, members })
+        true
     }
 
     /// Leader: sends chunk `seq` of the transfer to `peer`. Returns false when the transfer is no
@@ -64,13 +97,15 @@ impl Raft {
             done,
             data,
             peers,
+            transfer: meta.transfer,
         };
         self.send(peer.to_string(), None, Body::InstallSnapshot(chunk));
         true
     }
 
-    /// Leader: the runtime gave up on a transfer (read failed, no answer). It is retried from
-    /// scratch when the follower is next found to need it.
+    /// Leader: the runtime gave up on a transfer (read failed, no answer). It is retried when
+    /// the follower is next found to need it: from scratch, or where it stopped if the runtime
+    /// kept its read open (`resume_snapshot`).
     pub fn snapshot_aborted(&mut self, peer: &str) {
         if let Some(p) = self.progress.get_mut(peer) {
             if p.state == ProgressState::Snapshot {
@@ -92,7 +127,7 @@ impl Raft {
         }
         if !r.success {
             p.become_probe();
-            self.events.push(Event::SnapshotFailed { peer: from });
+            self.events.push(Event::SnapshotFailed { peer: from, next_seq: r.next_seq });
         } else if r.installed_index != 0 {
             if r.installed_index != p.pending_snapshot || r.installed_index > last {
                 return;
@@ -112,22 +147,17 @@ impl Raft {
         self.bootstrap = None;
         if self.install.is_none() && s.last_included_index <= self.commit {
             // We already have everything it holds.
-            let index = s.last_included_index;
-            self.snapshot_reply(&from, token, s.seq, true, index, None);
+            let r = InstallSnapshotResponse::installed(s.seq, s.last_included_index);
+            self.snapshot_reply(&from, token, r);
             return;
         }
         self.events.push(Event::SnapshotChunk { from, token, chunk: s });
     }
 
-    /// Follower: answers one chunk. `installed_index` is non-zero once the snapshot is installed.
-    pub fn snapshot_reply(&mut self, to: &str, token: Option<u64>, seq: u64, success: bool, installed_index: u64, reason: Option<String>) {
-        let body = Body::InstallSnapshotResponse(InstallSnapshotResponse {
-            term: self.term,
-            seq,
-            success,
-            installed_index,
-            reason,
-        });
+    /// Follower: answers one chunk with `r` (see `InstallSnapshotResponse::took`, `installed`,
+    /// `refused`), in this node's term.
+    pub fn snapshot_reply(&mut self, to: &str, token: Option<u64>, r: InstallSnapshotResponse) {
+        let body = Body::InstallSnapshotResponse(InstallSnapshotResponse { term: self.term, ..r });
         self.send(to.to_string(), token, body);
     }
 

@@ -1,5 +1,6 @@
 //! Validation of peer messages: what no correct peer sends is refused before it changes anything.
 
+use super::read_index::validate_read_ctx;
 use super::{MAX_SAFE, MAX_TERM};
 use crate::message::Body;
 
@@ -32,11 +33,16 @@ pub(super) fn validate(body: &Body) -> Result<(), String> {
             if a.leader_id.is_empty() {
                 return Err("empty leaderId".into());
             }
+            validate_read_ctx(a.read_ctx)?;
+            if a.transfer_to.as_ref().is_some_and(|t| t.is_empty()) {
+                return Err("empty transferTo".into());
+            }
         }
         Body::AppendEntriesResponse(r) => {
             check("matchIndex", r.match_index)?;
             check("rejectIndex", r.reject_index)?;
             check("lastApplied", r.last_applied)?;
+            validate_read_ctx(r.read_ctx)?;
             if let Some(ci) = r.conflict_index {
                 check("conflictIndex", ci)?;
             }
@@ -58,6 +64,22 @@ pub(super) fn validate(body: &Body) -> Result<(), String> {
             }
         }
         Body::InstallSnapshotResponse(r) => check("installedIndex", r.installed_index)?,
+        Body::ReadIndex(r) => {
+            check("id", r.id)?;
+            if r.follower_id.is_empty() {
+                return Err("empty followerId".into());
+            }
+        }
+        Body::ReadIndexResponse(r) => {
+            check("id", r.id)?;
+            check("index", r.index)?;
+        }
+        Body::TimeoutNow(t) => {
+            if t.leader_id.is_empty() {
+                return Err("empty leaderId".into());
+            }
+        }
+        Body::TimeoutNowResponse(_) => {}
     }
     Ok(())
 }

@@ -31,7 +31,10 @@
 //!   it acknowledges), an installed snapshot are in the node's completed save; no node grants two
 //!   votes in one term across restarts; entries handed out to apply are in the completed save;
 //! - the save round-trips: `restore` of it gives back the term, vote, log and membership saved;
-//! - no `Event::Rejected`, no malformed message, `RemovedSelf` only after a committed removal.
+//! - no `Event::Rejected`, no malformed message, `RemovedSelf` only after a committed removal;
+//! - reads (`read_index`, on leaders and followers alike) are never stale: a read is served at an
+//!   index at least as high as every entry known committed when it was asked for, and only once
+//!   its node applied that index. Clients also ask leaders to hand leadership over now and then.
 //!
 //! At the end of a run everything is healed: within a bounded time a single leader must exist that
 //! commits a proposal on every member, every member follows it, and every acknowledged proposal
@@ -39,7 +42,7 @@
 
 #![allow(dead_code)]
 
-use skiff_core::message::{Body, InstallSnapshot};
+use skiff_core::message::{Body, InstallSnapshot, InstallSnapshotResponse};
 use skiff_core::persisted::{restore, PersistedState};
 use skiff_core::rng::Rng;
 use skiff_core::{Config, Entry, EntryKind, Event, Json, Membership, Message, Raft, Restored, SnapshotMeta};
@@ -618,6 +621,8 @@ pub struct Stats {
     pub snapshots_installed: u64,
     pub removed_self: u64,
     pub end_ms: u64,
+    pub reads_served: u64,
+    pub transfers: u64,
 }
 
 macro_rules! trace {
@@ -657,6 +662,10 @@ pub struct Sim {
     cmd_index: HashMap<String, u64>,
     proposals: HashMap<(usize, u64, u64), (u64, String)>,
     pending_by_node: HashMap<(usize, u64), usize>,
+    /// Reads asked for and not yet answered: (node, incarnation, id) -> entries known committed
+    /// when asked.
+    reads: HashMap<(usize, u64, u64), u64>,
+    next_read: u64,
     pub acked: Vec<(u64, String)>,
     pub proposed: usize,
     votes: HashMap<(usize, u64, u64), String>,
@@ -703,6 +712,8 @@ impl Sim {
             cmd_index: HashMap::new(),
             proposals: HashMap::new(),
             pending_by_node: HashMap::new(),
+            reads: HashMap::new(),
+            next_read: 0,
             acked: Vec::new(),
             proposed: 0,
             votes: HashMap::new(),
@@ -1110,6 +1121,25 @@ impl Sim {
         let raft = node.raft();
         let save = rd.save.as_ref().map(|_| Durable::capture(raft));
         let token = rd.save.as_ref().map(|s| s.token);
+        let inc = node.inc;
+        for r in &rd.reads {
+            let Some(asked) = self.reads.remove(&(i, inc, r.id)) else {
+                self.violation(format!("{}: read {} answered twice or never asked", node.id, r.id));
+            };
+            if r.index < asked || raft.applied() < r.index {
+                self.violation(format!(
+                    "stale read: {} served read {} at index {} (applied {}) though {asked} entries were committed when it was asked",
+                    node.id,
+                    r.id,
+                    r.index,
+                    raft.applied()
+                ));
+            }
+            self.stats.reads_served += 1;
+        }
+        for f in &rd.read_failures {
+            self.reads.remove(&(i, inc, f.id));
+        }
         for e in &rd.committed {
             if e.index > raft.commit() {
                 self.violation(format!(
@@ -1242,7 +1272,7 @@ impl Sim {
                     self.read_chunk(i, &peer);
                 }
             }
-            Event::SnapshotInstalled { peer } | Event::SnapshotFailed { peer } => {
+            Event::SnapshotInstalled { peer } | Event::SnapshotFailed { peer, .. } => {
                 trace!(self, "{} snapshot transfer to {peer} over", self.nodes[i].id);
                 self.nodes[i].outgoing.remove(&peer);
             }
@@ -1444,14 +1474,12 @@ impl Sim {
         trace!(self, "{} chunk {} of snapshot {} from {from}", self.nodes[i].id, chunk.seq, chunk.last_included_index);
         let reply = |sim: &mut Sim, success: bool, reason: &str| {
             if let Some(raft) = sim.nodes[i].raft.as_mut() {
-                raft.snapshot_reply(
-                    &from,
-                    token,
-                    chunk.seq,
-                    success,
-                    0,
-                    (!reason.is_empty()).then(|| reason.to_string()),
-                );
+                let r = if success {
+                    InstallSnapshotResponse::took(chunk.seq)
+                } else {
+                    InstallSnapshotResponse::refused(chunk.seq, 0, reason)
+                };
+                raft.snapshot_reply(&from, token, r);
             }
         };
         let node = &mut self.nodes[i];
@@ -1558,7 +1586,7 @@ impl Sim {
                     }
                 }
                 let raft = self.nodes[i].raft.as_mut().unwrap();
-                raft.snapshot_reply(&from, token, seq, true, installed, None);
+                raft.snapshot_reply(&from, token, InstallSnapshotResponse::installed(seq, installed));
             }
             _ => return,
         }
@@ -1840,8 +1868,42 @@ impl Sim {
                 self.propose(i, &cmd);
             }
         }
+        // A read on any node that is up, and now and then a hand-off.
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|&k| self.nodes[k].status == Status::Up).collect();
+        if !up.is_empty() {
+            let i = up[self.rng.range(0, up.len() as u64) as usize];
+            self.read(i);
+        }
+        if !leaders.is_empty() && self.rng.range(0, 50) == 0 {
+            let i = leaders[self.rng.range(0, leaders.len() as u64) as usize];
+            let local = self.now - self.nodes[i].started_at;
+            if let Some(raft) = self.nodes[i].raft.as_mut() {
+                raft.tick(local);
+                if let Ok(target) = raft.transfer_leader(None) {
+                    trace!(self, "{} TRANSFER to {target}", self.nodes[i].id);
+                    self.stats.transfers += 1;
+                }
+                self.process(i);
+            }
+        }
         let g = self.between(self.cfg.client_gap);
         self.schedule(g, Ev::Client);
+    }
+
+    /// Asks node `i` for a linearizable read (never a lease read: a restarted node forgets its
+    /// lease, which the lease's documented assumption rules out and this simulation does not).
+    fn read(&mut self, i: usize) {
+        let local = self.now - self.nodes[i].started_at;
+        let asked = self.committed.len() as u64;
+        let inc = self.nodes[i].inc;
+        self.next_read += 1;
+        let id = self.next_read;
+        let Some(raft) = self.nodes[i].raft.as_mut() else { return };
+        raft.tick(local);
+        if raft.read_index(id, false).is_ok() {
+            self.reads.insert((i, inc, id), asked);
+        }
+        self.process(i);
     }
 
     // ----- membership, as users drive it -----
@@ -2546,6 +2608,10 @@ pub fn short(m: &Message) -> String {
         Body::InstallSnapshotResponse(s) => {
             format!("ISR t{} seq={} ok={} installed={}", s.term, s.seq, s.success, s.installed_index)
         }
+        Body::ReadIndex(r) => format!("RI t{} id={}", r.term, r.id),
+        Body::ReadIndexResponse(r) => format!("RIR t{} id={} ok={} index={}", r.term, r.id, r.success, r.index),
+        Body::TimeoutNow(t) => format!("TN t{}", t.term),
+        Body::TimeoutNowResponse(r) => format!("TNR t{} ok={}", r.term, r.success),
     };
     format!("{}->{} {b}", m.from, m.to)
 }

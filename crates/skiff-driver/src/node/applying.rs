@@ -6,7 +6,7 @@ use super::*;
 impl<H: Host> Driver<H> {
     pub(super) fn issue_apply(&mut self) {
         // Hold the state machine still while a snapshot of it is read, or while one is written.
-        if self.transfers.reading() || self.install.is_active() || self.quiescing.is_some() {
+        if self.snapshot_holds_applying() || self.install.is_active() || self.quiescing.is_some() {
             return;
         }
         // A state machine that an install began to replace takes nothing but a snapshot.

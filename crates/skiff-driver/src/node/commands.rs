@@ -33,6 +33,7 @@ impl<H: Host> Driver<H> {
                 self.track(req, index, term, timeout_ms, Waiting::Command { wait_for });
             }
             Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
+            Err(e @ ProposeError::Transferring { .. }) => self.done(req, Some(JsError::new(code::ETRANSFERRING, e.to_string()))),
             Err(e) => self.done(req, Some(JsError::new(code::ELOGFULL, e.to_string()))),
         }
     }
@@ -103,8 +104,8 @@ impl<H: Host> Driver<H> {
                     self.track(req, index, term, remaining, waiting)
                 }
                 Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
-                Err(ProposeError::MembershipChangePending) => {
-                    // Raced with can_change_membership; put it back.
+                Err(ProposeError::MembershipChangePending | ProposeError::Transferring { .. }) => {
+                    // Raced with can_change_membership, or waits for a hand-off: put it back.
                     let deadline = self.now + remaining;
                     self.membership_queue.put_back(req, kind, deadline);
                     return;

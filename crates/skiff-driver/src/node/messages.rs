@@ -98,7 +98,7 @@ impl<H: Host> Driver<H> {
                 raft.report_unreachable(&peer);
             }
             if kind == InstallSnapshot::TYPE {
-                self.abort_outgoing(&peer);
+                self.transfer_lost(&peer);
             }
             self.warn(&e.code_or(code::ETRANSPORT), format!("{kind} to {peer} failed: {}", e.message()));
             return;
@@ -147,6 +147,9 @@ impl<H: Host> Driver<H> {
             }
         }
         self.legacy.accept(mark);
+        if let Body::AppendEntries(_) = body {
+            self.legacy.heard_leader(&from, translated.is_none());
+        }
         if self.events.wants(body.type_name()) {
             let name = body.type_name();
             self.ops.push(Op::Event { name, args: vec![Arg::Raw(raw(args))] });
@@ -177,7 +180,7 @@ impl<H: Host> Driver<H> {
             raft.report_unreachable(&peer);
         }
         if kind == InstallSnapshot::TYPE {
-            self.abort_outgoing(&peer);
+            self.transfer_lost(&peer);
         }
         self.warn(code::ETIMEDOUT, format!("{kind} to {peer} got no reply"));
     }

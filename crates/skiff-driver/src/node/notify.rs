@@ -65,7 +65,8 @@ impl<H: Host> Driver<H> {
                 self.transfers.want(peer);
             }
             Event::SnapshotAcked { peer, seq } => self.snapshot_acked(peer, seq),
-            Event::SnapshotInstalled { peer } | Event::SnapshotFailed { peer } => self.close_outgoing(&peer),
+            Event::SnapshotInstalled { peer } => self.close_outgoing(&peer),
+            Event::SnapshotFailed { peer, next_seq } => self.transfer_failed(&peer, next_seq),
             Event::SnapshotChunk { from, token, chunk } => self.install_chunk(from, token, chunk),
         }
     }

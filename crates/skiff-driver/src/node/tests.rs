@@ -112,3 +112,90 @@ fn a_restarted_node_writes_its_whole_log_first() {
     assert_eq!(first["from"], 4, "from the log's first index");
     assert_eq!(&indexes(first)[..2], &[4, 5]);
 }
+
+/// A follower of `L` in term 1 with an empty log.
+const FOLLOWER: &str = r#"{"currentTerm":1,"votedFor":null,"log":{"meta":{"lastIncludedIndex":0,"lastIncludedTerm":0,
+    "members":[{"id":"L","metadata":{}},{"id":"a","metadata":{}}]},"entries":[]},"peers":[{"id":"L","metadata":{}}]}"#;
+
+/// What the follower did with one chunk: its answer, and the snapshot ops it issued.
+struct Handled {
+    reply: Value,
+    resets: usize,
+    writes: Vec<Value>,
+}
+
+impl Harness {
+    /// Hands the follower chunk `seq` of the transfer (`transfer`, snapshot at 10 of `term`) and
+    /// completes every save, reset and write it asks for.
+    fn chunk(&mut self, reply: u64, transfer: u64, term: u64, seq: u64, done: bool) -> Handled {
+        let args = serde_json::json!({
+            "term": 2, "leaderId": "L", "lastIncludedIndex": 10, "lastIncludedTerm": term, "seq": seq,
+            "first": seq == 0, "done": done, "data": [[transfer, seq]], "transfer": transfer,
+            "peers": [{"id": "L", "metadata": {}}, {"id": "a", "metadata": {}}],
+        });
+        let input = Input::Receive { reply, kind: "InstallSnapshot".into(), args: args.to_string(), peer: Some("L".into()) };
+        let batch = self.d.input(input, None);
+        self.take(batch);
+        let mut handled = Handled { reply: Value::Null, resets: 0, writes: vec![] };
+        while !self.pending.is_empty() {
+            for op in std::mem::take(&mut self.pending) {
+                let result = match op["op"].as_str() {
+                    Some("reply") if op["id"] == reply => {
+                        handled.reply = op["result"].clone();
+                        continue;
+                    }
+                    Some("saveMeta") => {
+                        // the ops that wait for the save run once it is durable
+                        self.pending.extend(op["after"].as_array().cloned().unwrap_or_default());
+                        None
+                    }
+                    Some("snapshotReset") => {
+                        handled.resets += 1;
+                        None
+                    }
+                    Some("snapshotWrite") => {
+                        handled.writes.push(op.clone());
+                        None
+                    }
+                    _ => continue,
+                };
+                let batch = self.d.input(Input::Complete { io: io(&op), error: None, result }, None);
+                self.take(batch);
+            }
+        }
+        handled
+    }
+}
+
+#[test]
+fn a_follower_resumes_an_install_only_with_chunks_of_the_transfer_it_began() {
+    let mut h = Harness::new(FOLLOWER);
+    let c0 = h.chunk(1, 7, 2, 0, false);
+    assert_eq!((c0.reply["success"].as_bool(), c0.reply["seq"].as_u64()), (Some(true), Some(0)), "{:?}", c0.reply);
+    assert_eq!((c0.resets, c0.writes.len()), (1, 1));
+    let sid = c0.writes[0]["sid"].clone();
+    let c1 = h.chunk(2, 7, 2, 1, false);
+    assert_eq!(c1.reply["success"], true);
+    assert_eq!(c1.writes.len(), 1);
+    // the leader lost its connection and resends the chunk it had in flight: already written
+    let again = h.chunk(3, 7, 2, 1, false);
+    assert_eq!((again.reply["success"].as_bool(), again.writes.len()), (Some(true), 0));
+    // chunks that claim the next position but belong to another read of the snapshot, or to
+    // another snapshot, are refused and say nothing of this install; nothing is written
+    for (transfer, term) in [(8, 2), (7, 1)] {
+        let other = h.chunk(4, transfer, term, 2, true);
+        assert_eq!(other.reply["success"], false, "{:?}", other.reply);
+        assert_eq!(other.reply.get("nextSeq"), None);
+        assert_eq!((other.resets, other.writes.len()), (0, 0));
+    }
+    // a gap is refused with where the install stands
+    let gap = h.chunk(5, 7, 2, 3, true);
+    assert_eq!((gap.reply["success"].as_bool(), gap.reply["nextSeq"].as_u64()), (Some(false), Some(2)));
+    // the transfer goes on where it stopped, into the same stream, and completes
+    let last = h.chunk(6, 7, 2, 2, true);
+    assert_eq!(last.reply["installedIndex"], 10, "{:?}", last.reply);
+    assert_eq!(last.writes.len(), 1);
+    assert_eq!(last.writes[0]["sid"], sid);
+    assert_eq!(last.writes[0]["end"], true);
+    assert_eq!(last.writes[0]["chunks"], serde_json::json!([[7, 2]]));
+}
