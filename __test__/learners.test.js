@@ -6,31 +6,13 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Cluster, startCluster, waitForState, waitUntil, sleep } = require('./helpers/cluster');
+const { Cluster, startCluster, waitForState, waitUntil, sleep, pool } = require('./helpers/cluster');
 const { MapPersistence } = require('./helpers/map-persistence');
 
 const member = (node, id) => node.members().find((m) => m.id === id);
 
 // The longest command latency while a member caught up, measured by the first test.
 let longestDuringCatchUp = null;
-
-// Runs `fn(i)` for i in [0, count) with at most `limit` in flight; resolves with the failures.
-async function pool(count, limit, fn) {
-  const failures = [];
-  let next = 0;
-  async function worker() {
-    while (next < count) {
-      const i = next++;
-      try {
-        await fn(i);
-      } catch (err) {
-        failures.push(`#${i}: ${err.code} ${err.message}`);
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
-  return failures;
-}
 
 // `writers` loops of commands on `leader` until `stop()`: each command's latency, and failures.
 function steadyWrites(leader, writers, sample) {

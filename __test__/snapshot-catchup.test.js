@@ -6,7 +6,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Cluster, startCluster, waitForEvent, waitForState, waitUntil, sleep } = require('./helpers/cluster');
+const { Cluster, startCluster, waitForEvent, waitForState, waitUntil, sleep, pool } = require('./helpers/cluster');
 const { MapPersistence } = require('./helpers/map-persistence');
 
 // Records the node ids removeAllState is called for.
@@ -18,24 +18,6 @@ function spyResets(persistence) {
     return original(id, cb);
   };
   return resets;
-}
-
-// Runs `fn(i)` for i in [0, count) with at most `limit` in flight; resolves with the failures.
-async function pool(count, limit, fn) {
-  const failures = [];
-  let next = 0;
-  async function worker() {
-    while (next < count) {
-      const i = next++;
-      try {
-        await fn(i);
-      } catch (err) {
-        failures.push(`#${i}: ${err.code} ${err.message}`);
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
-  return failures;
 }
 
 function strictlyIncreasing(xs) {
