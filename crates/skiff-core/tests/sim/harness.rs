@@ -89,6 +89,8 @@ pub struct RunConfig {
     pub partitions: bool,
     pub crashes: bool,
     pub membership: bool,
+    /// Members are added as learners to be promoted (what `join` does), not as voters at once.
+    pub learners: bool,
     pub loss_permille: u64,
     pub dup_permille: u64,
     /// Chance that a message takes a long detour (heavy reordering, very stale deliveries).
@@ -155,6 +157,8 @@ impl RunConfig {
             partitions: multi && r.range(0, 10) < 8,
             crashes: r.range(0, 10) < 8,
             membership: nodes >= 3 && r.range(0, 10) < 6,
+            // From its own stream, so the other choices of each seed stay as they were.
+            learners: Rng::new(seed ^ 0x1ea4).range(0, 2) == 0,
             loss_permille: [0, 10, 50, 100][r.range(0, 4) as usize],
             dup_permille: [0, 0, 20, 50][r.range(0, 4) as usize],
             slow_permille: [0, 5, 20][r.range(0, 3) as usize],
@@ -278,6 +282,7 @@ impl RunConfig {
             partitions: false,
             crashes: false,
             membership: false,
+            learners: false,
             loss_permille: 0,
             dup_permille: 0,
             slow_permille: 0,
@@ -307,10 +312,10 @@ impl RunConfig {
 
     pub fn summary(&self) -> String {
         format!(
-            "seed={} nodes={} start={:?} steps={} clients={} partitions={} crashes={} membership={} loss={}‰ dup={}‰ slow={}‰ \
+            "seed={} nodes={} start={:?} steps={} clients={} partitions={} crashes={} membership={} learners={} loss={}‰ dup={}‰ slow={}‰ \
              delay={:?} disk={:?} apply={:?} hb={} election={:?} pre_vote={} check_quorum={} max_entries={} max_inflight={} \
              max_committed={} retained={} snapshot_chunk={} snapshot_stall={} pull_while_saving={} max_queued_saves={} max_pending_proposals={} preloaded={}",
-            self.seed, self.nodes, self.start, self.steps, self.clients, self.partitions, self.crashes, self.membership,
+            self.seed, self.nodes, self.start, self.steps, self.clients, self.partitions, self.crashes, self.membership, self.learners,
             self.loss_permille, self.dup_permille, self.slow_permille, self.delay, self.disk_delay, self.apply_delay,
             self.heartbeat, self.election, self.pre_vote, self.check_quorum, self.max_entries, self.max_inflight,
             self.max_committed, self.retained, self.snapshot_chunk, self.snapshot_stall, self.pull_while_saving,
@@ -1480,9 +1485,7 @@ impl Sim {
         let node = &mut self.nodes[i];
         if chunk.seq == 0 {
             node.incoming = None;
-            let members = Membership::from_members(
-                chunk.peers.clone().unwrap_or_default().into_iter().map(|p| (p.id, p.metadata)),
-            );
+            let members = Membership::from_peers(chunk.peers.clone().unwrap_or_default());
             let began =
                 node.raft.as_mut().unwrap().begin_install(chunk.last_included_index, chunk.last_included_term, members);
             if !began {
@@ -1907,7 +1910,9 @@ impl Sim {
 
     fn reflected(&self, op: &MOp, members: &Membership) -> bool {
         match op {
-            MOp::Add(x) => members.metadata(&self.nodes[*x].id) == Some(&self.nodes[*x].meta),
+            MOp::Add(x) => {
+                members.is_voter(&self.nodes[*x].id) && members.metadata(&self.nodes[*x].id) == Some(&self.nodes[*x].meta)
+            }
             MOp::Remove(x) => !members.contains(&self.nodes[*x].id),
         }
     }
@@ -1944,6 +1949,10 @@ impl Sim {
             return;
         }
         let kind = match op {
+            // The core promotes the learner once it has caught up; the op is done when it votes.
+            MOp::Add(x) if self.cfg.learners => {
+                EntryKind::AddLearner { id: self.nodes[x].id.clone(), metadata: self.nodes[x].meta.clone(), promote: true }
+            }
             MOp::Add(x) => EntryKind::AddPeer { id: self.nodes[x].id.clone(), metadata: self.nodes[x].meta.clone() },
             MOp::Remove(x) => EntryKind::RemovePeer { id: self.nodes[x].id.clone() },
         };
