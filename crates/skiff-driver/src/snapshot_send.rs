@@ -1,7 +1,7 @@
 //! Leader side of snapshots: which followers want one, and the read stream open for each.
 
 use skiff_core::SnapshotMeta;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
 pub(super) const SNAPSHOT_CHUNKS: usize = 512;
@@ -26,7 +26,8 @@ struct Outgoing {
 /// owns its read stream `sid` until `close` hands it back to be closed.
 #[derive(Default)]
 pub(super) struct Transfers {
-    outgoing: HashMap<String, Outgoing>,
+    /// Ordered, so stalls are handled in the same order on every run (a seed replays exactly).
+    outgoing: BTreeMap<String, Outgoing>,
     wanted: BTreeSet<String>,
 }
 
