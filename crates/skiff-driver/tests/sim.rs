@@ -40,6 +40,8 @@ macro_rules! trace {
     };
 }
 
+#[path = "sim/actors.rs"]
+mod actors;
 #[path = "sim/check.rs"]
 mod check;
 #[path = "sim/config.rs"]

@@ -443,6 +443,12 @@ impl Sim {
         if !members.iter().all(|&m| self.nodes[m].is_up() && self.nodes[m].has_command(cmd)) {
             return;
         }
+        // A follower that lost track of the leader for a moment (its election timer ran out
+        // during a long snapshot install, and its pre-vote was refused) hears from it again
+        // within a heartbeat: wait for that (the liveness bound above still holds).
+        if members.iter().any(|&m| m != l && self.nodes[m].raft().leader().is_none()) {
+            return;
+        }
         // Live again. Now the final checks.
         let lid = self.nodes[l].id.clone();
         for &m in &members {
