@@ -52,6 +52,18 @@ mod tiny {
             Tiny { nodes, now: 0, net: VecDeque::new(), cut: BTreeSet::new(), blocked: BTreeSet::new() }
         }
 
+        /// Restarts node `id` from what it saved (the disk is instant: everything), as after a
+        /// crash: it loses its role, its leader and every message in flight to or from it.
+        pub fn restart(&mut self, id: &str) {
+            let k = self.nodes.iter().position(|r| r.id() == id).unwrap();
+            let r = &self.nodes[k];
+            let text = serde_json::to_string(&skiff_core::persisted::PersistedState(r)).unwrap();
+            let restored = restore(id, &text, r.applied(), false, &Json::empty_object()).unwrap();
+            self.nodes[k] = Raft::new(r.config().clone(), restored).unwrap();
+            self.nodes[k].tick(self.now);
+            self.net.retain(|m| m.to != id && m.from != id);
+        }
+
         /// Replaces node `id` by a brand-new standby with the same id (its data was deleted).
         pub fn replace_with_fresh_standby(&mut self, id: &str) {
             let k = self.nodes.iter().position(|r| r.id() == id).unwrap();
@@ -524,4 +536,83 @@ fn success_from_a_follower_in_snapshot_state_commits() {
     a.step(from_f(answer(true, barrier, false))).unwrap();
     a.step(from_f(answer(true, barrier, false))).unwrap();
     assert_eq!(a.commit(), barrier, "f holds the barrier (index {barrier}) and a has saved it: it is committed");
+}
+
+/// Raft paper, Figure 8: a leader must not commit an entry of an earlier term by counting
+/// replicas, because a later leader may still overwrite it. (Moved here from the simulation,
+/// whose driver always batches entries and runs check-quorum: the scenario needs one entry per
+/// message.)
+#[test]
+fn figure8_old_term_entry_is_not_committed_by_counting_replicas() {
+    let ids = ["n1", "n2", "n3", "n4", "n5"];
+    let states: Vec<String> = ids.iter().map(|id| original_state(id, &ids, 1, &[])).collect();
+    let nodes: Vec<(&str, &str, bool)> = ids.iter().zip(&states).map(|(id, s)| (*id, s.as_str(), false)).collect();
+    let mut c = tiny::Tiny::with_config(&nodes, |cfg| {
+        cfg.check_quorum = false;
+        let (lo, hi) = match cfg.id.as_str() {
+            "n1" => (150, 160),   // S1 wins first and again in (c)
+            "n2" => (2000, 2100), // S2 never campaigns
+            "n5" => (200, 210),   // S5
+            _ => (400, 450),
+        };
+        cfg.min_election_timeout = lo;
+        cfg.max_election_timeout = hi;
+    });
+    c.run(1000);
+    assert_eq!(c.leader().as_deref(), Some("n1"));
+    let t1 = c.node("n1").term();
+
+    // (a) S1 replicates an entry of its term to S2 only.
+    for k in ["n3", "n4", "n5"] {
+        c.sever("n1", k);
+    }
+    let xi = c.node("n1").propose(skiff_core::Json::from_text(r#""x""#).unwrap()).unwrap();
+    c.run(50);
+    assert_eq!(c.node("n2").log().term(xi), Some(t1));
+
+    // (b) S1 crashes; S5 wins the next term with S3 and S4, appends its barrier at the same
+    // index, and crashes before replicating it.
+    c.cut.insert("n1".into());
+    c.cut.insert("n2".into());
+    c.blocked.clear();
+    c.sever("n3", "n4"); // neither can gather a majority: only S5 can win this term
+    while !c.node("n5").is_leader() {
+        assert!(c.now < 10_000, "S5 did not win: {:?}", c.nodes.iter().map(|r| (r.id().to_string(), r.role(), r.term(), r.log().last_index(), r.log().last_term(), r.leader().map(str::to_string))).collect::<Vec<_>>());
+        c.run(1);
+    }
+    c.cut.insert("n5".into());
+    c.blocked.clear();
+    let t2 = c.node("n5").term();
+    assert_eq!(c.node("n5").log().term(xi), Some(t2));
+
+    // (c) S1 restarts and wins a later term with S2 and S3, and copies its old entry to S3: now a
+    // majority (S1, S2, S3) holds it, but it is from an earlier term.
+    c.restart("n1");
+    c.cut.clear();
+    c.cut.insert("n4".into());
+    c.cut.insert("n5".into());
+    while !c.node("n1").is_leader() || c.node("n3").log().term(xi) != Some(t1) {
+        assert!(c.now < 20_000, "S1 did not win again and copy its entry to S3");
+        c.run(1);
+    }
+    let t3 = c.node("n1").term();
+    c.blocked.insert(("n1".into(), "n3".into())); // S3 must not get S1's current-term barrier
+    c.run(300);
+    assert!(c.node("n1").is_leader());
+    assert!(c.node("n1").commit() < xi, "leader of term {t3} committed entry {xi} of term {t1} by counting replicas");
+
+    // (d) S1 crashes; S5 restarts and wins with S3 and S4, and overwrites the entry everywhere.
+    c.cut.insert("n1".into());
+    c.cut.remove("n4");
+    c.cut.remove("n5");
+    c.blocked.clear();
+    c.restart("n5");
+    c.run(5000);
+    assert!(c.node("n5").is_leader(), "S5 did not win again");
+    c.cut.clear();
+    c.restart("n1");
+    c.run(3000);
+    for id in ids {
+        assert_eq!(c.node(id).log().term(xi), Some(t2), "{id} did not take S5's entry");
+    }
 }
