@@ -3,7 +3,8 @@
 # many seeds, in every profile, at seed bases no test uses. CI runs a fixed slice of seeds
 # (`npm run test:rust`); this looks further. Every failure is printed with the command that
 # replays it (with a trace of its last events), so that a failing seed can become a named
-# regression test (see `seed_*` in tests/sim.rs).
+# regression test (a scripted scenario in crates/skiff-driver/tests/sim.rs, or a minimal core
+# reproduction in crates/skiff-core/tests/regressions.rs).
 #
 #   scripts/sim-explore.sh                       # 50,000 seeds x 5,000 steps per profile, base 1,000,000
 #   SEEDS=200000 BASES="3000000 7000000" scripts/sim-explore.sh

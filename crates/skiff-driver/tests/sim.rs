@@ -104,8 +104,12 @@ fn random_clusters() {
                     break;
                 }
                 let seed = base + k;
+                let began = Instant::now();
                 match catch_unwind(|| run_seed(seed, false)) {
                     Ok((st, steps, acked)) => {
+                        if began.elapsed().as_secs() >= 5 {
+                            eprintln!("slow seed {seed}: {:.1?}, {steps} steps, simulated {} ms after healing", began.elapsed(), st.end_ms);
+                        }
                         let mut t = totals.lock().unwrap();
                         for (k, v) in [
                             steps as u64,

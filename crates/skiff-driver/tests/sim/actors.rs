@@ -65,10 +65,12 @@ impl Sim {
         self.proposals.insert((i, inc, req), cmd.to_string());
         *self.pending_by_node.entry((i, inc)).or_default() += 1;
         self.proposed += 1;
+        let before = self.nodes[i].raft().log().last_index();
         self.input(i, Input::Propose { req, command: cmd.to_string(), timeout_ms: 0, wait_for: None });
         self.check_all();
+        // The index the command got: appended after what the log held before.
         let index = self.nodes[i].core().and_then(|r| {
-            (1..=r.log().last_index()).rev().take(64).find(|&k| {
+            (before + 1..=r.log().last_index()).find(|&k| {
                 r.log().entry(k).is_some_and(|e| matches!(&e.kind, skiff_core::EntryKind::Command(c) if c.as_str() == cmd))
             })
         });

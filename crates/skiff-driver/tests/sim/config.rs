@@ -87,11 +87,6 @@ impl RunConfig {
         let delay_hi = [3, 10, 25, 40][r.range(0, 4) as usize];
         let multi = nodes > 1;
         RunConfig {
-            mutation: None,
-            profile: None,
-            seed,
-            nodes,
-            start,
             steps: std::env::var("SIM_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(RunConfig::default_steps()),
             auto: true,
             clients: true,
@@ -114,8 +109,7 @@ impl RunConfig {
             pipelining: r.range(0, 10) < 7,
             max_pending_proposals: [5, 50][r.range(0, 2) as usize],
             preloaded_entries: r.range(0, 4) as usize,
-            election_override: Vec::new(),
-            end_bound_ms: 60_000,
+            ..RunConfig::manual(nodes, start, seed)
         }
         .sane(profile)
     }

@@ -27,11 +27,14 @@ pub struct Saved {
     /// `log.meta` and `peers` as JSON text.
     meta: Arc<str>,
     peers: Arc<str>,
-    pub entries: Vec<Arc<SavedEntry>>,
+    /// Shared with the host's copy of the last save's entries (what the wrapper keeps for `from`).
+    pub entries: Arc<Vec<Arc<SavedEntry>>>,
     /// A state loaded as is (the original-format start): `loadMeta` returns this text.
     original: Option<Arc<str>>,
 }
 
+// The persisted format read on its own here, not with skiff-core's `restore`: the checker
+// compares what the driver loaded with what this independent reading says was saved.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StateIn<'a> {
@@ -86,7 +89,7 @@ impl Saved {
             install_mark: None,
             meta: Arc::from(""),
             peers: Arc::from(""),
-            entries: Vec::new(),
+            entries: Arc::default(),
             original: Some(Arc::from("null")),
         }
     }
@@ -127,7 +130,7 @@ impl Saved {
             install_mark: meta.pending_snapshot.map(|p| p.last_included_index),
             meta: Arc::from(s.log.meta.get()),
             peers: Arc::from(s.peers.get()),
-            entries,
+            entries: Arc::new(entries),
             original: None,
         })
     }

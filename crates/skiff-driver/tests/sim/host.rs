@@ -91,7 +91,7 @@ struct PendingSave {
 #[derive(Default)]
 pub struct HostState {
     /// The log entries of the last `saveMeta`, for the next one's `from`.
-    pub saved_entries: Vec<Arc<SavedEntry>>,
+    pub saved_entries: Arc<Vec<Arc<SavedEntry>>>,
     /// `saveMeta` calls, one at a time: the one in flight first.
     saves: VecDeque<PendingSave>,
     /// The state-machine lane: apply chains, `removeAllState`, snapshot writes (see sm.rs).
@@ -122,8 +122,7 @@ impl Sim {
                 let text: String = raw.get().chars().take(160).collect();
                 trace!(self, "{} op {text}", self.nodes[i].id);
             }
-            let claim = self.claim_of(i, &op);
-            self.perform(i, &op, claim);
+            self.perform(i, &op, None);
         }
     }
 
@@ -131,14 +130,9 @@ impl Sim {
         serde_json::from_str(text).unwrap_or_else(|e| self.violation(format!("an op of unexpected shape ({e}): {text}")))
     }
 
-    /// What a successful AppendEntries answer claims the node holds: (matchIndex, its term in the
-    /// log as the answer was produced).
-    fn claim_of(&self, i: usize, op: &OpIn) -> Option<(u64, u64)> {
-        if op.op != "reply" {
-            return None;
-        }
-        let kind = &self.nodes[i].host.replies.get(&op.id)?.3;
-        let body = wire::response(kind, op.result?.get()).ok()?;
+    /// What a successful AppendEntries answer claims node `i` holds: (matchIndex, its term in the
+    /// log as the answer was produced, which is now).
+    fn claim_of(&self, i: usize, body: &Body) -> Option<(u64, u64)> {
         let raft = self.nodes[i].core()?;
         match body {
             Body::AppendEntriesResponse(r) if r.success && r.match_index > raft.log().snapshot_index() => {
@@ -146,6 +140,16 @@ impl Sim {
             }
             _ => None,
         }
+    }
+
+    /// The claim of a reply op as it is produced (see `claim_of`); `None` for other ops.
+    fn claim_of_op(&self, i: usize, op: &OpIn) -> Option<(u64, u64)> {
+        if op.op != "reply" {
+            return None;
+        }
+        let kind = &self.nodes[i].host.replies.get(&op.id)?.3;
+        let body = wire::response(kind, op.result?.get()).ok()?;
+        self.claim_of(i, &body)
     }
 
     /// An IO of node `i`'s current incarnation finishes after `delay`.
@@ -163,7 +167,9 @@ impl Sim {
         self.phase == Phase::Faults && self.chance(self.cfg.disk_fail_permille)
     }
 
-    fn perform(&mut self, i: usize, op: &OpIn, claim: Option<(u64, u64)>) {
+    /// Performs one op. `held`: the claim of an op a save held back, taken when it was produced
+    /// (`None`: the op is performed as it is produced).
+    fn perform(&mut self, i: usize, op: &OpIn, held: Option<Option<(u64, u64)>>) {
         let io = op.io;
         match op.op {
             "loadMeta" => {
@@ -186,7 +192,7 @@ impl Sim {
                 self.nodes[i].host.connected.remove(peer);
             }
             "send" => self.send_op(i, op),
-            "reply" => self.reply_op(i, op, claim),
+            "reply" => self.reply_op(i, op, held),
             "event" => self.event_op(i, op),
             "done" => self.request_done(i, op.req, op.error.clone(), op.index),
             "apply" => {
@@ -233,8 +239,8 @@ impl Sim {
         self.stats.saves += 1;
         let mut after = Vec::with_capacity(op.after.len());
         for raw in &op.after {
-            let held = self.parse_op(raw.get());
-            let claim = self.claim_of(i, &held);
+            let op = self.parse_op(raw.get());
+            let claim = self.claim_of_op(i, &op);
             after.push(Held { text: raw.get().to_string(), claim });
         }
         if self.cfg.mutation == Some(Mutation::SendBeforeSave) {
@@ -252,7 +258,7 @@ impl Sim {
 
     fn release(&mut self, i: usize, held: &Held) {
         let op = self.parse_op(&held.text);
-        self.perform(i, &op, held.claim);
+        self.perform(i, &op, Some(held.claim));
     }
 
     /// The `saveMeta` in flight called back: durable (then its messages go), or failed (then the
@@ -300,13 +306,14 @@ impl Sim {
         self.transmit(i, &peer, op.io, kind, args);
     }
 
-    fn reply_op(&mut self, i: usize, op: &OpIn, claim: Option<(u64, u64)>) {
+    fn reply_op(&mut self, i: usize, op: &OpIn, held: Option<Option<(u64, u64)>>) {
         let Some((to, inc, io, kind)) = self.nodes[i].host.replies.remove(&op.id) else {
             self.violation(format!("{} replies to request {}, which is not waiting for a reply", self.nodes[i].id, op.id))
         };
         if let Some(result) = op.result {
             let body = wire::response(&kind, result.get())
                 .unwrap_or_else(|e| self.violation(format!("{} replies a malformed {kind}: {e}", self.nodes[i].id)));
+            let claim = held.unwrap_or_else(|| self.claim_of(i, &body));
             let m = Message { from: self.nodes[i].id.clone(), to: self.nodes[to].id.clone(), token: None, body };
             self.check_send(i, &m, claim);
         }
