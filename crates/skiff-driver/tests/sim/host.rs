@@ -111,18 +111,17 @@ const BAD_CODES: [&str; 7] = ["EBADMESSAGE", "EBADSENDER", "EBADSTATE", "EBADRES
 impl Sim {
     /// Runs a batch the driver of node `i` returned, op by op, in order.
     pub fn run_batch(&mut self, i: usize, batch: &str) {
-        let ops: Vec<&RawValue> =
-            serde_json::from_str(batch).unwrap_or_else(|e| self.violation(format!("a batch that is not a JSON array: {e}")));
-        for raw in ops {
+        // One pass over the batch: each op borrows its raw parts from `batch`.
+        let ops: Vec<OpIn> =
+            serde_json::from_str(batch).unwrap_or_else(|e| self.violation(format!("a batch of unexpected shape ({e}): {batch}")));
+        for op in &ops {
             if self.nodes[i].driver.is_none() {
                 return;
             }
-            let op = self.parse_op(raw.get());
             if !matches!(op.op, "send" | "reply" | "event") {
-                let text: String = raw.get().chars().take(160).collect();
-                trace!(self, "{} op {text}", self.nodes[i].id);
+                trace!(self, "{} op {} io={}", self.nodes[i].id, op.op, op.io);
             }
-            self.perform(i, &op, None);
+            self.perform(i, op, None);
         }
     }
 
