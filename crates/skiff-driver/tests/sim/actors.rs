@@ -273,6 +273,11 @@ impl Sim {
             }
             if self.phase == Phase::End {
                 self.end_check();
+                // Healing must not take forever in events either (the liveness bound is in
+                // simulated time, which a storm of events may barely move).
+                if self.steps > 50 * self.cfg.steps.max(10_000) {
+                    self.violation(format!("the end phase ran to step {} without the cluster settling", self.steps));
+                }
             }
         }
     }

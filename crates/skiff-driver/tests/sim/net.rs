@@ -15,12 +15,12 @@ impl Sim {
     pub fn transmit(&mut self, i: usize, peer: &str, io: u32, kind: &str, args: &str) {
         let inc = self.nodes[i].inc;
         let Some(to) = node_index(peer, self.nodes.len()) else {
-            return self.schedule(0, Ev::Answer { to: i, inc, io, error: Some(unreachable()), result: None });
+            return self.schedule(0, Ev::Answer { from: i, to: i, inc, io, error: Some(unreachable()), result: None });
         };
         if self.blocked[i][to] {
             if self.rng.range(0, 2) == 0 {
                 let d = self.delay();
-                self.schedule(d, Ev::Answer { to: i, inc, io, error: Some(unreachable()), result: None });
+                self.schedule(d, Ev::Answer { from: i, to: i, inc, io, error: Some(unreachable()), result: None });
             }
             return;
         }
@@ -48,7 +48,7 @@ impl Sim {
         let error = error.map(|(message, code)| PluginError { message: Some(message), code: Some(code) });
         for _ in 0..self.copies() {
             let d = self.delay();
-            self.schedule(d, Ev::Answer { to, inc, io, error: error.clone(), result: result.clone() });
+            self.schedule(d, Ev::Answer { from: i, to, inc, io, error: error.clone(), result: result.clone() });
         }
     }
 

@@ -116,8 +116,8 @@ fn node_meta(i: usize) -> Json {
 pub enum Ev {
     /// A request on the wire, from the `send` io `io` of incarnation `from_inc` of `from`.
     Request { from: usize, from_inc: u64, io: u32, to: usize, kind: String, args: String },
-    /// The outcome of the `send` io `io` of incarnation `inc` of node `to`.
-    Answer { to: usize, inc: u64, io: u32, error: Option<PluginError>, result: Option<String> },
+    /// The outcome of the `send` io `io` of incarnation `inc` of node `to`, from node `from`.
+    Answer { from: usize, to: usize, inc: u64, io: u32, error: Option<PluginError>, result: Option<String> },
     /// A plugin call of an incarnation calls back.
     Io(usize, u64, Input),
     SaveDone(usize, u64),
@@ -204,6 +204,8 @@ pub struct Sim {
     queue: BinaryHeap<Scheduled>,
     seq: u64,
     pub steps: usize,
+    /// Events in a row at the current instant (see `step_once`).
+    same_instant: u64,
     pub phase: Phase,
     /// blocked[a][b]: messages from a to b are dropped.
     pub blocked: Vec<Vec<bool>>,
@@ -257,6 +259,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             seq: 0,
             steps: 0,
+            same_instant: 0,
             phase: Phase::Faults,
             blocked: vec![vec![false; n]; n],
             partition_gen: 0,
@@ -600,8 +603,14 @@ impl Sim {
         node.lineage += 1;
         node.mirror.clear();
         node.crash_token += 1;
-        // Connections to the old process are gone.
-        self.queue.retain(|s| !matches!(&s.ev, Ev::Request { from, to, .. } if *from == i || *to == i));
+        // Connections to the old process are gone, with the requests and replies on them: a
+        // reply of the old process must not reach a leader after the new one joined (it would
+        // claim entries the new, empty node does not hold; seed 5391).
+        self.queue.retain(|s| match &s.ev {
+            Ev::Request { from, to, .. } => *from != i && *to != i,
+            Ev::Answer { from, .. } => *from != i,
+            _ => true,
+        });
     }
 
     /// The driver finished by itself: a node whose removal committed.
@@ -622,12 +631,17 @@ impl Sim {
     /// Processes one event. Returns false when nothing is scheduled.
     pub fn step_once(&mut self) -> bool {
         let Some(s) = self.queue.pop() else { return false };
+        // Time must move: a run whose events keep coming at one instant never ends.
+        self.same_instant = if s.at == self.now { self.same_instant + 1 } else { 0 };
+        if self.same_instant > 100_000 {
+            self.violation(format!("livelock: {} events at t={} without time moving", self.same_instant, s.at));
+        }
         self.set_now(s.at);
         self.steps += 1;
         let live = |sim: &Sim, i: usize, inc: u64| sim.nodes[i].status == Status::Up && sim.nodes[i].inc == inc;
         match s.ev {
             Ev::Request { from, from_inc, io, to, kind, args } => self.deliver_request(from, from_inc, io, to, kind, args),
-            Ev::Answer { to, inc, io, error, result } => {
+            Ev::Answer { to, inc, io, error, result, .. } => {
                 if live(self, to, inc) {
                     self.input(to, Input::Complete { io, error, result });
                 }
