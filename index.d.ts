@@ -45,6 +45,8 @@ declare namespace Node {
     | 'ETRANSPORT'
     | 'EPLUGIN'
     | 'EINTERNAL'
+    | 'ETRANSFERRING'
+    | 'ENOVOTER'
     | 'EPLUGINCALLBACK'
     | 'EINVALIDPEER'
     | 'ENOTCONNECTED'
@@ -53,6 +55,7 @@ declare namespace Node {
     | 'EUNKNOWNOP'
     | 'EBUSY'
     | 'ENOBINDING'
+    | 'ENOPROMCLIENT'
     | (string & {});
 
   /** Every error skiff-rs reports is an `Error` with a `code`. */
@@ -129,7 +132,37 @@ declare namespace Node {
     [key: string]: unknown;
   }
 
-  interface Persistence {
+  /**
+   * What changed in the engine's state, for `saveLog`: after the call the stored log is the stored
+   * entries with `meta.lastIncludedIndex < index < truncateFrom`, then `entries` (the first at
+   * index `truncateFrom`). Entries at or below `meta.lastIncludedIndex` may be dropped.
+   */
+  interface LogDelta {
+    currentTerm: number;
+    votedFor: string | null;
+    peers: Peer[];
+    /** The persisted state's `log.meta`. */
+    meta: PersistedState['log']['meta'];
+    truncateFrom: number;
+    entries: LogEntry[];
+  }
+
+  /**
+   * The incremental extension a persistence plugin may implement (both methods or neither). The
+   * engine uses each one the plugin has, `saveMeta` / `applyCommand` otherwise; `loadMeta` keeps
+   * returning the whole state.
+   */
+  interface IncrementalPersistence {
+    /** Writes `delta`; durable before `cb`. */
+    saveLog(nodeId: string, delta: LogDelta, cb: NodeStyleCallback): void;
+    /**
+     * Applies committed commands in index order, atomically with the applied index; indexes already
+     * applied are no-ops. `results[i]` is the result for `batch[i]`, as applyCommand's.
+     */
+    applyCommands(nodeId: string, batch: Array<{ index: number; command: any }>, cb: NodeStyleCallback<any[] | undefined>): void;
+  }
+
+  interface Persistence extends Partial<IncrementalPersistence> {
     loadMeta(nodeId: string, cb: NodeStyleCallback<PersistedState | null | undefined>): void;
     saveMeta(nodeId: string, state: PersistedState, cb: NodeStyleCallback): void;
     /** Apply one committed command, in index order; re-applying an index already applied is a no-op. */
@@ -139,6 +172,19 @@ declare namespace Node {
     createReadStream(nodeId: string): Readable;
     createWriteStream(nodeId: string): Writable;
     removeAllState(nodeId: string, cb: NodeStyleCallback): void;
+    /**
+     * Optional point-in-time snapshot read: `stream` is the state machine as of applied index
+     * `index` at the call, however far applying goes while it is read. With it, a leader sending
+     * a snapshot does not hold applying back, and a failed transfer resumes.
+     */
+    createSnapshotReadStream?(nodeId: string, cb: NodeStyleCallback<SnapshotRead>): void;
+  }
+
+  /** What `createSnapshotReadStream` calls back with. */
+  interface SnapshotRead {
+    /** The last index applied to the state `stream` reads. */
+    index: number;
+    stream: Readable;
   }
 
   // ------------------------------------------------------------------ options
@@ -175,6 +221,11 @@ declare namespace Node {
      * in one message (the built-in TCP transport's `maxFrameSize`, 16 MiB) [1048576].
      */
     maxCommandBytes?: number;
+    /**
+     * `stop()` on a leader first hands leadership to the most up-to-date voter, for at most
+     * `maxElectionTimeout` [true].
+     */
+    transferOnStop?: boolean;
     /** This node's metadata, handed to the transport and to peers [{}]. */
     metadata?: JsonObject;
     [key: string]: unknown;
@@ -185,6 +236,16 @@ declare namespace Node {
     timeout?: number;
     /** Also wait until this node has applied the command. */
     waitForNode?: string;
+  }
+
+  interface ReadOptions {
+    /**
+     * Leader: answer from the leader lease, without a quorum round (assumes clock rates within
+     * 10% of each other; see README, Reads) [false].
+     */
+    lease?: boolean;
+    /** ms before the read fails with ETIMEDOUT [options.commandTimeout]. */
+    timeout?: number;
   }
 
   // ------------------------------------------------------------------ events
@@ -232,7 +293,7 @@ declare namespace Node {
     /** The normalized options, defaults filled in. */
     readonly options: Readonly<Required<Pick<Options, 'id' | 'standby' | 'cluster' | 'transport' | 'persistence' |
       'uuid' | 'heartbeatInterval' | 'minElectionTimeout' | 'maxElectionTimeout' | 'commandTimeout' |
-      'retainedLogEntries' | 'maxCommandBytes' | 'metadata'>>> & Options;
+      'retainedLogEntries' | 'maxCommandBytes' | 'transferOnStop' | 'metadata'>>> & Options;
 
     /** Calls `transport.listen(node.id, options, onConnection, cb)`. */
     listen(options: any, cb?: (err: SkiffError | null) => void): void;
@@ -245,6 +306,23 @@ declare namespace Node {
     command<R = any>(command: Command, options: CommandOptions | undefined, cb: CommandCallback<R>): void;
     command<R = any>(command: Command, options?: CommandOptions): Promise<R | undefined>;
 
+    /**
+     * Resolves once this node's state machine may be read linearizably (ReadIndex on the
+     * leader, the leader's read index on a follower); writes nothing to the log. ENOTLEADER
+     * only when no leader is known.
+     */
+    read(cb: Callback): void;
+    read(options: ReadOptions | undefined, cb: Callback): void;
+    read(options?: ReadOptions): Promise<void>;
+
+    /**
+     * Leader only: hands leadership to `peerId`, or to the most up-to-date voter. Resolves once
+     * the target leads; ETIMEDOUT when it has not within maxElectionTimeout.
+     */
+    transferLeadership(cb: Callback): void;
+    transferLeadership(peerId: string | undefined, cb: Callback): void;
+    transferLeadership(peerId?: string): Promise<void>;
+
     /** Leader only: adds a member through the log. */
     join(peerId: string, cb: Callback): void;
     join(peerId: string, metadata: any, cb: Callback): void;
@@ -254,7 +332,10 @@ declare namespace Node {
     leave(peerId: string, cb: Callback): void;
     leave(peerId: string): Promise<void>;
 
-    /** Stops timers, closes connections and the listener; pending commands fail with ESTOPPED. */
+    /**
+     * Stops timers, closes connections and the listener; pending commands fail with ESTOPPED.
+     * A leader hands off first (at most maxElectionTimeout) unless `transferOnStop` is false.
+     */
     stop(cb: Callback): void;
     stop(): Promise<void>;
     close(cb: Callback): void;
@@ -265,6 +346,15 @@ declare namespace Node {
     currentTerm(): number;
     /** The leader's id, or null. */
     currentLeader(): string | null;
+
+    /** What this node knows and has counted, as of the engine's last round. */
+    stats(): NodeStats;
+    /**
+     * Resolves with `stats()` once `condition` holds (at once if it does). Rejects with
+     * `ETIMEDOUT` after `timeout` ms (none: no limit), `ESTOPPED` when the node stops first, and
+     * `EINVALIDOPTIONS` for a condition it cannot read.
+     */
+    waitFor(condition: WaitCondition, timeout?: number): Promise<NodeStats>;
 
     on<E extends EventName>(event: E, listener: Listener_<E>): this;
     on(event: string | symbol, listener: (...args: any[]) => void): this;
@@ -282,6 +372,87 @@ declare namespace Node {
     removeListener(event: string | symbol, listener: (...args: any[]) => void): this;
     emit<E extends EventName>(event: E, ...args: Events[E]): boolean;
     emit(event: string | symbol, ...args: any[]): boolean;
+  }
+
+  /** What `node.waitFor()` waits for: exactly one of these. */
+  type WaitCondition =
+    | { state: StateName }
+    /** A given node leads, or (`true`) any node is known to lead. */
+    | { leader: string | true }
+    /** This node's state machine applied the log up to `applied`. */
+    | { applied: number }
+    /** `voter` is a voting member in this node's view. */
+    | { voter: string };
+
+  /** A fixed-bucket latency histogram, in ms. */
+  interface LatencyHistogram {
+    /** Upper bounds of the buckets, in ms. */
+    buckets: number[];
+    /** Samples per bucket (not cumulative); one more entry than `buckets`: those above all. */
+    counts: number[];
+    count: number;
+    /** Sum of the samples, in ms. */
+    sum: number;
+  }
+
+  /** One member in `stats().members`. The progress fields are the leader's view of a follower: null on other nodes and for the leader itself. */
+  interface MemberStats {
+    id: string;
+    metadata: any;
+    voter: boolean;
+    matchIndex: number | null;
+    nextIndex: number | null;
+    /** AppendEntries sent and not yet answered. */
+    inflight: number | null;
+    /** ms since the follower last answered. */
+    lastContactMs: number | null;
+    snapshot: { sending: boolean; bytes: number };
+  }
+
+  interface NodeStats {
+    id: string;
+    state: StateName;
+    term: number;
+    leader: string | null;
+    commitIndex: number;
+    lastApplied: number;
+    lastLogIndex: number;
+    firstLogIndex: number;
+    members: MemberStats[];
+    counters: {
+      electionsStarted: number;
+      leaderChanges: number;
+      commandsCommitted: number;
+      commandsFailed: number;
+      snapshotsSent: number;
+      snapshotBytesSent: number;
+      snapshotsInstalled: number;
+      /** Persistence calls that failed and that the engine retried. */
+      pluginRetries: number;
+    };
+    /** saveMeta and apply-batch latencies. */
+    latency: { save: LatencyHistogram; apply: LatencyHistogram };
+  }
+
+  /** `options.metrics` of createKvStore: serve `GET /metrics` for Prometheus. */
+  interface KvMetricsOptions {
+    /** TCP port (0: any free one). */
+    port: number;
+    /** ['127.0.0.1'] */
+    host?: string;
+    /** ['/metrics'] */
+    path?: string;
+    /** A prom-client Registry to add the node's metrics to [a new one]. */
+    registry?: any;
+  }
+
+  /** The metrics endpoint of a started KvStore. */
+  interface KvMetricsServer {
+    readonly registry: any;
+    readonly host: string;
+    readonly port: number;
+    readonly path: string;
+    close(): Promise<void>;
   }
 
   /** The built-in, NOT durable, in-memory persistence used when none is given. */
@@ -387,6 +558,11 @@ declare namespace Node {
     apply(command: any, index: number): unknown;
     /** Chunks describing the whole state (non-null values msgpack can carry). */
     snapshot(): Iterable<unknown> | AsyncIterable<unknown>;
+    /**
+     * Optional: chunks of the state as it is at the call, however many `apply` calls run while
+     * they are consumed (the file persistence's point-in-time snapshot read uses it).
+     */
+    pointInTime?(): Iterable<unknown> | AsyncIterable<unknown>;
     reset(): void | Promise<void>;
     restore(chunk: any): void | Promise<void>;
   }
@@ -409,6 +585,7 @@ declare namespace Node {
   interface KvStateMachine extends StateMachine {
     readonly batchSize: number;
     readonly batchBytes: number;
+    pointInTime(): Iterable<unknown>;
     /** Local reads: NOT linearizable. */
     get(key: KvKey): any;
     has(key: KvKey): boolean;
@@ -431,18 +608,25 @@ declare namespace Node {
     dir: string;
     /** Journal bytes that trigger a new checkpoint [8 MiB]. */
     compactBytes?: number;
+    /** Bytes of a write-ahead log segment after which a new one starts [4 MiB]. */
+    segmentBytes?: number;
     /** A factory `(nodeId) => instance`, or an instance for a single node id [the key-value store]. */
     stateMachine?: S | ((nodeId: string) => S);
   }
 
   /**
-   * Durable persistence: files under `dir` (folders 0700, files 0600), fsync'd before any callback.
+   * Durable persistence: files under `dir` (folders 0700, files 0600), fsync'd before any callback;
+   * with the incremental extension (a segmented write-ahead log, batched journal records).
    * Emits `warning` (code ETORN) when it cuts off a torn last write; corruption fails with ECORRUPT.
    */
   interface FilePersistence<S extends StateMachine = KvStateMachine> extends Persistence, EventEmitter {
+    saveLog: IncrementalPersistence['saveLog'];
+    applyCommands: IncrementalPersistence['applyCommands'];
     readonly dir: string;
     readonly compactBytes: number;
+    readonly segmentBytes: number;
     createReadStream(nodeId: string): Readable & { lastIncludedIndex?: number };
+    createSnapshotReadStream(nodeId: string, cb: NodeStyleCallback<SnapshotRead>): void;
     /** The state machine instance of `nodeId` (local reads: NOT linearizable). */
     stateMachine(nodeId: string): S;
     /** Loads `nodeId` from disk if needed. */
@@ -483,6 +667,8 @@ declare namespace Node {
     maxCommandBytes?: number;
     /** ms start() waits to lead and for the peers' joins [10000]. */
     startTimeout?: number;
+    /** Serve Prometheus metrics over HTTP (needs prom-client) [none]. */
+    metrics?: KvMetricsOptions;
     /** Decided by `bootstrap`. */
     standby?: never;
     /** Always the file persistence in `dir`. */
@@ -525,6 +711,8 @@ declare namespace Node {
     readonly node: Node | null;
     /** The file persistence, once started. */
     readonly persistence: FilePersistence | null;
+    /** The metrics endpoint, once started with `options.metrics`. */
+    readonly metrics: KvMetricsServer | null;
     start(): Promise<KvStore>;
     put(key: KvKey, value: Command): Promise<void>;
     /** Linearizable: read through the log. */
@@ -595,7 +783,8 @@ interface NodeConstructor {
   }>;
   readonly events: readonly string[];
   readonly states: readonly Node.StateName[];
-  readonly MemoryPersistence: new () => Node.MemoryPersistence;
+  /** `incremental: true`: with saveLog and applyCommands too; `pointInTime: true`: with createSnapshotReadStream. */
+  readonly MemoryPersistence: new (options?: { incremental?: boolean; pointInTime?: boolean }) => Node.MemoryPersistence;
   readonly createTcpTransport: Node.CreateTcpTransport;
   readonly createFilePersistence: Node.CreateFilePersistence;
   readonly createKvStateMachine: Node.CreateKvStateMachine;

@@ -65,7 +65,8 @@ test('callbacks are never called synchronously', async (t) => {
 // stop() ends the engine within the call; the commands it fails and its own callback are still
 // called back after it has returned.
 test('stop() calls back after it returns', async (t) => {
-  const c = await startCluster(t, 3);
+  // a stop without the hand-off, so that the command in flight is failed by the stop itself
+  const c = await startCluster(t, 3, { nodeOptions: { transferOnStop: false } });
   const leader = await c.waitForLeader();
   let returned = false;
   const seen = [];

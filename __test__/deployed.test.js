@@ -1,8 +1,9 @@
 'use strict';
 
 // The key-value store as deployed (issue 13): operations arriving together become one batch
-// command with a result per operation; 256 concurrent clients on one connection raise no
-// listener warning; and a leader process killed with SIGKILL under load at 64 clients (3 store
+// command with a result per operation; the client pipelines requests on one connection (bounded
+// by maxInflight) and concurrent clients share log entries; 256 concurrent clients on one
+// connection raise no listener warning; and a leader process killed with SIGKILL under load at 64 clients (3 store
 // processes over TCP with a secret, file persistence with fsync) loses no acknowledged put.
 
 const test = require('node:test');
@@ -13,6 +14,7 @@ const path = require('node:path');
 const crypto = require('node:crypto');
 
 const { createKvStore, createKvClient } = require('../lib/kv');
+const createTcpTransport = require('../lib/transport/tcp');
 const createKvStateMachine = require('../lib/persistence/kv-state-machine');
 const { Member, waitForLeader } = require('../demo/control');
 const { runLoad } = require('../bench/deployed-load');
@@ -32,6 +34,22 @@ async function startStore(t, extra = {}) {
   t.after(() => store.stop());
   await store.start();
   return store;
+}
+
+// Calls `see(command)` for every command the store's persistence applies, whichever way the
+// engine hands them over (applyCommand, or applyCommands batches).
+function watchApplies(store, see) {
+  const p = store.persistence;
+  const one = p.applyCommand.bind(p);
+  p.applyCommand = (nodeId, index, command, cb) => {
+    see(command);
+    return one(nodeId, index, command, cb);
+  };
+  const many = p.applyCommands.bind(p);
+  p.applyCommands = (nodeId, batch, cb) => {
+    for (const { command } of batch) see(command);
+    return many(nodeId, batch, cb);
+  };
 }
 
 test('a batch command applies its operations in order and answers each', () => {
@@ -56,8 +74,7 @@ test('a batch command applies its operations in order and answers each', () => {
 test('operations arriving together share log entries, each answered with its own result', async (t) => {
   const store = await startStore(t);
   let applied = 0;
-  const applyCommand = store.persistence.applyCommand.bind(store.persistence);
-  store.persistence.applyCommand = (...args) => { applied++; return applyCommand(...args); };
+  watchApplies(store, () => { applied++; });
   await store.put('seed', 0);
   applied = 0;
 
@@ -80,16 +97,82 @@ test('operations arriving together share log entries, each answered with its own
 test('a batch stays within maxCommandBytes', async (t) => {
   const store = await startStore(t, { maxCommandBytes: 4096 });
   const seen = [];
-  const applyCommand = store.persistence.applyCommand.bind(store.persistence);
-  store.persistence.applyCommand = (nodeId, index, command, cb) => {
-    seen.push(Buffer.byteLength(JSON.stringify(command)));
-    return applyCommand(nodeId, index, command, cb);
-  };
+  watchApplies(store, (command) => seen.push(Buffer.byteLength(JSON.stringify(command))));
   const value = 'v'.repeat(1000);
   await Promise.all(Array.from({ length: 40 }, (_, i) => store.put(`big${i}`, value)));
   assert.ok(seen.length >= 10, `40 puts of 1 KB in ${seen.length} entries under a 4 KB limit`);
   assert.ok(Math.max(...seen) <= 4096, `largest entry ${Math.max(...seen)} bytes`);
   for (let i = 0; i < 40; i++) assert.equal(await store.localGet(`big${i}`), value);
+});
+
+// A stand-in store on the TCP transport that holds every request until `hold` of them are in
+// flight at once, then answers them in reverse order: a client that did not pipeline (or did not
+// match replies by id) would stall or get the wrong answers.
+async function holdingStore(t, hold) {
+  const id = `tcp://127.0.0.1:${await freePort()}`;
+  const seen = { connections: 0, inflight: 0, maxInflight: 0 };
+  let held = [];
+  let server;
+  await new Promise((resolve, reject) => {
+    server = createTcpTransport().listen(id, undefined, (peerId, metadata, conn) => {
+      seen.connections++;
+      conn.receive((type, args, reply) => {
+        seen.inflight++;
+        seen.maxInflight = Math.max(seen.maxInflight, seen.inflight);
+        held.push(() => {
+          seen.inflight--;
+          reply(null, { value: `value of ${args.key}` });
+        });
+        if (held.length >= hold) {
+          const answers = held.reverse();
+          held = [];
+          setImmediate(() => { for (const answer of answers) answer(); });
+        }
+      });
+    }, (err) => (err ? reject(err) : resolve()));
+  });
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  return { id, seen };
+}
+
+// `n` concurrent gets from one client through a holdingStore(hold): each answered with its own
+// value. Returns what the store saw.
+async function concurrentGets(t, hold, n, clientOptions) {
+  const { id, seen } = await holdingStore(t, hold);
+  const client = createKvClient([id], Object.assign({ timeout: 5000 }, clientOptions));
+  t.after(() => client.close());
+  const keys = Array.from({ length: n }, (_, i) => `k${i}`);
+  const values = await Promise.all(keys.map((k) => client.get(k)));
+  assert.deepEqual(values, keys.map((k) => `value of ${k}`));
+  return seen;
+}
+
+test('the KV client pipelines: many requests in flight on one connection, replies matched by id', async (t) => {
+  const seen = await concurrentGets(t, 64, 64);
+  assert.equal(seen.connections, 1);
+  assert.equal(seen.maxInflight, 64);
+});
+
+test('the KV client keeps at most maxInflight requests in flight; the rest wait their turn', async (t) => {
+  const seen = await concurrentGets(t, 8, 40, { transport: { maxInflight: 8 } });
+  assert.equal(seen.connections, 1);
+  assert.equal(seen.maxInflight, 8);
+});
+
+test('concurrent clients over TCP share log entries at the store', async (t) => {
+  const store = await startStore(t);
+  let applied = 0;
+  const applyCommand = store.persistence.applyCommand.bind(store.persistence);
+  store.persistence.applyCommand = (...args) => { applied++; return applyCommand(...args); };
+  const client = createKvClient([store.id]);
+  t.after(() => client.close());
+  await client.put('seed', 0);
+  applied = 0;
+  const n = 128;
+  await Promise.all(Array.from({ length: n }, (_, i) => client.put(`k${i}`, i)));
+  assert.ok(applied <= n / 8, `${n} puts from one client took ${applied} log entries`);
+  const got = await Promise.all(Array.from({ length: n }, (_, i) => client.get(`k${i}`)));
+  assert.deepEqual(got, Array.from({ length: n }, (_, i) => i));
 });
 
 test('256 concurrent clients on one connection: no listener warning, no error', async (t) => {

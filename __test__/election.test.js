@@ -68,11 +68,13 @@ for (const size of [3, 5]) {
       assert.equal(n.currentLeader(), first.id, `${n.id} follows ${first.id}`);
       assert.equal(n.currentTerm(), first.currentTerm());
     }
-    // force a new election: the leader goes away, the others pick exactly one new leader
+    // force a new election: the leader goes away (handing off first), the others pick exactly
+    // one new leader
+    const firstTerm = first.currentTerm();
     await first.stop();
     const second = await c.waitForLeader();
     assert.notEqual(second.id, first.id);
-    assert.ok(second.currentTerm() > first.currentTerm());
+    assert.ok(second.currentTerm() > firstTerm);
     for (const [term, ids] of leadersByTerm) {
       assert.equal(ids.size, 1, `term ${term} had leaders ${[...ids]}`);
     }

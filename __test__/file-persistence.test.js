@@ -3,25 +3,16 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { promisify } = require('node:util');
 const { Writable } = require('node:stream');
 const { pipeline } = require('node:stream/promises');
 
 const createFilePersistence = require('../lib/persistence/file');
+const { tmpDirs } = require('./helpers/tmp');
 const createKvStateMachine = require('../lib/persistence/kv-state-machine');
 
-const roots = [];
-test.after(() => {
-  for (const dir of roots) fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function tmpDir() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skiff-file-persistence-'));
-  roots.push(dir);
-  return dir;
-}
+const tmpDir = tmpDirs('skiff-file-persistence-');
 
 // Promise forms of the callback API.
 function api(p) {

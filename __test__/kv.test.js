@@ -98,7 +98,7 @@ test('a store that cannot listen fails to start and leaves nothing running', asy
   await store.stop();
 });
 
-test('3 stores: put/get/del, followers refuse with ENOTLEADER, the client redirects, restart from disk', async (t) => {
+test('3 stores: put/get/del, followers refuse writes with ENOTLEADER and serve reads, the client redirects, restart from disk', async (t) => {
   const dir = tmpDir(t);
   const ids = (await freePorts(3)).map((p) => `tcp://127.0.0.1:${p}`);
   const stores = await startStores(t, dir, ids);
@@ -117,6 +117,17 @@ test('3 stores: put/get/del, followers refuse with ENOTLEADER, the client redire
   await a.put(7, 'seven');
   for (const [k, v] of Object.entries(values)) assert.deepEqual(await a.get(k), v, k);
   assert.equal(await a.get(7), 'seven');
+  // A get writes nothing: 1,000 of them (on the leader and on the followers) leave every log
+  // where it was.
+  const lastLog = () => stores.map((s) => s.node.stats().lastLogIndex);
+  // stats() is what the engine published at the end of its last round: give it a few rounds
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  await waitUntil(() => new Set(lastLog()).size === 1, 'the followers catching up');
+  const before = lastLog();
+  const gets = [];
+  for (let i = 0; i < 1000; i++) gets.push(stores[i % 3].get(7));
+  assert.ok((await Promise.all(gets)).every((v) => v === 'seven'));
+  assert.deepEqual(lastLog(), before);
   assert.equal(await a.get('7'), undefined, '7 and "7" are different keys');
   assert.equal(await a.get('missing'), undefined);
   await a.put('s', 'overwritten');
@@ -128,9 +139,11 @@ test('3 stores: put/get/del, followers refuse with ENOTLEADER, the client redire
   await assert.rejects(a.get(NaN), { code: 'EBADARGS' });
   await assert.rejects(a.put('bad', { f: 10n }), { code: 'EBADCOMMAND' });
 
-  // Followers do not forward: ENOTLEADER with the leader's address.
+  // Followers do not forward writes: ENOTLEADER with the leader's address. They serve reads
+  // (a follower read: the leader's read index, then the local copy).
   for (const f of [b, c]) {
-    for (const op of [() => f.put('x', 1), () => f.get('n'), () => f.del('n')]) {
+    assert.deepEqual(await f.get('n'), await a.get('n'));
+    for (const op of [() => f.put('x', 1), () => f.del('n')]) {
       await assert.rejects(op(), (err) => {
         assert.equal(err.code, 'ENOTLEADER');
         assert.equal(err.message, 'not the leader');
@@ -160,7 +173,8 @@ test('3 stores: put/get/del, followers refuse with ENOTLEADER, the client redire
   const [deadPort] = await freePorts(1);
   const client2 = createKvClient([`tcp://127.0.0.1:${deadPort}`, b.id, a.id], { connectWait: 200 });
   t.after(() => client2.close());
-  assert.equal(await client2.get(7), 'seven');
+  assert.equal(await client2.get(7), 'seven'); // a follower serves it, or the leader
+  await client2.put('via-client2', 2); // a write finds the leader
   assert.equal(client2.leader, a.id);
 
   // Leader failover: the leader stops; the client finds the new one; data is all there.
@@ -170,8 +184,8 @@ test('3 stores: put/get/del, followers refuse with ENOTLEADER, the client redire
   const next = await leaderOf([b, c]);
   assert.notEqual(next.id, a.id);
   for (let i = 0; i < 20; i++) assert.equal(await client.get(`k${i}`), i);
+  await client.put('after-failover', 1); // a write finds the new leader (a follower serves gets)
   assert.equal(client.leader, next.id);
-  await client.put('after-failover', 1);
 
   // Restart everything from disk: new store objects over the same folders and addresses.
   await Promise.all([b.stop(), c.stop()]);

@@ -285,3 +285,39 @@ test('persistence instances: ordered disk, crash loses the unacknowledged', asyn
   assert.equal(p.appliedIndex('n1'), 1);
   p.shutdown();
 });
+
+// The incremental extension, with `incremental: true` only: saveLog's log semantics (loadMeta
+// rebuilds the whole state, a saveMeta state extends), applyCommands' batches.
+test('persistence: saveLog and applyCommands with incremental: true', async () => {
+  const { promisify } = require('node:util');
+  assert.equal(typeof new Persistence().saveLog, 'undefined', 'not without the option');
+  assert.equal(typeof new Persistence().applyCommands, 'undefined');
+  const p = new Persistence({ incremental: true });
+  const saveLog = promisify(p.saveLog);
+  const saveMeta = promisify(p.saveMeta);
+  const loadMeta = promisify(p.loadMeta);
+  const applyCommands = promisify(p.applyCommands);
+  const e = (index, term = 1) => ({ term, index, command: `c${index}`, uuid: `u${index}` });
+  const meta = (li) => ({ lastIncludedIndex: li, lastIncludedTerm: li ? 1 : 0 });
+  const hard = { currentTerm: 2, votedFor: 'b', peers: [{ id: 'b', metadata: {} }] };
+  await saveMeta('a', Object.assign({}, hard, { log: { meta: meta(0), entries: [e(1), e(2), e(3)] } }));
+  const entries = [e(3, 2), e(4, 2)];
+  const saving = saveLog('a', Object.assign({ meta: meta(0), truncateFrom: 3, entries }, hard));
+  entries.push(e(5)); // what is saved is the delta as it was when the call was made
+  await saving;
+  assert.deepEqual(await loadMeta('a'), Object.assign({}, hard, { log: { meta: meta(0), entries: [e(1), e(2), e(3, 2), e(4, 2)] } }));
+  await saveLog('a', Object.assign({ meta: meta(2), truncateFrom: 5, entries: [e(5, 2)] }, hard));
+  assert.deepEqual((await loadMeta('a')).log, { meta: meta(2), entries: [e(3, 2), e(4, 2), e(5, 2)] });
+  await saveLog('a', Object.assign({ meta: meta(2), truncateFrom: 4, entries: [] }, hard, { currentTerm: 3 }));
+  const back = await loadMeta('a');
+  assert.equal(back.currentTerm, 3);
+  assert.deepEqual(back.log.entries, [e(3, 2)]);
+  await assert.rejects(saveLog('a', { truncateFrom: 'x', entries: [] }), { code: 'EBADARGS' });
+
+  const results = await applyCommands('a', [{ index: 1, command: 'x' }, { index: 2, command: 'y' }]);
+  assert.deepEqual(results, [undefined, undefined]);
+  await applyCommands('a', [{ index: 2, command: 'y' }, { index: 3, command: 'z' }]);
+  assert.deepEqual(p.commands('a'), ['x', 'y', 'z']);
+  assert.equal(p.stats.reapplied, 1);
+  assert.equal(p.appliedIndex('a'), 3);
+});

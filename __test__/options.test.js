@@ -53,6 +53,7 @@ test('id, cluster, standby, uuid, metadata and persistence are type-checked', ()
   rejects({ transport, id: 42 }, /options\.id/);
   rejects({ transport, cluster: {} }, /options\.cluster/);
   rejects({ transport, standby: 'yes' }, /options\.standby/);
+  rejects({ transport, transferOnStop: 1 }, /options\.transferOnStop/);
   rejects({ transport, uuid: 'abc' }, /options\.uuid/);
   rejects({ transport, uuid: () => 7n }, /uuid/);
   rejects({ transport, metadata: 'm' }, /options\.metadata/);
@@ -78,13 +79,21 @@ test('defaults and generated ids', () => {
   assert.equal(options.commandTimeout, 3000);
   assert.equal(options.retainedLogEntries, 50);
   assert.equal(options.maxCommandBytes, 1048576);
+  assert.equal(options.transferOnStop, true);
+  assert.equal(config.transferOnStop, true);
+  assert.equal(normalizeOptions({ transport, transferOnStop: false }, () => new Persistence()).config.transferOnStop, false);
   assert.deepEqual(options.metadata, {});
   assert.equal(typeof options.id, 'string');
   assert.ok(options.id.length > 0);
   assert.equal(typeof options.cluster, 'string');
   assert.notEqual(options.id, normalizeOptions({ transport }, () => new Persistence()).options.id);
   assert.deepEqual(Object.keys(config).sort(), ['clusterId', 'commandTimeout', 'heartbeatInterval',
-    'id', 'maxCommandBytes', 'maxElectionTimeout', 'metadata', 'minElectionTimeout', 'pipelining', 'retainedLogEntries', 'standby']);
+    'id', 'maxCommandBytes', 'maxElectionTimeout', 'metadata', 'minElectionTimeout', 'pipelining',
+    'pointInTimeSnapshots', 'retainedLogEntries', 'standby', 'transferOnStop']);
+  // point-in-time snapshot reads only with a persistence that has the extension
+  assert.equal(config.pointInTimeSnapshots, false);
+  const pit = Object.assign(new Persistence(), { createSnapshotReadStream() {} });
+  assert.equal(normalizeOptions({ transport, persistence: pit }, () => new Persistence()).config.pointInTimeSnapshots, true);
   // one request in flight per connection unless the transport declares pipelining
   assert.equal(config.pipelining, false);
   const piped = Object.assign({}, transport, { pipelining: true });

@@ -7,6 +7,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Cluster, startCluster, waitForState, waitUntil } = require('./helpers/cluster');
+const { MemoryPersistence } = require('../lib/memory');
 
 function reported(c, pattern) {
   return [...c.errors, ...c.warnings].some((r) => pattern.test(`${r.error.code} ${r.error.message}`));
@@ -46,17 +47,52 @@ for (const mode of ['throw', 'error', 'never']) {
   });
 }
 
-// applyCommand calling back twice: one apply, a warning, no duplicate.
-test('applyCommand calling back twice', async (t) => {
-  const c = await startCluster(t, 3);
-  const leader = await c.waitForLeader();
-  c.persistence.fail('applyCommand', 'twice', 5);
-  for (let i = 0; i < 5; i++) await leader.command({ i });
-  await c.waitApplied(5);
-  for (const n of c.nodes) assert.deepEqual(c.commands(n.id), [0, 1, 2, 3, 4].map((i) => ({ i })));
-  await waitUntil(() => reported(c, /EPLUGINCALLBACK/), 'the double callback warning');
-  await leader.command('still fine');
-});
+// saveLog (the incremental extension) failing on the leader: as saveMeta; and since a failed or
+// timed-out delta may not be on disk, the next ones carry its entries again: every node's stored
+// log ends up whole (contiguous, the same entry at the same index everywhere).
+for (const mode of ['throw', 'error', 'never']) {
+  test(`saveLog ${mode} on the leader`, async (t) => {
+    const persistence = new MemoryPersistence({ incremental: true });
+    const c = await startCluster(t, 3, { persistence, nodeOptions: { commandTimeout: 600 } });
+    const leader = await c.waitForLeader();
+    c.persistence.fail('saveLog', mode, 2, leader.id);
+    await Promise.allSettled([0, 1, 2].map((i) => leader.command({ during: i }, { timeout: 5000 })));
+    await waitUntil(() => c.persistence.faults.list.length === 0, 'the faults to be used up');
+    const now = await c.waitForLeader();
+    for (let i = 0; i < 3; i++) await now.command({ after: i }, { timeout: 5000 });
+    await waitUntil(() => c.running().every((n) => c.commands(n.id).some((x) => x && x.after === 2)), 'after to be applied');
+    assert.ok(c.errors.length + c.warnings.length > 0, 'the failure was reported');
+    const stored = c.running().map((n) => persistence.meta(n.id).log);
+    const byIndex = new Map();
+    for (const log of stored) {
+      log.entries.forEach((e, k) => {
+        assert.equal(e.index, log.meta.lastIncludedIndex + 1 + k, 'contiguous from the snapshot');
+        const seen = byIndex.get(e.index);
+        if (seen) assert.deepEqual([e.term, e.uuid], [seen.term, seen.uuid], `the same entry at ${e.index}`);
+        else byIndex.set(e.index, e);
+      });
+    }
+    const ends = stored.map((log) => log.entries.length ? log.entries[log.entries.length - 1].index : 0);
+    const last = c.commands(leader.id).length; // commands applied on the leader, all in the log
+    assert.ok(Math.max(...ends) >= last, `stored logs end at ${ends}, ${last} commands applied`);
+  });
+}
+
+// applyCommand (or, on the incremental extension, applyCommands) calling back twice: one apply, a
+// warning, no duplicate.
+for (const method of ['applyCommand', 'applyCommands']) {
+  test(`${method} calling back twice`, async (t) => {
+    const persistence = new MemoryPersistence({ incremental: method === 'applyCommands' });
+    const c = await startCluster(t, 3, { persistence });
+    const leader = await c.waitForLeader();
+    c.persistence.fail(method, 'twice', 5);
+    for (let i = 0; i < 5; i++) await leader.command({ i });
+    await c.waitApplied(5);
+    for (const n of c.nodes) assert.deepEqual(c.commands(n.id), [0, 1, 2, 3, 4].map((i) => ({ i })));
+    await waitUntil(() => reported(c, /EPLUGINCALLBACK/), 'the double callback warning');
+    await leader.command('still fine');
+  });
+}
 
 // applyCommand failing or never calling back on a follower: reported, retried, applied once.
 for (const mode of ['error', 'never', 'throw']) {

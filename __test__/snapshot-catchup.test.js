@@ -309,7 +309,10 @@ class MapPersistence extends Persistence {
 
 test('a 100k-key state machine streams to a new member with bounded read-ahead', async (t) => {
   const p = new MapPersistence();
-  const c = new Cluster({ persistence: p, nodeOptions: { retainedLogEntries: 10 } });
+  // The join commits only once the new member holds the whole snapshot (it is half of the new
+  // configuration): give it as long as the stream is given below, not the 3 s default, which a
+  // busy shared machine does not guarantee for 100k keys.
+  const c = new Cluster({ persistence: p, nodeOptions: { retainedLogEntries: 10, commandTimeout: 25000 } });
   t.after(() => c.stop());
   const leader = c.add({ id: 'big' });
   await waitForState(leader, 'leader');

@@ -133,6 +133,32 @@ test('concurrent requests are matched to their replies', async (t) => {
   results.forEach((r, i) => assert.equal(r.i, i));
 });
 
+test('frames written in one tick leave together: requests out, and the replies to them', async (t) => {
+  const transport = createTcpTransport();
+  const id = `tcp://127.0.0.1:${await freePort()}`;
+  const { server } = await echoServer(transport, id);
+  const conn = transport.connect('tcp://127.0.0.1:1', null, id, {});
+  t.after(async () => { await closeP(conn); await closeP(server); });
+  await send(conn, 'echo', 'warm up');
+  // Counts the writes the sockets of this process hand to the operating system.
+  const proto = net.Socket.prototype;
+  const { _write: write, _writev: writev } = proto;
+  let writes = 0;
+  proto._write = function countedWrite(...args) { writes++; return write.apply(this, args); };
+  proto._writev = function countedWritev(...args) { writes++; return writev.apply(this, args); };
+  let results;
+  try {
+    results = await Promise.all(Array.from({ length: 50 }, (_, i) => send(conn, 'echo', i)));
+  } finally {
+    proto._write = write;
+    proto._writev = writev;
+  }
+  assert.deepEqual(results, Array.from({ length: 50 }, (_, i) => i));
+  // One write for the requests, and one for the replies to each chunk the server reads
+  // (usually one, maybe a few).
+  assert.ok(writes <= 6, `50 requests and their replies took ${writes} socket writes`);
+});
+
 test('reconnects after the server restarts; queued requests go out when connected', async (t) => {
   const transport = createTcpTransport({ minReconnectDelay: 20, maxReconnectDelay: 100 });
   const port = await freePort();

@@ -611,11 +611,37 @@ test('applyCommand results reach command()', async (t) => {
   native.send({ op: 'apply', io: 1, entries: [{ index: 3, command: { read: 'k' }, want: true },
     { index: 4, command: { read: 'j' }, want: true }, { index: 5, command: { read: 'x' } }] });
   await until(() => completes(native, 1).length === 1, 'apply complete');
-  assert.equal(node._requests.results.size, 2, 'only wanted results are kept');
+  assert.equal(node._requests._results.size, 2, 'only wanted results are kept');
   native.send({ op: 'done', req: req1, error: null, index: 3 }, { op: 'done', req: req2, error: null, index: 4 });
   assert.deepEqual(await p, { value: 'k', at: 3 });
   assert.deepEqual(cbArgs, [null, { value: 'j', at: 4 }]);
-  assert.equal(node._requests.results.size, 0, 'results are released');
+  assert.equal(node._requests._results.size, 0, 'results are released');
+});
+
+// The wrapper answers a command only on its `done`: applying a marked item keeps its result (the
+// chain's progress reports tell the engine); a failed `done` drops the result it names.
+test('a command completes only on its done; a failure drops its kept result', async (t) => {
+  const { node, native } = make(t, {
+    persistence: persistence({
+      applyCommand: (id, index, command, cb) => setImmediate(cb, null, { at: index }),
+    }),
+  });
+  const settled = [];
+  const p1 = node.command({ n: 1 }).then((v) => settled.push(['ok', v]), (e) => settled.push(['err', e.code]));
+  const p2 = node.command({ n: 2 }).then((v) => settled.push(['ok', v]), (e) => settled.push(['err', e.code]));
+  const [[req1], [req2]] = native.callsOf('propose');
+  native.send({ op: 'apply', io: 1, entries: [{ index: 3, command: { n: 1 }, want: true },
+    { index: 4, command: { n: 2 }, want: true }] });
+  await until(() => completes(native, 1).length === 1, 'apply complete');
+  await tick();
+  assert.deepEqual(settled, [], 'nothing completes without a done');
+  assert.equal(node._requests._results.size, 2);
+  native.send({ op: 'done', req: req1, error: { message: 'timedout', code: 'ETIMEDOUT' }, index: 3 });
+  assert.equal(node._requests._results.size, 1, 'the failed command\'s result is dropped');
+  native.send({ op: 'done', req: req2, error: null, index: 4 });
+  await Promise.all([p1, p2]);
+  assert.deepEqual(settled, [['err', 'ETIMEDOUT'], ['ok', { at: 4 }]]);
+  assert.equal(node._requests._results.size, 0);
 });
 
 // snapshotRead reads what is asked for from createReadStream, encodes chunks like commands, and

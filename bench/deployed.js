@@ -210,13 +210,14 @@ async function skiffRows(o, dir, secret) {
     const syncs = (k) => after[k].fsync + after[k].fdatasync - before[k].fsync - before[k].fdatasync;
     const total = (key) => members.reduce((n, _, k) => n + (key === 'ms' ? after[k].ms - before[k].ms : syncs(k)), 0);
     res.syncMs = total('ms') / Math.max(1, total('n'));
-    // Mean duration of one saveMeta / applyCommand call (call to callback) of store k.
+    // Mean duration of one save (saveLog / saveMeta) and apply (applyCommands / applyCommand)
+    // call (call to callback) of store k.
     const mean = (k, name) => (after[k][`${name}Ms`] - before[k][`${name}Ms`]) / Math.max(1, after[k][name] - before[k][name]);
-    res.leaderSaveMs = mean(li, 'saveMeta');
-    res.leaderApplyMs = mean(li, 'applyCommand');
-    res.followerSaveMs = Math.min(...followers.map((k) => mean(k, 'saveMeta')));
-    res.savesPerPut = per(li, 'saveMeta');
-    res.appliesPerPut = per(li, 'applyCommand');
+    res.leaderSaveMs = mean(li, 'save');
+    res.leaderApplyMs = mean(li, 'apply');
+    res.followerSaveMs = Math.min(...followers.map((k) => mean(k, 'save')));
+    res.savesPerPut = per(li, 'save');
+    res.appliesPerPut = per(li, 'apply');
     res.stillLeader = (await leader.request('status')).state === 'leader';
     rows.push(res);
     printRow('skiff-rs', res);
@@ -316,9 +317,9 @@ function printRow(what, r) {
   const syncs = r.leaderFsync === undefined ? '' :
     `  syncs/put: leader ${fmt(r.leaderFsync, 2)} fsync + ${fmt(r.leaderFdatasync, 2)} fdatasync, ` +
     `follower ${fmt(r.followerFsync, 2)} + ${fmt(r.followerFdatasync, 2)}, ${fmt(r.syncMs, 3)} ms each` +
-    `${r.stillLeader ? '' : ' (leader changed)'}\n${' '.repeat(16)}leader: ${fmt(r.savesPerPut, 2)} saveMeta/put ` +
-    `(${fmt(r.leaderSaveMs, 2)} ms each), ${fmt(r.appliesPerPut, 2)} applyCommand/put (${fmt(r.leaderApplyMs, 2)} ms each); ` +
-    `fastest follower's saveMeta ${fmt(r.followerSaveMs, 2)} ms`;
+    `${r.stillLeader ? '' : ' (leader changed)'}\n${' '.repeat(16)}leader: ${fmt(r.savesPerPut, 2)} saves/put ` +
+    `(${fmt(r.leaderSaveMs, 2)} ms each), ${fmt(r.appliesPerPut, 2)} applies/put (${fmt(r.leaderApplyMs, 2)} ms each); ` +
+    `fastest follower's save ${fmt(r.followerSaveMs, 2)} ms`;
   console.log(`${what.padEnd(8)} C=${String(r.clients).padEnd(3)}  ${int(r.putsPerSec).padStart(6)} puts/s  ` +
     `p50 ${fmt(r.p50, 2)} ms  p99 ${fmt(r.p99, 2)} ms  max ${fmt(r.max, 0)} ms  errors ${r.errors}` +
     `${r.firstError ? ` (first: ${r.firstError})` : ''}${syncs}`);

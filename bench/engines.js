@@ -61,14 +61,15 @@ const ENGINES = {
  * Starts an `n`-node cluster of `engine` ('skiff-algorithm' or 'skiff-rs').
  * `options` are node options given to every node (same for both engines). With `pipelining:
  * false` the transport declares nothing, as the transports written for skiff-algorithm: skiff-rs
- * then keeps one request in flight per connection (skiff-algorithm always does).
+ * then keeps one request in flight per connection (skiff-algorithm always does). With
+ * `incremental: true` the persistence has the incremental extension (saveLog, applyCommands).
  */
-async function startCluster(engine, n, options = {}, { pipelining = true } = {}) {
+async function startCluster(engine, n, options = {}, { pipelining = true, incremental = false } = {}) {
   const spec = ENGINES[engine];
   const Node = spec.load();
   const hub = new Hub();
   if (!pipelining) delete hub.pipelining;
-  const persistence = new Persistence();
+  const persistence = new Persistence({ incremental });
   const run = ++runCounter;
   const nodes = [];
   const errors = { count: 0, first: null };
@@ -122,7 +123,7 @@ async function startCluster(engine, n, options = {}, { pipelining = true } = {})
   let target = leader;
   const cluster = {
     engine,
-    label: spec.label,
+    label: incremental ? `${spec.label} (saveLog + applyCommands)` : spec.label,
     nodes,
     errors,
     persistence,

@@ -4,16 +4,16 @@
 // counts the fsync and fdatasync calls the process makes, whichever fs API makes them, without
 // touching the code under test, and the time they take as the caller sees it (ms, from the call to
 // the callback or the promise settling: the thread-pool hop included). The parent asks over IPC
-// with { syncCounter: 'get' } and gets { event: 'syncCounter', fsync, fdatasync, ms, saveMeta,
-// saveMetaMs, applyCommand, applyCommandMs }: also how many saveMeta and applyCommand calls the
-// file persistence had and how long each took from the call to its callback (what the engine
-// waits for), so the bench can tell where the milliseconds of a put go.
+// with { syncCounter: 'get' } and gets { event: 'syncCounter', fsync, fdatasync, ms, save, saveMs,
+// apply, applyMs }: also how many saves (saveLog or saveMeta) and applies (applyCommands or
+// applyCommand) the file persistence had and how long each took from the call to its callback
+// (what the engine waits for), so the bench can tell where the milliseconds of a put go.
 
 const fs = require('node:fs');
 
 const path = require('node:path');
 
-const counts = { fsync: 0, fdatasync: 0, ms: 0, saveMeta: 0, saveMetaMs: 0, applyCommand: 0, applyCommandMs: 0 };
+const counts = { fsync: 0, fdatasync: 0, ms: 0, save: 0, saveMs: 0, apply: 0, applyMs: 0 };
 
 function counted(obj, name, kind) {
   const original = obj[name];
@@ -53,16 +53,17 @@ fs.promises.open = async function openCounted(...args) {
   return fh;
 };
 
-// The file persistence's two calls on the commit path, timed from the call to the callback.
+// The file persistence's calls on the commit path, timed from the call to the callback.
 const { FilePersistence } = require(path.join(__dirname, '..', 'lib', 'persistence', 'file.js'));
-for (const name of ['saveMeta', 'applyCommand']) {
+for (const [name, kind] of [['saveMeta', 'save'], ['saveLog', 'save'], ['applyCommand', 'apply'],
+  ['applyCommands', 'apply']]) {
   const original = FilePersistence.prototype[name];
   FilePersistence.prototype[name] = function timedCall(...args) {
     const cb = args[args.length - 1];
     const t0 = process.hrtime.bigint();
-    counts[name]++;
+    counts[kind]++;
     args[args.length - 1] = function timed(...res) {
-      counts[`${name}Ms`] += Number(process.hrtime.bigint() - t0) / 1e6;
+      counts[`${kind}Ms`] += Number(process.hrtime.bigint() - t0) / 1e6;
       if (typeof cb === 'function') return cb.apply(this, res);
       return undefined;
     };

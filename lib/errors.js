@@ -44,6 +44,12 @@ const CODES = Object.freeze({
   EPLUGIN: 'EPLUGIN',
   // A bug in the engine (it could not encode its own operations).
   EINTERNAL: 'EINTERNAL',
+  // Too many reads (`read()`) or peer requests are waiting; this one was refused at once.
+  EBUSY: 'EBUSY',
+  // The leader is handing leadership over and takes no command meanwhile (retried by `command`).
+  ETRANSFERRING: 'ETRANSFERRING',
+  // No voter can take leadership over (`transferLeadership()`).
+  ENOVOTER: 'ENOVOTER',
   // --- reported by the wrapper only ---
   // A plugin called back twice.
   EPLUGINCALLBACK: 'EPLUGINCALLBACK',
@@ -57,10 +63,10 @@ const CODES = Object.freeze({
   EBADCONNECTION: 'EBADCONNECTION',
   // The engine sent an operation this wrapper cannot read (a mismatched addon).
   EUNKNOWNOP: 'EUNKNOWNOP',
-  // Too many peer requests are waiting for their answers; this one was refused at once.
-  EBUSY: 'EBUSY',
   // No prebuilt native addon for this platform (lib/platform.js).
   ENOBINDING: 'ENOBINDING',
+  // skiff-rs/metrics was used without prom-client installed (an optional peer dependency).
+  ENOPROMCLIENT: 'ENOPROMCLIENT',
 });
 
 function makeError(message, code, extra) {

@@ -12,6 +12,8 @@
 //   requests.js     user calls waiting for the engine (command completion)
 //   snapshot-io.js  snapshot read and write streams
 //   connections.js  the listener, connections, and peer requests awaiting answers
+// and the parts that watch it: stats.js (`stats()` counters), wait-for.js (`waitFor()`),
+// debug-log.js (`DEBUG=skiff*`).
 //
 // `createNodeClass(loadNative)` takes a function returning the `RaftNode` class, so the wrapper can
 // be exercised with a stand-in engine in tests and `require('skiff-rs')` works before the binding
@@ -28,6 +30,9 @@ const { MetaSaver } = require('./node/save-meta');
 const { Requests } = require('./node/requests');
 const { SnapshotIO } = require('./node/snapshot-io');
 const { Connections } = require('./node/connections');
+const { NodeStats } = require('./node/stats');
+const { Waiters } = require('./node/wait-for');
+const { DebugLog } = require('./node/debug-log');
 
 const STATE_NAMES = Object.freeze(['idle', 'standby', 'follower', 'candidate', 'leader', 'stopped']);
 
@@ -129,6 +134,9 @@ function createNodeClass(loadNative) {
         _meta: null,
         _snapshots: null,
         _connections: null,
+        _stats: new NodeStats(),
+        _waiters: null,
+        _debug: null,
       };
       for (const key of Object.keys(internal)) {
         Object.defineProperty(this, key, { value: internal[key], writable: true, enumerable: false });
@@ -139,6 +147,8 @@ function createNodeClass(loadNative) {
       this._meta = new MetaSaver(this, this._dispatcher);
       this._snapshots = new SnapshotIO(this, this._dispatcher, this._apply);
       this._connections = new Connections(this, this._dispatcher);
+      this._waiters = new Waiters(this, STATE_NAMES);
+      this._debug = new DebugLog(this);
 
       const RaftNode = loadNative();
       this._native = new RaftNode(JSON.stringify(config), (...args) => this._dispatcher.onBatch(args));
@@ -195,6 +205,37 @@ function createNodeClass(loadNative) {
       }
     }
 
+    // What this node knows and has counted, as a plain object (lib/node/stats.js).
+    stats() {
+      let engine = null;
+      if (this._native) {
+        try {
+          engine = JSON.parse(this._native.stats());
+        } catch (_) { /* an engine without stats: what JS knows */ }
+      }
+      return this._stats.build(this, engine);
+    }
+
+    // A promise for `condition` ({state}, {leader}, {applied} or {voter}): lib/node/wait-for.js.
+    waitFor(condition, timeout) {
+      return this._waiters.add(condition, timeout);
+    }
+
+    // How far the state machine got: the apply chain's index, or the engine's after a snapshot.
+    _appliedIndex() {
+      let engine = 0;
+      try {
+        if (this._native) engine = Number(this._native.applied()) || 0;
+      } catch (_) { /* an engine that cannot say */ }
+      return Math.max(engine, this._apply.lastApplied || 0);
+    }
+
+    // After each batch of the engine's operations: whatever waits for a state looks again.
+    _afterBatch() {
+      if (this._waiters.size > 0) this._waiters.check();
+      if (this._debug.watchesLeader) this._debug.afterBatch();
+    }
+
     peerMeta(peerId) {
       if (!this._native) return undefined;
       let json;
@@ -233,6 +274,7 @@ function createNodeClass(loadNative) {
     _updateListened() {
       if (this._allListened || this._released || !this._native) return;
       const names = new Set(ALWAYS_LISTENED);
+      for (const name of this._debug.listened()) names.add(name);
       for (const name of this.eventNames()) {
         if (typeof name === 'string' && this.listenerCount(name) > 0) names.add(name);
       }
@@ -302,35 +344,21 @@ function createNodeClass(loadNative) {
         cb = options;
         options = undefined;
       }
-      const [promise, callback] = callbackOrPromise(cb);
-      if (this._stopping || this._released) {
-        failSoon(callback, makeError('node is stopped', CODES.ESTOPPED));
+      const [promise, settle] = callbackOrPromise(cb);
+      const callback = this._stats.countCommand(settle);
+      const checked = this._callOptions('command', options);
+      if (checked instanceof Error) {
+        failSoon(callback, checked);
         return promise;
       }
-      let timeout = this.options.commandTimeout;
+      const { timeout } = checked;
       let waitForNode = null;
-      if (options !== undefined && options !== null) {
-        if (typeof options !== 'object') {
-          failSoon(callback, makeError('command options must be an object', CODES.EINVALIDOPTIONS));
+      if (options && options.waitForNode !== undefined && options.waitForNode !== null) {
+        if (typeof options.waitForNode !== 'string' || options.waitForNode === '') {
+          failSoon(callback, makeError('options.waitForNode must be a node id string', CODES.EINVALIDOPTIONS));
           return promise;
         }
-        if (options.timeout !== undefined && options.timeout !== null) {
-          const t = options.timeout;
-          if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
-            failSoon(callback, makeError(
-              'options.timeout must be a positive finite number of milliseconds', CODES.EINVALIDOPTIONS));
-            return promise;
-          }
-          timeout = Math.ceil(t);
-        }
-        if (options.waitForNode !== undefined && options.waitForNode !== null) {
-          if (typeof options.waitForNode !== 'string' || options.waitForNode === '') {
-            failSoon(callback, makeError(
-              'options.waitForNode must be a node id string', CODES.EINVALIDOPTIONS));
-            return promise;
-          }
-          waitForNode = options.waitForNode;
-        }
+        waitForNode = options.waitForNode;
       }
       let json;
       try {
@@ -339,7 +367,68 @@ function createNodeClass(loadNative) {
         failSoon(callback, e);
         return promise;
       }
-      this._request(callback, (req) => this._native.propose(req, json, timeout, waitForNode, this._apply.lastApplied));
+      // A leader handing over refuses commands for at most an election timeout: try again
+      // until the command's own timeout (after the hand-off it answers ENOTLEADER with the
+      // new leader).
+      const deadline = Date.now() + timeout;
+      const attempt = () => {
+        if (this._stopping || this._released) {
+          callback(makeError('node is stopped', CODES.ESTOPPED));
+          return;
+        }
+        const left = Math.max(1, deadline - Date.now());
+        this._request((err, result) => {
+          if (err && err.code === CODES.ETRANSFERRING && Date.now() < deadline) {
+            setTimeout(attempt, Math.min(this.options.heartbeatInterval, left));
+          } else {
+            callback(err, result);
+          }
+        }, (req) => this._native.propose(req, json, left, waitForNode, this._apply.lastApplied));
+      };
+      attempt();
+      return promise;
+    }
+
+    // Resolves once this node's state machine may be read linearizably: ReadIndex on the
+    // leader (a quorum round on heartbeats, no log write), or the leader's read index on a
+    // follower; `options.lease` uses the leader lease instead (see README, Reads).
+    read(options, cb) {
+      if (typeof options === 'function' && cb === undefined) {
+        cb = options;
+        options = undefined;
+      }
+      const [promise, callback] = callbackOrPromise(cb);
+      let checked = this._callOptions('read', options);
+      if (!(checked instanceof Error) && options && options.lease !== undefined && options.lease !== null &&
+          typeof options.lease !== 'boolean') {
+        checked = makeError('options.lease must be a boolean', CODES.EINVALIDOPTIONS);
+      }
+      if (checked instanceof Error) {
+        failSoon(callback, checked);
+        return promise;
+      }
+      const { timeout } = checked;
+      const lease = Boolean(options && options.lease === true);
+      this._request((err) => callback(err), (req) => this._native.read(req, lease, timeout));
+      return promise;
+    }
+
+    // Leader only: hands leadership to `peerId`, or to the most up-to-date voter; resolves once
+    // the target leads (ETIMEDOUT if it has not within an election timeout).
+    transferLeadership(peerId, cb) {
+      if (typeof peerId === 'function' && cb === undefined) {
+        cb = peerId;
+        peerId = undefined;
+      }
+      const [promise, callback] = callbackOrPromise(cb);
+      const named = peerId !== undefined && peerId !== null;
+      const refused = named ? this._refusePeerCall(peerId)
+        : (this._stopping || this._released ? makeError('node is stopped', CODES.ESTOPPED) : null);
+      if (refused) {
+        failSoon(callback, refused);
+        return promise;
+      }
+      this._request((err) => callback(err), (req) => this._native.transferLeadership(req, named ? peerId : null));
       return promise;
     }
 
@@ -365,7 +454,7 @@ function createNodeClass(loadNative) {
         failSoon(callback, makeError(`peer metadata: ${e.message}`, CODES.EBADCOMMAND));
         return promise;
       }
-      this._request(callback, (req) => this._native.join(req, peerId, json));
+      this._request(this._debug.membershipCall('join', peerId, callback), (req) => this._native.join(req, peerId, json));
       return promise;
     }
 
@@ -376,8 +465,23 @@ function createNodeClass(loadNative) {
         failSoon(callback, refused);
         return promise;
       }
-      this._request(callback, (req) => this._native.leave(req, peerId));
+      this._request(this._debug.membershipCall('leave', peerId, callback), (req) => this._native.leave(req, peerId));
       return promise;
+    }
+
+    // What `command` and `read` check alike: the node runs, `options` is an object (or absent),
+    // its `timeout` is a positive number of ms. Returns an Error, or `{ timeout }`.
+    _callOptions(what, options) {
+      if (this._stopping || this._released) return makeError('node is stopped', CODES.ESTOPPED);
+      const fallback = this.options.commandTimeout;
+      if (options === undefined || options === null) return { timeout: fallback };
+      if (typeof options !== 'object') return makeError(`${what} options must be an object`, CODES.EINVALIDOPTIONS);
+      const t = options.timeout;
+      if (t === undefined || t === null) return { timeout: fallback };
+      if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) {
+        return makeError('options.timeout must be a positive finite number of milliseconds', CODES.EINVALIDOPTIONS);
+      }
+      return { timeout: Math.ceil(t) };
     }
 
     // Why `join`/`leave` of `peerId` cannot be taken, or null.
@@ -477,19 +581,19 @@ function createNodeClass(loadNative) {
       }
       if (name === 'state' && typeof converted[0] === 'string') this._cachedState = converted[0];
       else if (STATE_NAMES.includes(name)) this._cachedState = name;
+      this._debug.event(name, converted);
       this._emitSafe(name, ...converted);
     }
 
     // `done` op: a `command`/`join`/`leave`/`stop` call finished.
     _done(req, error, index) {
-      const result = this._requests.takeResult(index);
       if (req === this._stopReq) {
         this._stopReq = null;
         // success: the `stopped` op follows and resolves the stop callbacks.
         if (error) this._release();
         return;
       }
-      this._requests.settle(req, error ? toError(error) : null, result);
+      this._requests.done(req, error ? toError(error) : null, index);
     }
 
     // ---------------------------------------------------------------- release
@@ -504,6 +608,8 @@ function createNodeClass(loadNative) {
       this._requests.failAll(makeError('node stopped before the request completed', CODES.ESTOPPED));
       this._connections.releaseAll();
       this._snapshots.releaseAll();
+      this._debug.stopped();
+      this._waiters.release();
 
       this._connections.closeServer(() => {
         const callbacks = this._stopCallbacks;

@@ -19,6 +19,8 @@ const DEFAULTS = Object.freeze({
   // Largest command, as JSON text in bytes: well below what the built-in TCP transport carries in
   // one frame (maxFrameSize, 16 MiB), so a batch of entries plus one such command always fits.
   maxCommandBytes: 1048576,
+  // `stop()` on a leader hands leadership to the most up-to-date voter first.
+  transferOnStop: true,
 });
 
 const PERSISTENCE_METHODS = Object.freeze([
@@ -147,6 +149,11 @@ function normalizeOptions(input, defaultPersistence) {
     }
     numbers.maxCommandBytes = m;
   }
+  if (options.transferOnStop === undefined || options.transferOnStop === null) {
+    options.transferOnStop = DEFAULTS.transferOnStop;
+  } else if (typeof options.transferOnStop !== 'boolean') {
+    throw invalid(`options.transferOnStop must be a boolean, got ${show(options.transferOnStop)}`);
+  }
   if (numbers.maxElectionTimeout < numbers.minElectionTimeout) {
     throw invalid(
       `options.maxElectionTimeout (${numbers.maxElectionTimeout}) must not be below ` +
@@ -198,6 +205,10 @@ function normalizeOptions(input, defaultPersistence) {
     // reply with its request (skiff-algorithm never sent two at once; its plugins rely on that).
     pipelining: transport.pipelining === true,
     maxCommandBytes: numbers.maxCommandBytes,
+    // A plugin with the point-in-time snapshot extension: transfers read a fixed index while
+    // applying goes on, and a failed one resumes.
+    pointInTimeSnapshots: typeof options.persistence.createSnapshotReadStream === 'function',
+    transferOnStop: options.transferOnStop,
   };
   return { options, config };
 }

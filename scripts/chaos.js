@@ -3,10 +3,13 @@
 
 // Long Jepsen-style runs of skiff-rs (the same harness as __test__/chaos.test.js).
 //
-//   node scripts/chaos.js [--seconds 600] [--seed 42] [--runs 1] [--clients 10] [--history FILE] [--verbose]
+//   node scripts/chaos.js [--seconds 600] [--seed 42] [--runs 1] [--clients 10] [--reads log|leader|follower]
+//                         [--history FILE] [--verbose]
 //
 // Each run prints its seed and a summary; a failing run prints the violated invariants and the
 // fault schedule, and the exit code is 1. --runs N does N runs with seeds seed, seed+1, ...
+// --reads leader|follower serves reads through node.read() (ReadIndex on the leader; follower reads
+// on any node) instead of the log.
 // --history FILE writes the last run's client history as JSON (for the linearizability checker).
 // --mutant lying-disk | local-reads tests the test: a broken persistence (saveMeta acknowledged
 // before it is durable), or reads served from the contacted node's state machine without the log
@@ -26,10 +29,11 @@ function parse(argv) {
     else if (a === '--runs') { out.runs = Number(v); i++; }
     else if (a === '--clients') { out.clients = Number(v); i++; }
     else if (a === '--history') { out.history = v; i++; }
+    else if (a === '--reads') { out.reads = v; i++; }
     else if (a === '--verbose' || a === '-v') { out.verbose = true; }
     else if (a === '--mutant') { out.mutant = v; i++; }
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node scripts/chaos.js [--seconds S] [--seed N] [--runs R] [--clients C] [--history FILE] [--verbose]');
+      console.log('usage: node scripts/chaos.js [--seconds S] [--seed N] [--runs R] [--clients C] [--reads MODE] [--history FILE] [--verbose]');
       process.exit(0);
     } else {
       console.error(`unknown argument ${a}`);
@@ -55,6 +59,7 @@ async function main() {
     const opts = { seed, seconds: args.seconds, log: (s) => console.log(s) };
     if (args.clients) opts.clients = args.clients;
     if (args.mutant) opts.mutant = args.mutant;
+    if (args.reads) opts.reads = args.reads;
     const report = await runChaos(opts);
     console.log(formatSummary(report.summary));
     if (args.history) fs.writeFileSync(args.history, JSON.stringify(report.history));

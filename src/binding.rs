@@ -35,6 +35,15 @@ fn index_hint(value: Option<f64>) -> Option<u64> {
     value.filter(|v| v.is_finite() && *v >= 0.0 && *v <= skiff_core::MAX_SAFE as f64).map(|v| v as u64)
 }
 
+/// A timeout from JS in ms: 0 (the node's default) unless a positive number.
+fn timeout_arg(ms: f64) -> u64 {
+    if ms.is_finite() && ms > 0.0 {
+        ms as u64
+    } else {
+        0
+    }
+}
+
 fn stopped() -> napi::Error<String> {
     coded(code::ESTOPPED, "node stopped")
 }
@@ -128,8 +137,20 @@ impl RaftNode {
         wait_for: Option<String>,
         applied: Option<f64>,
     ) -> napi::Result<Option<String>, String> {
-        let timeout_ms = if timeout_ms.is_finite() && timeout_ms > 0.0 { timeout_ms as u64 } else { 0 };
+        let timeout_ms = timeout_arg(timeout_ms);
         self.input(Input::Propose { req, command: command_json, timeout_ms, wait_for }, applied)
+    }
+
+    /// `read()`: `timeout_ms` 0 (or not a positive number) means the node's `commandTimeout`.
+    #[napi]
+    pub fn read(&self, req: u32, lease: bool, timeout_ms: f64) -> napi::Result<Option<String>, String> {
+        let timeout_ms = timeout_arg(timeout_ms);
+        self.input(Input::Read { req, lease, timeout_ms }, None)
+    }
+
+    #[napi]
+    pub fn transfer_leadership(&self, req: u32, peer: Option<String>) -> napi::Result<Option<String>, String> {
+        self.input(Input::Transfer { req, peer }, None)
     }
 
     #[napi]
@@ -228,6 +249,57 @@ impl RaftNode {
             .map(|(id, m)| serde_json::json!({ "id": id, "metadata": m.to_value() }))
             .collect();
         serde_json::Value::Array(list).to_string()
+    }
+
+    /// How far the state machine got, as of the engine's last round (an installed snapshot moves
+    /// it too, which the wrapper's apply chain does not see).
+    #[napi]
+    pub fn applied(&self) -> f64 {
+        self.status.lock().applied as f64
+    }
+
+    /// The engine's part of `node.stats()` as JSON text, as of its last round: positions,
+    /// members (with the leader's view of each follower), and the counters only it sees. The
+    /// wrapper adds what JS counts (lib/node/stats.js).
+    #[napi]
+    pub fn stats(&self) -> String {
+        let s = self.status.lock();
+        let members: Vec<serde_json::Value> = s
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let p = s.peer(id);
+                serde_json::json!({
+                    "id": id,
+                    "metadata": m.to_value(),
+                    // every member votes until learners exist
+                    "voter": true,
+                    "matchIndex": p.map(|p| p.match_index),
+                    "nextIndex": p.map(|p| p.next_index),
+                    "inflight": p.map(|p| p.inflight),
+                    "lastContactMs": p.map(|p| p.last_contact_ms),
+                    "snapshot": {
+                        "sending": p.is_some_and(|p| p.snapshot_sending),
+                        "bytes": p.map_or(0, |p| p.snapshot_bytes),
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "state": s.state,
+            "term": s.term,
+            "leader": s.leader,
+            "commitIndex": s.commit,
+            "lastApplied": s.applied,
+            "lastLogIndex": s.last_index,
+            "firstLogIndex": s.first_index,
+            "members": members,
+            "electionsStarted": s.elections_started,
+            "leaderChanges": s.leader_changes,
+            "snapshotsSent": s.snapshots_sent,
+            "snapshotBytesSent": s.snapshot_bytes_sent,
+        })
+        .to_string()
     }
 
     /// Positions for diagnostics and tests: `{commitIndex, lastApplied, lastLogIndex}`.

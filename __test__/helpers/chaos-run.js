@@ -2,7 +2,8 @@
 
 // A Jepsen-style run against skiff-rs: 5 in-process nodes on a fault-injecting transport
 // (lib/memory.js) and persistence (chaos-store.js), clients running a replicated register workload
-// (read / write / cas, all through the log), a nemesis injecting faults, then checks:
+// (read / write / cas, all through the log; or reads through `node.read()`, on the leader or on any
+// node: option `reads`), a nemesis injecting faults, then checks:
 //
 //   - linearizability of the client history, per key (helpers/linearizability.js);
 //   - state machine safety: no two nodes applied different commands at one index, and no node
@@ -42,7 +43,12 @@ const DEFAULTS = {
   maxDown: 2,           // nodes crashed at the same time
   recoverWithin: 30000, // after healing: a command must succeed and every node catch up
   traces: true,         // failures carry the node's recent persistence calls
-  mutant: null,         // tests the test: 'lying-disk' (saveMeta acknowledges before it is durable),
+  incremental: false,   // the persistence has saveLog and applyCommands (the engine uses them)
+  pointInTime: false,   // the persistence has createSnapshotReadStream (the engine uses it)
+  reads: 'log',         // how reads are served: 'log' (a command), 'leader' (node.read() on the
+                        // leader, then its state machine: ReadIndex), 'follower' (node.read() on
+                        // whichever node the client talks to: follower reads)
+  mutant: null,         // tests the test: 'lying-disk' (saves acknowledge before they are durable),
                         // 'local-reads' (reads served from the contacted node's state machine)
   nodeOptions: {
     heartbeatInterval: 50,
@@ -79,7 +85,9 @@ async function runChaos(options = {}) {
   const diskRand = prng(o.seed * 1299709 + 3);
 
   const net = new MemoryNetwork({ rand: netRand, partitionMode: 'drop', refuseRate: 0.2 });
-  const store = new ChaosStore({ rand: diskRand, now });
+  const store = new ChaosStore({ rand: diskRand, now, incremental: Boolean(o.incremental),
+    pointInTime: Boolean(o.pointInTime) });
+  if (!['log', 'leader', 'follower'].includes(o.reads)) throw new Error(`unknown reads mode ${o.reads}`);
   if (o.mutant === 'lying-disk') {
     store.lying = true;
     store.baseDisk = [5, 60];
@@ -210,6 +218,44 @@ async function runChaos(options = {}) {
 
   const known = new Map(); // key -> last value some client saw (cas expects it)
 
+  // A read without the log: `node.read()`, then that node's own state machine. With reads
+  // 'leader' the client goes to the leader as for a command; with 'follower' any node serves it.
+  // Returns the node to talk to next.
+  async function readOp(rec, key, target, deadline) {
+    for (;;) {
+      const node = live.get(target);
+      const leader = node ? node.currentLeader() : null;
+      const redirect = !node || (o.reads === 'leader' && node.state.name !== 'leader');
+      if (redirect) {
+        target = leader && leader !== target && ids.includes(leader) && node ? leader : pickTarget(target);
+        if (now() > deadline) {
+          rec.failed = node ? 'ENOTLEADER' : 'no node';
+          return target;
+        }
+        if (!leader) await sleep(5 + rand() * 20);
+        continue;
+      }
+      rec.attempts += 1;
+      try {
+        await node.read({ timeout: o.opTimeout });
+      } catch (err) {
+        if (err && err.code === 'ENOTLEADER' && now() <= deadline) {
+          await sleep(10 + rand() * 40);
+          continue;
+        }
+        // ETIMEDOUT, ESTOPPED, ...: a read that did not finish constrains nothing.
+        rec.error = (err && (err.code || err.message)) || 'rejected without an error';
+        return pickTarget(target);
+      }
+      const sm = store.sm(target);
+      rec.result = sm.kv.has(key) ? sm.kv.get(key) : null;
+      rec.ret = now();
+      rec.node = target;
+      known.set(key, rec.result);
+      return target;
+    }
+  }
+
   async function client(c) {
     let seq = 0;
     let target = pickTarget();
@@ -251,6 +297,11 @@ async function runChaos(options = {}) {
         rec.result = sm.kv.has(key) ? sm.kv.get(key) : null;
         rec.ret = now();
         rec.local = true;
+        if (o.thinkMs > 0) await sleep(rand() * o.thinkMs);
+        continue;
+      }
+      if (cmd.op === 'read' && o.reads !== 'log') {
+        target = await readOp(rec, key, target, deadline);
         if (o.thinkMs > 0) await sleep(rand() * o.thinkMs);
         continue;
       }

@@ -98,8 +98,11 @@ const register = {
 };
 
 class ChaosStore extends MemoryPersistence {
-  constructor({ rand, now }) {
-    super({ stateMachine: register, rand, now });
+  // `incremental`: the plugins have saveLog and applyCommands too (the engine then uses them);
+  // `pointInTime`: createSnapshotReadStream (a leader's snapshot transfer holds nothing back and
+  // resumes after a failure).
+  constructor({ rand, now, incremental = false, pointInTime = false }) {
+    super({ stateMachine: register, rand, now, incremental, pointInTime });
     this.installing = null;      // on a plugin object: { sourceIndex, state, finished } while a snapshot is written
     // observations
     this.applied = new Map();    // id -> Map index -> command text (through applyCommand)
@@ -205,7 +208,9 @@ class ChaosStore extends MemoryPersistence {
     const text = JSON.stringify(state);
     this._run('saveMeta', nodeId, cb, () => {
       this._t(`saveMeta ${summary(state)}`);
-      this._node(nodeId).meta = text;
+      const n = this._node(nodeId);
+      n.meta = text;
+      n.log = null;
       this.stats.saves += 1;
       return undefined;
     });
@@ -215,25 +220,36 @@ class ChaosStore extends MemoryPersistence {
     this._check(nodeId);
     const text = JSON.stringify(command);
     const id = this.instance.id;
-    this._run('applyCommand', nodeId, cb, () => {
-      const sm = this._node(id).sm;
-      if (commitIndex <= sm.index) {
-        this._t(`applyCommand ${commitIndex}: already applied (sm at ${sm.index})`);
-        this.stats.reapplied += 1;
-        return undefined;
-      }
-      this._t(`applyCommand ${commitIndex} (sm at ${sm.index})`);
-      if (commitIndex !== sm.index + 1) {
-        this.violation('no skipped entries', `${id} applied index ${commitIndex} right after ${sm.index}`, id);
-      }
-      const r = applyTo(sm, command);
-      sm.index = commitIndex;
-      if (r.dup) this.stats.dupApplied += 1;
-      else if (r.stale) this.stats.staleApplied += 1;
-      else this.stats.applied += 1;
-      this._onApplied(id, commitIndex, command, text, r);
+    this._run('applyCommand', nodeId, cb, () => this._applyOne(id, commitIndex, command, text));
+  }
+
+  // applyCommands: the batch as one disk operation, each command checked as applyCommand's.
+  _applyCommands(nodeId, batch, cb) {
+    this._check(nodeId);
+    const items = batch.map(({ index, command }) => ({ index, command, text: JSON.stringify(command) }));
+    const id = this.instance.id;
+    this._t(`applyCommands ${items.length} from ${items.length ? items[0].index : '-'} called`);
+    this._run('applyCommands', nodeId, cb, () => items.map((it) => this._applyOne(id, it.index, it.command, it.text)));
+  }
+
+  _applyOne(id, commitIndex, command, text) {
+    const sm = this._node(id).sm;
+    if (commitIndex <= sm.index) {
+      this._t(`applyCommand ${commitIndex}: already applied (sm at ${sm.index})`);
+      this.stats.reapplied += 1;
       return undefined;
-    });
+    }
+    this._t(`applyCommand ${commitIndex} (sm at ${sm.index})`);
+    if (commitIndex !== sm.index + 1) {
+      this.violation('no skipped entries', `${id} applied index ${commitIndex} right after ${sm.index}`, id);
+    }
+    const r = applyTo(sm, command);
+    sm.index = commitIndex;
+    if (r.dup) this.stats.dupApplied += 1;
+    else if (r.stale) this.stats.staleApplied += 1;
+    else this.stats.applied += 1;
+    this._onApplied(id, commitIndex, command, text, r);
+    return undefined;
   }
 
   lastAppliedCommitIndex(nodeId, cb) {

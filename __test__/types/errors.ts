@@ -48,6 +48,10 @@ node.command(undefined);
 node.command(10n);
 // @ts-expect-error timeout is a number
 node.command('x', { timeout: '5' });
+// @ts-expect-error lease is a boolean
+node.read({ lease: 'yes' });
+// @ts-expect-error a peer id is a string
+node.transferLeadership(7);
 // @ts-expect-error unknown command option
 node.command('x', { timeot: 5 });
 // @ts-expect-error a peer id is a string
@@ -86,6 +90,10 @@ Node.createTcpTransport({ requestTimeout: '5' });
 Node.createFilePersistence({});
 // @ts-expect-error a state machine needs apply, snapshot, reset, restore
 Node.createFilePersistence({ dir: '/tmp', stateMachine: { apply() {} } });
+// @ts-expect-error a saveLog delta needs truncateFrom
+Node.createFilePersistence({ dir: '/tmp' }).saveLog('n', { currentTerm: 1, votedFor: null, peers: [], meta: { lastIncludedIndex: 0, lastIncludedTerm: 0 }, entries: [] }, () => {});
+// @ts-expect-error segmentBytes is a number
+Node.createFilePersistence({ dir: '/tmp', segmentBytes: '4M' });
 // @ts-expect-error batchSize is a number
 Node.createKvStateMachine({ batchSize: 'big' });
 
@@ -116,3 +124,19 @@ async function kv(store: Node.KvStore, client: Node.KvClient): Promise<void> {
   void s;
 }
 void kv;
+
+async function watching(node: Node.Node): Promise<void> {
+  // @ts-expect-error a state is one of the state names
+  await node.waitFor({ state: 'sleeping' });
+  // @ts-expect-error leader is an id or true
+  await node.waitFor({ leader: false });
+  // @ts-expect-error applied is an index
+  await node.waitFor({ applied: '5' });
+  // @ts-expect-error the timeout is a number of ms
+  await node.waitFor({ voter: 'n2' }, '1s');
+  // @ts-expect-error matchIndex may be null
+  node.stats().members[0].matchIndex.toFixed();
+  // @ts-expect-error metrics needs a port
+  Node.createKvStore({ id: 'tcp://127.0.0.1:1', dir: '/tmp', metrics: { host: '0.0.0.0' } });
+}
+void watching;

@@ -4,6 +4,7 @@
 import Node = require('../../index');
 import { EventEmitter } from 'events';
 import { Readable, Writable } from 'stream';
+import collectMetrics = require('../../lib/metrics');
 
 // ---------------------------------------------------------------- plugins written by users
 
@@ -52,6 +53,25 @@ const myPersistence: Node.Persistence = {
   createWriteStream(nodeId) { void nodeId; return new Writable({ objectMode: true, write(_c, _e, done) { done(); } }); },
   removeAllState(nodeId, cb) { void nodeId; cb(); },
 };
+
+// The incremental extension: a plugin may add saveLog and applyCommands.
+const incremental: Node.Persistence & Node.IncrementalPersistence = Object.assign({}, myPersistence, {
+  saveLog(nodeId: string, delta: Node.LogDelta, cb: (err?: Error | null) => void) {
+    void nodeId; void delta.truncateFrom; void delta.meta.lastIncludedIndex; void delta.entries[0]?.index; cb(null);
+  },
+  applyCommands(nodeId: string, batch: Array<{ index: number; command: any }>, cb: (err: Error | null, results?: any[]) => void) {
+    void nodeId; cb(null, batch.map((b) => b.index));
+  },
+});
+void Node({ transport: myTransport, persistence: incremental });
+void Node({ transport: myTransport, persistence: new Node.MemoryPersistence({ incremental: true }) });
+
+// the optional point-in-time extension
+const withPointInTime: Node.Persistence = {
+  ...myPersistence,
+  createSnapshotReadStream(nodeId, cb) { void nodeId; cb(null, { index: 0, stream: Readable.from([]) }); },
+};
+void withPointInTime;
 
 // ---------------------------------------------------------------- creating nodes
 
@@ -108,6 +128,13 @@ async function promises(): Promise<void> {
   await a.join('b');
   await a.join('c', { zone: 'c' });
   await a.leave('c');
+  await a.read();
+  await a.read({ lease: true, timeout: 200 });
+  a.read((err) => { void err; });
+  a.read({ timeout: 50 }, (err) => { void err; });
+  await a.transferLeadership();
+  await a.transferLeadership('b');
+  a.transferLeadership(undefined, (err) => { void err; });
   await b.stop();
   await c.close();
   void r1; void r2;
@@ -191,6 +218,14 @@ const durable = Node({ id: 'tcp://127.0.0.1:9001', transport: tcp, persistence: 
 void durable;
 files.load('node-a').then((loaded) => loaded.get('k'));
 files.close().then(() => {});
+const walFiles = Node.createFilePersistence({ dir: '/tmp/z', segmentBytes: 1 << 20 });
+walFiles.saveLog('node-a', { currentTerm: 1, votedFor: null, peers: [], meta: { lastIncludedIndex: 0, lastIncludedTerm: 0 },
+  truncateFrom: 1, entries: [{ term: 1, index: 1, command: 'x' }] }, (err) => { void err; });
+walFiles.applyCommands('node-a', [{ index: 1, command: { op: 'put', key: 'k', value: 1 } }], (err, results) => {
+  void err; void results;
+});
+const segmentBytes: number = walFiles.segmentBytes;
+void segmentBytes;
 
 class Counter implements Node.StateMachine {
   n = 0;
@@ -253,3 +288,34 @@ async function kv(): Promise<void> {
   }
 }
 void kv;
+
+// ---------------------------------------------------------------- watching a node
+
+async function watching(node: Node.Node): Promise<void> {
+  const s: Node.NodeStats = node.stats();
+  const commit: number = s.commitIndex;
+  const first: number = s.firstLogIndex;
+  const leaderId: string | null = s.leader;
+  for (const m of s.members) {
+    const matched: number | null = m.matchIndex;
+    const voter: boolean = m.voter;
+    const bytes: number = m.snapshot.bytes;
+    void matched; void voter; void bytes;
+  }
+  const elections: number = s.counters.electionsStarted;
+  const saveBuckets: number[] = s.latency.save.buckets;
+  const applied: Node.NodeStats = await node.waitFor({ applied: commit }, 1000);
+  await node.waitFor({ state: 'leader' });
+  await node.waitFor({ leader: true }, 500);
+  await node.waitFor({ leader: 'n2' });
+  await node.waitFor({ voter: 'n3' }, 5000);
+  const c: collectMetrics.Collector = collectMetrics(node);
+  const text: string = await c.registry.metrics();
+  c.remove();
+  collectMetrics.collect(node, c.registry).remove();
+  const store = Node.createKvStore({ id: 'tcp://127.0.0.1:9001', dir: '/tmp/kv', metrics: { port: 9464, host: '0.0.0.0' } });
+  await store.start();
+  if (store.metrics) await store.metrics.close();
+  void first; void leaderId; void elections; void saveBuckets; void applied; void text;
+}
+void watching;

@@ -5,7 +5,7 @@
 const { EventEmitter } = require('events');
 const { Readable, Writable } = require('stream');
 
-const { clone, injected, cyclic, Faults } = require('./common');
+const { clone, coded, injected, cyclic, Faults } = require('./common');
 
 /**
  * The state machine a MemoryPersistence keeps per node, as four functions: `create()` an empty
@@ -53,10 +53,29 @@ function runWork(cb, work) {
 
 const PERSISTENCE_METHODS = ['loadMeta', 'saveMeta', 'applyCommand', 'lastAppliedCommitIndex',
   'saveCommitIndex', 'removeAllState', 'createReadStream', 'createWriteStream'];
+// The incremental extension (saveLog, applyCommands), present with `incremental: true`.
+const INCREMENTAL_METHODS = ['saveLog', 'applyCommands'];
+// The point-in-time snapshot extension, present with `pointInTime: true`.
+const POINT_IN_TIME_METHODS = ['createSnapshotReadStream'];
+
+// Changes `log` (entries with an `index`, in index order) as the saveLog `delta` says: the
+// entries with lastIncludedIndex < index < truncateFrom stay, then the delta's. In place, so a
+// save costs what it changes, not the length of the log.
+function spliceLog(log, delta) {
+  const floor = ((delta.meta && delta.meta.lastIncludedIndex) || 0) + 1;
+  while (log.length > 0 && log[log.length - 1].index >= delta.truncateFrom) log.pop();
+  let k = 0;
+  while (k < log.length && log[k].index < floor) k++;
+  if (k > 0) log.splice(0, k);
+  for (const e of delta.entries) if (e.index >= floor) log.push(e);
+  return log;
+}
 
 /**
  * Persistence in memory. One object can serve every node (each call names its node). Per node it
- * keeps `{ meta, sm }`: the JSON text of the last saveMeta and the state machine. Every call takes
+ * keeps `{ meta, log, sm }`: the JSON text of the last saveMeta (or, after saveLog, its hard state
+ * and `log`, the entries, each cloned once) and the state machine. With `incremental: true` it
+ * has the incremental extension too (saveLog, applyCommands). Every call takes
  * effect and calls back on a later turn (or after its `delay`), unless a fault says otherwise.
  * Emits 'applied' (nodeId, index, command) and 'commit index' (nodeId, index).
  */
@@ -66,6 +85,8 @@ class MemoryPersistence extends EventEmitter {
    * @param {object} [options.stateMachine]  see commandLog (the default) and keyValue
    * @param {() => number} [options.rand]    the random source for disk latencies
    * @param {() => number} [options.now]     the clock (ms) the disk queues schedule by
+   * @param {boolean} [options.incremental]  has saveLog and applyCommands
+   * @param {boolean} [options.pointInTime]  has createSnapshotReadStream
    */
   constructor(options = {}) {
     super();
@@ -73,7 +94,12 @@ class MemoryPersistence extends EventEmitter {
     this.stateMachine = options.stateMachine || commandLog;
     this.rand = options.rand || Math.random;
     this.now = options.now || (() => performance.now());
-    this.nodes = new Map(); // node id -> { meta: JSON text | null, sm }
+    // node id -> { meta: JSON text | null, log: [{ index, json }] | null, sm }. Invariant: with
+    // `log`, `meta` is the hard state's JSON (`log.entries` left out) and `log` the entries, each
+    // as its index and JSON text.
+    this.nodes = new Map();
+    this.methods = PERSISTENCE_METHODS.concat(options.incremental ? INCREMENTAL_METHODS : [],
+      options.pointInTime ? POINT_IN_TIME_METHODS : []);
     this.faults = new Faults();
     this.delays = []; // { method, ms, nodeId }
     this.stats = { reapplied: 0, applied: 0, saves: 0, lost: 0 };
@@ -85,7 +111,7 @@ class MemoryPersistence extends EventEmitter {
     this.lying = false; // saveMeta acknowledges before it is durable (a broken disk)
     this.timers = new Set();
     this.closed = false;
-    for (const m of PERSISTENCE_METHODS) this[m] = this[m].bind(this);
+    for (const m of this.methods) this[m] = this[`_${m}`] ? this[`_${m}`].bind(this) : this[m].bind(this);
   }
 
   /**
@@ -98,7 +124,7 @@ class MemoryPersistence extends EventEmitter {
     const p = Object.create(this);
     p.instance = { id: nodeId, alive: true, queue: [], timer: null };
     const proto = Object.getPrototypeOf(this);
-    for (const m of PERSISTENCE_METHODS) p[m] = proto[m].bind(p);
+    for (const m of this.methods) p[m] = (proto[`_${m}`] || proto[m]).bind(p);
     this.instances.set(nodeId, p);
     return p;
   }
@@ -176,7 +202,7 @@ class MemoryPersistence extends EventEmitter {
   _node(nodeId) {
     let n = this.nodes.get(nodeId);
     if (!n) {
-      n = { meta: null, sm: this.stateMachine.create() };
+      n = { meta: null, log: null, sm: this.stateMachine.create() };
       this.nodes.set(nodeId, n);
     }
     return n;
@@ -219,7 +245,7 @@ class MemoryPersistence extends EventEmitter {
       if (!err) cb(null, result);
     }, work);
     if (inst !== null) {
-      if (this.lying && method === 'saveMeta') {
+      if (this.lying && (method === 'saveMeta' || method === 'saveLog')) {
         // A broken disk (to test the tests): acknowledges at once, writes later.
         const ack = cb;
         setImmediate(() => { if (inst.alive) ack(null); });
@@ -249,7 +275,40 @@ class MemoryPersistence extends EventEmitter {
     }
     this._run('saveMeta', nodeId, cb, () => {
       if (failure !== null) throw failure;
-      this._node(nodeId).meta = text;
+      const n = this._node(nodeId);
+      n.meta = text;
+      n.log = null;
+      this.stats.saves += 1;
+      return undefined;
+    });
+  }
+
+  // saveLog (the incremental extension): the delta as it was when the call was made.
+  _saveLog(nodeId, delta, cb) {
+    let hard;
+    let entries;
+    let from;
+    let failure = null;
+    try {
+      if (!delta || typeof delta !== 'object' || !Number.isSafeInteger(delta.truncateFrom) ||
+        !Array.isArray(delta.entries)) {
+        throw coded('saveLog needs { truncateFrom, entries, ... }', 'EBADARGS');
+      }
+      hard = JSON.stringify({ currentTerm: delta.currentTerm, votedFor: delta.votedFor, peers: delta.peers,
+        log: { meta: delta.meta } });
+      // each entry as its JSON text (the copy a disk would take), parsed only when loaded
+      entries = delta.entries.map((e) => ({ index: e && e.index, json: JSON.stringify(e) }));
+      from = delta.truncateFrom;
+    } catch (e) {
+      failure = e;
+    }
+    this._run('saveLog', nodeId, cb, () => {
+      if (failure !== null) throw failure;
+      const n = this._node(nodeId);
+      const before = n.log !== null ? n.log : (((this.meta(nodeId) || {}).log || {}).entries || [])
+        .map((e) => ({ index: e.index, json: JSON.stringify(e) }));
+      n.log = spliceLog(before, { meta: JSON.parse(hard).log.meta, truncateFrom: from, entries });
+      n.meta = hard;
       this.stats.saves += 1;
       return undefined;
     });
@@ -267,6 +326,28 @@ class MemoryPersistence extends EventEmitter {
       this.stats.applied += 1;
       this.emit('applied', nodeId, commitIndex, command);
       return undefined;
+    });
+  }
+
+  // applyCommands (the incremental extension): the batch in order, as one step.
+  _applyCommands(nodeId, batch, cb) {
+    const commands = Array.isArray(batch) ? batch.map((b) => ({ index: b && b.index, command: b && b.command })) : null;
+    this._run('applyCommands', nodeId, cb, () => {
+      if (commands === null) throw coded('applyCommands needs an array of { index, command }', 'EBADARGS');
+      const sm = this._node(nodeId).sm;
+      const results = [];
+      for (const { index, command } of commands) {
+        if (index <= sm.index) {
+          this.stats.reapplied += 1;
+        } else {
+          this.stateMachine.apply(sm, command, index);
+          sm.index = index;
+          this.stats.applied += 1;
+          this.emit('applied', nodeId, index, command);
+        }
+        results.push(undefined);
+      }
+      return results;
     });
   }
 
@@ -293,6 +374,15 @@ class MemoryPersistence extends EventEmitter {
     return Readable.from(this.stateMachine.records(this._node(nodeId).sm), { objectMode: true });
   }
 
+  // createSnapshotReadStream (the point-in-time extension): the state machine's records as they
+  // are when the call takes effect, and the index they are of.
+  _createSnapshotReadStream(nodeId, cb) {
+    this._run('createSnapshotReadStream', nodeId, cb, () => {
+      const sm = this._node(nodeId).sm;
+      return { index: sm.index, stream: Readable.from(this.stateMachine.records(sm), { objectMode: true }) };
+    });
+  }
+
   createWriteStream(nodeId) {
     const n = this._node(nodeId);
     const machine = this.stateMachine;
@@ -309,13 +399,16 @@ class MemoryPersistence extends EventEmitter {
 
   /** Sets `nodeId`'s durable state as if it had been saved: `meta` (an object) and `sm`. */
   setState(nodeId, { meta, sm }) {
-    this.nodes.set(nodeId, { meta: meta === null ? null : JSON.stringify(meta), sm });
+    this.nodes.set(nodeId, { meta: meta === null ? null : JSON.stringify(meta), log: null, sm });
   }
 
   /** The state last given to saveMeta by `nodeId` (parsed), or null. */
   meta(nodeId) {
     const n = this.nodes.get(nodeId);
-    return n === undefined || n.meta === null ? null : JSON.parse(n.meta);
+    if (n === undefined || n.meta === null) return null;
+    const state = JSON.parse(n.meta);
+    if (n.log !== null) state.log.entries = n.log.map((e) => JSON.parse(e.json));
+    return state;
   }
 
   /** The last commit index applied (or recorded) on `nodeId`. */

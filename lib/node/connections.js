@@ -223,7 +223,9 @@ class Connections {
         this._warn(e);
       }
     };
-    if (node._stopping || node._released || !node._native) {
+    // A stopping leader still answers while it hands off (stop() waits for that): only a node
+    // whose engine is gone refuses.
+    if (node._released || !node._native) {
       answer(makeError('node is stopped', CODES.ESTOPPED));
       return;
     }

@@ -25,19 +25,25 @@ class Dispatcher {
   // Runs a batch the engine returned. Batches run one after another, in the order the engine
   // produced them: one that arrives while another runs (a plugin called back synchronously,
   // or a callback made a new request) waits for it.
+  // After the outermost batch (or an input that produced none: the applied index may have moved),
+  // the node's watchers look at what changed (`_afterBatch`).
   run(batch) {
-    if (typeof batch !== 'string' || batch === '') return;
-    if (this._dispatching) {
-      this._backlog.push(batch);
+    if (typeof batch === 'string' && batch !== '') {
+      if (this._dispatching) {
+        this._backlog.push(batch);
+        return;
+      }
+      this._dispatching = true;
+      try {
+        this._dispatch(batch);
+        while (this._backlog.length > 0) this._dispatch(this._backlog.shift());
+      } finally {
+        this._dispatching = false;
+      }
+    } else if (this._dispatching) {
       return;
     }
-    this._dispatching = true;
-    try {
-      this._dispatch(batch);
-      while (this._backlog.length > 0) this._dispatch(this._backlog.shift());
-    } finally {
-      this._dispatching = false;
-    }
+    this._node._afterBatch();
   }
 
   // The engine's threadsafe function: a wake-up after a timer queued operations (then
@@ -101,16 +107,20 @@ class Dispatcher {
     const warn = (e) => node._warn(e);
     switch (op.op) {
       case 'loadMeta':
+        node._stats.opStarted(op);
         callForIo(warn, this.complete, op.io, 'persistence.loadMeta', persistence, 'loadMeta', [node.id], true);
         return;
       case 'lastApplied':
+        node._stats.opStarted(op);
         callForIo(warn, this.complete, op.io, 'persistence.lastAppliedCommitIndex', persistence,
           'lastAppliedCommitIndex', [node.id], true);
         return;
       case 'saveMeta':
+        node._stats.opStarted(op);
         node._meta.save(op);
         return;
       case 'apply':
+        node._stats.opStarted(op);
         node._apply.apply(op);
         return;
       case 'quiesce':
@@ -135,18 +145,26 @@ class Dispatcher {
         node._done(op.req, op.error, op.index);
         return;
       case 'snapshotRead':
+        this._snapshotOp(op);
         node._snapshots.read(op);
         return;
+      case 'snapshotOpen':
+        node._snapshots.open(op);
+        return;
       case 'snapshotClose':
+        this._snapshotOp(op);
         node._snapshots.close(op.sid);
         return;
       case 'snapshotReset':
+        this._snapshotOp(op);
         node._snapshots.reset(op);
         return;
       case 'snapshotWrite':
+        this._snapshotOp(op);
         node._snapshots.write(op);
         return;
       case 'snapshotAbort':
+        this._snapshotOp(op);
         node._snapshots.abort(op.sid);
         return;
       case 'stopped':
@@ -161,6 +179,12 @@ class Dispatcher {
         }
         node._warn(makeError(`unknown engine operation ${JSON.stringify(op.op)}`, CODES.EUNKNOWNOP));
     }
+  }
+
+  // A snapshot op is counted (those that call a plugin) and logged (skiff:snapshot).
+  _snapshotOp(op) {
+    this._node._stats.opStarted(op);
+    this._node._debug.op(op);
   }
 
   // The op of IO `io` holds a lane (`release`) until the engine hears how it went.
@@ -187,6 +211,8 @@ class Dispatcher {
       this._laneRelease.delete(io);
       release();
     }
+    const rec = node._stats.ioCompleted(io, error);
+    if (rec !== undefined && error) node._debug.ioFailed(rec, error);
     if (!node._native || node._released) return;
     try {
       this.run(node._native.complete(io, error, resultJson, node._apply.lastApplied));

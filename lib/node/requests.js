@@ -1,10 +1,13 @@
 'use strict';
 
 // The user's calls (`command`, `join`, `leave`) waiting for the engine: each callback is held
-// under its request id until a `done` op answers it, or, for a command the engine handed over
-// with its apply item, until that log index is applied.
+// under its request id until a `done` op answers it. The engine alone decides when and how a
+// request completes; this only holds the callbacks, and the applyCommand results of the apply
+// items the engine marked `want` (a local command waits for them), by log index, for the `done`
+// op that hands one to its command (or drops it when the command failed).
 
-// At most this many applyCommand results wait for their command's `done`.
+// At most this many applyCommand results wait for their command's `done`: the last bound on
+// results no `done` will take (a command that timed out while its entry was being applied).
 const MAX_KEPT_RESULTS = 100000;
 
 class Requests {
@@ -12,8 +15,7 @@ class Requests {
   constructor(finish) {
     this._finish = finish;
     this._callbacks = new Map(); // reqId -> callback(err, result)
-    this._direct = new Map(); // log index -> reqId of a command answered when that index is applied
-    this.results = new Map(); // log index -> value applyCommand called back with (items marked want)
+    this._results = new Map(); // log index -> value applyCommand called back with (items marked want)
   }
 
   add(req, callback) {
@@ -27,53 +29,35 @@ class Requests {
     return callback;
   }
 
-  // Apply items that carry a `req` answer that command as soon as their index is applied.
-  expect(entries) {
-    for (const item of entries) {
-      if (item && item.req !== undefined && item.req !== null) this._direct.set(item.index, item.req);
+  // Item `item` was applied with `result`: kept when the engine marked it `want`. A result is
+  // kept even from a superseded chain: a retry may find the index already applied and call back
+  // with nothing.
+  keep(item, result) {
+    if (!item.want || (result === undefined && this._results.has(item.index))) return;
+    this._results.set(item.index, result);
+    if (this._results.size > MAX_KEPT_RESULTS) this._results.delete(this._results.keys().next().value);
+  }
+
+  // `done` op: request `req` finished with `err`, or with the result kept for log index `index`.
+  // The result is taken either way: a failed command's is never wanted again.
+  done(req, err, index) {
+    let result;
+    if (index !== undefined && index !== null) {
+      result = this._results.get(index);
+      this._results.delete(index);
     }
-  }
-
-  // Index `item.index` was applied with `result`: keep it when its command's `done` wants it,
-  // and answer the command waiting on that index directly.
-  applied(item, result) {
-    // a wanted result is kept even from a superseded chain: a retry may find the index
-    // already applied and call back with nothing
-    if (item.want && (result !== undefined || !this.results.has(item.index))) {
-      this.results.set(item.index, result);
-      if (this.results.size > MAX_KEPT_RESULTS) {
-        // results whose `done` never came (the command failed meanwhile): drop the oldest
-        this.results.delete(this.results.keys().next().value);
-      }
-    }
-    const req = this._direct.get(item.index);
-    if (req === undefined) return;
-    this._direct.delete(item.index);
-    this.settle(req, null, result);
-  }
-
-  // The kept applyCommand result of log index `index` (once).
-  takeResult(index) {
-    if (index === undefined || index === null) return undefined;
-    const result = this.results.get(index);
-    this.results.delete(index);
-    return result;
-  }
-
-  settle(req, err, result) {
     const callback = this._callbacks.get(req);
     if (!callback) return;
     this._callbacks.delete(req);
-    this._finish(callback, err, result);
+    this._finish(callback, err, err ? undefined : result);
   }
 
   // Fails every waiting request with `err` and forgets all kept results.
   failAll(err) {
     const pending = [...this._callbacks.values()];
     this._callbacks.clear();
+    this._results.clear();
     for (const callback of pending) this._finish(callback, err);
-    this.results.clear();
-    this._direct.clear();
   }
 }
 

@@ -1,12 +1,14 @@
 'use strict';
 
-// `saveMeta` ops: writes the engine's state (term, vote, log) through persistence.saveMeta, one
-// save at a time, rebuilding the full log from the engine's `from` deltas, and releases the
-// messages that had to wait for the save.
+// `saveMeta` ops: writes the engine's state (term, vote, log) one save at a time, through
+// persistence.saveLog (the incremental extension: the engine's `from` deltas as they are) when the
+// plugin has it, else through persistence.saveMeta (the full log rebuilt from the deltas), and
+// releases the messages that had to wait for the save.
 
 const { makeError, toWire, toError, describe, CODES } = require('../errors');
 const { Lane } = require('../lane');
 const { invoke } = require('./plugin-call');
+const { LogDelta } = require('./log-delta');
 
 class MetaSaver {
   // `node`: the Node (plugin, warnings, connections); `io`: the Dispatcher (complete, runOp).
@@ -16,13 +18,14 @@ class MetaSaver {
     this._lane = new Lane(); // saveMeta calls, one at a time
     this._latest = undefined; // the newest state the engine asked saveMeta to write
     this._savedEntries = []; // log entries of the last save, for the next one's `from`
+    // Set when the plugin has saveLog (checked once: a plugin does not change its methods).
+    this._log = typeof (node.options.persistence || {}).saveLog === 'function' ? new LogDelta() : null;
   }
 
   save(op) {
     const node = this._node;
-    this._latest = this._fullState(op);
     const after = Array.isArray(op.after) ? op.after : [];
-    this._call(this._latest, (err) => {
+    const onResult = (err) => {
       if (err) {
         // what waited for this save is not sent: peers time out and ask again. The
         // requests among it are still answered, with a refusal.
@@ -38,7 +41,32 @@ class MetaSaver {
       // through the engine
       for (const a of after) this._io.runOpSafe(a);
       this._io.complete(op.io, null, null);
-    });
+    };
+    if (this._log !== null) {
+      this._callLog(this._log.next(op), onResult);
+      return;
+    }
+    this._latest = this._fullState(op);
+    this._call(this._latest, onResult);
+  }
+
+  // One saveLog call of the newest delta; the LogDelta hears how each call ends, a late one too.
+  _callLog(delta, onResult) {
+    const node = this._node;
+    const log = this._log;
+    const version = log.version;
+    log.started();
+    invoke((e) => node._warn(e), 'persistence.saveLog', node.options.persistence, 'saveLog', [node.id, delta],
+      (err) => {
+        log.finished(!err, version);
+        onResult(err);
+      }, this._lane, {
+        timeoutMs: node.options.commandTimeout,
+        late: (err) => {
+          log.finished(!err, version);
+          this._resaveLatest();
+        },
+      });
   }
 
   _call(state, onResult) {
@@ -51,13 +79,16 @@ class MetaSaver {
   // landed after a newer one, so write the newest state again.
   _resaveLatest() {
     const node = this._node;
-    const state = this._latest;
-    if (state === undefined || node._released) return;
-    node._warn(makeError('persistence.saveMeta called back after it had timed out; saving the latest state again',
+    const logged = this._log !== null;
+    if (node._released || (logged ? !this._log.hasState() : this._latest === undefined)) return;
+    const method = logged ? 'saveLog' : 'saveMeta';
+    node._warn(makeError(`persistence.${method} called back after it had timed out; saving the latest state again`,
       CODES.EPLUGINCALLBACK));
-    this._call(state, (err) => {
+    const onResult = (err) => {
       if (err) node._emitSafe('error', toError(err));
-    });
+    };
+    if (logged) this._callLog(this._log.current(), onResult);
+    else this._call(this._latest, onResult);
   }
 
   // The state to hand `saveMeta`. With `from`, the op carries only the log entries from that

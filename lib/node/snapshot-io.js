@@ -1,8 +1,8 @@
 'use strict';
 
-// Snapshot streams: reads the state machine's snapshot out in bounded batches for the engine to
-// send (`snapshotRead`/`snapshotClose`), and writes a received one in (`snapshotReset`,
-// `snapshotWrite`, `snapshotAbort`).
+// Snapshot streams: opens a point-in-time read of the state machine (`snapshotOpen`), reads the
+// snapshot out in bounded batches for the engine to send (`snapshotRead`/`snapshotClose`), and
+// writes a received one in (`snapshotReset`, `snapshotWrite`, `snapshotAbort`).
 
 const { encode, revive } = require('../codec');
 const { makeError, toWire, CODES } = require('../errors');
@@ -27,6 +27,7 @@ class SnapshotIO {
     this._io = io;
     this._apply = apply;
     this._readStreams = new Map(); // sid -> snapshot read stream record
+    this._opening = new Map(); // sid -> whether it was closed, for point-in-time reads being opened
     this._writeStreams = new Map(); // sid -> snapshot write stream record
     this._abortedSids = new Set(); // snapshot write streams the engine gave up on
   }
@@ -60,34 +61,106 @@ class SnapshotIO {
     }
   }
 
+  // Keeps `stream` as read stream `sid`, watching for its end and errors; returns its record.
+  _track(sid, stream) {
+    const rec = { stream, ended: false, error: null, wake: null };
+    const wake = () => {
+      const fn = rec.wake;
+      rec.wake = null;
+      if (fn) fn();
+    };
+    stream.on('end', () => {
+      rec.ended = true;
+      wake();
+    });
+    stream.on('error', (err) => {
+      rec.error = err || makeError('snapshot read stream failed', CODES.EPLUGIN);
+      if (rec.wake) wake();
+      else this._warn(rec.error);
+    });
+    stream.on('readable', wake);
+    this._readStreams.set(sid, rec);
+    return rec;
+  }
+
+  // `snapshotOpen`: persistence.createSnapshotReadStream, the point-in-time extension. Keeps its
+  // stream as read stream `sid` and answers with the index it is of. What the plugin gives is
+  // checked (a stream that reads, a safe integer index); the engine checks the index against
+  // its log. A second callback is reported and its stream destroyed.
+  open(op) {
+    const node = this._node;
+    const { io, sid } = op;
+    let called = false;
+    this._opening.set(sid, false);
+    const discard = (stream) => {
+      try {
+        if (stream && typeof stream.destroy === 'function') stream.destroy();
+      } catch (e) {
+        this._warn(e);
+      }
+    };
+    const done = (err, result) => {
+      if (called) {
+        this._warn(makeError('persistence.createSnapshotReadStream called back twice', CODES.EPLUGIN));
+        discard(result && result.stream);
+        return;
+      }
+      called = true;
+      const closed = this._opening.get(sid) !== false;
+      this._opening.delete(sid);
+      const stream = result && result.stream;
+      if (err) {
+        discard(stream);
+        this._io.complete(io, toWire(err), null);
+        return;
+      }
+      const index = result && result.index;
+      if (!stream || typeof stream.read !== 'function' || typeof stream.on !== 'function' ||
+          !Number.isSafeInteger(index) || index < 0) {
+        discard(stream);
+        this._io.complete(io, { message: 'persistence.createSnapshotReadStream did not give { index, stream }',
+          code: CODES.EBADRESULT }, null);
+        return;
+      }
+      if (node._released || closed) {
+        // the engine gave up on it (timed out, or the node stopped): nobody will read it
+        discard(stream);
+        return;
+      }
+      this._track(sid, stream);
+      this._io.complete(io, null, String(index));
+    };
+    try {
+      node.options.persistence.createSnapshotReadStream(node.id, done);
+    } catch (e) {
+      if (!called) {
+        called = true;
+        this._opening.delete(sid);
+        this._io.complete(io, toWire(e), null);
+      } else {
+        this._warn(e);
+      }
+    }
+  }
+
   // `snapshotRead`: read up to maxChunks objects (about maxBytes of JSON) from the state
-  // machine's read stream `sid`, opened on first use; only `read()` what is asked for.
+  // machine's read stream `sid`: the one `snapshotOpen` opened, or createReadStream's, opened on
+  // first use; only `read()` what is asked for.
   read(op) {
     const node = this._node;
     const { io, sid } = op;
     const maxChunks = Number.isFinite(op.maxChunks) && op.maxChunks > 0 ? op.maxChunks : 64;
     const maxBytes = Number.isFinite(op.maxBytes) && op.maxBytes > 0 ? op.maxBytes : 1 << 20;
     let rec = this._readStreams.get(sid);
+    if (!rec && typeof node.options.persistence.createSnapshotReadStream === 'function') {
+      // a point-in-time read that ended or was closed: never fall back to another index's
+      this._io.complete(io, { message: `snapshot read stream ${sid} is not open`, code: CODES.EPLUGIN }, null);
+      return;
+    }
     if (!rec) {
       const stream = this._open(io, 'createReadStream', 'read', 'readable');
       if (!stream) return;
-      rec = { stream, ended: false, error: null, wake: null };
-      const wake = () => {
-        const fn = rec.wake;
-        rec.wake = null;
-        if (fn) fn();
-      };
-      stream.on('end', () => {
-        rec.ended = true;
-        wake();
-      });
-      stream.on('error', (err) => {
-        rec.error = err || makeError('snapshot read stream failed', CODES.EPLUGIN);
-        if (rec.wake) wake();
-        else this._warn(rec.error);
-      });
-      stream.on('readable', wake);
-      this._readStreams.set(sid, rec);
+      rec = this._track(sid, stream);
     }
     const texts = [];
     let bytes = 0;
@@ -150,6 +223,7 @@ class SnapshotIO {
   }
 
   close(sid) {
+    if (this._opening.has(sid)) this._opening.set(sid, true);
     const rec = this._readStreams.get(sid);
     if (!rec) return;
     this._readStreams.delete(sid);
@@ -273,6 +347,7 @@ class SnapshotIO {
 
   // The node stopped: close every stream.
   releaseAll() {
+    for (const sid of [...this._opening.keys()]) this.close(sid);
     for (const sid of [...this._readStreams.keys()]) this.close(sid);
     for (const sid of [...this._writeStreams.keys()]) this.abort(sid);
   }

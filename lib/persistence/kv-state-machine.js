@@ -22,6 +22,10 @@
 //   snapshot()           → an iterable or async iterable of chunks describing the whole state
 //                          (non-null values msgpack can carry; a few hundred KB each at most).
 //                          Called while no apply() runs, consumed before the next apply().
+//   pointInTime()        → optional: like snapshot(), but of the state at the call however many
+//                          apply() calls run while it is consumed. With it, the file persistence
+//                          hands a leader's snapshot transfer the state machine as it is, without
+//                          a checkpoint and without holding applies back.
 //   reset()              → clear everything (may return a Promise).
 //   restore(chunk)       → add one chunk produced by snapshot(), in order (may return a Promise).
 // Chunks of this one: { entries: [[key, value], ...] } with at most `batchSize` entries and
@@ -42,6 +46,22 @@ function roughSize(value) {
   if (value === null || typeof value !== 'object') return 16;
   // Objects and arrays: a cheap estimate that does not walk deep structures.
   return 64 + (Array.isArray(value) ? value.length * 16 : Object.keys(value).length * 32);
+}
+
+/** The chunks of `map`: `{ entries }` of at most `batchSize` entries and about `batchBytes`. */
+function* chunksOf(map, batchSize, batchBytes) {
+  let entries = [];
+  let bytes = 0;
+  for (const [key, value] of map) {
+    entries.push([key, value]);
+    bytes += roughSize(key) + roughSize(value);
+    if (entries.length >= batchSize || bytes >= batchBytes) {
+      yield { entries };
+      entries = [];
+      bytes = 0;
+    }
+  }
+  if (entries.length) yield { entries };
 }
 
 class KvStateMachine {
@@ -78,19 +98,14 @@ class KvStateMachine {
     }
   }
 
-  * snapshot() {
-    let entries = [];
-    let bytes = 0;
-    for (const [key, value] of this._map) {
-      entries.push([key, value]);
-      bytes += roughSize(key) + roughSize(value);
-      if (entries.length >= this.batchSize || bytes >= this.batchBytes) {
-        yield { entries };
-        entries = [];
-        bytes = 0;
-      }
-    }
-    if (entries.length) yield { entries };
+  snapshot() {
+    return chunksOf(this._map, this.batchSize, this.batchBytes);
+  }
+
+  // A copy of the map (its values are never changed in place, only replaced, so a shallow copy
+  // is the state as it is now): a few ms per 100,000 keys, against a transfer that takes seconds.
+  pointInTime() {
+    return chunksOf(new Map(this._map), this.batchSize, this.batchBytes);
   }
 
   reset() {

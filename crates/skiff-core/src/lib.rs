@@ -22,5 +22,5 @@ pub use entry::{Entry, EntryKind, Json};
 pub use log::RaftLog;
 pub use membership::Membership;
 pub use message::{Body, Message};
-pub use raft::{ProposeError, Raft, Role, SnapshotMeta, StepError, MAX_SAFE};
-pub use ready::{Event, HardState, Ready};
+pub use raft::{ProposeError, Raft, ReadError, Role, SnapshotMeta, StepError, TransferError, MAX_PENDING_READS, MAX_SAFE};
+pub use ready::{Event, HardState, PersistToken, ReadFailure, ReadState, Ready, SaveDelta};

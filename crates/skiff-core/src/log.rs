@@ -17,6 +17,11 @@ pub struct RaftLog {
     /// Its term (`log.meta.lastIncludedTerm`).
     snapshot_term: u64,
     entries: VecDeque<Entry>,
+    /// The first index whose entry may be new or replaced since the last `take_unsaved`: every
+    /// entry below it is as the last save wrote it. At most `last_index() + 1`. A log rebuilt
+    /// from storage counts every entry as unsaved, since a runtime keeps no copy of them: its
+    /// first save writes the whole log.
+    unsaved_from: u64,
 }
 
 /// Why a log read from persistence cannot be used.
@@ -30,12 +35,30 @@ pub enum LogError {
 
 impl RaftLog {
     pub fn new() -> RaftLog {
-        RaftLog::default()
+        RaftLog { unsaved_from: 1, ..RaftLog::default() }
+    }
+
+    /// The first index a save must write (see `unsaved_from`), without starting a new save.
+    pub fn unsaved_from(&self) -> u64 {
+        self.unsaved_from.max(self.first_index())
+    }
+
+    /// Starts a save: returns the first index it must write, and counts everything up to the
+    /// last entry as saved from now on.
+    pub fn take_unsaved(&mut self) -> u64 {
+        let from = self.unsaved_from();
+        self.unsaved_from = self.last_index() + 1;
+        from
     }
 
     /// Rebuilds a log from persisted parts, checking its invariants.
     pub fn restore(snapshot_index: u64, snapshot_term: u64, entries: Vec<Entry>) -> Result<RaftLog, LogError> {
-        let mut log = RaftLog { snapshot_index, snapshot_term, entries: VecDeque::with_capacity(entries.len()) };
+        let mut log = RaftLog {
+            snapshot_index,
+            snapshot_term,
+            entries: VecDeque::with_capacity(entries.len()),
+            unsaved_from: snapshot_index + 1,
+        };
         for e in entries {
             log.check_next(&e)?;
             log.entries.push_back(e);
@@ -122,6 +145,7 @@ impl RaftLog {
 
     /// Removes every entry at `index` and after it.
     pub fn truncate_from(&mut self, index: u64) {
+        self.unsaved_from = self.unsaved_from.min(index);
         if index <= self.snapshot_index {
             self.entries.clear();
             return;
@@ -157,6 +181,8 @@ impl RaftLog {
             self.entries.clear();
             self.snapshot_index = index;
             self.snapshot_term = term;
+            // The entries a save wrote after the snapshot are gone.
+            self.unsaved_from = self.unsaved_from.min(index + 1);
         }
     }
 
@@ -212,6 +238,26 @@ mod tests {
         assert_eq!(log.last_index(), 7);
         log.install_snapshot(20, 5);
         assert_eq!((log.first_index(), log.last_index(), log.last_term()), (21, 20, 5));
+    }
+
+    #[test]
+    fn unsaved_marks_the_first_new_or_replaced_entry() {
+        let mut log = RaftLog::restore(0, 0, (1..=5).map(|i| e(i, 1)).collect()).unwrap();
+        assert_eq!(log.take_unsaved(), 1, "a restored log is written whole by the first save");
+        assert_eq!(log.unsaved_from(), 6);
+        log.append(e(6, 1)).unwrap();
+        assert_eq!(log.take_unsaved(), 6);
+        log.truncate_from(4);
+        log.append(e(4, 2)).unwrap();
+        log.append(e(5, 2)).unwrap();
+        assert_eq!(log.take_unsaved(), 4, "a replaced entry is unsaved");
+        log.compact_to(3);
+        assert_eq!(log.unsaved_from(), 6);
+        log.install_snapshot(9, 3);
+        assert_eq!(log.unsaved_from(), 10, "nothing after the snapshot is left to keep");
+        let mut fresh = RaftLog::new();
+        fresh.append(e(1, 1)).unwrap();
+        assert_eq!(fresh.take_unsaved(), 1);
     }
 
     #[test]

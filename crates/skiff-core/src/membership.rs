@@ -1,6 +1,7 @@
 //! Cluster membership: who votes, and the metadata each member joined with.
 
 use crate::entry::{EntryKind, Json};
+use crate::message::PeerDesc;
 use std::collections::BTreeMap;
 
 /// The voting members of the cluster, self included when self is a member.
@@ -46,9 +47,29 @@ impl Membership {
         self.members.iter()
     }
 
+    /// The members as they are persisted and sent (`{id, metadata}`).
+    pub fn peers(&self) -> impl Iterator<Item = PeerDesc> + '_ {
+        self.iter().map(|(id, metadata)| PeerDesc { id: id.clone(), metadata: metadata.clone() })
+    }
+
     /// Votes needed for a majority.
     pub fn quorum(&self) -> usize {
         self.members.len() / 2 + 1
+    }
+
+    /// The highest value that a majority of the members each reach, where `value` gives each
+    /// member's (`None`: below any value). `None` when no majority reaches any value, as with no
+    /// members at all. The one place a quorum is counted: commitment (the highest index a
+    /// majority holds), votes and leases ([`Membership::has_quorum`]).
+    pub fn quorum_value(&self, value: impl Fn(&str) -> Option<u64>) -> Option<u64> {
+        let mut values: Vec<Option<u64>> = self.ids().map(|id| value(id)).collect();
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.get(self.quorum() - 1).copied().flatten()
+    }
+
+    /// Whether the members for which `counts` holds are a majority.
+    pub fn has_quorum(&self, counts: impl Fn(&str) -> bool) -> bool {
+        self.quorum_value(|id| counts(id).then_some(0)).is_some()
     }
 
     pub fn insert(&mut self, id: String, metadata: Json) {
@@ -85,5 +106,38 @@ impl Membership {
         let added = other.ids().filter(|id| !self.contains(id)).count();
         let removed = self.ids().filter(|id| !other.contains(id)).count();
         added + removed <= 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(ids: &[&str]) -> Membership {
+        Membership::from_members(ids.iter().map(|id| (id.to_string(), Json::empty_object())))
+    }
+
+    #[test]
+    fn quorum_value_is_the_highest_value_a_majority_reaches() {
+        let m = of(&["a", "b", "c", "d", "e"]);
+        let matched = |id: &str| match id {
+            "a" => Some(9),
+            "b" => Some(4),
+            "c" => Some(7),
+            "d" => None,
+            _ => Some(1),
+        };
+        assert_eq!(m.quorum_value(matched), Some(4));
+        assert_eq!(m.quorum_value(|id| (id < "c").then_some(5)), None);
+        assert_eq!(of(&[]).quorum_value(|_| Some(3)), None);
+        assert_eq!(of(&["a"]).quorum_value(|_| Some(3)), Some(3));
+    }
+
+    #[test]
+    fn has_quorum_needs_more_than_half() {
+        let m = of(&["a", "b", "c", "d"]);
+        assert!(!m.has_quorum(|id| id < "c"));
+        assert!(m.has_quorum(|id| id < "d"));
+        assert!(!of(&[]).has_quorum(|_| true));
     }
 }

@@ -20,6 +20,15 @@ pub struct AppendEntries {
     /// record it (see `Raft::base_for`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<PeerDesc>>,
+    /// The leader's latest read round (ReadIndex, Raft thesis §6.4), echoed in the answer: an
+    /// answer carrying it proves the follower still took this leader's word after the reads of
+    /// that round arrived. Absent until the first round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_ctx: Option<u64>,
+    /// The voter this leader is handing leadership to: a voter that heard it from its leader
+    /// grants that candidate's `transfer` vote request even inside the leader lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_to: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +56,9 @@ pub struct AppendEntriesResponse {
     /// snapshot can help it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_snapshot: bool,
+    /// The request's `readCtx`, echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_ctx: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +71,10 @@ pub struct RequestVote {
     /// A pre-vote asks "would you vote for me at `term`?" without anyone changing term.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pre_vote: bool,
+    /// The candidate campaigns because its leader told it to (TimeoutNow). Voters that heard the
+    /// same from that leader (`transferTo`) let it through their lease; others ignore the flag.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +111,15 @@ pub struct InstallSnapshot {
     /// Membership at `lastIncludedIndex` (the log that described it was compacted away).
     #[serde(default)]
     pub peers: Option<Vec<PeerDesc>>,
+    /// Which of this leader's transfers (in this term) the chunk belongs to. Two transfers of the
+    /// same snapshot may cut the state machine into different chunks, so a follower resuming an
+    /// install takes chunks only of the transfer it started with (0: a sender that does not say).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transfer: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +136,90 @@ pub struct InstallSnapshotResponse {
     pub installed_index: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On a refusal: the chunk the follower's partial install of this same transfer waits for
+    /// (0: it holds none), so that the leader resumes there instead of starting again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_seq: u64,
+}
+
+impl InstallSnapshotResponse {
+    /// Chunk `seq` is written (or was already). The term is the sender's, filled in on sending.
+    pub fn took(seq: u64) -> InstallSnapshotResponse {
+        InstallSnapshotResponse { term: 0, seq, success: true, installed_index: 0, reason: None, next_seq: 0 }
+    }
+
+    /// Chunk `seq` completed the install of the snapshot at `index`.
+    pub fn installed(seq: u64, index: u64) -> InstallSnapshotResponse {
+        InstallSnapshotResponse { installed_index: index, ..InstallSnapshotResponse::took(seq) }
+    }
+
+    /// Chunk `seq` was not taken; the partial install of its transfer, if any, waits for
+    /// `next_seq`.
+    pub fn refused(seq: u64, next_seq: u64, reason: impl Into<String>) -> InstallSnapshotResponse {
+        InstallSnapshotResponse { term: 0, seq, success: false, installed_index: 0, reason: Some(reason.into()), next_seq }
+    }
+}
+
+/// A follower read: the follower asks its leader for a read index (skiff-rs peers only; a
+/// skiff-algorithm node never gets one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadIndex {
+    pub term: u64,
+    pub follower_id: String,
+    /// The follower's id for this read, echoed in the answer.
+    pub id: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadIndexResponse {
+    pub term: u64,
+    pub id: u64,
+    #[serde(default)]
+    pub success: bool,
+    /// On success: the follower may serve the read once it applied this index.
+    #[serde(default)]
+    pub index: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Leadership transfer (etcd's MsgTimeoutNow, Raft thesis §3.10): the leader tells a caught-up
+/// voter to campaign at once, without pre-vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutNow {
+    pub term: u64,
+    pub leader_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutNowResponse {
+    pub term: u64,
+    #[serde(default)]
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+// The wire names of the requests (skiff-algorithm's): the one table of them. A response
+// travels as the reply to its request, under the request's name.
+impl AppendEntries {
+    pub const TYPE: &'static str = "AppendEntries";
+}
+impl RequestVote {
+    pub const TYPE: &'static str = "RequestVote";
+}
+impl InstallSnapshot {
+    pub const TYPE: &'static str = "InstallSnapshot";
+}
+impl ReadIndex {
+    pub const TYPE: &'static str = "ReadIndex";
+}
+impl TimeoutNow {
+    pub const TYPE: &'static str = "TimeoutNow";
 }
 
 /// A member as persisted and sent: `{id, metadata}`.
@@ -129,6 +238,10 @@ pub enum Body {
     RequestVoteResponse(RequestVoteResponse),
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(InstallSnapshotResponse),
+    ReadIndex(ReadIndex),
+    ReadIndexResponse(ReadIndexResponse),
+    TimeoutNow(TimeoutNow),
+    TimeoutNowResponse(TimeoutNowResponse),
 }
 
 impl Body {
@@ -140,20 +253,29 @@ impl Body {
             Body::RequestVoteResponse(m) => m.term,
             Body::InstallSnapshot(m) => m.term,
             Body::InstallSnapshotResponse(m) => m.term,
+            Body::ReadIndex(m) => m.term,
+            Body::ReadIndexResponse(m) => m.term,
+            Body::TimeoutNow(m) => m.term,
+            Body::TimeoutNowResponse(m) => m.term,
         }
     }
 
     /// The wire name of a request (responses travel as the reply to their request).
     pub fn type_name(&self) -> &'static str {
         match self {
-            Body::AppendEntries(_) | Body::AppendEntriesResponse(_) => "AppendEntries",
-            Body::RequestVote(_) | Body::RequestVoteResponse(_) => "RequestVote",
-            Body::InstallSnapshot(_) | Body::InstallSnapshotResponse(_) => "InstallSnapshot",
+            Body::AppendEntries(_) | Body::AppendEntriesResponse(_) => AppendEntries::TYPE,
+            Body::RequestVote(_) | Body::RequestVoteResponse(_) => RequestVote::TYPE,
+            Body::InstallSnapshot(_) | Body::InstallSnapshotResponse(_) => InstallSnapshot::TYPE,
+            Body::ReadIndex(_) | Body::ReadIndexResponse(_) => ReadIndex::TYPE,
+            Body::TimeoutNow(_) | Body::TimeoutNowResponse(_) => TimeoutNow::TYPE,
         }
     }
 
     pub fn is_request(&self) -> bool {
-        matches!(self, Body::AppendEntries(_) | Body::RequestVote(_) | Body::InstallSnapshot(_))
+        matches!(
+            self,
+            Body::AppendEntries(_) | Body::RequestVote(_) | Body::InstallSnapshot(_) | Body::ReadIndex(_) | Body::TimeoutNow(_)
+        )
     }
 }
 

@@ -15,9 +15,8 @@ use crate::config::{PendingInstall, Restored};
 use crate::entry::{Entry, Json};
 use crate::log::{LogError, RaftLog};
 use crate::membership::Membership;
-use crate::message::PeerDesc;
 use crate::raft::{Raft, MAX_SAFE};
-use crate::ready::HardState;
+use crate::ready::{HardState, SaveDelta};
 use serde::{Deserialize, Serialize, Serializer};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,23 +162,24 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
 /// A view of a core's durable state that serializes in the persisted format.
 pub struct PersistedState<'a>(pub &'a Raft);
 
-/// The same state with only the log entries from index `.1` on: for a runtime that keeps the
-/// earlier entries of the previous save and sends only what changed.
-pub struct PersistedTail<'a>(pub &'a Raft, pub u64);
+/// What one save writes, in the persisted format: the delta's term, vote and entries (only
+/// those from `truncate_from` on: for a runtime that keeps the earlier ones of the previous save)
+/// with the log's base and membership read from the core. Serialize it when `ready()` returns.
+pub struct SaveDocument<'a>(pub &'a Raft, pub &'a SaveDelta);
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct StateOut<'a> {
+struct StateOut<'a, E: Serialize> {
     current_term: u64,
     voted_for: Option<&'a str>,
-    log: LogOut<'a>,
+    log: LogOut<'a, E>,
     peers: Peers<'a>,
 }
 
 #[derive(Serialize)]
-struct LogOut<'a> {
+struct LogOut<'a, E: Serialize> {
     meta: MetaOut<'a>,
-    entries: Entries<'a>,
+    entries: E,
 }
 
 #[derive(Serialize)]
@@ -214,52 +214,53 @@ struct Peers<'a> {
 impl Serialize for Peers<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(
-            self.members
-                .iter()
-                .filter(|(id, _)| Some(id.as_str()) != self.except)
-                .map(|(id, metadata)| PeerDesc { id: id.clone(), metadata: metadata.clone() }),
+            self.members.peers().filter(|p| Some(p.id.as_str()) != self.except),
         )
     }
 }
 
-struct Entries<'a>(&'a RaftLog, u64);
+struct Entries<'a>(&'a RaftLog);
 
 impl Serialize for Entries<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.range(self.1, self.0.last_index()))
+        s.collect_seq(self.0.iter())
+    }
+}
+
+/// The document for `raft`'s base and membership with this term, vote and entries.
+fn state_out<'a, E: Serialize>(raft: &'a Raft, term: u64, vote: Option<&'a str>, entries: E) -> StateOut<'a, E> {
+    StateOut {
+        current_term: term,
+        voted_for: vote,
+        log: LogOut {
+            meta: MetaOut {
+                last_included_index: raft.log().snapshot_index(),
+                last_included_term: raft.log().snapshot_term(),
+                members: Peers { members: raft.base_members(), except: None },
+                pending_snapshot: raft.pending_install().map(|pi| PendingOut {
+                    last_included_index: pi.index,
+                    last_included_term: pi.term,
+                    members: Peers { members: &pi.members, except: None },
+                }),
+                known_commit: raft.known_commit(),
+            },
+            entries,
+        },
+        peers: Peers { members: raft.members(), except: Some(raft.id()) },
     }
 }
 
 impl Serialize for PersistedState<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        PersistedTail(self.0, 0).serialize(s)
+        let (term, vote) = self.0.hard_state_ref();
+        state_out(self.0, term, vote, Entries(self.0.log())).serialize(s)
     }
 }
 
-impl Serialize for PersistedTail<'_> {
+impl Serialize for SaveDocument<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let raft = self.0;
-        let hs = raft.hard_state_ref();
-        StateOut {
-            current_term: hs.0,
-            voted_for: hs.1,
-            log: LogOut {
-                meta: MetaOut {
-                    last_included_index: raft.log().snapshot_index(),
-                    last_included_term: raft.log().snapshot_term(),
-                    members: Peers { members: raft.base_members(), except: None },
-                    pending_snapshot: raft.pending_install().map(|pi| PendingOut {
-                        last_included_index: pi.index,
-                        last_included_term: pi.term,
-                        members: Peers { members: &pi.members, except: None },
-                    }),
-                    known_commit: raft.known_commit(),
-                },
-                entries: Entries(raft.log(), self.1),
-            },
-            peers: Peers { members: raft.members(), except: Some(raft.id()) },
-        }
-        .serialize(s)
+        let hs = &self.1.hard_state;
+        state_out(self.0, hs.term, hs.vote.as_deref(), &self.1.entries).serialize(s)
     }
 }
 
@@ -304,6 +305,29 @@ mod tests {
         let raft2 = Raft::new(Config::new("node-a"), again).unwrap();
         assert_eq!(raft2.members(), raft.members());
         assert_eq!(raft2.base_members(), raft.base_members());
+    }
+
+    #[test]
+    fn the_first_save_after_a_restore_writes_the_whole_state() {
+        let r = restore("node-a", ORIGINAL, 121, false, &Json::empty_object()).unwrap();
+        let mut raft = Raft::new(Config::new("node-a"), r).unwrap();
+        let _ = raft.ready();
+        // A vote request of a newer term: something to save, with the log unchanged.
+        let body = crate::message::Body::RequestVote(crate::message::RequestVote {
+            term: 5,
+            candidate_id: "node-c".into(),
+            last_log_index: 122,
+            last_log_term: 3,
+            pre_vote: false,
+            transfer: false,
+        });
+        raft.step(crate::message::Message { from: "node-c".into(), to: "node-a".into(), token: Some(1), body }).unwrap();
+        let rd = raft.ready();
+        let save = rd.save.expect("the restored node saves once something changes");
+        assert_eq!(save.truncate_from, 121, "the wrapper holds no entries yet: all of them");
+        assert_eq!(save.hard_state.term, 5);
+        let doc = serde_json::to_string(&SaveDocument(&raft, &save)).unwrap();
+        assert_eq!(doc, serde_json::to_string(&PersistedState(&raft)).unwrap());
     }
 
     #[test]

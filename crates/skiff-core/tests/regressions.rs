@@ -77,8 +77,9 @@ mod tiny {
                     let rd = r.ready();
                     // Instant disk: durable at once, then send, then advance.
                     self.net.extend(rd.messages);
-                    if rd.persist {
-                        r.advance(rd.persist_token);
+                    self.net.extend(rd.persisted_messages);
+                    if let Some(save) = &rd.save {
+                        r.advance(save.token);
                     }
                     if let Some(last) = rd.committed.last() {
                         r.applied_to(last.index);
@@ -202,6 +203,7 @@ fn bug_older_snapshot_moves_log_below_commit() {
         done: true,
         data: Some(Json::from_text("[]").unwrap()),
         peers: Some(peers),
+        transfer: 0,
     };
     f.step(Message { from: "a".into(), to: "f".into(), token: None, body: Body::InstallSnapshot(chunk) }).unwrap();
     let rd = f.ready();
@@ -342,6 +344,8 @@ fn bug_ready_acknowledges_truncated_entries() {
             entries,
             leader_commit: 0,
             peers: None,
+            read_ctx: None,
+            transfer_to: None,
         }),
     };
     let state = r#"{"currentTerm":2,"votedFor":null,"log":{"meta":{"lastIncludedIndex":0,"lastIncludedTerm":0,
@@ -355,10 +359,10 @@ fn bug_ready_acknowledges_truncated_entries() {
     f.step(ae("a", 2, (2, 1), vec![e(3, 2), e(4, 2)])).unwrap();
     f.step(ae("b", 3, (2, 1), vec![e(3, 3)])).unwrap();
     let rd = f.ready();
-    assert!(rd.persist);
+    assert!(rd.save.is_some());
     // What this Ready asks to save holds the log up to (3, term 3); every acknowledgement it sends
     // must be about entries in it.
-    for m in &rd.messages {
+    for m in rd.messages.iter().chain(&rd.persisted_messages) {
         if let Body::AppendEntriesResponse(r) = &m.body {
             if r.success {
                 let held = f.log().term(r.match_index).is_some() && (m.to != "a" || r.match_index < 3);
@@ -518,7 +522,7 @@ fn success_from_a_follower_in_snapshot_state_commits() {
     assert!(a.is_leader());
     let barrier = a.log().last_index();
     let rd = a.ready();
-    a.advance(rd.persist_token);
+    a.advance(rd.save.expect("the barrier is saved").token);
     let answer = |success: bool, match_index: u64, needs_snapshot: bool| {
         Body::AppendEntriesResponse(AppendEntriesResponse {
             term,
@@ -530,6 +534,7 @@ fn success_from_a_follower_in_snapshot_state_commits() {
             conflict_term: None,
             reason: None,
             needs_snapshot,
+            read_ctx: None,
         })
     };
     a.step(from_f(answer(false, 0, true))).unwrap(); // stale: f has installed its snapshot since

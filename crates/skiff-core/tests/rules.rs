@@ -3,137 +3,12 @@
 //! cluster neither halts nor obeys.
 
 use skiff_core::message::{AppendEntries, InstallSnapshot, RequestVote};
-use skiff_core::persisted::{restore, PersistedState};
+use skiff_core::persisted::restore;
 use skiff_core::{Body, Config, EntryKind, Json, Message, Raft, MAX_SAFE};
-use std::collections::VecDeque;
 
-const IDS: [&str; 3] = ["n1", "n2", "n3"];
-
-struct Cluster {
-    nodes: Vec<Raft>,
-    now: u64,
-    net: VecDeque<Message>,
-    /// Answers addressed to the rogue peer "evil".
-    to_evil: Vec<Message>,
-}
-
-/// The persisted state of a cluster of `IDS` that has not elected anyone yet.
-fn members_state() -> String {
-    let peers: Vec<String> = IDS.iter().map(|id| format!(r#"{{"id":"{id}","metadata":{{}}}}"#)).collect();
-    format!(r#"{{"currentTerm":0,"votedFor":null,"log":{{"meta":{{"lastIncludedIndex":0,"lastIncludedTerm":0,"members":[{}]}},"entries":[]}},"peers":[]}}"#, peers.join(","))
-}
-
-fn node(k: usize, state: &str) -> Raft {
-    let id = IDS[k];
-    let mut cfg = Config::new(id);
-    cfg.seed = 11 + k as u64;
-    let r = restore(id, state, 0, false, &Json::empty_object()).expect("state loads");
-    Raft::new(cfg, r).expect("valid config")
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        let state = members_state();
-        Cluster { nodes: (0..3).map(|k| node(k, &state)).collect(), now: 0, net: VecDeque::new(), to_evil: Vec::new() }
-    }
-
-    /// Restarts every node from what it persisted (instant disk: the last `Ready` is durable).
-    fn restart_all(&mut self) {
-        let states: Vec<String> =
-            self.nodes.iter().map(|r| serde_json::to_string(&PersistedState(r)).expect("serializes")).collect();
-        self.nodes = states.iter().enumerate().map(|(k, s)| node(k, s)).collect();
-        self.net.clear();
-        self.now = 0;
-    }
-
-    fn flush(&mut self) {
-        for r in &mut self.nodes {
-            while r.has_ready() {
-                let rd = r.ready();
-                for m in rd.messages {
-                    if m.to == "evil" {
-                        self.to_evil.push(m);
-                    } else {
-                        self.net.push_back(m);
-                    }
-                }
-                if rd.persist {
-                    r.advance(rd.persist_token);
-                }
-                if let Some(last) = rd.committed.last() {
-                    r.applied_to(last.index);
-                }
-            }
-        }
-    }
-
-    fn deliver(&mut self, m: Message) {
-        let now = self.now;
-        if let Some(r) = self.nodes.iter_mut().find(|r| r.id() == m.to) {
-            r.tick(now);
-            let _ = r.step(m);
-        }
-        self.flush();
-    }
-
-    /// Advances time by `ms`, a millisecond at a time; a message takes one millisecond.
-    fn run(&mut self, ms: u64) {
-        for _ in 0..ms {
-            self.now += 1;
-            let now = self.now;
-            for r in &mut self.nodes {
-                r.tick(now);
-            }
-            self.flush();
-            let batch: Vec<Message> = self.net.drain(..).collect();
-            for m in batch {
-                self.deliver(m);
-            }
-        }
-    }
-
-    fn leader(&self) -> Option<usize> {
-        self.nodes.iter().position(|r| r.is_leader())
-    }
-
-    fn wait_leader(&mut self, max_ms: u64) -> usize {
-        for _ in 0..max_ms {
-            if let Some(k) = self.leader() {
-                return k;
-            }
-            self.run(1);
-        }
-        panic!("no leader within {max_ms} ms")
-    }
-
-    /// Proposes a command at the leader and runs until every node applied it.
-    fn commit_one(&mut self, what: &str) {
-        let k = self.wait_leader(5000);
-        let index = self.nodes[k].propose(Json::from_value(&what)).expect("leader takes it");
-        for _ in 0..3000 {
-            if self.nodes.iter().all(|r| r.applied() >= index) {
-                return;
-            }
-            self.run(1);
-        }
-        panic!("{what} (index {index}) was not applied everywhere");
-    }
-
-    /// A cluster that committed "a": returns it, its leader and the term.
-    fn elected() -> (Cluster, usize, u64) {
-        let mut c = Cluster::new();
-        c.commit_one("a");
-        let leader = c.leader().expect("a leader committed");
-        let term = c.nodes[leader].term();
-        (c, leader, term)
-    }
-
-    /// The rogue peer sends `body` to node `k`, as a request with a reply token.
-    fn evil(&mut self, k: usize, body: Body) {
-        let to = IDS[k].to_string();
-        self.deliver(Message { from: "evil".into(), to, token: Some(99), body });
-    }
-}
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::{Cluster, IDS};
 
 fn append(term: u64, leader: &str, leader_commit: u64) -> Body {
     Body::AppendEntries(AppendEntries {
@@ -144,6 +19,8 @@ fn append(term: u64, leader: &str, leader_commit: u64) -> Body {
         entries: Vec::new(),
         leader_commit,
         peers: None,
+        read_ctx: None,
+        transfer_to: None,
     })
 }
 
@@ -154,6 +31,7 @@ fn vote(term: u64, candidate: &str, last_log_index: u64) -> Body {
         last_log_index,
         last_log_term: term,
         pre_vote: false,
+        transfer: false,
     })
 }
 
@@ -262,6 +140,7 @@ fn a_second_leader_in_the_same_term_is_refused() {
                 done: true,
                 data: None,
                 peers: None,
+                transfer: 0,
             }),
         ] {
             c.to_evil.clear();
@@ -301,12 +180,14 @@ fn a_request_conflicting_with_committed_entries_is_answered() {
         entries: vec![skiff_core::Entry { term, index: 1, kind: EntryKind::Command(Json::from_value(&"x")), uuid: "u".into() }],
         leader_commit: 0,
         peers: None,
+        read_ctx: None,
+        transfer_to: None,
     });
     let from = IDS[leader].to_string();
     let mut answered = Vec::new();
     c.nodes[follower].step(Message { from: from.clone(), to: IDS[follower].into(), token: Some(7), body }).unwrap();
     while c.nodes[follower].has_ready() {
-        answered.extend(c.nodes[follower].ready().messages.into_iter().filter(|m| m.token == Some(7)));
+        answered.extend(c.nodes[follower].ready().all_messages().filter(|m| m.token == Some(7)));
     }
     assert_eq!(answered.len(), 1, "the refused request got its answer");
     assert!(matches!(&answered[0].body, Body::AppendEntriesResponse(r) if !r.success));
@@ -325,7 +206,7 @@ fn batches_stay_within_the_byte_budget() {
     }
     let rd = c.nodes[k].ready();
     let mut seen = 0;
-    for m in &rd.messages {
+    for m in rd.messages.iter().chain(&rd.persisted_messages) {
         if let Body::AppendEntries(a) = &m.body {
             let size: usize = a.entries.iter().map(|e| e.kind.size_hint()).sum();
             assert!(size <= budget, "an AppendEntries carries {size} bytes of commands");
@@ -353,4 +234,76 @@ fn a_standby_told_a_huge_commit_while_joining_settles_once_caught_up() {
     let n4 = &c.nodes[3];
     assert!(n4.members().contains("n4"), "n4 joined");
     assert!(n4.known_commit() <= n4.log().last_index(), "n4 still holds known commit {}", n4.known_commit());
+}
+
+#[test]
+fn a_ready_says_what_to_save_and_which_messages_wait_for_it() {
+    let (mut c, k, term) = Cluster::elected();
+    let last = c.nodes[k].log().last_index();
+    let index = c.nodes[k].propose(Json::from_value(&"b")).unwrap();
+    assert_eq!(index, last + 1);
+    let rd = c.nodes[k].ready();
+    let save = rd.save.as_ref().expect("a new entry is saved");
+    assert_eq!((save.truncate_from, save.entries.len()), (index, 1), "only the new entry is in the delta");
+    assert_eq!(save.entries[0].index, index);
+    assert_eq!(save.hard_state.term, term);
+    assert!(!save.base_changed);
+    assert_eq!(save.token.last, (index, term));
+    // The leader's term is durable: its AppendEntries go while it saves (Raft thesis §10.2.1).
+    assert!(rd.messages.iter().any(|m| matches!(m.body, Body::AppendEntries(_))));
+    assert!(rd.persisted_messages.iter().all(|m| !matches!(m.body, Body::AppendEntries(_))));
+
+    // A follower's acknowledgement promises the entries it saves: it waits for the save.
+    let follower = (k + 1) % IDS.len();
+    let f = &mut c.nodes[follower];
+    let body = Body::AppendEntries(AppendEntries {
+        term,
+        leader_id: IDS[k].into(),
+        prev_log_index: last,
+        prev_log_term: term,
+        entries: save.entries.clone(),
+        leader_commit: 0,
+        peers: None,
+        read_ctx: None,
+        transfer_to: None,
+    });
+    f.step(Message { from: IDS[k].into(), to: IDS[follower].into(), token: Some(3), body }).unwrap();
+    let rd = f.ready();
+    let fsave = rd.save.as_ref().expect("the follower saves the entry");
+    assert_eq!(fsave.truncate_from, index);
+    assert!(rd.messages.is_empty(), "nothing may go before the save: {:?}", rd.messages);
+    assert!(rd.persisted_messages.iter().any(|m| m.token == Some(3)));
+
+    // Through a whole election, a Ready that saves a new term sends nothing before the save:
+    // no vote request or vote may go out for a term that is not yet on disk.
+    let mut c = Cluster::new();
+    let mut checked = 0;
+    for now in 1..5000 {
+        for r in &mut c.nodes {
+            r.tick(now);
+            while r.has_ready() {
+                let rd = r.ready();
+                if let Some(s) = &rd.save {
+                    if s.hard_state.term > r.durable_term() {
+                        checked += 1;
+                        assert!(rd.messages.is_empty(), "sent before the new term is durable: {:?}", rd.messages);
+                    }
+                    r.advance(s.token);
+                }
+                c.net.extend(rd.messages);
+                c.net.extend(rd.persisted_messages);
+            }
+        }
+        let batch: Vec<Message> = c.net.drain(..).collect();
+        for m in batch {
+            if let Some(r) = c.nodes.iter_mut().find(|r| r.id() == m.to) {
+                r.tick(now);
+                let _ = r.step(m);
+            }
+        }
+        if c.leader().is_some() && checked > 0 {
+            return;
+        }
+    }
+    panic!("no election ({checked} term changes checked)");
 }

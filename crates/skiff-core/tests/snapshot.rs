@@ -21,6 +21,9 @@ struct Cluster {
     now: u64,
     /// Messages in flight.
     net: Vec<Message>,
+    /// Leave snapshot transfers to the test: followers found to need one are listed in `needed`.
+    manual: bool,
+    needed: Vec<String>,
 }
 
 fn cfg(id: &str, retained: u64) -> Config {
@@ -38,7 +41,7 @@ impl Cluster {
             let raft = Raft::new(cfg(id, retained), r).unwrap();
             nodes.insert(id.to_string(), Node { raft, sm: vec![], saved: "null".into(), writing: vec![], snapshot_installs: 0 });
         }
-        Cluster { nodes, now: 0, net: vec![] }
+        Cluster { nodes, now: 0, net: vec![], manual: false, needed: vec![] }
     }
 
     /// Processes one node's Ready fully (save, send, apply), as the runtime does.
@@ -49,10 +52,10 @@ impl Cluster {
                 return;
             }
             let ready: Ready = node.raft.ready();
-            if ready.persist {
+            if let Some(save) = &ready.save {
                 node.saved = serde_json::to_string(&PersistedState(&node.raft)).unwrap();
+                node.raft.advance(save.token);
             }
-            node.raft.advance(ready.persist_token);
             for e in &ready.committed {
                 if let EntryKind::Command(c) = &e.kind {
                     assert!(node.sm.last().is_none_or(|l| l.0 < e.index), "applied out of order");
@@ -84,13 +87,17 @@ impl Cluster {
                             node.snapshot_installs += 1;
                             installed = chunk.last_included_index;
                         }
-                        node.raft.snapshot_reply(&from, token, chunk.seq, true, installed, None);
+                        node.raft.snapshot_reply(&from, token, skiff_core::message::InstallSnapshotResponse::installed(chunk.seq, installed));
                     }
                     Event::SnapshotAcked { .. } => panic!("single-chunk transfers only in this test"),
                     _ => {}
                 }
             }
             self.net.extend(ready.messages);
+            self.net.extend(ready.persisted_messages);
+            if self.manual {
+                self.needed.append(&mut snapshot_work);
+            }
             for peer in snapshot_work {
                 let node = self.nodes.get_mut(id).unwrap();
                 let index = node.raft.applied();
@@ -204,15 +211,19 @@ fn a_crash_in_the_middle_of_an_install_applies_nothing_until_a_snapshot_complete
             entries: vec![entry],
             leader_commit: 1,
             peers: None,
+            read_ctx: None,
+            transfer_to: None,
         }),
     });
     let ready = raft.ready();
     assert!(ready.committed.is_empty(), "an untrusted state machine must not apply");
-    let needs = ready.messages.iter().any(|m| {
+    let needs = ready.messages.iter().chain(&ready.persisted_messages).any(|m| {
         matches!(&m.body, Body::AppendEntriesResponse(r) if !r.success && r.needs_snapshot)
     });
     assert!(needs, "the follower asks for a snapshot: {:?}", ready.messages);
-    raft.advance(ready.persist_token);
+    if let Some(save) = &ready.save {
+        raft.advance(save.token);
+    }
     assert_eq!(raft.log().last_index(), 0, "no entries are taken while only a snapshot can help");
     let ready = raft.ready();
     assert!(ready.committed.is_empty(), "still nothing applied after the entry is durable");
@@ -235,6 +246,76 @@ fn finishing_an_install_that_was_recorded_but_not_saved() {
     assert_eq!(raft.log().snapshot_index(), 40);
     assert_eq!(raft.commit(), 40);
     let ready = raft.ready();
-    assert!(ready.persist, "the finished install is saved");
+    assert!(ready.save.is_some_and(|s| s.base_changed), "the finished install is saved");
     assert!(ready.committed.is_empty());
+}
+
+/// The leader side of resuming: a transfer's snapshot must still be one the leader can vouch for
+/// (a committed index it has not compacted away, with the term it had), under an id this leader
+/// gave out in this term; the follower's refusal says where its install stands.
+#[test]
+fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
+    // a and c commit without b, so the leader keeps compacting while b waits
+    let mut c = Cluster::new(&["a", "b", "c"], 10);
+    c.manual = true;
+    c.run(400);
+    c.join("c");
+    c.run(50);
+    for i in 0..100 {
+        c.propose(&format!("c{i}"));
+    }
+    c.run(50);
+    c.join("b");
+    c.run(50);
+    assert!(c.needed.contains(&"b".to_string()), "b needs a snapshot");
+    let a = &mut c.nodes.get_mut("a").unwrap().raft;
+    let (commit, first) = (a.commit(), a.log().snapshot_index());
+    // an index from the plugin that is not committed, or compacted away, is no snapshot
+    assert!(a.begin_snapshot("b", commit + 1).is_none());
+    assert!(a.begin_snapshot("b", first - 1).is_none());
+    let meta = a.begin_snapshot("b", commit).expect("a snapshot at the commit index");
+    assert_eq!((meta.index, meta.transfer), (commit, 1));
+    // the follower refuses chunk 3 and says its install waits for chunk 3
+    let refusal = skiff_core::message::InstallSnapshotResponse::refused(3, 3, "out of order");
+    let body = Body::InstallSnapshotResponse(skiff_core::message::InstallSnapshotResponse { term: a.term(), ..refusal });
+    a.step(Message { from: "b".into(), to: "a".into(), token: None, body }).unwrap();
+    let events = a.ready().events;
+    assert!(events.contains(&Event::SnapshotFailed { peer: "b".into(), next_seq: 3 }), "{events:?}");
+    // not resumed until the follower is found to need a snapshot again
+    assert!(!a.resume_snapshot("b", &meta));
+    c.needed.clear();
+    c.run(50);
+    assert!(c.needed.contains(&"b".to_string()));
+    let a = &mut c.nodes.get_mut("a").unwrap().raft;
+    for forged in [
+        skiff_core::SnapshotMeta { transfer: 0, ..meta.clone() },
+        skiff_core::SnapshotMeta { transfer: 2, ..meta.clone() },
+        skiff_core::SnapshotMeta { term: meta.term + 1, ..meta.clone() },
+        skiff_core::SnapshotMeta { index: commit + 1, ..meta.clone() },
+    ] {
+        assert!(!a.resume_snapshot("b", &forged), "{forged:?}");
+    }
+    assert!(a.resume_snapshot("b", &meta));
+    // while the transfer runs, commands commit and apply, but the log is kept from the snapshot's
+    // index on, for b to go on from once it is installed
+    for i in 100..130 {
+        c.propose(&format!("c{i}"));
+    }
+    c.run(50);
+    let a = &mut c.nodes.get_mut("a").unwrap().raft;
+    assert!(a.applied() > meta.index + 20, "applying went on");
+    assert!(a.log().snapshot_index() <= meta.index, "not compacted past a snapshot being sent");
+    // once the leader compacts past the snapshot, the transfer cannot resume: a new one begins
+    a.snapshot_aborted("b");
+    for i in 130..180 {
+        c.propose(&format!("c{i}"));
+    }
+    c.needed.clear();
+    c.run(50);
+    assert!(c.needed.contains(&"b".to_string()));
+    let a = &mut c.nodes.get_mut("a").unwrap().raft;
+    assert!(a.log().snapshot_index() > meta.index, "compacted past the snapshot");
+    assert!(!a.resume_snapshot("b", &meta));
+    let next = a.begin_snapshot("b", a.commit()).expect("a new transfer");
+    assert_eq!(next.transfer, 2, "each transfer of a term gets its own id");
 }

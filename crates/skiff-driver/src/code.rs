@@ -54,6 +54,14 @@ codes! {
     EPLUGIN,
     /// A bug in the engine (it could not encode its own operations).
     EINTERNAL,
+    /// Too many reads are waiting on this node (`read()`).
+    EBUSY,
+    /// The leader is handing leadership over and takes no command meanwhile; the wrapper retries
+    /// until the command's timeout (the hand-off takes at most an election timeout).
+    ETRANSFERRING,
+    /// No voter can take leadership over (`transferLeadership()`): none other answers, or the one
+    /// named is not a voter or cannot take over on request.
+    ENOVOTER,
 }
 
 #[cfg(test)]

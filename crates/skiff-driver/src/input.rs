@@ -25,6 +25,11 @@ pub enum Input {
     Propose { req: u32, command: String, timeout_ms: u64, wait_for: Option<String> },
     Join { req: u32, peer: String, metadata: String },
     Leave { req: u32, peer: String },
+    /// `read()`: answered once this node's state machine may be read linearizably. `timeout_ms`
+    /// 0: the node's `commandTimeout`.
+    Read { req: u32, lease: bool, timeout_ms: u64 },
+    /// `transferLeadership()`: to `peer`, or with `None` to the most up-to-date voter.
+    Transfer { req: u32, peer: Option<String> },
     /// An IO operation finished: `error` from the plugin, or its result as JSON text.
     Complete { io: u32, error: Option<PluginError>, result: Option<String> },
     /// Item `index` of apply batch `io` was applied.

@@ -17,10 +17,38 @@ enum InstallPhase {
 /// A chunk as the driver hands it on: its reply token, its data, and whether it ends the stream.
 pub(super) type Chunk = (Option<u64>, Option<Json>, bool);
 
-/// Follower: a snapshot being written into the state machine.
+/// What tells one transfer from every other: the leader, its term, its transfer id, and the
+/// snapshot's index and term. Every chunk after the first must carry the same, so that a resumed
+/// install never mixes chunks of two transfers (two reads of the same state may be cut apart
+/// differently) or of two snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct TransferKey {
+    pub(super) from: String,
+    /// The leader's term (a leader's transfer ids are counted per term).
+    pub(super) term: u64,
+    pub(super) transfer: u64,
+    pub(super) index: u64,
+    pub(super) snapshot_term: u64,
+}
+
+impl TransferKey {
+    /// The key of the transfer that chunk `c` from `from` belongs to.
+    pub(super) fn of(from: &str, c: &skiff_core::message::InstallSnapshot) -> TransferKey {
+        TransferKey {
+            from: from.to_string(),
+            term: c.term,
+            transfer: c.transfer,
+            index: c.last_included_index,
+            snapshot_term: c.last_included_term,
+        }
+    }
+}
+
+/// Follower: a snapshot being written into the state machine. A transfer that stops midway
+/// (the leader lost its connection or timed out) stays here, at `next_seq`, until the same
+/// transfer resumes, another begins, or writing fails.
 struct Incoming {
-    from: String,
-    index: u64,
+    key: TransferKey,
     sid: u32,
     next_seq: u64,
     phase: InstallPhase,
@@ -66,8 +94,9 @@ pub(super) enum Fit {
     Other,
     /// A chunk already written, sent again.
     Duplicate,
-    /// Not the next chunk, or one came while the previous is still being written.
-    OutOfOrder,
+    /// Not the next chunk, or one came while the previous is still being written: the install
+    /// waits for chunk `next_seq`.
+    OutOfOrder { next_seq: u64 },
     /// The next chunk: write it.
     Next,
 }
@@ -88,23 +117,23 @@ impl Install {
         self.current.is_some()
     }
 
-    /// Starts installing the snapshot at `index` from `from` through write stream `sid`; `first`
-    /// waits until the install mark is durable and the state machine cleared.
-    pub(super) fn begin(&mut self, from: String, index: u64, sid: u32, first: Chunk) {
-        self.current = Some(Incoming { from, index, sid, next_seq: 0, phase: InstallPhase::Marking, first: Some(first) });
+    /// Starts installing the transfer `key` through write stream `sid`; `first` waits until the
+    /// install mark is durable and the state machine cleared.
+    pub(super) fn begin(&mut self, key: TransferKey, sid: u32, first: Chunk) {
+        self.current = Some(Incoming { key, sid, next_seq: 0, phase: InstallPhase::Marking, first: Some(first) });
     }
 
     /// Ends the install under way, unfinished.
     pub(super) fn abort(&mut self) -> Option<Aborted> {
         let inc = self.current.take()?;
-        Some(Aborted { sid: inc.sid, held: inc.held_token(), from: inc.from, next_seq: inc.next_seq })
+        Some(Aborted { sid: inc.sid, held: inc.held_token(), from: inc.key.from, next_seq: inc.next_seq })
     }
 
     /// A save that recorded the install mark for `index` is durable. Returns whether the state
     /// machine may now be cleared (the install under way waited for exactly that mark).
     pub(super) fn marked(&mut self, index: u64) -> bool {
         match self.current.as_mut() {
-            Some(inc) if inc.index == index && inc.phase == InstallPhase::Marking => {
+            Some(inc) if inc.key.index == index && inc.phase == InstallPhase::Marking => {
                 inc.phase = InstallPhase::Resetting;
                 true
             }
@@ -122,15 +151,15 @@ impl Install {
         inc.first.take()
     }
 
-    /// Where chunk `seq` of the snapshot at `index` from `from` stands.
-    pub(super) fn fit(&self, from: &str, index: u64, seq: u64) -> Fit {
+    /// Where chunk `seq` of the transfer `key` stands.
+    pub(super) fn fit(&self, key: &TransferKey, seq: u64) -> Fit {
         let Some(inc) = self.current.as_ref() else { return Fit::NoTransfer };
-        if inc.from != from || inc.index != index {
+        if inc.key != *key {
             Fit::Other
         } else if seq < inc.next_seq {
             Fit::Duplicate
         } else if seq != inc.next_seq || inc.phase != InstallPhase::Idle {
-            Fit::OutOfOrder
+            Fit::OutOfOrder { next_seq: inc.next_seq }
         } else {
             Fit::Next
         }
@@ -140,14 +169,14 @@ impl Install {
     pub(super) fn write(&mut self, seq: u64, token: Option<u64>, done: bool) -> Option<(u32, u64)> {
         let inc = self.current.as_mut()?;
         inc.phase = InstallPhase::Writing { seq, token, done };
-        Some((inc.sid, inc.index))
+        Some((inc.sid, inc.key.index))
     }
 
     /// The chunk being written is written; the install ends with it if it was the last.
     pub(super) fn written(&mut self) -> Option<Written> {
         let inc = self.current.as_mut()?;
         let InstallPhase::Writing { seq, token, done } = inc.phase else { return None };
-        let (from, index) = (inc.from.clone(), inc.index);
+        let (from, index) = (inc.key.from.clone(), inc.key.index);
         inc.next_seq = seq + 1;
         inc.phase = InstallPhase::Idle;
         if done {
@@ -161,30 +190,47 @@ impl Install {
 mod tests {
     use super::*;
 
+    fn key(from: &str, index: u64) -> TransferKey {
+        TransferKey { from: from.into(), term: 3, transfer: 1, index, snapshot_term: 2 }
+    }
+
+    /// An install of `key("a", 5)` through stream 9 that wrote chunks 0..n.
+    fn written_up_to(n: u64) -> Install {
+        let mut i = Install::default();
+        i.begin(key("a", 5), 9, (Some(1), None, false));
+        i.marked(5);
+        i.reset();
+        for seq in 0..n {
+            i.write(seq, Some(seq + 1), false);
+            i.written();
+        }
+        i
+    }
+
     #[test]
     fn an_install_goes_through_its_phases_in_order() {
         let mut i = Install::default();
-        assert_eq!(i.fit("a", 5, 1), Fit::NoTransfer);
-        i.begin("a".into(), 5, 9, (Some(1), None, false));
+        assert_eq!(i.fit(&key("a", 5), 1), Fit::NoTransfer);
+        i.begin(key("a", 5), 9, (Some(1), None, false));
         assert!(i.is_active());
         // nothing is written before the mark is durable and the state machine cleared
         assert!(i.reset().is_none());
-        assert_eq!(i.fit("a", 5, 0), Fit::OutOfOrder);
+        assert_eq!(i.fit(&key("a", 5), 0), Fit::OutOfOrder { next_seq: 0 });
         assert!(!i.marked(4));
         assert!(i.marked(5));
         assert!(!i.marked(5));
         assert_eq!(i.reset().map(|c| c.0), Some(Some(1)));
         assert!(i.reset().is_none());
         assert_eq!(i.write(0, Some(1), false), Some((9, 5)));
-        assert_eq!(i.fit("a", 5, 1), Fit::OutOfOrder);
+        assert_eq!(i.fit(&key("a", 5), 1), Fit::OutOfOrder { next_seq: 0 });
         let w = i.written().expect("written");
         assert_eq!((w.seq, w.token, w.done), (0, Some(1), false));
         assert!(i.written().is_none());
-        assert_eq!(i.fit("a", 5, 0), Fit::Duplicate);
-        assert_eq!(i.fit("b", 5, 1), Fit::Other);
-        assert_eq!(i.fit("a", 6, 1), Fit::Other);
-        assert_eq!(i.fit("a", 5, 2), Fit::OutOfOrder);
-        assert_eq!(i.fit("a", 5, 1), Fit::Next);
+        assert_eq!(i.fit(&key("a", 5), 0), Fit::Duplicate);
+        assert_eq!(i.fit(&key("b", 5), 1), Fit::Other);
+        assert_eq!(i.fit(&key("a", 6), 1), Fit::Other);
+        assert_eq!(i.fit(&key("a", 5), 2), Fit::OutOfOrder { next_seq: 1 });
+        assert_eq!(i.fit(&key("a", 5), 1), Fit::Next);
         i.write(1, Some(2), true);
         let w = i.written().expect("written");
         assert!(w.done);
@@ -192,13 +238,44 @@ mod tests {
     }
 
     #[test]
+    fn a_resumed_install_takes_only_chunks_of_its_own_transfer() {
+        let i = written_up_to(4);
+        let k = key("a", 5);
+        // the same transfer resumes: the chunk it had in flight is the next, or was written
+        assert_eq!(i.fit(&k, 4), Fit::Next);
+        assert_eq!(i.fit(&k, 3), Fit::Duplicate);
+        assert_eq!(i.fit(&k, 5), Fit::OutOfOrder { next_seq: 4 });
+        // a chunk that claims the same position but differs in anything else is of another
+        // transfer: another leader, term, transfer, or snapshot index or term
+        let others = [
+            TransferKey { from: "b".into(), ..k.clone() },
+            TransferKey { term: 4, ..k.clone() },
+            TransferKey { transfer: 2, ..k.clone() },
+            TransferKey { index: 6, ..k.clone() },
+            TransferKey { snapshot_term: 1, ..k.clone() },
+        ];
+        for other in others {
+            assert_eq!(i.fit(&other, 4), Fit::Other, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_resent_chunk_still_being_written_says_where_the_install_stands() {
+        let mut i = written_up_to(2);
+        i.write(2, Some(3), false);
+        assert_eq!(i.fit(&key("a", 5), 2), Fit::OutOfOrder { next_seq: 2 });
+        i.written();
+        assert_eq!(i.fit(&key("a", 5), 2), Fit::Duplicate);
+    }
+
+    #[test]
     fn an_aborted_install_names_the_chunk_it_left_unanswered() {
         let mut i = Install::default();
-        i.begin("a".into(), 5, 9, (Some(1), None, false));
+        i.begin(key("a", 5), 9, (Some(1), None, false));
         let a = i.abort().expect("under way");
         assert_eq!((a.sid, a.from.as_str(), a.held, a.next_seq), (9, "a", Some(Some(1)), 0));
         assert!(i.abort().is_none());
-        i.begin("a".into(), 5, 10, (None, None, false));
+        i.begin(key("a", 5), 10, (None, None, false));
         i.marked(5);
         i.reset();
         i.write(0, None, false);

@@ -17,6 +17,8 @@ pub(super) enum IoKind {
     SnapshotReset,
     SnapshotWrite,
     Quiesce,
+    /// A point-in-time snapshot read opening for `peer` as stream `sid`.
+    SnapshotOpen { peer: String, sid: u32 },
 }
 
 struct IoWait {

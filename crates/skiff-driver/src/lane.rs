@@ -30,7 +30,10 @@ impl Lane {
             match (&mut back.body, m.body) {
                 (Body::AppendEntries(q), Body::AppendEntries(n)) if q.term == n.term => {
                     if n.entries.is_empty() {
+                        // Still unsent: it may carry the newer read round and transfer too.
                         q.leader_commit = q.leader_commit.max(n.leader_commit);
+                        q.read_ctx = q.read_ctx.max(n.read_ctx);
+                        q.transfer_to = n.transfer_to;
                         return;
                     }
                     let continues = q.prev_log_index + q.entries.len() as u64 == n.prev_log_index
@@ -42,6 +45,8 @@ impl Lane {
                     if q.entries.len() + n.entries.len() <= max_entries {
                         q.entries.extend(n.entries);
                         q.leader_commit = q.leader_commit.max(n.leader_commit);
+                        q.read_ctx = q.read_ctx.max(n.read_ctx);
+                        q.transfer_to = n.transfer_to;
                         return;
                     }
                     self.queue.push_back(Message { body: Body::AppendEntries(n), ..m });
@@ -154,6 +159,8 @@ mod tests {
                 entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
                 leader_commit: commit,
                 peers: None,
+                read_ctx: None,
+                transfer_to: None,
             }),
         }
     }
@@ -163,7 +170,7 @@ mod tests {
             from: "a".into(),
             to: "b".into(),
             token: None,
-            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false }),
+            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false, transfer: false }),
         }
     }
 

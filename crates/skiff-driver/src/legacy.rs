@@ -1,7 +1,7 @@
 //! Rolling upgrades from skiff-algorithm: its requests made into ours, and what we send and answer it made safe for it.
 
 use serde_json::value::RawValue;
-use skiff_core::message::AppendEntriesResponse;
+use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, RequestVote};
 use skiff_core::{Body, Message, Raft};
 use std::collections::HashSet;
 
@@ -70,11 +70,13 @@ pub(super) struct LegacyMark {
 /// What this node knows of its peers' versions. The driver asks it to translate each request
 /// before parsing it, to cap each AppendEntries before sending it, and to complete each
 /// AppendEntries reply before the core sees it.
-/// Invariant: `modern` holds only peers whose latest AppendEntries reply carried `matchIndex`;
+/// Invariant: `modern` holds only peers whose latest AppendEntries reply carried `matchIndex`, or
+/// whose latest AppendEntries request (on their own connection) carried `prevLogTerm`;
 /// `mark` was set only from a request whose connection was its sender's (see `accept`).
 #[derive(Default)]
 pub(super) struct Legacy {
-    /// Peers whose AppendEntries replies carry `matchIndex`: skiff-rs nodes. The others may run
+    /// Peers whose AppendEntries replies carry `matchIndex`, or whose AppendEntries requests
+    /// carry `prevLogTerm`: skiff-rs nodes. The others may run
     /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
     modern: HashSet<String>,
     /// See `LegacyMark`.
@@ -85,6 +87,22 @@ impl Legacy {
     /// `peer` left the cluster: what was learnt of it no longer holds for whoever takes its id.
     pub(super) fn forget(&mut self, peer: &str) {
         self.modern.remove(peer);
+    }
+
+    /// Whether `peer` is known to run skiff-rs: only such a peer gets the messages
+    /// skiff-algorithm lacks (ReadIndex, TimeoutNow).
+    pub(super) fn is_modern(&self, peer: &str) -> bool {
+        self.modern.contains(peer)
+    }
+
+    /// An AppendEntries came from `leader` (its connection's peer), in our format (`ours`,
+    /// with `prevLogTerm`) or skiff-algorithm's: how a follower learns what its leader runs.
+    pub(super) fn heard_leader(&mut self, leader: &str, ours: bool) {
+        if ours {
+            self.modern.insert(leader.to_string());
+        } else {
+            self.modern.remove(leader);
+        }
     }
 
     /// Makes an AppendEntries to a peer that may run skiff-algorithm safe for it. Such a
@@ -149,27 +167,27 @@ impl Legacy {
         args: &str,
     ) -> Result<Option<(String, Option<LegacyMark>)>, String> {
         match kind {
-            "AppendEntries" => {
+            AppendEntries::TYPE => {
                 // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
                 let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
                 if head.contains("\"prevLogTerm\"") {
                     return Ok(None);
                 }
             }
-            "RequestVote" | "InstallSnapshot" => {}
+            RequestVote::TYPE | InstallSnapshot::TYPE => {}
             _ => return Ok(None),
         }
         // Malformed requests are left to the parse that follows, which says what is wrong.
         let Ok(v) = serde_json::from_str::<Request>(args) else { return Ok(None) };
         match kind {
-            "InstallSnapshot" if v.seq.is_none() => Err("a snapshot chunk without seq (skiff-algorithm's format) cannot be \
+            InstallSnapshot::TYPE if v.seq.is_none() => Err("a snapshot chunk without seq (skiff-algorithm's format) cannot be \
                  installed: its chunks cannot be told apart; keep followers within the leader's retained log"
                 .into()),
-            "RequestVote" if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
+            RequestVote::TYPE if v.last_log_term.is_none() => Ok(v.candidate_id.map(|c| {
                 let text = format!(r#"{{"term":{},"candidateId":{},"lastLogIndex":{},"lastLogTerm":0}}"#, v.term, json_text(&c), v.last_log_index);
                 (text, None)
             })),
-            "AppendEntries" if v.prev_log_term.is_none() => Ok(raft.and_then(|raft| self.append(raft, v))),
+            AppendEntries::TYPE if v.prev_log_term.is_none() => Ok(raft.and_then(|raft| self.append(raft, v))),
             _ => Ok(None),
         }
     }
@@ -278,6 +296,8 @@ mod tests {
                 entries: vec![],
                 leader_commit: 9,
                 peers: None,
+                read_ctx: None,
+                transfer_to: None,
             }),
         };
         let commit = |m: &Message| match &m.body {

@@ -4,13 +4,21 @@
 //! a host to perform (the JS wrapper, through the napi binding; or a simulation's fakes). It
 //! knows nothing of napi, so the simulation drives exactly the driver that ships.
 
+mod apply;
 pub mod code;
+mod connections;
+mod events;
+mod host;
 pub mod input;
+mod handoff;
 mod install;
 mod io;
 mod lane;
 mod legacy;
+mod reads;
+mod load;
 mod requests;
+mod save;
 mod snapshot_send;
 pub mod node;
 pub mod op;

@@ -32,13 +32,11 @@ pub struct ApplyItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Json>,
     /// A local `command()` call waits for this entry: keep what `applyCommand` called back
-    /// with, to hand it to that caller.
+    /// with for the `done` op that answers it (in the ops of the `progress` or `complete` call
+    /// that reports the item applied). Only the engine decides when a request completes; the
+    /// wrapper holds the value.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub want: bool,
-    /// The local `command()` request that completes as soon as this item is applied, answered
-    /// by the wrapper itself (no round trip through the engine for a `done` op).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub req: Option<u32>,
 }
 
 /// An event argument: JSON, or the node itself.
@@ -89,7 +87,8 @@ pub enum Op {
     Reply { id: u64, error: Option<JsError>, result: Option<Box<RawValue>> },
     Event { name: &'static str, args: Vec<Arg> },
     /// Finishes a `command`/`join`/`leave`/`stop` call. `index` is the log index of a command,
-    /// whose `applyCommand` result the wrapper kept (see `ApplyItem::want`).
+    /// whose `applyCommand` result the wrapper kept (see `ApplyItem::want`): it hands that
+    /// result to a success, and drops it on a failure.
     Done {
         req: u32,
         error: Option<JsError>,
@@ -101,6 +100,9 @@ pub enum Op {
     #[serde(rename_all = "camelCase")]
     SnapshotRead { io: u32, sid: u32, max_chunks: usize, max_bytes: usize },
     SnapshotClose { sid: u32 },
+    /// Open read stream `sid` with the plugin's `createSnapshotReadStream` (a point-in-time
+    /// read, taken while applying goes on); answered with the applied index it is of.
+    SnapshotOpen { io: u32, sid: u32 },
     /// `removeAllState`.
     SnapshotReset { io: u32 },
     /// Write `chunks` into write stream `sid` (opened on first use); with `end`, finish the

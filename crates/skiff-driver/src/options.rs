@@ -33,6 +33,15 @@ pub struct NodeOptions {
     /// `Config::max_bytes_per_message`) plus one such command always fits.
     #[serde(default = "defaults::max_command_bytes")]
     pub max_command_bytes: u64,
+    /// The persistence plugin has `createSnapshotReadStream`: a snapshot read is of the index it
+    /// was taken at however far applying goes, so a transfer holds nothing back and a failed
+    /// one can resume.
+    #[serde(default)]
+    pub point_in_time_snapshots: bool,
+    /// `stop()` on a leader first hands leadership to the most up-to-date voter (for at most one
+    /// election timeout), so the cluster does not wait out an election timeout.
+    #[serde(default = "defaults::transfer_on_stop")]
+    pub transfer_on_stop: bool,
 }
 
 /// The defaults of the options that reach the engine. The timing ones are the core's
@@ -62,6 +71,9 @@ pub mod defaults {
     pub fn max_command_bytes() -> u64 {
         1 << 20
     }
+    pub fn transfer_on_stop() -> bool {
+        true
+    }
 
     /// Every default by its JS option name, as `lib/options.js`'s `DEFAULTS` spells them.
     pub fn to_json() -> serde_json::Value {
@@ -73,6 +85,7 @@ pub mod defaults {
             "commandTimeout": command_timeout(),
             "retainedLogEntries": retained(),
             "maxCommandBytes": max_command_bytes(),
+            "transferOnStop": transfer_on_stop(),
         })
     }
 }

@@ -70,22 +70,12 @@ impl Requests {
         self.by_index.contains_key(&index)
     }
 
-    /// A command waiting for the entry (`index`, `term`) that needs nothing but this node's apply
-    /// (no `waitForNode`) is handed to the wrapper, which answers it when the item is applied.
-    /// It leaves the engine's books: it is committed, so it will be applied.
-    pub(super) fn take_direct(&mut self, index: u64, term: u64) -> Option<u32> {
-        let reqs = self.by_index.get(&index)?;
-        if reqs.len() != 1 {
-            return None;
-        }
-        let req = reqs[0];
-        let p = self.pending.get(&req)?;
-        if p.term != term || !matches!(p.waiting, Waiting::Command { wait_for: None }) {
-            return None;
-        }
-        self.pending.remove(&req);
-        self.by_index.remove(&index);
-        Some(req)
+    /// Whether some request waits for the entry (`index`, `term`) as proposed: the wrapper then
+    /// keeps what `applyCommand` calls back with for that item, for the `done` that answers it.
+    pub(super) fn wants_result(&self, index: u64, term: u64) -> bool {
+        self.by_index
+            .get(&index)
+            .is_some_and(|reqs| reqs.iter().any(|r| self.pending.get(r).is_some_and(|p| p.term == term)))
     }
 
     /// The entry (`index`, `term`) was applied here: what became of the requests waiting for it,
@@ -216,8 +206,6 @@ mod tests {
         r.track(2, 5, 2, 100, 100, Waiting::Membership);
         r.track(3, 6, 2, 100, 100, command(None));
         assert!(r.waits_for(5));
-        // two wait for index 5: neither is handed to the wrapper
-        assert_eq!(r.take_direct(5, 2), None);
         assert_eq!(r.applied(5, 2, |_| None), vec![Outcome::Done { req: 1, index: 5 }, Outcome::Done { req: 2, index: 5 }]);
         assert!(!r.waits_for(5));
         assert_eq!(r.applied(6, 3, |_| None), vec![Outcome::Superseded { req: 3 }]);
@@ -225,17 +213,16 @@ mod tests {
     }
 
     #[test]
-    fn only_a_lone_plain_command_of_the_same_term_is_taken_direct() {
+    fn a_result_is_wanted_only_for_an_entry_of_the_term_it_was_proposed_in() {
         let mut r = Requests::default();
         r.track(1, 5, 2, 100, 100, command(None));
         r.track(2, 6, 2, 100, 100, command(Some("b")));
-        r.track(3, 7, 2, 100, 100, Waiting::Membership);
-        assert_eq!(r.take_direct(5, 3), None);
-        assert_eq!(r.take_direct(6, 2), None);
-        assert_eq!(r.take_direct(7, 2), None);
-        assert_eq!(r.take_direct(5, 2), Some(1));
-        assert!(!r.waits_for(5));
-        assert!(r.untrack(1).is_none());
+        assert!(r.wants_result(5, 2));
+        assert!(r.wants_result(6, 2));
+        assert!(!r.wants_result(5, 3));
+        assert!(!r.wants_result(7, 2));
+        r.untrack(1);
+        assert!(!r.wants_result(5, 2));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The wire codec: a peer message's type name and JSON text ↔ the core's [`Body`].
 //!
 //! A request travels as `send(type, args)`; its response travels as the reply to that request,
-//! so a response is read knowing the type of the request it answers. The six message types are
-//! listed once, in the `wire!` table below, which writes the three conversions from it.
+//! so a response is read knowing the type of the request it answers. The message types are
+//! listed once, in the `wire!` table below, which writes the three conversions from it; their
+//! names are the core's (`AppendEntries::TYPE`, ...).
 
 use serde_json::value::RawValue;
 use skiff_core::message::{
-    AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RequestVote, RequestVoteResponse,
+    AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, ReadIndex, ReadIndexResponse,
+    RequestVote, RequestVoteResponse, TimeoutNow, TimeoutNowResponse,
 };
 use skiff_core::Body;
 
@@ -33,13 +35,25 @@ impl Sender for InstallSnapshot {
     }
 }
 
-/// Writes [`request`], [`response`] and [`to_json`] from one list of `"Type" => Request / Response`.
+impl Sender for ReadIndex {
+    fn sender(&self) -> &str {
+        &self.follower_id
+    }
+}
+
+impl Sender for TimeoutNow {
+    fn sender(&self) -> &str {
+        &self.leader_id
+    }
+}
+
+/// Writes [`request`], [`response`] and [`to_json`] from one list of `Request / Response`.
 macro_rules! wire {
-    ($($name:literal => $req:ident / $res:ident,)*) => {
+    ($($req:ident / $res:ident,)*) => {
         /// A request of type `kind` from its JSON text → the node it speaks for and its body.
         pub fn request(kind: &str, text: &str) -> Result<(String, Body), String> {
             match kind {
-                $($name => serde_json::from_str::<$req>(text)
+                $($req::TYPE => serde_json::from_str::<$req>(text)
                     .map(|m| (m.sender().to_string(), Body::$req(m)))
                     .map_err(|e| e.to_string()),)*
                 other => Err(format!("unknown message type {other:?}")),
@@ -49,7 +63,7 @@ macro_rules! wire {
         /// The reply to a request of type `kind`, from its JSON text.
         pub fn response(kind: &str, text: &str) -> Result<Body, String> {
             match kind {
-                $($name => serde_json::from_str::<$res>(text).map(Body::$res).map_err(|e| e.to_string()),)*
+                $($req::TYPE => serde_json::from_str::<$res>(text).map(Body::$res).map_err(|e| e.to_string()),)*
                 other => Err(format!("unknown message type {other:?}")),
             }
         }
@@ -67,9 +81,11 @@ macro_rules! wire {
 }
 
 wire! {
-    "AppendEntries" => AppendEntries / AppendEntriesResponse,
-    "RequestVote" => RequestVote / RequestVoteResponse,
-    "InstallSnapshot" => InstallSnapshot / InstallSnapshotResponse,
+    AppendEntries / AppendEntriesResponse,
+    RequestVote / RequestVoteResponse,
+    InstallSnapshot / InstallSnapshotResponse,
+    ReadIndex / ReadIndexResponse,
+    TimeoutNow / TimeoutNowResponse,
 }
 
 #[cfg(test)]

@@ -21,8 +21,12 @@
 //! - `SIM_STEPS`: events per run before healing (default 20000; 5000 in unoptimized builds).
 //! - `SIM_PROFILE=snapshots|slowdisk|big|membership`: bias the configurations toward one area
 //!   (`default`, or unset: none).
-//! - `SIM_KNOWN_BUGS=4`: stop steering around the one documented limitation left (a node whose
-//!   data was wiped coming back under its old id; see skiff-core's `tests/regressions.rs`).
+//! - `SIM_KNOWN_BUGS=4,5`: stop steering around a known problem: 4, the documented limitation
+//!   of a node whose data was wiped coming back under its old id (see skiff-core's
+//!   `tests/regressions.rs`); 5, lease reads, which a delayed answer makes stale (see
+//!   `RunConfig::known_bug`).
+//! - Clients also read on every node (`read()`; a success must have applied every command
+//!   acknowledged before it was asked) and now and then ask a leader to hand over.
 //!
 //! A failure prints the seed, the configuration and the command that replays it, e.g.
 //! `SIM_PROFILE=slowdisk SIM_SEED=123 cargo test -p skiff-driver --profile ci --test sim -- --nocapture random_clusters`.
@@ -94,7 +98,7 @@ fn random_clusters() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(count.max(1) as usize);
     let next = AtomicUsize::new(0);
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
-    let totals: Mutex<[u64; 8]> = Mutex::new([0; 8]);
+    let totals: Mutex<[u64; 11]> = Mutex::new([0; 11]);
     let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -120,6 +124,9 @@ fn random_clusters() {
                             st.removed_self,
                             st.snapshots_installed,
                             st.elections,
+                            st.reads_ok,
+                            st.reads_failed,
+                            st.transfers,
                         ]
                         .into_iter()
                         .enumerate()
@@ -142,10 +149,10 @@ fn random_clusters() {
     let t = totals.into_inner().unwrap();
     eprintln!(
         "simulated {count} seeds x {} steps in {:.1?} on {threads} threads: {} events, {} acknowledged proposals, {} crashes, \
-         {} partitions, {} removals ({} of the leader itself), {} snapshots installed, {} elections",
+         {} partitions, {} removals ({} of the leader itself), {} snapshots installed, {} elections, {} reads served ({} refused), {} hand-offs asked",
         RunConfig::random(base).steps,
         started.elapsed(),
-        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10]
     );
     let mut failures = failures.into_inner().unwrap();
     failures.sort();
@@ -240,6 +247,7 @@ fn vote_survives_crash_restart() {
             last_log_index: 100,
             last_log_term: term,
             pre_vote: false,
+            transfer: false,
         })
     };
     let answers = |sim: &Sim, to: &str| -> Vec<(u64, bool)> {

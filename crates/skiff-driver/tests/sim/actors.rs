@@ -85,12 +85,23 @@ impl Sim {
             self.member_req = None;
             return;
         }
+        if let Some(floor) = self.reads.remove(&(i, inc, req)) {
+            return self.read_done(i, floor, error);
+        }
+        // A `done` naming an index hands over (or, with an error, drops) the result kept for it.
+        let kept = index.is_some_and(|k| self.nodes[i].host.kept.remove(&k));
         let Some(cmd) = self.proposals.remove(&(i, inc, req)) else { return };
         *self.pending_by_node.entry((i, inc)).or_default() -= 1;
         if error.is_some() {
             return;
         }
         let Some(index) = index else { self.violation(format!("{}: command {cmd} done without its index", self.nodes[i].id)) };
+        if !kept {
+            self.violation(format!(
+                "{}: command {cmd} answered at index {index}, whose applied result the wrapper was not told to keep",
+                self.nodes[i].id
+            ));
+        }
         if self.cmd_index.get(&cmd) != Some(&index) {
             self.violation(format!(
                 "{}: command {cmd} acknowledged at index {index}, applied at {:?}",
@@ -100,6 +111,52 @@ impl Sim {
         }
         trace!(self, "ACK {cmd} at {index}");
         self.acked.push((index, cmd));
+        self.max_acked = self.max_acked.max(index);
+    }
+
+    /// A `read()` at node `i` answered: a success must see every command acknowledged before it
+    /// was asked (`floor`) in the node's state machine; a coded refusal is fine.
+    fn read_done(&mut self, i: usize, floor: u64, error: Option<ErrIn>) {
+        if let Some(e) = error {
+            if e.code.is_empty() {
+                self.violation(format!("{}: a read failed without a code: {}", self.nodes[i].id, e.message));
+            }
+            self.stats.reads_failed += 1;
+            return;
+        }
+        let applied = self.nodes[i].disk.sm_applied;
+        if applied < floor {
+            self.violation(format!(
+                "{}: stale read: served at applied index {applied}, but index {floor} was acknowledged before it was asked",
+                self.nodes[i].id
+            ));
+        }
+        trace!(self, "{} READ ok at {applied} (floor {floor})", self.nodes[i].id);
+        self.stats.reads_ok += 1;
+    }
+
+    /// A `read()` at a running node `i` (leader or follower); with `SIM_KNOWN_BUGS=5`, now and
+    /// then with the lease (known problem 5, see `RunConfig::known_bug`).
+    fn read(&mut self, i: usize) {
+        let req = self.new_req();
+        let inc = self.nodes[i].inc;
+        self.reads.insert((i, inc, req), self.max_acked);
+        let lease = RunConfig::known_bug(5) && self.rng.range(0, 3) == 0;
+        self.input(i, Input::Read { req, lease, timeout_ms: 0 });
+        self.check_all();
+    }
+
+    /// Leader `l` is asked to hand over, to a named member or to the most up-to-date voter; its
+    /// answer is not checked beyond the invariants (a refusal comes with a code).
+    fn transfer(&mut self, l: usize) {
+        let req = self.new_req();
+        let peer = match self.rng.range(0, 2) {
+            0 => None,
+            _ => Some(self.nodes[self.rng.range(0, self.nodes.len() as u64) as usize].id.clone()),
+        };
+        self.stats.transfers += 1;
+        self.input(l, Input::Transfer { req, peer });
+        self.check_all();
     }
 
     pub fn leaders(&self) -> Vec<usize> {
@@ -124,6 +181,14 @@ impl Sim {
                 let cmd = self.command();
                 self.propose(i, &cmd);
             }
+            if self.rng.range(0, 40) == 0 && self.nodes[i].is_leader() {
+                self.transfer(i);
+            }
+        }
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&k| self.nodes[k].driver.is_some()).collect();
+        if !running.is_empty() && self.rng.range(0, 2) == 0 {
+            let k = running[self.rng.range(0, running.len() as u64) as usize];
+            self.read(k);
         }
         let g = self.between(self.cfg.client_gap);
         self.schedule(g, Ev::Client);

@@ -519,6 +519,10 @@ pub fn short(m: &Message) -> String {
         Body::InstallSnapshotResponse(s) => {
             format!("ISR t{} seq={} ok={} installed={}", s.term, s.seq, s.success, s.installed_index)
         }
+        Body::ReadIndex(r) => format!("RI t{} id={}", r.term, r.id),
+        Body::ReadIndexResponse(r) => format!("RIR t{} id={} ok={} index={}", r.term, r.id, r.success, r.index),
+        Body::TimeoutNow(t) => format!("TN t{}", t.term),
+        Body::TimeoutNowResponse(t) => format!("TNR t{} ok={}", t.term, t.success),
     };
     format!("{}->{} {b}", m.from, m.to)
 }

@@ -62,8 +62,9 @@ pub struct ItemIn<'a> {
     pub index: u64,
     #[serde(default, borrow)]
     pub command: Option<&'a RawValue>,
+    /// A local `command()` waits for this item: the wrapper keeps its result for the `done`.
     #[serde(default)]
-    pub req: Option<u32>,
+    pub want: bool,
 }
 
 /// A coded error as the driver hands it to the host.
@@ -104,6 +105,8 @@ pub struct HostState {
     /// Requests from peers waiting for a reply: id → (sender, its incarnation, its send io, type).
     pub replies: BTreeMap<u64, (usize, u64, u32, String)>,
     pub next_reply: u64,
+    /// Indexes of applied items marked `want` whose result waits for the `done` that names it.
+    pub kept: BTreeSet<u64>,
 }
 
 const BAD_CODES: [&str; 7] = ["EBADMESSAGE", "EBADSENDER", "EBADSTATE", "EBADRESULT", "EINTERNAL", "EBADMETADATA", "EINVALIDOPTIONS"];

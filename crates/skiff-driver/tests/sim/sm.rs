@@ -21,7 +21,8 @@ pub enum SmJob {
 /// An `apply` chain: its items, with the entries the core held when it handed them out.
 pub struct Chain {
     io: u32,
-    items: Vec<(Entry, Option<u32>)>,
+    /// Each entry with its `want` mark.
+    items: Vec<(Entry, bool)>,
     pos: usize,
 }
 
@@ -63,7 +64,7 @@ impl Sim {
             if item.command.map(|c| c.get()) != expected {
                 self.violation(format!("{}: apply item {} carries {:?}, the log {:?}", node.id, e.index, item.command, expected));
             }
-            items.push((e.clone(), item.req));
+            items.push((e.clone(), item.want));
         }
         Chain { io: op.io, items, pos: 0 }
     }
@@ -143,7 +144,7 @@ impl Sim {
         let mut last = None;
         for _ in 0..take {
             let chain = self.nodes[i].host.sm.chain.as_mut().expect("the chain runs");
-            let (e, req) = chain.items[chain.pos].clone();
+            let (e, want) = chain.items[chain.pos].clone();
             chain.pos += 1;
             let node = &self.nodes[i];
             if e.index != node.disk.sm_applied + 1 {
@@ -177,9 +178,9 @@ impl Sim {
             self.nodes[i].disk.sm_applied = e.index;
             self.stats.applied += 1;
             last = Some(e.index);
-            if let Some(req) = req {
-                // The wrapper answers this command itself once it is applied.
-                self.request_done(i, req, None, Some(e.index));
+            if want {
+                // The wrapper keeps the result for the `done` that names this index.
+                self.nodes[i].host.kept.insert(e.index);
             }
         }
         let index = last.expect("at least one item");

@@ -193,6 +193,9 @@ pub struct Stats {
     pub snapshots_installed: u64,
     pub removed_self: u64,
     pub end_ms: u64,
+    pub reads_ok: u64,
+    pub reads_failed: u64,
+    pub transfers: u64,
 }
 
 pub struct Sim {
@@ -227,6 +230,11 @@ pub struct Sim {
     pub proposals: HashMap<(usize, u64, u32), String>,
     pub pending_by_node: HashMap<(usize, u64), usize>,
     pub acked: Vec<(u64, String)>,
+    /// The highest index of `acked`.
+    pub max_acked: u64,
+    /// Reads asked and not answered: (node, incarnation, req) → `max_acked` when asked, which a
+    /// successful answer's state machine must have applied.
+    pub reads: HashMap<(usize, u64, u32), u64>,
     pub proposed: usize,
     pub votes: HashMap<(usize, u64, u64), String>,
     pub next_cmd: u64,
@@ -276,6 +284,8 @@ impl Sim {
             proposals: HashMap::new(),
             pending_by_node: HashMap::new(),
             acked: Vec::new(),
+            max_acked: 0,
+            reads: HashMap::new(),
             proposed: 0,
             votes: HashMap::new(),
             next_cmd: 0,
@@ -405,6 +415,10 @@ impl Sim {
             retained_log_entries: self.cfg.retained,
             pipelining: self.cfg.pipelining,
             max_command_bytes: 1 << 20,
+            // The sim keeps the quiesce path: a snapshot is read while the state machine is still.
+            point_in_time_snapshots: false,
+            // Nodes only crash in the sim, they are never stopped; a hand-off comes from clients.
+            transfer_on_stop: false,
         }
     }
 

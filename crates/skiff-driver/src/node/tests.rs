@@ -1,0 +1,275 @@
+//! The Driver as a host sees it: ops out, inputs in, on a clock the test moves.
+
+use super::*;
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct NoHost;
+impl Host for NoHost {
+    fn wake(&self) {}
+}
+
+struct TestClock(Arc<AtomicU64>);
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A one-node driver and the saves it asked for.
+struct Harness {
+    d: Driver<NoHost>,
+    time: Arc<AtomicU64>,
+    saves: Vec<Value>,
+    pending: Vec<Value>,
+    /// Every op the driver produced, in order.
+    ops: Vec<Value>,
+}
+
+impl Harness {
+    fn new(state: &str) -> Harness {
+        let opts: NodeOptions = serde_json::from_str(r#"{"id":"a"}"#).unwrap();
+        let time = Arc::new(AtomicU64::new(0));
+        let clock = Box::new(TestClock(time.clone()));
+        let d = Driver::with_clock(opts, 7, NoHost, Arc::default(), Arc::new(Notify::new()), clock);
+        let mut h = Harness { d, time, saves: Vec::new(), pending: Vec::new(), ops: Vec::new() };
+        let batch = h.d.start();
+        h.take(batch);
+        for op in std::mem::take(&mut h.pending) {
+            let result = if op["op"] == "loadMeta" { state.to_string() } else { "0".to_string() };
+            let batch = h.d.input(Input::Complete { io: io(&op), error: None, result: Some(result) }, None);
+            h.take(batch);
+        }
+        h
+    }
+
+    fn take(&mut self, batch: Option<String>) {
+        if let Some(text) = batch {
+            let ops: Vec<Value> = serde_json::from_str(&text).unwrap();
+            self.ops.extend(ops.iter().cloned());
+            self.pending.extend(ops);
+        }
+    }
+
+    /// Completes every IO op (saves, applies) until none is left.
+    fn settle(&mut self) {
+        self.settle_but(|_| false);
+    }
+
+    /// Completes every IO op but those `hold` picks (returned, not completed) until none is left.
+    fn settle_but(&mut self, hold: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut held = Vec::new();
+        while !self.pending.is_empty() {
+            for op in std::mem::take(&mut self.pending) {
+                if hold(&op) {
+                    held.push(op);
+                    continue;
+                }
+                let result = match op["op"].as_str() {
+                    Some("saveMeta") => {
+                        self.saves.push(op.clone());
+                        None
+                    }
+                    Some("apply") => op["entries"].as_array().unwrap().last().map(|e| e["index"].to_string()),
+                    _ => continue,
+                };
+                let batch = self.d.input(Input::Complete { io: io(&op), error: None, result }, None);
+                self.take(batch);
+            }
+        }
+        held
+    }
+
+    /// Proposes `command` (JSON text) as request `req` and completes every IO but the applies;
+    /// returns those, and the apply op and item that carry the command.
+    fn propose_unapplied(&mut self, req: u32, command: &str, timeout_ms: u64) -> (Vec<Value>, Value, Value) {
+        let batch = self.d.input(Input::Propose { req, command: command.into(), timeout_ms, wait_for: None }, None);
+        self.take(batch);
+        let held = self.settle_but(|op| op["op"] == "apply");
+        let wanted: Value = serde_json::from_str(command).unwrap();
+        let (apply, item) = held
+            .iter()
+            .find_map(|op| op["entries"].as_array().unwrap().iter().find(|e| e["command"] == wanted).map(|e| (op.clone(), e.clone())))
+            .expect("the command is handed to the state machine");
+        (held, apply, item)
+    }
+
+    /// The `done` ops that answered `req`.
+    fn dones(&self, req: u32) -> Vec<&Value> {
+        self.ops.iter().filter(|op| op["op"] == "done" && op["req"] == req).collect()
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.time.fetch_add(ms, Ordering::SeqCst);
+        self.d.timer_round();
+        let batch = self.d.drain();
+        self.take(batch);
+        self.settle();
+    }
+}
+
+fn io(op: &Value) -> u32 {
+    op["io"].as_u64().unwrap() as u32
+}
+
+fn indexes(save: &Value) -> Vec<u64> {
+    save["state"]["log"]["entries"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn each_save_carries_the_entries_new_since_the_previous_one() {
+    let mut h = Harness::new("null");
+    h.advance(10_000);
+    assert!(h.d.raft.as_ref().unwrap().is_leader(), "a bootstrapped node elects itself");
+    let first = h.saves.first().expect("saved").clone();
+    assert_eq!(first["from"], 1, "the wrapper holds no entries yet: the first save has them all");
+    let last = h.d.raft.as_ref().unwrap().log().last_index();
+    h.saves.clear();
+    let batch = h.d.input(Input::Propose { req: 1, command: "\"x\"".into(), timeout_ms: 0, wait_for: None }, None);
+    h.take(batch);
+    h.settle();
+    let save = h.saves.first().expect("the command is saved");
+    assert_eq!(save["from"], last + 1);
+    assert_eq!(indexes(save), vec![last + 1], "only the new entry travels");
+    assert_eq!(save["state"]["currentTerm"], h.d.raft.as_ref().unwrap().term());
+}
+
+#[test]
+fn a_restarted_node_writes_its_whole_log_first() {
+    let state = r#"{"currentTerm":2,"votedFor":"a","log":{"meta":{"lastIncludedIndex":3,"lastIncludedTerm":1,
+        "members":[{"id":"a","metadata":{}}]},"entries":[{"term":2,"index":4,"command":1,"uuid":"u4"},
+        {"term":2,"index":5,"command":2,"uuid":"u5"}]},"peers":[]}"#;
+    let mut h = Harness::new(state);
+    h.advance(10_000);
+    let first = h.saves.first().expect("the new term is saved");
+    assert_eq!(first["from"], 4, "from the log's first index");
+    assert_eq!(&indexes(first)[..2], &[4, 5]);
+}
+
+/// A follower of `L` in term 1 with an empty log.
+const FOLLOWER: &str = r#"{"currentTerm":1,"votedFor":null,"log":{"meta":{"lastIncludedIndex":0,"lastIncludedTerm":0,
+    "members":[{"id":"L","metadata":{}},{"id":"a","metadata":{}}]},"entries":[]},"peers":[{"id":"L","metadata":{}}]}"#;
+
+/// What the follower did with one chunk: its answer, and the snapshot ops it issued.
+struct Handled {
+    reply: Value,
+    resets: usize,
+    writes: Vec<Value>,
+}
+
+impl Harness {
+    /// Hands the follower chunk `seq` of the transfer (`transfer`, snapshot at 10 of `term`) and
+    /// completes every save, reset and write it asks for.
+    fn chunk(&mut self, reply: u64, transfer: u64, term: u64, seq: u64, done: bool) -> Handled {
+        let args = serde_json::json!({
+            "term": 2, "leaderId": "L", "lastIncludedIndex": 10, "lastIncludedTerm": term, "seq": seq,
+            "first": seq == 0, "done": done, "data": [[transfer, seq]], "transfer": transfer,
+            "peers": [{"id": "L", "metadata": {}}, {"id": "a", "metadata": {}}],
+        });
+        let input = Input::Receive { reply, kind: "InstallSnapshot".into(), args: args.to_string(), peer: Some("L".into()) };
+        let batch = self.d.input(input, None);
+        self.take(batch);
+        let mut handled = Handled { reply: Value::Null, resets: 0, writes: vec![] };
+        while !self.pending.is_empty() {
+            for op in std::mem::take(&mut self.pending) {
+                let result = match op["op"].as_str() {
+                    Some("reply") if op["id"] == reply => {
+                        handled.reply = op["result"].clone();
+                        continue;
+                    }
+                    Some("saveMeta") => {
+                        // the ops that wait for the save run once it is durable
+                        self.pending.extend(op["after"].as_array().cloned().unwrap_or_default());
+                        None
+                    }
+                    Some("snapshotReset") => {
+                        handled.resets += 1;
+                        None
+                    }
+                    Some("snapshotWrite") => {
+                        handled.writes.push(op.clone());
+                        None
+                    }
+                    _ => continue,
+                };
+                let batch = self.d.input(Input::Complete { io: io(&op), error: None, result }, None);
+                self.take(batch);
+            }
+        }
+        handled
+    }
+}
+
+#[test]
+fn a_follower_resumes_an_install_only_with_chunks_of_the_transfer_it_began() {
+    let mut h = Harness::new(FOLLOWER);
+    let c0 = h.chunk(1, 7, 2, 0, false);
+    assert_eq!((c0.reply["success"].as_bool(), c0.reply["seq"].as_u64()), (Some(true), Some(0)), "{:?}", c0.reply);
+    assert_eq!((c0.resets, c0.writes.len()), (1, 1));
+    let sid = c0.writes[0]["sid"].clone();
+    let c1 = h.chunk(2, 7, 2, 1, false);
+    assert_eq!(c1.reply["success"], true);
+    assert_eq!(c1.writes.len(), 1);
+    // the leader lost its connection and resends the chunk it had in flight: already written
+    let again = h.chunk(3, 7, 2, 1, false);
+    assert_eq!((again.reply["success"].as_bool(), again.writes.len()), (Some(true), 0));
+    // chunks that claim the next position but belong to another read of the snapshot, or to
+    // another snapshot, are refused and say nothing of this install; nothing is written
+    for (transfer, term) in [(8, 2), (7, 1)] {
+        let other = h.chunk(4, transfer, term, 2, true);
+        assert_eq!(other.reply["success"], false, "{:?}", other.reply);
+        assert_eq!(other.reply.get("nextSeq"), None);
+        assert_eq!((other.resets, other.writes.len()), (0, 0));
+    }
+    // a gap is refused with where the install stands
+    let gap = h.chunk(5, 7, 2, 3, true);
+    assert_eq!((gap.reply["success"].as_bool(), gap.reply["nextSeq"].as_u64()), (Some(false), Some(2)));
+    // the transfer goes on where it stopped, into the same stream, and completes
+    let last = h.chunk(6, 7, 2, 2, true);
+    assert_eq!(last.reply["installedIndex"], 10, "{:?}", last.reply);
+    assert_eq!(last.writes.len(), 1);
+    assert_eq!(last.writes[0]["sid"], sid);
+    assert_eq!(last.writes[0]["end"], true);
+    assert_eq!(last.writes[0]["chunks"], serde_json::json!([[7, 2]]));
+}
+
+/// The engine alone completes a command: its apply item is marked `want` (the wrapper keeps the
+/// result) and one `done` names that index once it is applied.
+#[test]
+fn a_command_is_answered_by_one_done_naming_its_applied_index() {
+    let mut h = Harness::new("null");
+    h.advance(10_000);
+    let (_, apply, item) = h.propose_unapplied(1, "\"x\"", 0);
+    assert_eq!(item["want"], true, "the wrapper keeps its result");
+    assert!(item.get("req").is_none(), "the wrapper answers nothing by itself");
+    assert!(h.dones(1).is_empty(), "not answered before it is applied");
+    let index = item["index"].as_u64().unwrap();
+    let batch = h.d.input(Input::ApplyProgress { io: io(&apply), index }, None);
+    h.take(batch);
+    let dones = h.dones(1);
+    assert_eq!(dones.len(), 1);
+    assert_eq!((dones[0]["error"].clone(), dones[0]["index"].as_u64()), (Value::Null, Some(index)));
+    h.settle();
+    assert_eq!(h.dones(1).len(), 1, "and answered once");
+}
+
+/// A command that times out while its entry is being applied names the index in its failure, so
+/// the wrapper drops a result kept for it; the apply that finishes later answers nothing.
+#[test]
+fn a_command_that_times_out_before_its_apply_names_the_index_once() {
+    let mut h = Harness::new("null");
+    h.advance(10_000);
+    let (held, _, item) = h.propose_unapplied(2, "\"y\"", 50);
+    let index = item["index"].as_u64().unwrap();
+    h.time.fetch_add(100, Ordering::SeqCst);
+    h.d.timer_round();
+    let batch = h.d.drain();
+    h.take(batch);
+    let dones = h.dones(2);
+    assert_eq!(dones.len(), 1);
+    assert_eq!(dones[0]["error"]["code"], code::ETIMEDOUT);
+    assert_eq!(dones[0]["index"].as_u64(), Some(index));
+    h.pending.extend(held);
+    h.settle();
+    assert_eq!(h.dones(2).len(), 1, "the late apply answers nothing more");
+}
