@@ -21,12 +21,11 @@
 //! - `SIM_STEPS`: events per run before healing (default 20000; 5000 in unoptimized builds).
 //! - `SIM_PROFILE=snapshots|slowdisk|big|membership`: bias the configurations toward one area
 //!   (`default`, or unset: none).
-//! - `SIM_KNOWN_BUGS=4,5`: stop steering around a known problem: 4, the documented limitation
-//!   of a node whose data was wiped coming back under its old id (see skiff-core's
-//!   `tests/regressions.rs`); 5, lease reads, which a delayed answer makes stale (see
-//!   `RunConfig::known_bug`).
-//! - Clients also read on every node (`read()`; a success must have applied every command
-//!   acknowledged before it was asked) and now and then ask a leader to hand over.
+//! - `SIM_KNOWN_BUGS=4`: stop steering around the one documented limitation left (a node whose
+//!   data was wiped coming back under its old id; see skiff-core's `tests/regressions.rs`).
+//! - Clients also read on every node (`read()`, with or without the lease; a success must have
+//!   applied every command acknowledged before it was asked) and now and then ask a leader to
+//!   hand over.
 //!
 //! A failure prints the seed, the configuration and the command that replays it, e.g.
 //! `SIM_PROFILE=slowdisk SIM_SEED=123 cargo test -p skiff-driver --profile ci --test sim -- --nocapture random_clusters`.

@@ -135,13 +135,12 @@ impl Sim {
         self.stats.reads_ok += 1;
     }
 
-    /// A `read()` at a running node `i` (leader or follower); with `SIM_KNOWN_BUGS=5`, now and
-    /// then with the lease (known problem 5, see `RunConfig::known_bug`).
+    /// A `read()` at a running node `i` (leader or follower), now and then with the lease.
     fn read(&mut self, i: usize) {
         let req = self.new_req();
         let inc = self.nodes[i].inc;
         self.reads.insert((i, inc, req), self.max_acked);
-        let lease = RunConfig::known_bug(5) && self.rng.range(0, 3) == 0;
+        let lease = self.rng.range(0, 3) == 0;
         self.input(i, Input::Read { req, lease, timeout_ms: 0 });
         self.check_all();
     }

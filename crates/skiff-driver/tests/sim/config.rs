@@ -178,13 +178,9 @@ impl RunConfig {
     }
 
     /// Whether to stop steering around known problem `k`: `SIM_KNOWN_BUGS=all`, or a list such as
-    /// `SIM_KNOWN_BUGS=4,5`. 4 is a documented limitation rather than a bug: a node whose data was
-    /// wiped comes back under its old id (README). By default a removed node is re-added only once
-    /// every other node durably holds its removal, as operators must. 5: lease reads (`read()`
-    /// with `lease`) are off by default, since the core measures the lease from when a follower's
-    /// answer arrived, not from when the leader sent what it answers: a delayed answer extends
-    /// the lease past the follower's promise not to vote, and a deposed leader serves a stale
-    /// read (`SIM_KNOWN_BUGS=5 SIM_SEED=57`).
+    /// `SIM_KNOWN_BUGS=4`. Only one is left, a documented limitation rather than a bug: 4, a node
+    /// whose data was wiped comes back under its old id (README). By default a removed node is
+    /// re-added only once every other node durably holds its removal, as operators must.
     pub fn known_bug(k: u32) -> bool {
         match std::env::var("SIM_KNOWN_BUGS") {
             Ok(v) => v == "all" || v.split(',').any(|x| x.trim().parse() == Ok(k)),
