@@ -374,7 +374,7 @@ fn snapshot_at_index_zero_is_the_empty_state() {
 /// disk that loses its last acknowledged save, must be caught within a few hundred seeds.
 #[test]
 fn checker_catches_broken_runtimes() {
-    for mutation in [Mutation::SendBeforeSave, Mutation::LoseLastSave] {
+    for mutation in [Mutation::SendBeforeSave, Mutation::LoseLastSave, Mutation::ReadAtOnce] {
         let mut caught = None;
         for seed in 0..300 {
             let mut cfg = RunConfig::random(seed);

@@ -2,7 +2,7 @@
 //! back, an operator joining and removing nodes one change at a time, crashes, restarts and
 //! re-adds, and the phases of a run (faults, then healing and the end checks).
 
-use crate::config::RunConfig;
+use crate::config::{Mutation, RunConfig};
 use crate::host::ErrIn;
 use crate::world::{node_index, Ev, MOp, Phase, Sim, Status};
 use skiff_core::Raft;
@@ -137,6 +137,9 @@ impl Sim {
 
     /// A `read()` at a running node `i` (leader or follower), now and then with the lease.
     fn read(&mut self, i: usize) {
+        if self.cfg.mutation == Some(Mutation::ReadAtOnce) {
+            return self.read_done(i, self.max_acked, None);
+        }
         let req = self.new_req();
         let inc = self.nodes[i].inc;
         self.reads.insert((i, inc, req), self.max_acked);

@@ -19,6 +19,8 @@ pub enum Mutation {
     SendBeforeSave,
     /// A crash loses the last completed save (a disk that acknowledged too early).
     LoseLastSave,
+    /// `read()` answers at once from the local state machine, without asking the driver.
+    ReadAtOnce,
 }
 
 #[derive(Clone, Debug)]
