@@ -71,6 +71,12 @@ declare namespace Node {
     metadata: any;
   }
 
+  /** A member as `node.members()` lists it. */
+  interface Member extends Peer {
+    /** false for a learner: it receives the log but counts toward no quorum and never campaigns. */
+    voter: boolean;
+  }
+
   // ------------------------------------------------------------------ plugins
 
   /** A connection to one peer; an EventEmitter that may emit close/error/connected/disconnected/connecting. */
@@ -323,10 +329,22 @@ declare namespace Node {
     transferLeadership(peerId: string | undefined, cb: Callback): void;
     transferLeadership(peerId?: string): Promise<void>;
 
-    /** Leader only: adds a member through the log. */
+    /**
+     * Leader only: adds a member through the log, first as a learner (it counts toward no quorum
+     * while it catches up), then promoted to voter by whichever node leads once it is within 100
+     * entries of the leader. Calls back when the promotion is committed: the peer votes.
+     */
     join(peerId: string, cb: Callback): void;
     join(peerId: string, metadata: any, cb: Callback): void;
     join(peerId: string, metadata?: any): Promise<void>;
+
+    /** Leader only: adds a permanent learner (a read replica, never promoted) through the log. */
+    addLearner(peerId: string, cb: Callback): void;
+    addLearner(peerId: string, metadata: any, cb: Callback): void;
+    addLearner(peerId: string, metadata?: any): Promise<void>;
+
+    /** The members as this node sees them (itself included when it is one). */
+    members(): Member[];
 
     /** Leader only: removes a member through the log (a leader removing itself then stops). */
     leave(peerId: string, cb: Callback): void;

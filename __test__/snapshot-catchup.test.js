@@ -6,9 +6,8 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Readable, Writable } = require('stream');
-const { Cluster, startCluster, waitForEvent, waitForState, waitUntil, sleep } = require('./helpers/cluster');
-const { MemoryPersistence: Persistence } = require('../lib/memory');
+const { Cluster, startCluster, waitForEvent, waitForState, waitUntil, sleep, pool } = require('./helpers/cluster');
+const { MapPersistence } = require('./helpers/map-persistence');
 
 // Records the node ids removeAllState is called for.
 function spyResets(persistence) {
@@ -19,24 +18,6 @@ function spyResets(persistence) {
     return original(id, cb);
   };
   return resets;
-}
-
-// Runs `fn(i)` for i in [0, count) with at most `limit` in flight; resolves with the failures.
-async function pool(count, limit, fn) {
-  const failures = [];
-  let next = 0;
-  async function worker() {
-    while (next < count) {
-      const i = next++;
-      try {
-        await fn(i);
-      } catch (err) {
-        failures.push(`#${i}: ${err.code} ${err.message}`);
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
-  return failures;
 }
 
 function strictlyIncreasing(xs) {
@@ -229,83 +210,6 @@ test('a restart right after installing a snapshot applies nothing twice', (t) =>
 test('a crash between the snapshot write and saveCommitIndex: the restart redoes the install', (t) => restartAfterInstall(t, 'finished'));
 
 // ------------------------------------------------------------------------------------------------
-
-// A key-value state machine: applyCommand takes an array of {key, value} puts; the snapshot is one
-// {key, value} chunk per key, produced lazily from the Map (push only in _read).
-class MapPersistence extends Persistence {
-  constructor() {
-    super();
-    this.maps = new Map();
-    this.pushed = 0; // chunks the current read stream produced
-    this.written = 0; // chunks the current write stream received
-    this.maxAhead = 0;
-    this.readStreams = 0;
-  }
-
-  map(id) {
-    if (!this.maps.has(id)) this.maps.set(id, new Map());
-    return this.maps.get(id);
-  }
-
-  applyCommand(nodeId, commitIndex, command, cb) {
-    this._run('applyCommand', nodeId, cb, () => {
-      const current = this.appliedIndex(nodeId) || 0;
-      if (commitIndex <= current) {
-        this.stats.reapplied += 1;
-        return undefined;
-      }
-      const m = this.map(nodeId);
-      for (const { key, value } of command) m.set(key, value);
-      this.sm(nodeId).index = commitIndex;
-      this.stats.applied += 1;
-      return undefined;
-    });
-  }
-
-  removeAllState(nodeId, cb) {
-    this._run('removeAllState', nodeId, cb, () => {
-      this.maps.set(nodeId, new Map());
-      this.sm(nodeId).index = 0;
-      return undefined;
-    });
-  }
-
-  createReadStream(nodeId) {
-    const self = this;
-    const it = this.map(nodeId).entries();
-    this.readStreams += 1;
-    this.pushed = 0;
-    this.written = 0;
-    return new Readable({
-      objectMode: true,
-      read() {
-        const { value, done } = it.next();
-        if (done) {
-          this.push(null);
-          return;
-        }
-        self.pushed += 1;
-        self.maxAhead = Math.max(self.maxAhead, self.pushed - self.written);
-        this.push({ key: value[0], value: value[1] });
-      },
-    });
-  }
-
-  createWriteStream(nodeId) {
-    const self = this;
-    const m = new Map();
-    this.maps.set(nodeId, m);
-    this.written = 0;
-    return new Writable({
-      objectMode: true,
-      write(chunk, _enc, done) {
-        m.set(chunk.key, chunk.value);
-        self.written += 1;
-        setImmediate(done);
-      },
-    });
-  }
-}
 
 test('a 100k-key state machine streams to a new member with bounded read-ahead', async (t) => {
   const p = new MapPersistence();

@@ -72,13 +72,23 @@ function targetDir() {
   return dir;
 }
 
+/** Points `dir`'s node_modules at this checkout's (the cache outlives the checkout that made it). */
+function linkModules(dir) {
+  const link = path.join(dir, 'node_modules');
+  fs.rmSync(link, { recursive: true, force: true });
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), link, 'dir');
+}
+
 /**
  * The folder of a built checkout of `commit` (a full hash), made and built unless a finished one is
  * there already. Progress goes to stderr.
  */
 function builtCheckout(commit) {
   const dir = checkoutDir(commit);
-  if (fs.existsSync(path.join(dir, READY))) return dir;
+  if (fs.existsSync(path.join(dir, READY))) {
+    linkModules(dir); // the checkout that made the cache may be gone: use this one's node_modules
+    return dir;
+  }
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   process.stderr.write(`bench:compare: checking out ${commit.slice(0, 12)} into ${dir}\n`);
@@ -88,7 +98,7 @@ function builtCheckout(commit) {
   const untar = spawnSync('tar', ['-x', '-C', dir], { input: tar.stdout });
   if (untar.error) throw untar.error;
   if (untar.status !== 0) throw new Error(`tar -x into ${dir} failed: ${untar.stderr.toString().trim()}`);
-  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
+  linkModules(dir);
   process.stderr.write(`bench:compare: building its addon (npm run build, CARGO_TARGET_DIR=target/bench-compare)\n`);
   run('npm', ['run', 'build'], { cwd: dir, env: { ...process.env, CARGO_TARGET_DIR: targetDir() } });
   fs.writeFileSync(path.join(dir, READY), `${commit}\n`);

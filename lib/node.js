@@ -252,6 +252,17 @@ function createNodeClass(loadNative) {
       }
     }
 
+    // The members as this node sees them (self included when it is one): `[{id, metadata,
+    // voter}]`, `voter: false` for a learner. Empty before the state is loaded.
+    members() {
+      if (!this._native) return [];
+      try {
+        return JSON.parse(this._native.members());
+      } catch (_) {
+        return [];
+      }
+    }
+
     // ---------------------------------------------------------------- listeners → setListened
 
     // A newly listened event is reported at once, so that an action taken right after adding the
@@ -432,7 +443,19 @@ function createNodeClass(loadNative) {
       return promise;
     }
 
+    // Adds `peerId` as a learner, promoted to voter by the leader once it has caught up;
+    // the callback fires when it votes.
     join(peerId, metadata, cb) {
+      return this._addMember('join', peerId, metadata, cb);
+    }
+
+    // Adds `peerId` as a permanent learner (a read replica): it gets the log, never votes.
+    addLearner(peerId, metadata, cb) {
+      return this._addMember('addLearner', peerId, metadata, cb);
+    }
+
+    // `join` and `addLearner`: `method` is the engine's call.
+    _addMember(method, peerId, metadata, cb) {
       if (typeof metadata === 'function' && cb === undefined) {
         cb = metadata;
         metadata = undefined;
@@ -454,7 +477,7 @@ function createNodeClass(loadNative) {
         failSoon(callback, makeError(`peer metadata: ${e.message}`, CODES.EBADCOMMAND));
         return promise;
       }
-      this._request(this._debug.membershipCall('join', peerId, callback), (req) => this._native.join(req, peerId, json));
+      this._request(this._debug.membershipCall(method, peerId, callback), (req) => this._native[method](req, peerId, json));
       return promise;
     }
 

@@ -159,6 +159,11 @@ impl RaftNode {
     }
 
     #[napi]
+    pub fn add_learner(&self, req: u32, peer: String, metadata_json: String) -> napi::Result<Option<String>, String> {
+        self.input(Input::AddLearner { req, peer, metadata: metadata_json }, None)
+    }
+
+    #[napi]
     pub fn leave(&self, req: u32, peer: String) -> napi::Result<Option<String>, String> {
         self.input(Input::Leave { req, peer }, None)
     }
@@ -239,14 +244,18 @@ impl RaftNode {
         self.status.lock().members.metadata(&id).map(|m| m.as_str().to_string())
     }
 
-    /// Members (self included when it is one) as JSON text: `[{id, metadata}]`.
+    /// Members (self included when it is one) as JSON text: `[{id, metadata, voter}]`, where
+    /// `voter` is false for a learner.
     #[napi]
     pub fn members(&self) -> String {
         let s = self.status.lock();
         let list: Vec<serde_json::Value> = s
             .members
             .iter()
-            .map(|(id, m)| serde_json::json!({ "id": id, "metadata": m.to_value() }))
+            .map(|(id, m)| {
+                let voter = m.suffrage == skiff_core::Suffrage::Voter;
+                serde_json::json!({ "id": id, "metadata": m.metadata.to_value(), "voter": voter })
+            })
             .collect();
         serde_json::Value::Array(list).to_string()
     }
@@ -271,9 +280,8 @@ impl RaftNode {
                 let p = s.peer(id);
                 serde_json::json!({
                     "id": id,
-                    "metadata": m.to_value(),
-                    // every member votes until learners exist
-                    "voter": true,
+                    "metadata": m.metadata.to_value(),
+                    "voter": m.suffrage == skiff_core::Suffrage::Voter,
                     "matchIndex": p.map(|p| p.match_index),
                     "nextIndex": p.map(|p| p.next_index),
                     "inflight": p.map(|p| p.inflight),

@@ -167,8 +167,27 @@ async function startCluster(t, n, options = {}) {
   return cluster;
 }
 
+/** Runs `fn(i)` for i in [0, count) with at most `limit` in flight; resolves with the failures. */
+async function pool(count, limit, fn) {
+  const failures = [];
+  let next = 0;
+  async function worker() {
+    while (next < count) {
+      const i = next++;
+      try {
+        await fn(i);
+      } catch (err) {
+        failures.push(`#${i}: ${err.code} ${err.message}`);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
+  return failures;
+}
+
 module.exports = {
   Node,
+  pool,
   Cluster,
   startCluster,
   waitUntil,

@@ -127,6 +127,9 @@ async function promises(): Promise<void> {
   const r2: number | undefined = await a.command<number>('count', { timeout: 100 });
   await a.join('b');
   await a.join('c', { zone: 'c' });
+  await a.addLearner('r', { role: 'reader' });
+  const learners: string[] = a.members().filter((m) => !m.voter).map((m) => m.id);
+  void learners;
   await a.leave('c');
   await a.read();
   await a.read({ lease: true, timeout: 200 });
@@ -143,6 +146,7 @@ void promises;
 
 a.join('b', (err) => { if (err) console.error(err.message); });
 a.join('b', { zone: 'b' }, (err) => { void err; });
+a.addLearner('r', (err) => { void err; });
 a.leave('b', (err) => { void err; });
 a.stop((err) => { void err; });
 a.close(() => {});

@@ -43,8 +43,8 @@ function compile(condition, states) {
       return (node) => node._appliedIndex() >= value;
     case 'voter':
       if (typeof value !== 'string' || value === '') throw invalid('waitFor: voter must be a node id');
-      // every member votes until learners exist
-      return (node) => node.peerMeta(value) !== undefined;
+      // a learner is a member that does not vote yet (or ever)
+      return (node) => node.members().some((m) => m.id === value && m.voter);
     default:
       throw invalid(`waitFor: unknown condition ${JSON.stringify(key)}`);
   }

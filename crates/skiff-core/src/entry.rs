@@ -77,6 +77,11 @@ pub enum EntryKind {
     Command(Json),
     /// `['add peer', id, metadata]`: membership change, effective as soon as it is appended.
     AddPeer { id: String, metadata: Json },
+    /// `['add peer', id, metadata, {voter: false, promote?: true}]`: adds a learner, which
+    /// receives the log but does not vote (or turns a voter into one). With `promote`, the
+    /// leader promotes it (an `AddPeer` of the same member) once it has caught up. The flags
+    /// ride in a fourth element that skiff-algorithm ignores: it reads the entry as an add.
+    AddLearner { id: String, metadata: Json, promote: bool },
     /// `['remove peer', id]`.
     RemovePeer { id: String },
     /// Any other `topologyChange` entry, including the barrier `['noop']` a new leader appends
@@ -91,7 +96,7 @@ impl EntryKind {
     }
 
     pub fn is_membership(&self) -> bool {
-        matches!(self, EntryKind::AddPeer { .. } | EntryKind::RemovePeer { .. })
+        matches!(self, EntryKind::AddPeer { .. } | EntryKind::AddLearner { .. } | EntryKind::RemovePeer { .. })
     }
 
     /// Approximate size, for batching budgets.
@@ -99,6 +104,7 @@ impl EntryKind {
         match self {
             EntryKind::Command(c) | EntryKind::Noop(c) => c.as_str().len(),
             EntryKind::AddPeer { id, metadata } => id.len() + metadata.as_str().len() + 16,
+            EntryKind::AddLearner { id, metadata, .. } => id.len() + metadata.as_str().len() + 48,
             EntryKind::RemovePeer { id } => id.len() + 16,
         }
     }
@@ -127,6 +133,7 @@ struct EntryOut<'a> {
 enum CommandOut<'a> {
     Raw(&'a Json),
     Add(&'a str, &'a Json),
+    AddLearner(&'a str, &'a Json, bool),
     Remove(&'a str),
 }
 
@@ -135,6 +142,9 @@ impl Serialize for CommandOut<'_> {
         match self {
             CommandOut::Raw(j) => j.serialize(s),
             CommandOut::Add(id, meta) => ("add peer", id, meta).serialize(s),
+            CommandOut::AddLearner(id, meta, promote) => {
+                ("add peer", id, meta, LearnerFlags { voter: false, promote: *promote }).serialize(s)
+            }
             CommandOut::Remove(id) => ("remove peer", id).serialize(s),
         }
     }
@@ -146,6 +156,7 @@ impl Serialize for Entry {
             EntryKind::Command(c) => (CommandOut::Raw(c), false),
             EntryKind::Noop(c) => (CommandOut::Raw(c), true),
             EntryKind::AddPeer { id, metadata } => (CommandOut::Add(id, metadata), true),
+            EntryKind::AddLearner { id, metadata, promote } => (CommandOut::AddLearner(id, metadata, *promote), true),
             EntryKind::RemovePeer { id } => (CommandOut::Remove(id), true),
         };
         EntryOut { term: self.term, index: self.index, command, topology_change, uuid: &self.uuid }
@@ -181,7 +192,15 @@ impl<'de> Deserialize<'de> for Entry {
     }
 }
 
-/// Reads `['add peer', id, metadata]` and `['remove peer', id]`; anything else marked
+/// The fourth element of a learner's `add peer`: written for learners only.
+#[derive(Serialize)]
+struct LearnerFlags {
+    voter: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    promote: bool,
+}
+
+/// Reads `['add peer', id, metadata, flags?]` and `['remove peer', id]`; anything else marked
 /// `topologyChange` is an internal no-op, as skiff-algorithm treated it.
 fn parse_topology(command: &Json) -> EntryKind {
     let value = command.to_value();
@@ -195,6 +214,12 @@ fn parse_topology(command: &Json) -> EntryKind {
                 .filter(|m| !m.is_null())
                 .map(Json::from_value)
                 .unwrap_or_else(Json::empty_object);
+            let flags = arr.and_then(|a| a.get(3));
+            let learner = flags.and_then(|f| f.get("voter")).and_then(|v| v.as_bool()) == Some(false);
+            if learner {
+                let promote = flags.and_then(|f| f.get("promote")).and_then(|v| v.as_bool()) == Some(true);
+                return EntryKind::AddLearner { id: id.to_string(), metadata: meta, promote };
+            }
             EntryKind::AddPeer { id: id.to_string(), metadata: meta }
         }
         (Some("remove peer"), Some(id)) => EntryKind::RemovePeer { id: id.to_string() },
@@ -224,6 +249,20 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(&e.kind, EntryKind::AddPeer { metadata, .. } if metadata.as_str() == "{}"));
+    }
+
+    #[test]
+    fn learners_carry_their_flags_in_a_fourth_element() {
+        let text = r#"[{"term":2,"index":5,"command":["add peer","d",{},{"voter":false,"promote":true}],"topologyChange":true,"uuid":"u"},{"term":2,"index":6,"command":["add peer","e",{},{"voter":false}],"topologyChange":true,"uuid":"v"}]"#;
+        let entries: Vec<Entry> = serde_json::from_str(text).unwrap();
+        assert!(matches!(&entries[0].kind, EntryKind::AddLearner { id, promote: true, .. } if id == "d"));
+        assert!(matches!(&entries[1].kind, EntryKind::AddLearner { id, promote: false, .. } if id == "e"));
+        assert_eq!(serde_json::to_string(&entries).unwrap(), text);
+        let voter: Entry = serde_json::from_str(
+            r#"{"term":1,"index":1,"command":["add peer","b",{},{"voter":true}],"topologyChange":true}"#,
+        )
+        .unwrap();
+        assert!(matches!(&voter.kind, EntryKind::AddPeer { .. }));
     }
 
     #[test]

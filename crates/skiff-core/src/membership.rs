@@ -1,17 +1,37 @@
-//! Cluster membership: who votes, and the metadata each member joined with.
+//! Cluster membership: who votes, who only learns, and the metadata each member joined with.
 
 use crate::entry::{EntryKind, Json};
 use crate::message::PeerDesc;
 use std::collections::BTreeMap;
 
-/// The voting members of the cluster, self included when self is a member.
+/// How a member takes part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suffrage {
+    /// Counts toward every quorum (commit, election, check-quorum lease) and may campaign.
+    Voter,
+    /// Receives the log but counts toward no quorum and never campaigns. With `promote`, it was
+    /// joined to become a voter: whichever node leads proposes its promotion once it has caught
+    /// up (`learners.rs`); without, it is a permanent learner (a read replica).
+    Learner { promote: bool },
+}
+
+/// One member: its metadata and how it takes part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub metadata: Json,
+    pub suffrage: Suffrage,
+}
+
+/// The members of the cluster (voters and learners), self included when self is a member.
 ///
 /// Membership changes are single-server changes that take effect as soon as the entry is
 /// appended (Raft thesis §4.1), so the membership a node acts on is always "the base membership at
-/// the start of its log, with every membership entry in the log applied in order".
+/// the start of its log, with every membership entry in the log applied in order". Adding or
+/// removing a learner, or promoting one, changes the voter set by at most one, so the same rule
+/// keeps them safe.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
-    members: BTreeMap<String, Json>,
+    members: BTreeMap<String, Member>,
 }
 
 impl Membership {
@@ -19,8 +39,19 @@ impl Membership {
         Membership::default()
     }
 
+    /// A membership of voters.
     pub fn from_members<I: IntoIterator<Item = (String, Json)>>(iter: I) -> Membership {
-        Membership { members: iter.into_iter().collect() }
+        Membership {
+            members: iter
+                .into_iter()
+                .map(|(id, metadata)| (id, Member { metadata, suffrage: Suffrage::Voter }))
+                .collect(),
+        }
+    }
+
+    /// A membership as persisted and sent (see [`Membership::peers`]).
+    pub fn from_peers<I: IntoIterator<Item = PeerDesc>>(iter: I) -> Membership {
+        Membership { members: iter.into_iter().map(|p| (p.id.clone(), p.member())).collect() }
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -28,9 +59,19 @@ impl Membership {
     }
 
     pub fn metadata(&self, id: &str) -> Option<&Json> {
+        self.members.get(id).map(|m| &m.metadata)
+    }
+
+    pub fn member(&self, id: &str) -> Option<&Member> {
         self.members.get(id)
     }
 
+    /// Whether `id` is a member that votes.
+    pub fn is_voter(&self, id: &str) -> bool {
+        self.members.get(id).is_some_and(|m| m.suffrage == Suffrage::Voter)
+    }
+
+    /// Members, voters and learners.
     pub fn len(&self) -> usize {
         self.members.len()
     }
@@ -39,41 +80,53 @@ impl Membership {
         self.members.is_empty()
     }
 
+    /// Ids of every member, voters and learners: those a leader replicates to.
     pub fn ids(&self) -> impl Iterator<Item = &String> {
         self.members.keys()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Json)> {
+    /// Ids of the voters: those that count toward a quorum and are asked for votes.
+    pub fn voters(&self) -> impl Iterator<Item = &String> {
+        self.members.iter().filter(|(_, m)| m.suffrage == Suffrage::Voter).map(|(id, _)| id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Member)> {
         self.members.iter()
     }
 
-    /// The members as they are persisted and sent (`{id, metadata}`).
+    /// The members as they are persisted and sent (`{id, metadata}`, plus `voter: false` and
+    /// `promote` for a learner only, so that skiff-algorithm still reads the list).
     pub fn peers(&self) -> impl Iterator<Item = PeerDesc> + '_ {
-        self.iter().map(|(id, metadata)| PeerDesc { id: id.clone(), metadata: metadata.clone() })
+        self.iter().map(|(id, m)| PeerDesc::new(id.clone(), m))
     }
 
-    /// Votes needed for a majority.
+    /// Votes needed for a majority of the voters.
     pub fn quorum(&self) -> usize {
-        self.members.len() / 2 + 1
+        self.voters().count() / 2 + 1
     }
 
-    /// The highest value that a majority of the members each reach, where `value` gives each
-    /// member's (`None`: below any value). `None` when no majority reaches any value, as with no
-    /// members at all. The one place a quorum is counted: commitment (the highest index a
-    /// majority holds), votes and leases ([`Membership::has_quorum`]).
+    /// The highest value that a majority of the voters each reach, where `value` gives each
+    /// voter's (`None`: below any value). `None` when no majority reaches any value, as with no
+    /// voters at all. The one place a quorum is counted: commitment (the highest index a
+    /// majority holds), votes and leases ([`Membership::has_quorum`]). Learners never count.
     pub fn quorum_value(&self, value: impl Fn(&str) -> Option<u64>) -> Option<u64> {
-        let mut values: Vec<Option<u64>> = self.ids().map(|id| value(id)).collect();
+        let mut values: Vec<Option<u64>> = self.voters().map(|id| value(id)).collect();
         values.sort_unstable_by(|a, b| b.cmp(a));
         values.get(self.quorum() - 1).copied().flatten()
     }
 
-    /// Whether the members for which `counts` holds are a majority.
+    /// Whether the voters for which `counts` holds are a majority.
     pub fn has_quorum(&self, counts: impl Fn(&str) -> bool) -> bool {
         self.quorum_value(|id| counts(id).then_some(0)).is_some()
     }
 
+    /// Adds `id` as a voter, or makes it one (a promotion), with this metadata.
     pub fn insert(&mut self, id: String, metadata: Json) {
-        self.members.insert(id, metadata);
+        self.insert_as(id, metadata, Suffrage::Voter);
+    }
+
+    pub fn insert_as(&mut self, id: String, metadata: Json, suffrage: Suffrage) {
+        self.members.insert(id, Member { metadata, suffrage });
     }
 
     pub fn remove(&mut self, id: &str) {
@@ -84,27 +137,30 @@ impl Membership {
     pub fn apply(&mut self, kind: &EntryKind) {
         match kind {
             EntryKind::AddPeer { id, metadata } => self.insert(id.clone(), metadata.clone()),
+            EntryKind::AddLearner { id, metadata, promote } => {
+                self.insert_as(id.clone(), metadata.clone(), Suffrage::Learner { promote: *promote })
+            }
             EntryKind::RemovePeer { id } => self.remove(id),
             _ => {}
         }
     }
 
     /// Reverses a membership entry. Used only to recover the membership at the start of a log
-    /// persisted by skiff-algorithm, which stored the current peers but not the older ones.
-    /// The metadata of a peer brought back this way is unknown and left empty.
+    /// persisted by skiff-algorithm, which stored the current peers but not the older ones (and
+    /// had no learners). The metadata of a peer brought back this way is unknown and left empty.
     pub fn unapply(&mut self, kind: &EntryKind) {
         match kind {
-            EntryKind::AddPeer { id, .. } => self.remove(id),
+            EntryKind::AddPeer { id, .. } | EntryKind::AddLearner { id, .. } => self.remove(id),
             EntryKind::RemovePeer { id } => self.insert(id.clone(), Json::empty_object()),
             _ => {}
         }
     }
 
     /// Whether the two memberships have a common majority-overlap guarantee: single-server
-    /// changes differ by at most one member.
+    /// changes differ by at most one voter (learners count toward no majority).
     pub fn differs_by_at_most_one(&self, other: &Membership) -> bool {
-        let added = other.ids().filter(|id| !self.contains(id)).count();
-        let removed = self.ids().filter(|id| !other.contains(id)).count();
+        let added = other.voters().filter(|id| !self.is_voter(id)).count();
+        let removed = self.voters().filter(|id| !other.is_voter(id)).count();
         added + removed <= 1
     }
 }
@@ -139,5 +195,18 @@ mod tests {
         assert!(!m.has_quorum(|id| id < "c"));
         assert!(m.has_quorum(|id| id < "d"));
         assert!(!of(&[]).has_quorum(|_| true));
+    }
+
+    #[test]
+    fn learners_count_toward_no_quorum() {
+        let mut m = of(&["a", "b", "c"]);
+        m.insert_as("d".into(), Json::empty_object(), Suffrage::Learner { promote: true });
+        m.insert_as("e".into(), Json::empty_object(), Suffrage::Learner { promote: false });
+        assert_eq!(m.quorum(), 2);
+        assert!(!m.has_quorum(|id| id == "a" || id >= "d"));
+        assert!(m.has_quorum(|id| id <= "b"));
+        assert_eq!(m.quorum_value(|id| if id >= "d" { Some(9) } else { Some(1) }), Some(1));
+        assert!(m.differs_by_at_most_one(&of(&["a", "b", "c", "d"])));
+        assert!(!m.differs_by_at_most_one(&of(&["a", "b", "c", "d", "e"])));
     }
 }

@@ -4,6 +4,7 @@
 //! hints, `preVote`) are added beside the original ones, so a trace still reads the same.
 
 use crate::entry::{Entry, Json};
+use crate::membership::{Member, Suffrage};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,12 +224,48 @@ impl TimeoutNow {
     pub const TYPE: &'static str = "TimeoutNow";
 }
 
-/// A member as persisted and sent: `{id, metadata}`.
+/// A member as persisted and sent: `{id, metadata}`, plus `voter: false` (and `promote: true`
+/// when it is to become a voter) for a learner. The flags are written for learners only: a
+/// member without them is a voter, which is how skiff-algorithm's lists read, and
+/// skiff-algorithm ignores them when it reads ours.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerDesc {
     pub id: String,
     #[serde(default = "Json::empty_object")]
     pub metadata: Json,
+    #[serde(default = "voter_default", skip_serializing_if = "is_voter")]
+    pub voter: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote: bool,
+}
+
+fn voter_default() -> bool {
+    true
+}
+
+fn is_voter(voter: &bool) -> bool {
+    *voter
+}
+
+impl PeerDesc {
+    pub fn new(id: String, member: &Member) -> PeerDesc {
+        let (voter, promote) = match member.suffrage {
+            Suffrage::Voter => (true, false),
+            Suffrage::Learner { promote } => (false, promote),
+        };
+        PeerDesc { id, metadata: member.metadata.clone(), voter, promote }
+    }
+
+    /// A voter with this metadata.
+    pub fn voter(id: String, metadata: Json) -> PeerDesc {
+        PeerDesc { id, metadata, voter: true, promote: false }
+    }
+
+    /// The member described (`promote` means nothing for a voter).
+    pub fn member(&self) -> Member {
+        let suffrage = if self.voter { Suffrage::Voter } else { Suffrage::Learner { promote: self.promote } };
+        Member { metadata: self.metadata.clone(), suffrage }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

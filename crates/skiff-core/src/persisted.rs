@@ -15,6 +15,7 @@ use crate::config::{PendingInstall, Restored};
 use crate::entry::{Entry, Json};
 use crate::log::{LogError, RaftLog};
 use crate::membership::Membership;
+use crate::message::PeerDesc;
 use crate::raft::{Raft, MAX_SAFE};
 use crate::ready::{HardState, SaveDelta};
 use serde::{Deserialize, Serialize, Serializer};
@@ -74,18 +75,29 @@ struct PendingIn {
     members: Vec<PeerIn>,
 }
 
+/// A member as persisted. `voter` and `promote` are ours, written for learners only; a member
+/// without them (every member skiff-algorithm wrote) is a voter.
 #[derive(Deserialize)]
 struct PeerIn {
     id: String,
     #[serde(default)]
     metadata: Option<Json>,
+    #[serde(default)]
+    voter: Option<bool>,
+    #[serde(default)]
+    promote: Option<bool>,
 }
 
 impl PeerIn {
-    fn into_pair(self) -> (String, Json) {
+    fn into_desc(self) -> PeerDesc {
         let meta = self.metadata.filter(|m| m.as_str() != "null").unwrap_or_else(Json::empty_object);
-        (self.id, meta)
+        let voter = self.voter.unwrap_or(true);
+        PeerDesc { id: self.id, metadata: meta, voter, promote: !voter && self.promote == Some(true) }
     }
+}
+
+fn membership(list: Vec<PeerIn>) -> Membership {
+    Membership::from_peers(list.into_iter().map(PeerIn::into_desc))
 }
 
 /// Reads what `loadMeta` returned (`null` for a node that never saved anything).
@@ -118,7 +130,7 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
         Some(p) => Some(PendingInstall {
             index: p.last_included_index,
             term: p.last_included_term,
-            members: Membership::from_members(p.members.into_iter().map(PeerIn::into_pair)),
+            members: membership(p.members),
         }),
         None => None,
     };
@@ -131,12 +143,10 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
         return Ok(fresh());
     }
     let base = match base_members {
-        Some(list) => Membership::from_members(list.into_iter().map(PeerIn::into_pair)),
+        Some(list) => membership(list),
         None => {
             // skiff-algorithm's format: every node that saved state took part as a member.
-            let mut current = Membership::from_members(
-                peers.into_iter().filter(|p| p.id != self_id).map(PeerIn::into_pair),
-            );
+            let mut current = membership(peers.into_iter().filter(|p| p.id != self_id).collect());
             current.insert(self_id.to_string(), metadata.clone());
             let mut base = current;
             for e in log.iter().collect::<Vec<_>>().into_iter().rev() {

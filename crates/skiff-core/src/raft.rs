@@ -19,6 +19,8 @@ use crate::rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod election;
+mod learners;
+pub use learners::PROMOTE_WITHIN;
 mod propose;
 mod read_index;
 mod replication;
@@ -370,8 +372,9 @@ impl Raft {
             _ => self.election_deadline,
         }
     }
+    /// Whether this node votes (a learner does not: it never campaigns).
     fn is_voter(&self) -> bool {
-        self.members.contains(&self.cfg.id)
+        self.members.is_voter(&self.cfg.id)
     }
 
     // ----- time -----
@@ -385,6 +388,7 @@ impl Raft {
             Phase::Leader => {
                 if self.now >= self.heartbeat_deadline {
                     self.heartbeat_deadline = self.now + self.cfg.heartbeat_interval;
+                    self.maybe_promote();
                     self.broadcast_heartbeat();
                 }
                 if self.cfg.check_quorum && self.now >= self.quorum_check_deadline {
@@ -619,8 +623,9 @@ impl Raft {
         if members == self.members {
             return;
         }
-        for (id, meta) in members.iter() {
-            if self.members.metadata(id) != Some(meta) && *id != self.cfg.id {
+        // A promotion changes no metadata and is not a join: `joined` fired when the learner came.
+        for (id, m) in members.iter() {
+            if self.members.metadata(id) != Some(&m.metadata) && *id != self.cfg.id {
                 self.events.push(Event::Joined { id: id.clone() });
             }
         }

@@ -190,8 +190,8 @@ fn bug_older_snapshot_moves_log_below_commit() {
     assert_eq!((f.commit(), f.log().snapshot_index(), f.pending_install().map(|p| p.index)), (10, 10, Some(15)));
     // A leader that has applied only up to 5 streams its snapshot.
     let peers = vec![
-        PeerDesc { id: "a".into(), metadata: Json::empty_object() },
-        PeerDesc { id: "f".into(), metadata: Json::empty_object() },
+        PeerDesc::voter("a".into(), Json::empty_object()),
+        PeerDesc::voter("f".into(), Json::empty_object()),
     ];
     let chunk = InstallSnapshot {
         term: 3,

@@ -72,9 +72,7 @@ impl Cluster {
                     Event::SnapshotChunk { from, token, chunk } => {
                         let node = self.nodes.get_mut(id).unwrap();
                         if chunk.first {
-                            let members = Membership::from_members(
-                                chunk.peers.clone().unwrap().into_iter().map(|p| (p.id, p.metadata)),
-                            );
+                            let members = Membership::from_peers(chunk.peers.clone().unwrap());
                             assert!(node.raft.begin_install(chunk.last_included_index, chunk.last_included_term, members));
                             node.writing.clear();
                         }

@@ -23,7 +23,10 @@ impl PluginError {
 #[derive(Debug)]
 pub enum Input {
     Propose { req: u32, command: String, timeout_ms: u64, wait_for: Option<String> },
+    /// `join`: adds `peer` as a learner that the leader promotes to voter once it caught up.
     Join { req: u32, peer: String, metadata: String },
+    /// `addLearner`: adds `peer` as a permanent learner (a read replica).
+    AddLearner { req: u32, peer: String, metadata: String },
     Leave { req: u32, peer: String },
     /// `read()`: answered once this node's state machine may be read linearizably. `timeout_ms`
     /// 0: the node's `commandTimeout`.

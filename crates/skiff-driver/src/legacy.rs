@@ -71,14 +71,18 @@ pub(super) struct LegacyMark {
 /// before parsing it, to cap each AppendEntries before sending it, and to complete each
 /// AppendEntries reply before the core sees it.
 /// Invariant: `modern` holds only peers whose latest AppendEntries reply carried `matchIndex`, or
-/// whose latest AppendEntries request (on their own connection) carried `prevLogTerm`;
-/// `mark` was set only from a request whose connection was its sender's (see `accept`).
+/// whose latest AppendEntries request (on their own connection) carried `prevLogTerm`; `old`
+/// only peers whose latest AppendEntries reply did not (the two never share a peer); `mark` was
+/// set only from a request whose connection was its sender's (see `accept`).
 #[derive(Default)]
 pub(super) struct Legacy {
     /// Peers whose AppendEntries replies carry `matchIndex`, or whose AppendEntries requests
     /// carry `prevLogTerm`: skiff-rs nodes. The others may run
     /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
     modern: HashSet<String>,
+    /// Peers whose AppendEntries replies lack `matchIndex`: skiff-algorithm nodes, which know
+    /// nothing of learners. While one is a member, `join` adds voters at once, as it did.
+    old: HashSet<String>,
     /// See `LegacyMark`.
     mark: Option<LegacyMark>,
 }
@@ -87,6 +91,13 @@ impl Legacy {
     /// `peer` left the cluster: what was learnt of it no longer holds for whoever takes its id.
     pub(super) fn forget(&mut self, peer: &str) {
         self.modern.remove(peer);
+        self.old.remove(peer);
+    }
+
+    /// Whether one of `members` answered as skiff-algorithm does (a rolling upgrade under way).
+    /// A member never heard from (down) does not count: it would hold up every join's catch-up.
+    pub(super) fn any_old<'a>(&self, mut members: impl Iterator<Item = &'a String>) -> bool {
+        members.any(|id| self.old.contains(id))
     }
 
     /// Whether `peer` is known to run skiff-rs: only such a peer gets the messages
@@ -100,6 +111,7 @@ impl Legacy {
     pub(super) fn heard_leader(&mut self, leader: &str, ours: bool) {
         if ours {
             self.modern.insert(leader.to_string());
+            self.old.remove(leader);
         } else {
             self.modern.remove(leader);
         }
@@ -124,8 +136,10 @@ impl Legacy {
     pub(super) fn position_reply(&mut self, peer: &str, text: &str, sent: Sent, r: &mut AppendEntriesResponse) {
         if text.contains("\"matchIndex\"") {
             self.modern.insert(peer.to_string());
+            self.old.remove(peer);
             return;
         }
+        self.old.insert(peer.to_string());
         self.modern.remove(peer);
         if r.success {
             r.match_index = sent.prev + sent.count;

@@ -306,10 +306,8 @@ impl<H: Host> Driver<H> {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Propose { req, command, timeout_ms, wait_for } => self.propose(req, command, timeout_ms, wait_for),
-            Input::Join { req, peer, metadata } => match Json::from_text(&metadata) {
-                Ok(metadata) => self.queue_membership(req, EntryKind::AddPeer { id: peer, metadata }),
-                Err(e) => self.done(req, Some(JsError::new(code::EBADMETADATA, format!("metadata is not JSON: {e}")))),
-            },
+            Input::Join { req, peer, metadata } => self.add_member(req, peer, &metadata, true),
+            Input::AddLearner { req, peer, metadata } => self.add_member(req, peer, &metadata, false),
             Input::Leave { req, peer } => self.queue_membership(req, EntryKind::RemovePeer { id: peer }),
             Input::Complete { io, error, result } => self.complete(io, error, result),
             Input::ApplyProgress { io, index } => self.apply_progress(io, index),

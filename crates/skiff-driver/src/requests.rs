@@ -1,4 +1,5 @@
-//! Requests answered once a log entry is applied (commands, `waitForNode`, membership changes), and membership changes waiting their turn.
+//! Requests answered once a log entry is applied (commands, `waitForNode`, membership changes,
+//! joins that wait for the promotion), and membership changes waiting their turn.
 
 use skiff_core::EntryKind;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -9,6 +10,9 @@ pub(super) enum Waiting {
     Command { wait_for: Option<String> },
     /// A membership change: completes when applied here.
     Membership,
+    /// A join, which added `peer` as a learner to be promoted: completes once `peer` is a voter
+    /// in the committed membership (see `Requests::promoted`).
+    Join { peer: String },
 }
 
 pub(super) struct Pending {
@@ -19,6 +23,21 @@ pub(super) struct Pending {
     waiting: Waiting,
     /// Applied locally; now only waiting for `wait_for`.
     applied: bool,
+}
+
+impl Pending {
+    /// Why it failed when its deadline passed (`ETIMEDOUT`). A join whose learner entry
+    /// committed leaves the learner in place: the leader still promotes it once it catches up.
+    pub(super) fn timeout_message(&self) -> String {
+        match &self.waiting {
+            Waiting::Join { peer } if self.applied => format!(
+                "timedout after {} ms waiting for {peer} to catch up and become a voter; it stays a learner, \
+                 promoted once it catches up (leave() removes it)",
+                self.timeout_ms
+            ),
+            _ => format!("timedout after {} ms trying to replicate log index {}", self.timeout_ms, self.index),
+        }
+    }
 }
 
 /// What became of a request when the entry at its index was applied.
@@ -33,8 +52,9 @@ pub(super) enum Outcome {
 /// Every request the engine answers once an entry is applied, by request id and by log index.
 /// The driver tells it what was applied and answers what it hands back; it pushes no ops itself.
 /// Invariant: every request in `pending` is listed under its index in `by_index` (a request is
-/// found by the index it waits for), and `awaiting_peer` holds exactly the ones applied here that
-/// wait for `waitForNode`; no list in `by_index` is empty.
+/// found by the index it waits for), `awaiting_peer` holds exactly the ones applied here that
+/// wait for `waitForNode`, and `awaiting_promotion` exactly the pending joins; no list in
+/// `by_index` is empty.
 #[derive(Default)]
 pub(super) struct Requests {
     /// Ordered, so timeouts answer in the same order on every run (a seed replays exactly).
@@ -42,12 +62,17 @@ pub(super) struct Requests {
     /// The `pending` commands applied here that wait for another node (`waitForNode`): the only
     /// ones each round must look at.
     awaiting_peer: BTreeSet<u32>,
+    /// The `pending` joins: their learner entry waits to be applied here, then the promotion.
+    awaiting_promotion: BTreeSet<u32>,
     by_index: BTreeMap<u64, Vec<u32>>,
 }
 
 impl Requests {
     /// Waits for the entry (`index`, `term`) on behalf of `req`, until `deadline`.
     pub(super) fn track(&mut self, req: u32, index: u64, term: u64, deadline: u64, timeout_ms: u64, waiting: Waiting) {
+        if matches!(waiting, Waiting::Join { .. }) {
+            self.awaiting_promotion.insert(req);
+        }
         self.pending.insert(req, Pending { index, term, deadline, timeout_ms, waiting, applied: false });
         self.by_index.entry(index).or_default().push(req);
     }
@@ -56,6 +81,7 @@ impl Requests {
     pub(super) fn untrack(&mut self, req: u32) -> Option<Pending> {
         let p = self.pending.remove(&req)?;
         self.awaiting_peer.remove(&req);
+        self.awaiting_promotion.remove(&req);
         if let Some(v) = self.by_index.get_mut(&p.index) {
             v.retain(|r| *r != req);
             if v.is_empty() {
@@ -88,21 +114,25 @@ impl Requests {
             let Some(p) = self.pending.get_mut(&req) else { continue };
             if p.term != term {
                 self.pending.remove(&req);
+                self.awaiting_promotion.remove(&req);
                 out.push(Outcome::Superseded { req });
                 continue;
             }
             p.applied = true;
             let finished = match &p.waiting {
                 Waiting::Command { wait_for: Some(node) } => peer_applied(node).is_some_and(|a| a >= index),
+                Waiting::Join { .. } => false,
                 _ => true,
             };
             if finished {
                 self.pending.remove(&req);
                 out.push(Outcome::Done { req, index });
             } else {
-                // Keep it findable by the waitForNode scan.
+                // Keep it findable by the waitForNode or promotion scan.
                 self.by_index.entry(index).or_default().push(req);
-                self.awaiting_peer.insert(req);
+                if !matches!(p.waiting, Waiting::Join { .. }) {
+                    self.awaiting_peer.insert(req);
+                }
             }
         }
         out
@@ -125,6 +155,34 @@ impl Requests {
         finished
     }
 
+    /// Finishes the joins whose learner entry was applied here and whose learner is now a voter
+    /// in the committed membership (`voter`); returns them with the index of their learner
+    /// entry. A join whose learner `active` says is answering the leader (catching up, perhaps
+    /// from a large snapshot, while the leader holds back applying to read it) gets its full
+    /// timeout again from `now`: it fails only once its learner was silent, or this node lost
+    /// sight of it, for that long.
+    pub(super) fn promoted(&mut self, now: u64, voter: impl Fn(&str) -> bool, active: impl Fn(&str) -> bool) -> Vec<(u32, u64)> {
+        let mut finished = Vec::new();
+        for req in &self.awaiting_promotion {
+            let Some(p) = self.pending.get_mut(req) else { continue };
+            let Waiting::Join { peer } = &p.waiting else { continue };
+            if p.applied && voter(peer) {
+                finished.push((*req, p.index));
+            } else if active(peer) {
+                p.deadline = p.deadline.max(now + p.timeout_ms);
+            }
+        }
+        for (req, _) in &finished {
+            self.untrack(*req);
+        }
+        finished
+    }
+
+    /// Whether some join waits for its peer's promotion (so the driver need not look otherwise).
+    pub(super) fn awaits_promotion(&self) -> bool {
+        !self.awaiting_promotion.is_empty()
+    }
+
     /// The requests whose deadline passed at `now` (still tracked: `untrack` each).
     pub(super) fn expired(&self, now: u64) -> Vec<u32> {
         self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect()
@@ -135,6 +193,7 @@ impl Requests {
         let reqs: Vec<u32> = self.pending.keys().copied().collect();
         self.pending.clear();
         self.awaiting_peer.clear();
+        self.awaiting_promotion.clear();
         self.by_index.clear();
         reqs
     }
@@ -237,6 +296,30 @@ mod tests {
         // one the node already applied finishes at once
         r.track(2, 6, 2, 100, 100, command(Some("b")));
         assert_eq!(r.applied(6, 2, |_| Some(6)), vec![Outcome::Done { req: 2, index: 6 }]);
+    }
+
+    #[test]
+    fn a_join_finishes_when_its_peer_votes_and_waits_while_it_is_active() {
+        let mut r = Requests::default();
+        r.track(1, 5, 2, 100, 100, Waiting::Join { peer: "d".into() });
+        assert!(r.promoted(0, |_| true, |_| false).is_empty(), "not before its learner entry is applied");
+        // Its learner answers while the entry waits (the leader reads a snapshot for it): it waits.
+        assert!(r.promoted(60, |_| false, |_| true).is_empty());
+        assert!(r.expired(100).is_empty());
+        assert!(r.applied(5, 2, |_| None).is_empty());
+        assert!(r.awaits_promotion());
+        // Still catching up at 90: its deadline moves to 190.
+        assert!(r.promoted(90, |_| false, |p| p == "d").is_empty());
+        assert!(r.expired(185).is_empty());
+        assert_eq!(r.promoted(160, |p| p == "d", |_| false), vec![(1, 5)]);
+        assert!(!r.awaits_promotion() && !r.waits_for(5));
+        // A silent learner: the join expires at its deadline.
+        r.track(2, 7, 2, 100, 100, Waiting::Join { peer: "e".into() });
+        assert!(r.applied(7, 2, |_| None).is_empty());
+        assert!(r.promoted(50, |_| false, |_| false).is_empty());
+        assert_eq!(r.expired(100), vec![2]);
+        assert!(r.untrack(2).is_some());
+        assert!(!r.awaits_promotion());
     }
 
     #[test]

@@ -112,7 +112,8 @@ impl Raft {
             pre_vote,
             transfer,
         };
-        let peers: Vec<String> = self.members.ids().filter(|id| **id != self.cfg.id).cloned().collect();
+        // Learners are not asked: their votes would not count.
+        let peers: Vec<String> = self.members.voters().filter(|id| **id != self.cfg.id).cloned().collect();
         for to in peers {
             self.send(to, None, Body::RequestVote(req.clone()));
         }

@@ -2,6 +2,7 @@
 
 use super::{ProposeError, Raft, MAX_SAFE};
 use crate::entry::{Entry, EntryKind, Json};
+use crate::membership::{Member, Suffrage};
 use crate::ready::Event;
 
 impl Raft {
@@ -13,12 +14,27 @@ impl Raft {
     }
 
     /// Proposes a single-server membership change. `Ok(None)` means there is nothing to do
-    /// (the member is already there with that metadata, or already absent).
+    /// (the member is already there with that metadata and suffrage, or already absent).
+    ///
+    /// A learner to be promoted (`AddLearner` with `promote`) is a join: for a member that
+    /// already votes it only updates the metadata, as an `AddPeer`; it never demotes a voter.
     pub fn propose_membership(&mut self, kind: EntryKind) -> Result<Option<u64>, ProposeError> {
         self.ensure_leader()?;
         self.ensure_not_transferring()?;
+        let kind = match kind {
+            EntryKind::AddLearner { id, metadata, promote: true } if self.members.is_voter(&id) => {
+                EntryKind::AddPeer { id, metadata }
+            }
+            other => other,
+        };
         let needed = match &kind {
-            EntryKind::AddPeer { id, metadata } => self.members.metadata(id) != Some(metadata),
+            EntryKind::AddPeer { id, metadata } => {
+                self.members.member(id) != Some(&Member { metadata: metadata.clone(), suffrage: Suffrage::Voter })
+            }
+            EntryKind::AddLearner { id, metadata, promote } => {
+                let suffrage = Suffrage::Learner { promote: *promote };
+                self.members.member(id) != Some(&Member { metadata: metadata.clone(), suffrage })
+            }
             EntryKind::RemovePeer { id } => self.members.contains(id),
             _ => return Ok(None),
         };

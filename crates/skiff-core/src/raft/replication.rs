@@ -216,7 +216,7 @@ impl Raft {
         }
 
         if let (0, 0, Some(peers)) = (prev, self.log.snapshot_index(), &a.peers) {
-            let base = Membership::from_members(peers.iter().map(|p| (p.id.clone(), p.metadata.clone())));
+            let base = Membership::from_peers(peers.iter().cloned());
             if base != self.base {
                 self.base = base;
                 self.dirty = true;

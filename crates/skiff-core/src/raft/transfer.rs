@@ -67,7 +67,7 @@ impl Raft {
         let target = match target {
             Some(t) if t == self.cfg.id => return Err(TransferError::NoTarget("this node already leads".into())),
             Some(t) => {
-                let able = self.members.contains(t)
+                let able = self.members.is_voter(t)
                     && self.progress.get(t).is_some_and(|p| p.last_heard >= recently && p.state != ProgressState::Snapshot);
                 if !able {
                     return Err(TransferError::NoTarget(format!("{t} is not a voter this leader hears from")));
@@ -111,7 +111,7 @@ impl Raft {
         self.progress
             .iter()
             .filter(|(id, p)| {
-                *id != &self.cfg.id && self.members.contains(id) && p.last_heard >= recently && p.state != ProgressState::Snapshot
+                *id != &self.cfg.id && self.members.is_voter(id) && p.last_heard >= recently && p.state != ProgressState::Snapshot
             })
             .max_by_key(|(_, p)| (p.match_index, p.last_ack))
             .map(|(id, _)| id.clone())

@@ -80,11 +80,18 @@ impl<H: Host> Driver<H> {
         }
     }
 
-    /// Completes commands that were applied here and wait for another node to apply them.
+    /// Completes commands that were applied here and wait for another node to apply them, and
+    /// joins whose learner is now a voter.
     pub(super) fn check_wait_for_node(&mut self) {
         let Some(raft) = self.raft.as_ref() else { return };
         for (req, index) in self.requests.wait_for_node(|node| raft.peer_applied(node)) {
             self.ops.push(Op::Done { req, error: None, index: Some(index) });
+        }
+        if self.requests.awaits_promotion() {
+            let promoted = self.requests.promoted(self.now, |p| raft.is_committed_voter(p), |p| raft.is_active_peer(p));
+            for (req, index) in promoted {
+                self.ops.push(Op::Done { req, error: None, index: Some(index) });
+            }
         }
     }
 

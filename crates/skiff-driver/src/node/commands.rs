@@ -42,13 +42,22 @@ impl<H: Host> Driver<H> {
         self.requests.track(req, index, term, self.now + timeout_ms, timeout_ms, waiting);
     }
 
+    /// `join` (`promote`: a learner promoted once caught up, see `raft/learners.rs` in the core)
+    /// or `addLearner` (a permanent learner).
+    pub(super) fn add_member(&mut self, req: u32, peer: String, metadata: &str, promote: bool) {
+        match Json::from_text(metadata) {
+            Ok(metadata) => self.queue_membership(req, EntryKind::AddLearner { id: peer, metadata, promote }),
+            Err(e) => self.done(req, Some(JsError::new(code::EBADMETADATA, format!("metadata is not JSON: {e}")))),
+        }
+    }
+
     pub(super) fn queue_membership(&mut self, req: u32, kind: EntryKind) {
         let is_leader = self.raft.as_ref().is_some_and(|r| r.is_leader());
         if !is_leader {
             let e = self.not_leader();
             return self.done(req, Some(e));
         }
-        if let EntryKind::AddPeer { id, .. } = &kind {
+        if let EntryKind::AddPeer { id, .. } | EntryKind::AddLearner { id, .. } = &kind {
             if *id == self.opts.id {
                 return self.done(req, Some(JsError::new(code::EJOINSELF, "can't join self")));
             }
@@ -76,9 +85,24 @@ impl<H: Host> Driver<H> {
             let req = front.req;
             let remaining = front.deadline.saturating_sub(self.now).max(1);
             self.membership_queue.pop();
-            match raft.propose_membership(kind.clone()) {
+            let proposed = match &kind {
+                // A rolling upgrade from skiff-algorithm: its nodes know no learners; join as a voter.
+                EntryKind::AddLearner { id, metadata, promote: true } if self.legacy.any_old(raft.members().ids()) => {
+                    EntryKind::AddPeer { id: id.clone(), metadata: metadata.clone() }
+                }
+                other => other.clone(),
+            };
+            match raft.propose_membership(proposed) {
                 Ok(None) => self.done(req, None),
-                Ok(Some(index)) => self.track(req, index, term, remaining, Waiting::Membership),
+                Ok(Some(index)) => {
+                    let waiting = match &kind {
+                        EntryKind::AddLearner { id, promote: true, .. } if !raft.members().is_voter(id) => {
+                            Waiting::Join { peer: id.clone() }
+                        }
+                        _ => Waiting::Membership,
+                    };
+                    self.track(req, index, term, remaining, waiting)
+                }
                 Err(ProposeError::NotLeader { leader }) => self.done(req, Some(JsError::not_leader(leader))),
                 Err(ProposeError::MembershipChangePending | ProposeError::Transferring { .. }) => {
                     // Raced with can_change_membership, or waits for a hand-off: put it back.
@@ -95,11 +119,10 @@ impl<H: Host> Driver<H> {
     pub(super) fn expire_requests(&mut self) {
         for req in self.requests.expired(self.now) {
             let Some(p) = self.requests.untrack(req) else { continue };
-            let msg = format!("timedout after {} ms trying to replicate log index {}", p.timeout_ms, p.index);
             // Naming the index lets the wrapper drop a result kept for it, unless another request
             // still waits for that entry.
             let index = (!self.requests.waits_for(p.index)).then_some(p.index);
-            self.ops.push(Op::Done { req, error: Some(JsError::new(code::ETIMEDOUT, msg)), index });
+            self.ops.push(Op::Done { req, error: Some(JsError::new(code::ETIMEDOUT, p.timeout_message())), index });
         }
         for req in self.membership_queue.expire(self.now) {
             let msg = format!("timedout after {} ms waiting for an earlier membership change", self.opts.command_timeout);

@@ -8,7 +8,7 @@ impl<H: Host> Driver<H> {
     pub(super) fn sync_connections(&mut self) {
         let Some(raft) = self.raft.as_ref() else { return };
         let members = raft.members();
-        let wanted = members.iter().filter(|(id, _)| **id != self.opts.id).map(|(id, m)| (id.clone(), m.clone())).collect();
+        let wanted = members.iter().filter(|(id, _)| **id != self.opts.id).map(|(id, m)| (id.clone(), m.metadata.clone())).collect();
         let sync = self.connections.sync(wanted);
         for peer in sync.disconnect {
             self.legacy.forget(&peer);

@@ -102,7 +102,7 @@ impl<H: Host> Driver<H> {
             waiting: log.last_index().saturating_sub(log.unsaved_from() - 1),
             log_size: log.last_index().saturating_sub(log.snapshot_index()),
         };
-        self.save.hold(self.clock(), &view)
+        self.save.hold(|| self.clock(), &view)
     }
 
     /// The save did not call back: retry it with the latest state.

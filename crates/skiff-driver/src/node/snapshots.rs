@@ -246,9 +246,7 @@ impl<H: Host> Driver<H> {
             if self.apply.is_applying() {
                 return reply(self, InstallSnapshotResponse::refused(0, 0, "busy applying entries; retry"));
             }
-            let members = Membership::from_members(
-                chunk.peers.clone().unwrap_or_default().into_iter().map(|p| (p.id, p.metadata)),
-            );
+            let members = Membership::from_peers(chunk.peers.clone().unwrap_or_default());
             let began = self
                 .raft
                 .as_mut()

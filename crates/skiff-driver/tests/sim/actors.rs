@@ -200,7 +200,10 @@ impl Sim {
 
     fn reflected(&self, op: &MOp, members: &skiff_core::Membership) -> bool {
         match op {
-            MOp::Add(x) => members.metadata(&self.nodes[*x].id) == Some(&self.nodes[*x].meta),
+            // `join` adds a learner and is done once the core promoted it: it votes.
+            MOp::Add(x) => {
+                members.is_voter(&self.nodes[*x].id) && members.metadata(&self.nodes[*x].id) == Some(&self.nodes[*x].meta)
+            }
             MOp::Remove(x) => !members.contains(&self.nodes[*x].id),
         }
     }
