@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Long explorations of the deterministic cluster simulation (crates/skiff-core/tests/sim.rs):
+# Long explorations of the deterministic cluster simulation (crates/skiff-driver/tests/sim.rs):
 # many seeds, in every profile, at seed bases no test uses. CI runs a fixed slice of seeds
 # (`npm run test:rust`); this looks further. Every failure is printed with the command that
 # replays it (with a trace of its last events), so that a failing seed can become a named
-# regression test (see `seed_*` in tests/sim.rs).
+# regression test (a scripted scenario in crates/skiff-driver/tests/sim.rs, or a minimal core
+# reproduction in crates/skiff-core/tests/regressions.rs).
 #
 #   scripts/sim-explore.sh                       # 50,000 seeds x 5,000 steps per profile, base 1,000,000
 #   SEEDS=200000 BASES="3000000 7000000" scripts/sim-explore.sh
@@ -51,7 +52,7 @@ fi
 mkdir -p "$LOG_DIR" || exit 2
 
 echo "sim-explore: building the simulation (cargo --profile ci)"
-if ! nice -n "$NICE" cargo test -q -p skiff-core --profile ci --test sim --no-run --message-format=json \
+if ! nice -n "$NICE" cargo test -q -p skiff-driver --profile ci --test sim --no-run --message-format=json \
   >"$LOG_DIR/build.json" 2>"$LOG_DIR/build.log"; then
   cat "$LOG_DIR/build.log" >&2
   exit 2
@@ -101,7 +102,7 @@ for spec in $PROFILES; do
           grep -E '^seed [0-9]+: ' "$log" | sed 's/^/    /'
           failed=$((failed + nfail))
           for s in $seeds; do
-            replays+=("${env_profile[*]:+${env_profile[*]} }SIM_SEED=$s SIM_STEPS=$STEPS cargo test -p skiff-core --profile ci --test sim random_clusters -- --nocapture")
+            replays+=("${env_profile[*]:+${env_profile[*]} }SIM_SEED=$s SIM_STEPS=$STEPS cargo test -p skiff-driver --profile ci --test sim random_clusters -- --nocapture")
           done
         fi
       fi

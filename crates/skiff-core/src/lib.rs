@@ -2,8 +2,9 @@
 //!
 //! The core consumes peer messages, ticks of logical time and proposals, and produces a
 //! [`Ready`]: what to persist, what to send, what to apply. It knows nothing of threads, clocks,
-//! sockets or JavaScript, so whole clusters can be simulated from a seed (see `tests/sim.rs`),
-//! and the runtime in the `skiff-driver` crate carries out the IO.
+//! sockets or JavaScript, so whole clusters can be simulated from a seed (see the driver's
+//! `tests/sim.rs`, which runs the shipped runtime around it), and the runtime in the
+//! `skiff-driver` crate carries out the IO.
 
 pub mod config;
 pub mod entry;

@@ -23,7 +23,8 @@ pub struct AppendEntries {
     pub peers: Option<Vec<PeerDesc>>,
     /// The leader's latest read round (ReadIndex, Raft thesis §6.4), echoed in the answer: an
     /// answer carrying it proves the follower still took this leader's word after the reads of
-    /// that round arrived. Absent until the first round.
+    /// that round arrived. Absent until the first round (with check-quorum, every heartbeat
+    /// opens one, for the lease).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_ctx: Option<u64>,
     /// The voter this leader is handing leadership to: a voter that heard it from its leader

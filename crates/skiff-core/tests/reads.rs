@@ -154,3 +154,34 @@ fn a_follower_asks_for_many_reads_with_one_read_index_and_a_lost_one_fails_its_r
     assert_eq!(served(&c, f, 200), None);
     assert!(matches!(failed(&c, f, 200), Some(ReadError::NotLeader { .. })), "{:?}", c.read_failures);
 }
+
+/// The lease runs from when the leader sent what a majority answered, not from when the answers
+/// arrived: answers delayed in the network must not stretch it past the followers' promise not
+/// to vote (the driver simulation's seed 57 had a deposed leader serve a stale lease read).
+#[test]
+fn a_delayed_answer_does_not_stretch_the_lease() {
+    let (mut c, l, term) = Cluster::elected();
+    c.run(60);
+    // Hold back the followers' next answers to the leader, as a slow network would.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        c.run(1);
+        held.extend(c.net.iter().filter(|m| m.to == IDS[l] && matches!(m.body, Body::AppendEntriesResponse(_))).cloned());
+        if held.len() >= 2 {
+            break;
+        }
+    }
+    assert!(held.len() >= 2, "the followers answered no heartbeat");
+    c.isolate(l);
+    c.net.clear();
+    // The followers last heard from the leader before now; the lease is 135 ms of their 150.
+    c.run(120);
+    for m in held {
+        c.deliver(m);
+    }
+    c.run(20);
+    assert!(c.nodes[l].is_leader() && c.nodes[l].term() == term, "the leader stepped down before the check");
+    c.nodes[l].read_index(1, true).expect("still leads");
+    c.flush();
+    assert_eq!(served(&c, l, 1), None, "a lease read was served on answers that arrived late");
+}

@@ -1,7 +1,7 @@
 //! The table of IO handed to JS and not yet called back: ids, what each is for, and deadlines.
 
 use super::legacy::Sent;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// How often timeouts of IO and commands are scanned.
 const SCAN_EVERY_MS: u64 = 25;
@@ -30,16 +30,17 @@ struct IoWait {
 /// Every IO op under way, by the id JS calls back with. An id is answered at most once: a late
 /// or second callback for an id that finished, timed out or was forgotten finds nothing, so a
 /// plugin that calls back twice cannot finish an op twice.
-/// Invariant: ids are never 0 and not reused while in `ios`; `last_scan` only grows.
+/// Invariant: ids are never 0 and not reused while in `ios`; `last_scan` only grows. Ordered by
+/// id, so timeouts are handled in the same order on every run (a seed replays exactly).
 pub(super) struct IoTable {
     next_io: u32,
-    ios: HashMap<u32, IoWait>,
+    ios: BTreeMap<u32, IoWait>,
     last_scan: u64,
 }
 
 impl Default for IoTable {
     fn default() -> Self {
-        IoTable { next_io: 1, ios: HashMap::new(), last_scan: 0 }
+        IoTable { next_io: 1, ios: BTreeMap::new(), last_scan: 0 }
     }
 }
 

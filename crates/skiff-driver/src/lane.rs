@@ -1,7 +1,7 @@
 //! One-at-a-time peers: the request in flight to each, and the requests waiting behind it, merged.
 
 use skiff_core::{Body, Message};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Most requests waiting behind the one in flight to a peer whose connection takes one at a
 /// time. Coalescing keeps the queue short (the core's window bounds what it sends); past this the
@@ -70,7 +70,8 @@ impl Lane {
 /// declared `pipelining`); a lane with nothing in flight and nothing waiting may stay.
 #[derive(Default)]
 pub(super) struct Lanes {
-    lanes: HashMap<String, Lane>,
+    /// Ordered, so lanes are pumped in the same order on every run (a seed replays exactly).
+    lanes: BTreeMap<String, Lane>,
 }
 
 impl Lanes {

@@ -507,3 +507,12 @@ pub async fn run_timers<H: Host>(driver: Arc<Mutex<Driver<H>>>, notify: Arc<Noti
         driver.lock().timer_round();
     }
 }
+
+/// Read-only views for a simulation that checks the core's invariants from outside (nothing here
+/// changes the driver, so a simulation drives exactly what ships).
+impl<H: Host> Driver<H> {
+    /// The core, once the persisted state is loaded (`None` while loading).
+    pub fn core(&self) -> Option<&Raft> {
+        self.raft.as_ref()
+    }
+}

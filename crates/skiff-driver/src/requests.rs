@@ -2,7 +2,7 @@
 //! joins that wait for the promotion), and membership changes waiting their turn.
 
 use skiff_core::EntryKind;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(PartialEq, Eq)]
 pub(super) enum Waiting {
@@ -57,7 +57,8 @@ pub(super) enum Outcome {
 /// `by_index` is empty.
 #[derive(Default)]
 pub(super) struct Requests {
-    pending: HashMap<u32, Pending>,
+    /// Ordered, so timeouts answer in the same order on every run (a seed replays exactly).
+    pending: BTreeMap<u32, Pending>,
     /// The `pending` commands applied here that wait for another node (`waitForNode`): the only
     /// ones each round must look at.
     awaiting_peer: BTreeSet<u32>,

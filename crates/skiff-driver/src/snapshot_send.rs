@@ -2,7 +2,7 @@
 //! a failed transfer stands so that the next attempt resumes it.
 
 use skiff_core::{Json, SnapshotMeta};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Budget of one `InstallSnapshot` message: chunks of the read stream, and their JSON size.
 pub(super) const SNAPSHOT_CHUNKS: usize = 512;
@@ -59,7 +59,8 @@ pub(super) enum Resume {
 /// so the follower's partial install of this transfer is always at `seq` or `seq + 1`.
 #[derive(Default)]
 pub(super) struct Transfers {
-    outgoing: HashMap<String, Outgoing>,
+    /// Ordered, so stalls are handled in the same order on every run (a seed replays exactly).
+    outgoing: BTreeMap<String, Outgoing>,
     wanted: BTreeSet<String>,
     /// Followers whose point-in-time read is being opened (not yet in `outgoing`).
     opening: BTreeSet<String>,

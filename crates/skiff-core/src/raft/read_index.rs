@@ -8,10 +8,14 @@
 //! heartbeats are the round and all reads waiting at once share one. A read is served once the
 //! state machine applied its index.
 //!
-//! With `lease`, a leader that a majority acknowledged within the lease skips the round. The
-//! lease is 90% of `minElectionTimeout`, measured from when the leader received each answer,
-//! which is after the follower heard from it; a follower refuses votes for `minElectionTimeout`
-//! after hearing from its leader. So it assumes clocks run at rates within 10% of each other,
+//! With `lease`, a leader whose latest round a majority echoed skips the round while that round
+//! is younger than the lease. The lease is 90% of `minElectionTimeout`, measured from when the
+//! leader opened the round, which is before any follower heard an AppendEntries carrying it; a
+//! follower refuses votes for `minElectionTimeout` after hearing from its leader. (Measuring
+//! from when an answer arrived is not safe: an answer delayed in the network would stretch the
+//! lease past the follower's promise, and a deposed leader would serve a stale read; the driver
+//! simulation's seed 57 did.) A lease read with no such round takes a round, which starts a new
+//! lease. So it assumes clocks run at rates within 10% of each other,
 //! and that a follower that restarts stays down for the lease (a restarted node has forgotten
 //! its leader and votes at once). A leader that sent TimeoutNow in its term has invited a vote
 //! that ignores the lease, so it takes no lease reads for the rest of that term.
@@ -30,6 +34,10 @@ use std::collections::{BTreeMap, VecDeque};
 /// Reads waiting on one node (its own, and on a leader its followers'), at most: past it a read
 /// is refused as busy, so a flood of requests cannot grow memory.
 pub const MAX_PENDING_READS: usize = 10_000;
+
+/// How many of the latest rounds keep their opening time for the lease: a round a majority
+/// echoes is among the latest few (older ones only mean a read takes a round).
+const OPENED_KEPT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
@@ -104,6 +112,9 @@ pub(super) struct ReadOnly {
     applying: Vec<ReadState>,
     /// The term in which this node sent TimeoutNow: no lease reads in it (see the module docs).
     lease_revoked_term: u64,
+    /// (round, time it was opened) of the latest rounds, oldest first, at most `OPENED_KEPT`:
+    /// a lease runs from the opening of the round a majority echoed.
+    opened: VecDeque<(u64, u64)>,
     ready: Vec<ReadState>,
     failed: Vec<ReadFailure>,
 }
@@ -123,20 +134,28 @@ impl ReadOnly {
         self.batch = at;
     }
 
-    /// Opens a round (or joins the one not yet sent). Returns its number.
-    pub(super) fn open_round(&mut self) -> u64 {
+    /// Opens a round at time `now` (or joins the one not yet sent). Returns its number.
+    pub(super) fn open_round(&mut self, now: u64) -> u64 {
         if !self.need_round {
-            self.seq += 1;
-            self.need_round = true;
+            self.fresh_round(now);
         }
         self.seq
     }
 
-    /// Opens a round that no AppendEntries built so far carries (a transfer's).
-    pub(super) fn fresh_round(&mut self) -> u64 {
+    /// Opens a round at time `now` that no AppendEntries built so far carries (a transfer's).
+    pub(super) fn fresh_round(&mut self, now: u64) -> u64 {
         self.seq += 1;
         self.need_round = true;
+        if self.opened.len() >= OPENED_KEPT {
+            self.opened.pop_front();
+        }
+        self.opened.push_back((self.seq, now));
         self.seq
+    }
+
+    /// When round `seq` was opened, if it is among the latest ones.
+    fn opened_at(&self, seq: u64) -> Option<u64> {
+        self.opened.iter().rev().find(|(s, _)| *s == seq).map(|(_, at)| *at)
     }
 
     pub(super) fn round_wanted(&self) -> bool {
@@ -183,14 +202,15 @@ impl Raft {
         Ok(())
     }
 
-    /// Whether the leader's reads may skip the round (see the module docs).
+    /// Whether the leader's reads may skip the round: a majority echoed a round of this term
+    /// opened within the lease (see the module docs).
     fn lease_holds(&self) -> bool {
         let lease = self.cfg.min_election_timeout - self.cfg.min_election_timeout / 10;
-        let since = self.now.saturating_sub(lease);
+        let confirmed = self.confirmed_round();
         self.cfg.check_quorum
             && self.reads.lease_revoked_term != self.term
-            && self.now >= lease
-            && self.members.has_quorum(|id| id == self.cfg.id || self.progress.get(id).is_some_and(|p| p.last_ack >= since))
+            && confirmed > 0
+            && self.reads.opened_at(confirmed).is_some_and(|at| self.now < at + lease)
     }
 
     /// Whether this leader's commit index covers everything committed before its term.
@@ -312,7 +332,7 @@ impl Raft {
         self.settle_follower_reads();
         if leading && !self.reads.confirming.is_empty() {
             if self.committed_in_term() && self.reads.confirming.back().is_some_and(|r| r.seq == 0) {
-                let seq = self.reads.open_round();
+                let seq = self.reads.open_round(self.now);
                 let index = self.commit;
                 for r in self.reads.confirming.iter_mut().filter(|r| r.seq == 0) {
                     r.index = index;
@@ -328,7 +348,10 @@ impl Raft {
                 }
             }
         }
-        if !self.reads.applying.is_empty() {
+        // While a snapshot installs, the state machine was reset and holds part of it, whatever
+        // `applied` says: reads wait for the install (the driver simulation's seed 272 served
+        // one from an emptied state machine).
+        if !self.reads.applying.is_empty() && self.install.is_none() {
             let applied = self.applied;
             let (done, waiting): (Vec<ReadState>, Vec<ReadState>) =
                 std::mem::take(&mut self.reads.applying).into_iter().partition(|r| r.index <= applied);

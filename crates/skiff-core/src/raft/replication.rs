@@ -11,6 +11,12 @@ use crate::ready::Event;
 impl Raft {
     pub(super) fn broadcast_heartbeat(&mut self) {
         self.events.push(Event::Heartbeat);
+        if self.cfg.check_quorum {
+            // Every heartbeat carries a round of its own, so the lease (measured from a round's
+            // opening, see read_index.rs) stays fresh; this broadcast carries a pending one too.
+            self.reads.open_round(self.now);
+            self.reads.take_round();
+        }
         let peers: Vec<String> = self.progress.keys().cloned().collect();
         let now = self.now;
         let stalled_after = self.cfg.max_election_timeout;

@@ -83,7 +83,7 @@ impl Raft {
             return Ok(target);
         }
         // A fresh round: answers to it come from AppendEntries that carry `transferTo`.
-        let round = self.reads.fresh_round();
+        let round = self.reads.fresh_round(self.now);
         self.transfer = Some(Transfer { target: target.clone(), since: self.now, round, sent: false });
         self.settle_transfer();
         Ok(target)

@@ -1,5 +1,5 @@
 //! A lock-step cluster on a perfect network with instant disks, for minimal reproductions and
-//! scripted scenarios (shared by `sim.rs` and `learners.rs`, each of which uses part of it).
+//! scripted scenarios (shared by `regressions.rs` and `learners.rs`, each of which uses part of it).
 #![allow(dead_code)]
 
 use skiff_core::persisted::restore;
@@ -43,6 +43,18 @@ impl Tiny {
             .map(|(k, (id, state, standby))| make(k, id, state, *standby, &tweak))
             .collect();
         Tiny { nodes, now: 0, net: VecDeque::new(), cut: BTreeSet::new(), blocked: BTreeSet::new() }
+    }
+
+    /// Restarts node `id` from what it saved (the disk is instant: everything), as after a
+    /// crash: it loses its role, its leader and every message in flight to or from it.
+    pub fn restart(&mut self, id: &str) {
+        let k = self.nodes.iter().position(|r| r.id() == id).unwrap();
+        let r = &self.nodes[k];
+        let text = serde_json::to_string(&skiff_core::persisted::PersistedState(r)).unwrap();
+        let restored = restore(id, &text, r.applied(), false, &Json::empty_object()).unwrap();
+        self.nodes[k] = Raft::new(r.config().clone(), restored).unwrap();
+        self.nodes[k].tick(self.now);
+        self.net.retain(|m| m.to != id && m.from != id);
     }
 
     /// Replaces node `id` by a brand-new standby with the same id (its data was deleted).
