@@ -127,22 +127,10 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_core::message::{Body, RequestVote};
+    use crate::test_support::vote;
 
     fn wanted(ids: &[&str]) -> BTreeMap<String, Json> {
         ids.iter().map(|id| (id.to_string(), Json::empty_object())).collect()
-    }
-
-    fn vote(to: &str, term: u64) -> Message {
-        let body = Body::RequestVote(RequestVote {
-            term,
-            candidate_id: "a".into(),
-            last_log_index: 0,
-            last_log_term: 0,
-            pre_vote: false,
-            transfer: false,
-        });
-        Message { from: "a".into(), to: to.into(), token: None, body }
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_core::message::{AppendEntries, RequestVote};
+    use skiff_core::message::AppendEntries;
     use skiff_core::{Entry, EntryKind, Json};
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -166,12 +166,7 @@ mod tests {
     }
 
     fn vote(term: u64) -> Message {
-        Message {
-            from: "a".into(),
-            to: "b".into(),
-            token: None,
-            body: Body::RequestVote(RequestVote { term, candidate_id: "a".into(), last_log_index: 0, last_log_term: 0, pre_vote: false, transfer: false }),
-        }
+        crate::test_support::vote("b", term)
     }
 
     fn appends(lane: &Lane) -> Vec<(u64, Vec<u64>, u64)> {

@@ -25,6 +25,8 @@ pub mod op;
 pub mod options;
 pub mod status;
 pub mod wire;
+#[cfg(test)]
+mod test_support;
 
 pub use input::{Input, PluginError};
 pub use node::{run_timers, Clock, Driver, Host, SystemClock};

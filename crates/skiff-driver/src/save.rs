@@ -150,22 +150,13 @@ impl SaveQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_core::message::{Body, RequestVote};
 
     fn doc() -> Box<RawValue> {
         RawValue::from_string("{}".into()).unwrap()
     }
 
     fn msg(to: &str) -> Message {
-        let body = Body::RequestVote(RequestVote {
-            term: 1,
-            candidate_id: "a".into(),
-            last_log_index: 0,
-            last_log_term: 0,
-            pre_vote: false,
-            transfer: false,
-        });
-        Message { from: "a".into(), to: to.into(), token: None, body }
+        crate::test_support::vote(to, 1)
     }
 
     fn token(i: u64) -> PersistToken {
