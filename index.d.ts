@@ -163,9 +163,11 @@ declare namespace Node {
     saveLog(nodeId: string, delta: LogDelta, cb: NodeStyleCallback): void;
     /**
      * Applies committed commands in index order, atomically with the applied index; indexes already
-     * applied are no-ops. `results[i]` is the result for `batch[i]`, as applyCommand's.
+     * applied are no-ops. `results[i]` is the result for `batch[i]`, as applyCommand's, one per
+     * command. When a command fails, `cb(err, results)` carries the results of the commands before
+     * it that took effect (none: no `results`); any other answer is an `EBADRESULT` error.
      */
-    applyCommands(nodeId: string, batch: Array<{ index: number; command: any }>, cb: NodeStyleCallback<any[] | undefined>): void;
+    applyCommands(nodeId: string, batch: Array<{ index: number; command: any }>, cb: NodeStyleCallback<any[]>): void;
   }
 
   interface Persistence extends Partial<IncrementalPersistence> {

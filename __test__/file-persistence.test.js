@@ -4,27 +4,17 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { promisify } = require('node:util');
 const { Writable } = require('node:stream');
 const { pipeline } = require('node:stream/promises');
 
 const createFilePersistence = require('../lib/persistence/file');
 const { tmpDirs } = require('./helpers/tmp');
+const { promised } = require('./helpers/promised');
 const createKvStateMachine = require('../lib/persistence/kv-state-machine');
 
 const tmpDir = tmpDirs('skiff-file-persistence-');
 
 // Promise forms of the callback API.
-function api(p) {
-  return {
-    loadMeta: promisify(p.loadMeta.bind(p)),
-    saveMeta: promisify(p.saveMeta.bind(p)),
-    apply: promisify(p.applyCommand.bind(p)),
-    lastApplied: promisify(p.lastAppliedCommitIndex.bind(p)),
-    saveCommitIndex: promisify(p.saveCommitIndex.bind(p)),
-    removeAllState: promisify(p.removeAllState.bind(p)),
-  };
-}
 
 const ID = 'tcp://127.0.0.1:9001';
 
@@ -48,7 +38,7 @@ const sampleState = (term) => ({
 test('saveMeta / loadMeta round trip, across instances; queued saves keep the last one', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
+  const a = promised(p);
   assert.equal(await a.loadMeta(ID), null, 'nothing saved yet');
   await a.saveMeta(ID, sampleState(3));
   assert.deepEqual(await a.loadMeta(ID), sampleState(3));
@@ -65,18 +55,18 @@ test('saveMeta / loadMeta round trip, across instances; queued saves keep the la
   await p.close();
 
   const q = createFilePersistence({ dir });
-  assert.deepEqual(await api(q).loadMeta(ID), sampleState(99));
-  assert.equal(await api(q).loadMeta('another node'), null);
-  await assert.rejects(api(q).saveMeta(ID, { bad: 10n }), TypeError);
+  assert.deepEqual(await promised(q).loadMeta(ID), sampleState(99));
+  assert.equal(await promised(q).loadMeta('another node'), null);
+  await assert.rejects(promised(q).saveMeta(ID, { bad: 10n }), TypeError);
   await q.close();
 });
 
 test('a crash mid-write (temp files, torn journal tail) corrupts nothing', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
+  const a = promised(p);
   await a.saveMeta(ID, sampleState(5));
-  for (let i = 1; i <= 10; i++) await a.apply(ID, i, { op: 'put', key: `k${i}`, value: i });
+  for (let i = 1; i <= 10; i++) await a.applyCommand(ID, i, { op: 'put', key: `k${i}`, value: i });
   await p.close();
 
   // What a crash in the middle of each kind of write leaves behind.
@@ -87,54 +77,54 @@ test('a crash mid-write (temp files, torn journal tail) corrupts nothing', async
   fs.appendFileSync(path.join(nd, journal), Buffer.from([0, 0, 0, 40, 1, 2, 3, 4, 5, 6])); // a torn record
 
   const q = createFilePersistence({ dir });
-  const b = api(q);
+  const b = promised(q);
   assert.deepEqual(await b.loadMeta(ID), sampleState(5));
-  assert.equal(await b.lastApplied(ID), 10);
+  assert.equal(await b.lastAppliedCommitIndex(ID), 10);
   assert.equal(q.stateMachine(ID).get('k10'), 10);
   assert.equal(q.stateMachine(ID).size, 10);
   // The damaged tail was cut off: appends after it survive the next restart.
-  await b.apply(ID, 11, { op: 'put', key: 'k11', value: 11 });
+  await b.applyCommand(ID, 11, { op: 'put', key: 'k11', value: 11 });
   await b.saveMeta(ID, sampleState(6));
   await q.close();
   assert.deepEqual(fs.readdirSync(nd).filter((n) => n.includes('.tmp-')), [], 'temp files were removed');
 
   const r = createFilePersistence({ dir });
-  assert.equal(await api(r).lastApplied(ID), 11);
+  assert.equal(await promised(r).lastAppliedCommitIndex(ID), 11);
   assert.equal(r.stateMachine(ID).get('k11'), 11);
-  assert.equal((await api(r).loadMeta(ID)).currentTerm, 6);
+  assert.equal((await promised(r).loadMeta(ID)).currentTerm, 6);
   await r.close();
 });
 
 test('applyCommand is idempotent by index and returns results; get reads through the log', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
-  assert.equal(await a.lastApplied(ID), 0);
-  assert.equal(await a.apply(ID, 1, { op: 'put', key: 'a', value: 1 }), undefined);
-  await a.apply(ID, 1, { op: 'put', key: 'a', value: 'again' }); // the same index again: a no-op
+  const a = promised(p);
+  assert.equal(await a.lastAppliedCommitIndex(ID), 0);
+  assert.equal(await a.applyCommand(ID, 1, { op: 'put', key: 'a', value: 1 }), undefined);
+  await a.applyCommand(ID, 1, { op: 'put', key: 'a', value: 'again' }); // the same index again: a no-op
   assert.equal(p.stateMachine(ID).get('a'), 1);
-  assert.equal(await a.apply(ID, 2, { op: 'get', key: 'a' }), 1);
-  assert.equal(await a.apply(ID, 3, { op: 'del', key: 'a' }), true);
-  assert.equal(await a.apply(ID, 4, { op: 'del', key: 'a' }), false);
-  await a.apply(ID, 2, { op: 'put', key: 'a', value: 'late' }); // lower index: a no-op
+  assert.equal(await a.applyCommand(ID, 2, { op: 'get', key: 'a' }), 1);
+  assert.equal(await a.applyCommand(ID, 3, { op: 'del', key: 'a' }), true);
+  assert.equal(await a.applyCommand(ID, 4, { op: 'del', key: 'a' }), false);
+  await a.applyCommand(ID, 2, { op: 'put', key: 'a', value: 'late' }); // lower index: a no-op
   assert.equal(p.stateMachine(ID).has('a'), false);
   // Commands that are not key-value operations still advance the index (the original's tests use them).
-  await a.apply(ID, 5, 'a string command');
-  await a.apply(ID, 6, ['an', 'array']);
-  await a.apply(ID, 7, 42);
-  await a.apply(ID, 8, { op: 'put', key: 'buf', value: Buffer.from([1, 2, 3]) });
+  await a.applyCommand(ID, 5, 'a string command');
+  await a.applyCommand(ID, 6, ['an', 'array']);
+  await a.applyCommand(ID, 7, 42);
+  await a.applyCommand(ID, 8, { op: 'put', key: 'buf', value: Buffer.from([1, 2, 3]) });
   // Many queued at once: applied in order, one fsync per batch.
   const results = await Promise.all(Array.from({ length: 100 }, (_, i) =>
-    a.apply(ID, 9 + i, i % 2 ? { op: 'get', key: 'n' } : { op: 'put', key: 'n', value: i })));
+    a.applyCommand(ID, 9 + i, i % 2 ? { op: 'get', key: 'n' } : { op: 'put', key: 'n', value: i })));
   results.forEach((r, i) => { if (i % 2) assert.equal(r, i - 1); });
-  assert.equal(await a.lastApplied(ID), 108);
-  await assert.rejects(a.apply(ID, -1, {}), { code: 'EBADARGS' });
+  assert.equal(await a.lastAppliedCommitIndex(ID), 108);
+  await assert.rejects(a.applyCommand(ID, -1, {}), { code: 'EBADARGS' });
   await p.close();
 
   const q = createFilePersistence({ dir });
-  const b = api(q);
-  assert.equal(await b.lastApplied(ID), 108);
-  await b.apply(ID, 1, { op: 'put', key: 'a', value: 'replayed?' }); // re-applying is a no-op
+  const b = promised(q);
+  assert.equal(await b.lastAppliedCommitIndex(ID), 108);
+  await b.applyCommand(ID, 1, { op: 'put', key: 'a', value: 'replayed?' }); // re-applying is a no-op
   assert.equal(q.stateMachine(ID).has('a'), false);
   assert.ok(Buffer.isBuffer(q.stateMachine(ID).get('buf')));
   assert.deepEqual([...q.stateMachine(ID).get('buf')], [1, 2, 3]);
@@ -145,19 +135,19 @@ test('applyCommand is idempotent by index and returns results; get reads through
 test('lastAppliedCommitIndex and saveCommitIndex across restarts; compaction keeps the state', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir, compactBytes: 2048 });
-  const a = api(p);
+  const a = promised(p);
   let index = 0;
   for (let round = 0; round < 20; round++) {
     const batch = [];
     for (let k = 0; k < 25; k++) {
       index++;
-      batch.push(a.apply(ID, index, { op: 'put', key: `k${index % 97}`, value: { round, index, pad: 'x'.repeat(20) } }));
+      batch.push(a.applyCommand(ID, index, { op: 'put', key: `k${index % 97}`, value: { round, index, pad: 'x'.repeat(20) } }));
     }
     await Promise.all(batch);
   }
   await a.saveCommitIndex(ID, index + 3); // a membership entry the state machine does not see
   await a.saveCommitIndex(ID, 2); // never goes back
-  assert.equal(await a.lastApplied(ID), index + 3);
+  assert.equal(await a.lastAppliedCommitIndex(ID), index + 3);
   const expected = p.stateMachine(ID).toObject();
   await p.close();
   const nd = nodeDir(dir, ID);
@@ -166,7 +156,7 @@ test('lastAppliedCommitIndex and saveCommitIndex across restarts; compaction kee
   assert.ok(fs.statSync(path.join(nd, 'checkpoint')).size > 0, 'compaction wrote a checkpoint');
 
   const q = createFilePersistence({ dir });
-  assert.equal(await api(q).lastApplied(ID), index + 3);
+  assert.equal(await promised(q).lastAppliedCommitIndex(ID), index + 3);
   assert.deepEqual(q.stateMachine(ID).toObject(), expected);
   await q.close();
 });
@@ -180,10 +170,10 @@ async function readAll(stream) {
 test('read stream → removeAllState → write stream restores the identical state', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
+  const a = promised(p);
   let i = 0;
-  for (; i < 700; i++) await a.apply(ID, i + 1, { op: 'put', key: i % 3 ? `k${i}` : i, value: i % 5 ? { i, s: 'v'.repeat(i % 50) } : Buffer.from([i & 255]) });
-  await a.apply(ID, ++i, { op: 'del', key: 'k1' });
+  for (; i < 700; i++) await a.applyCommand(ID, i + 1, { op: 'put', key: i % 3 ? `k${i}` : i, value: i % 5 ? { i, s: 'v'.repeat(i % 50) } : Buffer.from([i & 255]) });
+  await a.applyCommand(ID, ++i, { op: 'del', key: 'k1' });
   const before = [...p.stateMachine(ID).entries()];
   assert.equal(before.length, 699);
 
@@ -195,7 +185,7 @@ test('read stream → removeAllState → write stream restores the identical sta
   // The same node: clear it, then write the chunks back.
   await a.removeAllState(ID);
   assert.equal(p.stateMachine(ID).size, 0);
-  assert.equal(await a.lastApplied(ID), 0);
+  assert.equal(await a.lastAppliedCommitIndex(ID), 0);
   const ws = p.createWriteStream(ID);
   await pipeline(async function* () { yield* chunks; }, ws);
   await a.saveCommitIndex(ID, 701); // what the engine does after a snapshot
@@ -207,9 +197,9 @@ test('read stream → removeAllState → write stream restores the identical sta
   await a.saveCommitIndex('follower', 701);
   await p.close();
   const q = createFilePersistence({ dir });
-  const b = api(q);
-  assert.equal(await b.lastApplied(ID), 701);
-  assert.equal(await b.lastApplied('follower'), 701);
+  const b = promised(q);
+  assert.equal(await b.lastAppliedCommitIndex(ID), 701);
+  assert.equal(await b.lastAppliedCommitIndex('follower'), 701);
   assert.deepEqual([...q.stateMachine(ID).entries()], before);
   assert.deepEqual([...q.stateMachine('follower').entries()], before);
   await q.close();
@@ -218,13 +208,13 @@ test('read stream → removeAllState → write stream restores the identical sta
 test('a write stream destroyed half way leaves the old state and releases the node', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
-  for (let i = 1; i <= 5; i++) await a.apply(ID, i, { op: 'put', key: `k${i}`, value: i });
+  const a = promised(p);
+  for (let i = 1; i <= 5; i++) await a.applyCommand(ID, i, { op: 'put', key: `k${i}`, value: i });
   const ws = p.createWriteStream(ID);
   await new Promise((resolve) => ws.write({ entries: [['other', 1]] }, resolve));
   ws.destroy();
   await new Promise((resolve) => ws.on('close', resolve));
-  assert.equal(await a.lastApplied(ID), 5, 'the node works again');
+  assert.equal(await a.lastAppliedCommitIndex(ID), 5, 'the node works again');
   assert.equal(p.stateMachine(ID).get('k5'), 5);
   assert.equal(p.stateMachine(ID).has('other'), false);
 
@@ -232,7 +222,7 @@ test('a write stream destroyed half way leaves the old state and releases the no
   const bad = p.createWriteStream(ID);
   await assert.rejects(pipeline(async function* () { yield { entries: [['x', 1]] }; yield { nope: true }; }, bad),
     { code: 'EBADCHUNK' });
-  assert.equal(await a.lastApplied(ID), 5);
+  assert.equal(await a.lastAppliedCommitIndex(ID), 5);
   assert.deepEqual(p.stateMachine(ID).toObject(), { k1: 1, k2: 2, k3: 3, k4: 4, k5: 5 });
   await p.close();
 });
@@ -240,12 +230,12 @@ test('a write stream destroyed half way leaves the old state and releases the no
 test('100k keys: the read stream is bounded and honours back-pressure', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
+  const a = promised(p);
   const N = 100000;
   const value = 'v'.repeat(40);
   for (let start = 1; start <= N; start += 10000) {
     const batch = [];
-    for (let i = start; i < start + 10000; i++) batch.push(a.apply(ID, i, { op: 'put', key: `key-${i}`, value: `${value}${i}` }));
+    for (let i = start; i < start + 10000; i++) batch.push(a.applyCommand(ID, i, { op: 'put', key: `key-${i}`, value: `${value}${i}` }));
     await Promise.all(batch);
   }
   global.gc?.();
@@ -292,23 +282,23 @@ test('custom state machines: a factory per node id, async apply; one instance se
     };
   };
   const p = createFilePersistence({ dir, stateMachine: counter });
-  const a = api(p);
-  assert.equal(await a.apply('n1', 1, { add: 2 }), 2);
-  assert.equal(await a.apply('n1', 2, { add: 3 }), 5);
-  await a.apply('n1', 2, { add: 3 });
+  const a = promised(p);
+  assert.equal(await a.applyCommand('n1', 1, { add: 2 }), 2);
+  assert.equal(await a.applyCommand('n1', 2, { add: 3 }), 5);
+  await a.applyCommand('n1', 2, { add: 3 });
   assert.equal(p.stateMachine('n1').total, 5);
   assert.equal(p.stateMachine('n2').total, 0);
   const chunks = await readAll(p.createReadStream('n1'));
   assert.deepEqual(chunks, [{ total: 5 }]);
   await p.close();
   const q = createFilePersistence({ dir, stateMachine: counter });
-  assert.equal(await api(q).lastApplied('n1'), 2);
+  assert.equal(await promised(q).lastAppliedCommitIndex('n1'), 2);
   assert.equal(q.stateMachine('n1').total, 5);
   await q.close();
 
   const single = createFilePersistence({ dir: tmpDir(), stateMachine: createKvStateMachine() });
-  await api(single).apply('only', 1, { op: 'put', key: 'a', value: 1 });
-  await assert.rejects(api(single).apply('second', 1, {}), { code: 'EPLUGIN' });
+  await promised(single).applyCommand('only', 1, { op: 'put', key: 'a', value: 1 });
+  await assert.rejects(promised(single).applyCommand('second', 1, {}), { code: 'EPLUGIN' });
   await single.close();
   assert.throws(() => createFilePersistence({}), TypeError);
   assert.throws(() => createFilePersistence({ dir, stateMachine: 5 }), TypeError);
@@ -341,32 +331,32 @@ test('a failing apply is passed on, is not recorded, and later commands in its b
       return kv;
     },
   });
-  const a = api(p);
-  await a.apply(ID, 1, { op: 'put', key: 'a', value: 1 });
+  const a = promised(p);
+  await a.applyCommand(ID, 1, { op: 'put', key: 'a', value: 1 });
   const outcomes = await Promise.allSettled([
-    a.apply(ID, 2, { op: 'put', key: 'b', value: 2 }),
-    a.apply(ID, 3, { op: 'boom' }),
-    a.apply(ID, 4, { op: 'put', key: 'c', value: 3 }),
+    a.applyCommand(ID, 2, { op: 'put', key: 'b', value: 2 }),
+    a.applyCommand(ID, 3, { op: 'boom' }),
+    a.applyCommand(ID, 4, { op: 'put', key: 'c', value: 3 }),
   ]);
   assert.equal(outcomes[0].status, 'fulfilled');
   assert.equal(outcomes[1].reason.code, 'EBOOM');
   assert.equal(outcomes[2].reason.code, 'EAPPLY');
-  assert.equal(await a.lastApplied(ID), 2);
+  assert.equal(await a.lastAppliedCommitIndex(ID), 2);
   assert.deepEqual(p.stateMachine(ID).toObject(), { a: 1, b: 2 });
-  await a.apply(ID, 3, { op: 'put', key: 'c', value: 3 });
-  assert.equal(await a.lastApplied(ID), 3);
+  await a.applyCommand(ID, 3, { op: 'put', key: 'c', value: 3 });
+  assert.equal(await a.lastAppliedCommitIndex(ID), 3);
   await p.close();
 });
 
 test('a read stream is a consistent cut while applies go on', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
-  for (let i = 1; i <= 1000; i++) await a.apply(ID, i, { op: 'put', key: `k${i % 300}`, value: i });
+  const a = promised(p);
+  for (let i = 1; i <= 1000; i++) await a.applyCommand(ID, i, { op: 'put', key: `k${i % 300}`, value: i });
   const atCut = p.stateMachine(ID).toObject();
   const rs = p.createReadStream(ID);
   const later = [];
-  for (let i = 1001; i <= 2000; i++) later.push(a.apply(ID, i, { op: i % 2 ? 'del' : 'put', key: `k${i % 300}`, value: -i }));
+  for (let i = 1001; i <= 2000; i++) later.push(a.applyCommand(ID, i, { op: i % 2 ? 'del' : 'put', key: `k${i % 300}`, value: -i }));
   const chunks = await readAll(rs);
   await Promise.all(later);
   assert.equal(rs.lastIncludedIndex, 1000);
@@ -381,8 +371,8 @@ test('a read stream is a consistent cut while applies go on', async () => {
 async function journalOf(n) {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
-  for (let i = 1; i <= n; i++) await a.apply(ID, i, { op: 'put', key: `k${i}`, value: i });
+  const a = promised(p);
+  for (let i = 1; i <= n; i++) await a.applyCommand(ID, i, { op: 'put', key: `k${i}`, value: i });
   await p.close();
   const nd = nodeDir(dir, ID);
   return { dir, journal: path.join(nd, fs.readdirSync(nd).find((name) => name.startsWith('journal-'))) };
@@ -399,7 +389,7 @@ test('a flipped byte before the last record fails loading with ECORRUPT, file an
   const q = createFilePersistence({ dir });
   const warnings = [];
   q.on('warning', (w) => warnings.push(w));
-  await assert.rejects(api(q).lastApplied(ID), (err) => {
+  await assert.rejects(promised(q).lastAppliedCommitIndex(ID), (err) => {
     assert.equal(err.code, 'ECORRUPT');
     assert.equal(err.file, journal);
     assert.ok(err.offset <= at && err.offset > at - 100, `offset ${err.offset} is the damaged record's (byte ${at})`);
@@ -407,7 +397,7 @@ test('a flipped byte before the last record fails loading with ECORRUPT, file an
     return true;
   });
   // Again: still refused, and the file is exactly as it was.
-  await assert.rejects(api(q).lastApplied(ID), { code: 'ECORRUPT' });
+  await assert.rejects(promised(q).lastAppliedCommitIndex(ID), { code: 'ECORRUPT' });
   await q.close();
   assert.ok(fs.readFileSync(journal).equals(damaged), 'the journal was left untouched');
   assert.deepEqual(warnings, []);
@@ -415,7 +405,7 @@ test('a flipped byte before the last record fails loading with ECORRUPT, file an
   // Repaired (the byte put back), every acknowledged key is there.
   fs.writeFileSync(journal, before);
   const r = createFilePersistence({ dir });
-  assert.equal(await api(r).lastApplied(ID), 200);
+  assert.equal(await promised(r).lastAppliedCommitIndex(ID), 200);
   assert.equal(r.stateMachine(ID).size, 200);
   await r.close();
 });
@@ -431,7 +421,7 @@ test('only a torn last record is cut, with an ETORN warning', async () => {
   const q = createFilePersistence({ dir });
   const warnings = [];
   q.on('warning', (w) => warnings.push(w));
-  assert.equal(await api(q).lastApplied(ID), 20);
+  assert.equal(await promised(q).lastAppliedCommitIndex(ID), 20);
   assert.equal(warnings.length, 1);
   assert.equal(warnings[0].code, 'ETORN');
   assert.equal(warnings[0].offset, good);
@@ -442,14 +432,14 @@ test('only a torn last record is cut, with an ETORN warning', async () => {
 test('files are created 0600 and folders 0700', { skip: process.platform === 'win32' }, async () => {
   const dir = path.join(tmpDir(), 'fresh', 'data');
   const p = createFilePersistence({ dir });
-  const a = api(p);
+  const a = promised(p);
   await a.saveMeta(ID, sampleState(1));
-  await a.apply(ID, 1, { op: 'put', key: 'k', value: 1 });
+  await a.applyCommand(ID, 1, { op: 'put', key: 'k', value: 1 });
   await p.close();
   // Compaction writes a checkpoint too.
   const q = createFilePersistence({ dir, compactBytes: 1 });
-  await api(q).apply(ID, 2, { op: 'put', key: 'k2', value: 2 });
-  await api(q).lastApplied(ID);
+  await promised(q).applyCommand(ID, 2, { op: 'put', key: 'k2', value: 2 });
+  await promised(q).lastAppliedCommitIndex(ID);
   await q.close();
   const nd = nodeDir(dir, ID);
   for (const d of [dir, nd]) assert.equal(fs.statSync(d).mode & 0o777, 0o700, d);

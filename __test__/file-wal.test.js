@@ -8,24 +8,15 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { promisify } = require('node:util');
 
 const createFilePersistence = require('../lib/persistence/file');
+const createKvStateMachine = require('../lib/persistence/kv-state-machine');
 const { tmpDirs } = require('./helpers/tmp');
+const { promised } = require('./helpers/promised');
 const Node = require('..');
 const { MemoryNetwork } = require('../lib/memory');
 
 const tmpDir = tmpDirs('skiff-file-wal-');
-
-function api(p) {
-  return {
-    loadMeta: promisify(p.loadMeta.bind(p)),
-    saveMeta: promisify(p.saveMeta.bind(p)),
-    saveLog: promisify(p.saveLog.bind(p)),
-    applyCommands: promisify(p.applyCommands.bind(p)),
-    lastApplied: promisify(p.lastAppliedCommitIndex.bind(p)),
-  };
-}
 
 const ID = 'node-a';
 const nodeDir = (dir) => path.join(dir, createFilePersistence.safeName(ID));
@@ -60,7 +51,7 @@ function state(entries, { term = 1, lastIncludedIndex = 0, votedFor = 'node-b' }
 async function loadFresh(dir, options = {}) {
   const p = createFilePersistence(Object.assign({ dir }, options));
   try {
-    return await api(p).loadMeta(ID);
+    return await promised(p).loadMeta(ID);
   } finally {
     await p.close();
   }
@@ -88,7 +79,7 @@ async function countSyncs(p, fn) {
 test('saveLog round trip: appends, a truncation, a hard-state-only delta; across instances', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
+  const a = promised(p);
   assert.equal(await a.loadMeta(ID), null);
   await a.saveLog(ID, delta(1, range(1, 5)));
   await a.saveLog(ID, delta(6, range(6, 8)));
@@ -98,13 +89,13 @@ test('saveLog round trip: appends, a truncation, a hard-state-only delta; across
   assert.deepEqual(await a.loadMeta(ID), expected);
   await p.close();
   const q = createFilePersistence({ dir });
-  assert.deepEqual(await api(q).loadMeta(ID), expected);
+  assert.deepEqual(await promised(q).loadMeta(ID), expected);
   // a delta that cuts without adding: 5 and 6 go
-  await api(q).saveLog(ID, delta(5, [], { term: 3 }));
-  assert.deepEqual((await api(q).loadMeta(ID)).log.entries, [...range(1, 3), entry(4, 2)]);
+  await promised(q).saveLog(ID, delta(5, [], { term: 3 }));
+  assert.deepEqual((await promised(q).loadMeta(ID)).log.entries, [...range(1, 3), entry(4, 2)]);
   // values come back exactly as JSON gave them, `__proto__` keys too
   const odd = JSON.parse('{"term":3,"index":5,"command":{"__proto__":{"x":1},"n":1.5},"uuid":"u"}');
-  await api(q).saveLog(ID, delta(5, [odd], { term: 3 }));
+  await promised(q).saveLog(ID, delta(5, [odd], { term: 3 }));
   await q.close();
   const back = (await loadFresh(dir)).log.entries[4];
   assert.deepEqual(Object.keys(back.command), ['__proto__', 'n']);
@@ -114,7 +105,7 @@ test('saveLog round trip: appends, a truncation, a hard-state-only delta; across
 test('saveLog: one write and one fdatasync per call, one for calls queued together; bad deltas refused', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
+  const a = promised(p);
   await a.saveLog(ID, delta(1, range(1, 1)));
   assert.equal(await countSyncs(p, () => a.saveLog(ID, delta(2, range(2, 3)))), 1);
   const together = await countSyncs(p, () => Promise.all(
@@ -136,7 +127,7 @@ test('saveLog: one write and one fdatasync per call, one for calls queued togeth
 test('compaction drops whole segments below lastIncludedIndex; the rest still loads', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir, segmentBytes: 300 });
-  const a = api(p);
+  const a = promised(p);
   for (let i = 1; i <= 40; i++) await a.saveLog(ID, delta(i, [entry(i)]));
   const before = segments(dir);
   assert.ok(before.length >= 8, `${before.length} segments`);
@@ -151,18 +142,18 @@ test('compaction drops whole segments below lastIncludedIndex; the rest still lo
   assert.deepEqual(await loadFresh(dir), expected);
   // a follower's log replaced from above after a snapshot install: the old segments all go
   const q = createFilePersistence({ dir, segmentBytes: 300 });
-  await api(q).saveLog(ID, delta(61, [entry(61, 2)], { lastIncludedIndex: 60, term: 2 }));
-  await api(q).saveLog(ID, delta(62, [entry(62, 2)], { lastIncludedIndex: 60, term: 2 }));
+  await promised(q).saveLog(ID, delta(61, [entry(61, 2)], { lastIncludedIndex: 60, term: 2 }));
+  await promised(q).saveLog(ID, delta(62, [entry(62, 2)], { lastIncludedIndex: 60, term: 2 }));
   // all but the one that was being appended to
   assert.ok(segments(dir).every((name) => name >= after[after.length - 1]), segments(dir).join());
-  assert.deepEqual((await api(q).loadMeta(ID)).log.entries, [entry(61, 2), entry(62, 2)]);
+  assert.deepEqual((await promised(q).loadMeta(ID)).log.entries, [entry(61, 2), entry(62, 2)]);
   await q.close();
 });
 
 test('a torn tail of the last segment is cut off with an ETORN warning; saving goes on', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  await api(p).saveLog(ID, delta(1, range(1, 3)));
+  await promised(p).saveLog(ID, delta(1, range(1, 3)));
   await p.close();
   const file = path.join(nodeDir(dir), segments(dir)[0]);
   const good = fs.statSync(file).size;
@@ -174,13 +165,13 @@ test('a torn tail of the last segment is cut off with an ETORN warning; saving g
   const q = createFilePersistence({ dir });
   const warnings = [];
   q.on('warning', (w) => warnings.push(w));
-  assert.deepEqual((await api(q).loadMeta(ID)).log.entries, range(1, 3));
+  assert.deepEqual((await promised(q).loadMeta(ID)).log.entries, range(1, 3));
   assert.equal(warnings.length, 1);
   assert.equal(warnings[0].code, 'ETORN');
   assert.equal(warnings[0].offset, good);
   assert.equal(warnings[0].file, file);
   assert.equal(fs.statSync(file).size, good);
-  await api(q).saveLog(ID, delta(4, [entry(4)]));
+  await promised(q).saveLog(ID, delta(4, [entry(4)]));
   await q.close();
   assert.deepEqual((await loadFresh(dir)).log.entries, range(1, 4));
 });
@@ -188,7 +179,7 @@ test('a torn tail of the last segment is cut off with an ETORN warning; saving g
 test('damage followed by valid records, or in a segment before the last, is ECORRUPT with file and offset', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir, segmentBytes: 300 });
-  for (let i = 1; i <= 12; i++) await api(p).saveLog(ID, delta(i, [entry(i)]));
+  for (let i = 1; i <= 12; i++) await promised(p).saveLog(ID, delta(i, [entry(i)]));
   await p.close();
   const names = segments(dir);
   assert.ok(names.length >= 3);
@@ -226,11 +217,11 @@ test('a folder of the saveMeta format loads, converts on the first saveLog, and 
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
   const old = state(range(1, 4), { term: 2 });
-  await api(p).saveMeta(ID, old); // meta.json, as written before the WAL
+  await promised(p).saveMeta(ID, old); // meta.json, as written before the WAL
   await p.close();
   assert.deepEqual(fs.readdirSync(nodeDir(dir)), ['meta.json']);
   const q = createFilePersistence({ dir });
-  const b = api(q);
+  const b = promised(q);
   assert.deepEqual(await b.loadMeta(ID), old);
   await b.saveLog(ID, delta(4, range(4, 6, 2), { term: 2 }));
   const expected = state([...range(1, 3), ...range(4, 6, 2)], { term: 2 });
@@ -248,20 +239,49 @@ test('a folder of the saveMeta format loads, converts on the first saveLog, and 
 test('applyCommands: the batch as one journal record and one sync, results per command, re-applied indexes skipped', async () => {
   const dir = tmpDir();
   const p = createFilePersistence({ dir });
-  const a = api(p);
+  const a = promised(p);
   const put = (i) => ({ index: i, command: { op: 'put', key: `k${i}`, value: i } });
-  assert.equal(await a.lastApplied(ID), 0);
+  assert.equal(await a.lastAppliedCommitIndex(ID), 0);
   const syncs = await countSyncs(p, () => a.applyCommands(ID, [1, 2, 3, 4].map(put)));
   assert.equal(syncs, 1);
   const results = await a.applyCommands(ID, [put(3), put(4), { index: 5, command: { op: 'get', key: 'k2' } }]);
   assert.deepEqual(results, [undefined, undefined, 2]);
-  assert.equal(await a.lastApplied(ID), 5);
+  assert.equal(await a.lastAppliedCommitIndex(ID), 5);
   await assert.rejects(a.applyCommands(ID, [put(7), put(6)]), { code: 'EBADARGS' });
   await assert.rejects(a.applyCommands(ID, []), { code: 'EBADARGS' });
   await p.close();
   const q = createFilePersistence({ dir });
-  assert.equal(await api(q).lastApplied(ID), 5);
+  assert.equal(await promised(q).lastAppliedCommitIndex(ID), 5);
   assert.equal(q.stateMachine(ID).get('k4'), 4);
+  await q.close();
+});
+
+// A batch whose state machine throws partway: the commands before the failed one took effect,
+// are recorded (a restart finds them) and come back as the callback's results, with the error.
+test('applyCommands failing partway: the error and the results of the commands that took effect', async () => {
+  const dir = tmpDir();
+  const stateMachine = () => {
+    const kv = createKvStateMachine();
+    const apply = kv.apply.bind(kv);
+    kv.apply = (command, index) => {
+      if (command.op === 'explode') throw Object.assign(new Error('exploded'), { code: 'EBOOM' });
+      return apply(command, index);
+    };
+    return kv;
+  };
+  const p = createFilePersistence({ dir, stateMachine });
+  const get = (i, key) => ({ index: i, command: { op: 'get', key } });
+  await promised(p).applyCommands(ID, [{ index: 1, command: { op: 'put', key: 'a', value: 'A' } }]);
+  const answer = await new Promise((resolve) => {
+    p.applyCommands(ID, [get(1, 'a'), get(2, 'a'), get(3, 'a'), { index: 4, command: { op: 'explode' } }, get(5, 'a')],
+      (err, results) => resolve({ err, results }));
+  });
+  assert.equal(answer.err.code, 'EBOOM');
+  assert.deepEqual(answer.results, [undefined, 'A', 'A'], 'index 1 was applied before (no result), 2 and 3 now');
+  assert.equal(await promised(p).lastAppliedCommitIndex(ID), 3);
+  await p.close();
+  const q = createFilePersistence({ dir, stateMachine });
+  assert.equal(await promised(q).lastAppliedCommitIndex(ID), 3, 'what took effect is recorded');
   await q.close();
 });
 

@@ -321,3 +321,25 @@ test('persistence: saveLog and applyCommands with incremental: true', async () =
   assert.equal(p.stats.reapplied, 1);
   assert.equal(p.appliedIndex('a'), 3);
 });
+
+// applyCommands whose state machine throws partway through a batch: the commands before it took
+// effect (with their index), and the callback carries their results with the error.
+test('persistence: applyCommands failing partway calls back with the results of the prefix', async () => {
+  const machine = {
+    create: () => ({ index: 0, seen: [] }),
+    apply(sm, command) {
+      if (command === 'bad') throw Object.assign(new Error('bad command'), { code: 'EBADCMD' });
+      sm.seen.push(command);
+    },
+    records: (sm) => sm.seen,
+    restore(sm, record) { sm.seen.push(record); },
+  };
+  const p = new Persistence({ incremental: true, stateMachine: machine });
+  const answer = await new Promise((resolve) => {
+    p.applyCommands('a', [{ index: 1, command: 'x' }, { index: 2, command: 'y' }, { index: 3, command: 'bad' }],
+      (err, results) => resolve({ err, results }));
+  });
+  assert.equal(answer.err.code, 'EBADCMD');
+  assert.deepEqual(answer.results, [undefined, undefined], 'one result for each command that took effect');
+  assert.equal(p.appliedIndex('a'), 2);
+});

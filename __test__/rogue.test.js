@@ -243,18 +243,26 @@ test('a command over maxCommandBytes fails with EBADCOMMAND and nothing is appen
   assert.deepEqual(small.commands(lone.id), [{ text: 'short' }]);
 });
 
-test('commands of up to maxCommandBytes, many at once, fit the TCP transport frames; the leader keeps leading', async (t) => {
-  const net = require('net');
+// Why this test needs timeouts of its own: the three nodes share this process's one JS thread,
+// while each engine's timers run on a thread of their own. Whatever the JS thread does for one
+// node (20 MiB of commands through JSON and msgpack, the log saves) is silence for all three: the
+// followers count it toward their election timeout and the leader toward check-quorum, though no
+// node was ever unreachable. A whole-log saveMeta made it worse (each save rewrote the whole log,
+// up to 20 MiB: 100-200 ms a save unloaded, seconds on a busy machine), so these nodes save
+// deltas (saveLog); and on a machine short of CPU single stalls of 4 s and more were measured,
+// so the election timeout is 10 s. The test still fails if a node halts (the commands are not
+// applied), if leadership changes hands (any node that campaigns or steps down, a new term), or
+// if the process runs out of memory. (No transfer on stop: stopping all three at once would wait
+// an election timeout for a voter to take over.)
+const BIG = { nodeOptions: { heartbeatInterval: 100, minElectionTimeout: 10000, maxElectionTimeout: 11000, transferOnStop: false } };
+const BIG_WAIT = { timeout: 60000 };
+
+test('commands of up to maxCommandBytes, many at once, fit the TCP transport frames; the leader keeps leading', { timeout: 180000 }, async (t) => {
   const { createTcpTransport } = require('..');
-  const freePort = () => new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-  const c = new Cluster(Object.assign({ hub: createTcpTransport() }, STEADY));
+  const { MemoryPersistence } = require('../lib/memory');
+  const { freePort } = require('./helpers/ports');
+  const persistence = new MemoryPersistence({ incremental: true });
+  const c = new Cluster(Object.assign({ hub: createTcpTransport(), persistence }, BIG));
   t.after(() => c.stop());
   const ids = [];
   for (let i = 0; i < 3; i++) ids.push(`tcp://127.0.0.1:${await freePort()}`);
@@ -266,11 +274,14 @@ test('commands of up to maxCommandBytes, many at once, fit the TCP transport fra
   }
   await c.waitForLeader(undefined, WAIT);
   const term = first.currentTerm();
+  const changes = [];
+  for (const n of c.running()) n.on('state', (state) => changes.push(`${n.id} became ${state}`));
   // 20 commands of exactly the limit in flight together: batches must split them into frames
   // the transport carries (16 MiB), or the followers would never get them.
   const big = (k) => `${k}`.padEnd((1 << 20) - 2, 'x');
-  await Promise.all(Array.from({ length: 20 }, (_, k) => first.command(big(k), { timeout: 30000 })));
-  await c.waitApplied(20, undefined, WAIT);
+  await Promise.all(Array.from({ length: 20 }, (_, k) => first.command(big(k), { timeout: BIG_WAIT.timeout })));
+  await c.waitApplied(20, undefined, BIG_WAIT);
+  assert.deepEqual(changes, [], 'no node left its role: no campaign, no change of leader');
   assert.equal(first.state.name, 'leader');
   assert.equal(first.currentTerm(), term, 'no election was needed');
   await assert.rejects(first.command(big(0) + 'y'), { code: 'EBADCOMMAND' });

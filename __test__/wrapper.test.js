@@ -762,6 +762,36 @@ test('snapshotReset, snapshotWrite and snapshotAbort', async (t) => {
   assert.ok(streams[1].destroyed);
 });
 
+// A removeAllState that calls back after its install was aborted (a newer transfer began) is
+// still completed (the engine, matching by io, ignores it) and logged on skiff:snapshot as stale.
+test('snapshotReset of an aborted install: completed, and logged as stale', async (t) => {
+  const debug = require('debug');
+  const { format } = require('node:util');
+  const lines = [];
+  const before = { log: debug.log, namespaces: debug.disable() };
+  debug.enable('skiff:snapshot');
+  debug.log = (...args) => lines.push(format(...args));
+  t.after(() => {
+    debug.log = before.log;
+    debug.enable(before.namespaces);
+  });
+  const callbacks = [];
+  const { native } = make(t, { persistence: persistence({ removeAllState: (id, cb) => callbacks.push(cb) }) });
+  native.send({ op: 'snapshotReset', io: 1, sid: 9 });
+  await until(() => callbacks.length === 1, 'removeAllState called');
+  native.send({ op: 'snapshotAbort', sid: 9 });
+  callbacks[0](null);
+  await until(() => completes(native, 1).length === 1, 'reset completed');
+  assert.deepEqual(completes(native, 1), [[1, null, null]]);
+  assert.ok(lines.some((l) => /removeAllState of an abandoned install \(stream 9\) finished late: ignored/.test(l)), lines.join('\n'));
+  // the reset of an install still under way is not called stale
+  native.send({ op: 'snapshotReset', io: 2, sid: 10 });
+  await until(() => callbacks.length === 2, 'second removeAllState called');
+  callbacks[1](null);
+  await until(() => completes(native, 2).length === 1, 'second reset completed');
+  assert.equal(lines.filter((l) => /abandoned install/.test(l)).length, 1);
+});
+
 // A write stream that fails completes the write with its error.
 test('snapshotWrite stream errors', async (t) => {
   const { Writable } = require('stream');

@@ -40,12 +40,22 @@ const keyValue = {
 };
 
 // Calls back with what `work()` returns, or with what it throws.
+// Thrown by a call's work when part of it took effect before `cause` stopped it: the callback gets
+// `(cause, partial)` (applyCommands: the results of the commands applied).
+class PartialFailure {
+  constructor(cause, partial) {
+    this.cause = cause;
+    this.partial = partial;
+  }
+}
+
 function runWork(cb, work) {
   let result;
   try {
     result = work();
   } catch (e) {
-    cb(e);
+    if (e instanceof PartialFailure) cb(e.cause, e.partial);
+    else cb(e);
     return;
   }
   cb(null, result);
@@ -340,7 +350,11 @@ class MemoryPersistence extends EventEmitter {
         if (index <= sm.index) {
           this.stats.reapplied += 1;
         } else {
-          this.stateMachine.apply(sm, command, index);
+          try {
+            this.stateMachine.apply(sm, command, index);
+          } catch (e) {
+            throw new PartialFailure(e, results); // the ones before took effect, with their index
+          }
           sm.index = index;
           this.stats.applied += 1;
           this.emit('applied', nodeId, index, command);

@@ -4,7 +4,7 @@
 // lane (runs of commands as one persistence.applyCommands batch when the plugin has it, else one
 // applyCommand at a time), and knows how far applying got.
 
-const { toWire } = require('../errors');
+const { toWire, makeError, describe, CODES } = require('../errors');
 const { revive } = require('../codec');
 const { Lane } = require('../lane');
 const { invoke } = require('./plugin-call');
@@ -32,6 +32,28 @@ function commandRun(entries, k) {
   let n = 0;
   while (k + n < entries.length && n < MAX_BATCH && hasCommand(entries[k + n])) n++;
   return n;
+}
+
+// What an applyCommands answer for `n` commands says: the first `taken` took effect, in order,
+// with `results[i]` the result of the i-th, and `err` (or null) stopped the rest. The results
+// must line up with the commands: on success one per command; with an error, those of the
+// prefix that took effect (none without an array). Any other answer is the plugin's error
+// (EBADRESULT), never a success with results missing: a command's caller would get `undefined`.
+function batchAnswer(n, err, answer) {
+  const list = Array.isArray(answer) ? answer : null;
+  let taken = list !== null && list.length <= n ? list.length : 0;
+  if (err) {
+    if (taken === n) taken = 0; // an error with every result: which of them took effect is unknown
+  } else if (taken < n) {
+    const got = list !== null ? `${list.length} results` : answer === null ? 'null' : typeof answer;
+    err = makeError(`persistence.applyCommands called back with ${got} for ${n} commands`, CODES.EBADRESULT);
+  }
+  try {
+    return { taken, err, results: taken === 0 ? [] : Array.prototype.slice.call(list, 0, taken) };
+  } catch (e) { // an element's getter threw
+    const bad = makeError(`persistence.applyCommands results cannot be read: ${describe(e)}`, CODES.EBADRESULT);
+    return { taken: 0, err: bad, results: [] };
+  }
 }
 
 class ApplyChain {
@@ -87,43 +109,43 @@ class ApplyChain {
       let reportedAt = Date.now();
       let owed = false; // an item marked `want` was applied since the last report
       const stale = () => abandoned || node._released || gen !== this._gen;
-      // Items k .. k+n-1 were applied (`results[i]` the value of item k+i) or failed with `err`;
-      // returns true when the chain may go on with the next item.
-      const handle = (n, err, results) => {
-        if (!err) {
-          for (let i = 0; i < n; i++) {
-            const item = entries[k + i];
-            if (item.index > this.lastApplied) this.lastApplied = item.index;
-            if (item.want) {
-              owed = true;
-              if (!node._released) node._requests.keep(item, results[i]);
-            }
+      // Items k .. k+taken-1 were applied (`results[i]` the value of item k+i), and `err` (or
+      // null) stopped the chain there; returns true when the chain may go on with the next item.
+      const handle = (taken, err, results) => {
+        for (let i = 0; i < taken; i++) {
+          const item = entries[k + i];
+          if (item.index > this.lastApplied) this.lastApplied = item.index;
+          if (item.want) {
+            owed = true;
+            if (!node._released) node._requests.keep(item, results[i]);
           }
         }
         if (stale()) {
           release();
           return false;
         }
+        const before = k;
+        if (taken > 0) {
+          last = entries[k + taken - 1].index;
+          k += taken;
+          touch();
+          if (node.listenerCount('applied log') > 0) {
+            for (let i = before; i < k; i++) node._emitSafe('applied log', entries[i].index);
+          }
+        }
         if (err) {
+          // the engine counts what was applied (`last`) and retries from the next item
           release();
           this._io.complete(op.io, toWire(err), JSON.stringify(last));
           return false;
         }
-        const item = entries[k + n - 1];
-        last = item.index;
-        const before = k;
-        k += n;
-        touch();
         const every = owed ? OWED_EVERY_ITEMS : PROGRESS_EVERY_ITEMS;
         const within = owed ? Math.min(OWED_EVERY_MS, progressMs) : progressMs;
         if (k < entries.length && (k - reportedK >= every || Date.now() - reportedAt >= within)) {
           owed = false;
           reportedK = k;
           reportedAt = Date.now();
-          this._io.progress(op.io, item.index);
-        }
-        if (node.listenerCount('applied log') > 0) {
-          for (let i = before; i < k; i++) node._emitSafe('applied log', entries[i].index);
+          this._io.progress(op.io, last);
         }
         return true;
       };
@@ -142,38 +164,43 @@ class ApplyChain {
           const n = batched ? Math.max(1, commandRun(entries, k)) : 1;
           let sync = true;
           let syncDone = false;
+          let syncTaken = 0;
           let syncErr = null;
           let syncResults;
-          const after = (err, results) => {
+          const after = (taken, err, results) => {
             if (sync) {
               syncDone = true;
+              syncTaken = taken;
               syncErr = err;
               syncResults = results;
-            } else if (handle(n, err, results)) {
+            } else if (handle(taken, err, results)) {
               run();
             }
           };
           call(entries, k, n, after);
           sync = false;
           if (!syncDone) return; // continues from the plugin's callback
-          if (!handle(n, syncErr, syncResults)) return;
+          if (!handle(syncTaken, syncErr, syncResults)) return;
         }
       };
-      // Calls the plugin for items k .. k+n-1 (n commands, or one item without): `done(err,
-      // results)` with one result per item.
+      // Calls the plugin for items at .. at+n-1 (n commands, or one item without): `done(taken,
+      // err, results)`, the first `taken` of them applied with `results`.
       const call = (items, at, n, done) => {
         const item = items[at] || {};
         if (batched && hasCommand(item)) {
           const batch = new Array(n);
           for (let i = 0; i < n; i++) batch[i] = { index: items[at + i].index, command: revive(items[at + i].command) };
           invoke(warn, 'persistence.applyCommands', persistence, 'applyCommands', [node.id, batch],
-            (err, results) => done(err, Array.isArray(results) ? results : []));
+            (err, answer) => {
+              const a = batchAnswer(n, err, answer);
+              done(a.taken, a.err, a.results);
+            });
         } else if (hasCommand(item)) {
           invoke(warn, 'persistence.applyCommand', persistence, 'applyCommand',
-            [node.id, item.index, revive(item.command)], (err, result) => done(err, [result]));
+            [node.id, item.index, revive(item.command)], (err, result) => done(err ? 0 : 1, err, [result]));
         } else {
           invoke(warn, 'persistence.saveCommitIndex', persistence, 'saveCommitIndex',
-            [node.id, item.index], (err) => done(err, []));
+            [node.id, item.index], (err) => done(err ? 0 : 1, err, []));
         }
       };
       run();

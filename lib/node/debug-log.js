@@ -114,6 +114,14 @@ class DebugLog {
     }
   }
 
+  // removeAllState of the install into stream `sid` called back after that install was
+  // abandoned: the engine ignores it.
+  staleReset(sid, error) {
+    if (!log.snapshot.enabled) return;
+    const outcome = error ? `failed (${error.message})` : 'finished';
+    log.snapshot('%s: removeAllState of an abandoned install (stream %d) %s late: ignored', this._node.id, sid, outcome);
+  }
+
   // A persistence op (`rec.label`, from NodeStats) finished; logs it when it failed.
   ioFailed(rec, error) {
     if (!log.plugin.enabled) return;

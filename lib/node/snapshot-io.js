@@ -36,12 +36,18 @@ class SnapshotIO {
     this._node._warn(e);
   }
 
-  // `snapshotReset`: removeAllState, in the state-machine lane, after stopping the apply chain.
+  // `snapshotReset`: removeAllState, in the state-machine lane, after stopping the apply chain,
+  // for the install writing into stream `op.sid`. If that install was aborted meanwhile (a newer
+  // transfer began), the engine ignores the completion (it matches it by `io`); it is logged.
   reset(op) {
     const node = this._node;
     // no apply chain may go on after the state machine is cleared
     this._apply.supersede();
-    callForIo((e) => this._warn(e), this._io.complete, op.io, 'persistence.removeAllState',
+    const complete = (io, error, result) => {
+      if (this._abortedSids.has(op.sid)) node._debug.staleReset(op.sid, error);
+      this._io.complete(io, error, result);
+    };
+    callForIo((e) => this._warn(e), complete, op.io, 'persistence.removeAllState',
       node.options.persistence, 'removeAllState', [node.id], false, this._apply.lane);
   }
 

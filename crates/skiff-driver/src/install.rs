@@ -6,12 +6,23 @@ use skiff_core::Json;
 enum InstallPhase {
     /// Waiting for the save that records the install mark.
     Marking,
-    /// `removeAllState` under way.
-    Resetting,
+    /// `removeAllState` under way, as IO `io`.
+    Resetting { io: u32 },
     /// Waiting for the next chunk.
     Idle,
-    /// A chunk is being written (`seq`), with its reply token.
-    Writing { seq: u64, token: Option<u64>, done: bool },
+    /// A chunk is being written (`seq`) as IO `io`, with its reply token.
+    Writing { seq: u64, token: Option<u64>, done: bool, io: u32 },
+}
+
+impl InstallPhase {
+    /// The IO this phase waits for, if any: only its completion moves the install on (a late
+    /// one of an install abandoned since names another IO).
+    fn io(&self) -> Option<u32> {
+        match *self {
+            InstallPhase::Resetting { io } | InstallPhase::Writing { io, .. } => Some(io),
+            InstallPhase::Marking | InstallPhase::Idle => None,
+        }
+    }
 }
 
 /// A chunk as the driver hands it on: its reply token, its data, and whether it ends the stream.
@@ -129,22 +140,29 @@ impl Install {
         Some(Aborted { sid: inc.sid, held: inc.held_token(), from: inc.key.from, next_seq: inc.next_seq })
     }
 
-    /// A save that recorded the install mark for `index` is durable. Returns whether the state
-    /// machine may now be cleared (the install under way waited for exactly that mark).
-    pub(super) fn marked(&mut self, index: u64) -> bool {
-        match self.current.as_mut() {
-            Some(inc) if inc.key.index == index && inc.phase == InstallPhase::Marking => {
-                inc.phase = InstallPhase::Resetting;
-                true
-            }
-            _ => false,
-        }
+    /// Whether the install under way waits for exactly the mark of `index` to be durable (then
+    /// the state machine may be cleared: see `resetting`).
+    pub(super) fn awaits_mark(&self, index: u64) -> bool {
+        self.current.as_ref().is_some_and(|inc| inc.key.index == index && inc.phase == InstallPhase::Marking)
+    }
+
+    /// The mark is durable and IO `io` clears the state machine; returns the install's stream.
+    pub(super) fn resetting(&mut self, io: u32) -> Option<u32> {
+        let inc = self.current.as_mut().filter(|inc| inc.phase == InstallPhase::Marking)?;
+        inc.phase = InstallPhase::Resetting { io };
+        Some(inc.sid)
+    }
+
+    /// Whether IO `io` is the reset or write the install under way waits for. Any other such
+    /// completion is of an install abandoned since, and must not move this one on.
+    pub(super) fn owns(&self, io: u32) -> bool {
+        self.current.as_ref().is_some_and(|inc| inc.phase.io() == Some(io))
     }
 
     /// The state machine was cleared: the first chunk to write, if the install waited for that.
     pub(super) fn reset(&mut self) -> Option<Chunk> {
         let inc = self.current.as_mut()?;
-        if inc.phase != InstallPhase::Resetting {
+        if !matches!(inc.phase, InstallPhase::Resetting { .. }) {
             return None;
         }
         inc.phase = InstallPhase::Idle;
@@ -165,17 +183,22 @@ impl Install {
         }
     }
 
-    /// Chunk `seq` goes to the state machine: the stream and the snapshot index to write it with.
-    pub(super) fn write(&mut self, seq: u64, token: Option<u64>, done: bool) -> Option<(u32, u64)> {
-        let inc = self.current.as_mut()?;
-        inc.phase = InstallPhase::Writing { seq, token, done };
-        Some((inc.sid, inc.key.index))
+    /// The stream and the snapshot index a chunk of the install under way is written with.
+    pub(super) fn target(&self) -> Option<(u32, u64)> {
+        self.current.as_ref().map(|inc| (inc.sid, inc.key.index))
+    }
+
+    /// Chunk `seq` goes to the state machine as IO `io`.
+    pub(super) fn write(&mut self, seq: u64, token: Option<u64>, done: bool, io: u32) {
+        if let Some(inc) = self.current.as_mut() {
+            inc.phase = InstallPhase::Writing { seq, token, done, io };
+        }
     }
 
     /// The chunk being written is written; the install ends with it if it was the last.
     pub(super) fn written(&mut self) -> Option<Written> {
         let inc = self.current.as_mut()?;
-        let InstallPhase::Writing { seq, token, done } = inc.phase else { return None };
+        let InstallPhase::Writing { seq, token, done, .. } = inc.phase else { return None };
         let (from, index) = (inc.key.from.clone(), inc.key.index);
         inc.next_seq = seq + 1;
         inc.phase = InstallPhase::Idle;
@@ -198,10 +221,10 @@ mod tests {
     fn written_up_to(n: u64) -> Install {
         let mut i = Install::default();
         i.begin(key("a", 5), 9, (Some(1), None, false));
-        i.marked(5);
+        i.resetting(100);
         i.reset();
         for seq in 0..n {
-            i.write(seq, Some(seq + 1), false);
+            i.write(seq, Some(seq + 1), false, 101 + seq as u32);
             i.written();
         }
         i
@@ -216,12 +239,18 @@ mod tests {
         // nothing is written before the mark is durable and the state machine cleared
         assert!(i.reset().is_none());
         assert_eq!(i.fit(&key("a", 5), 0), Fit::OutOfOrder { next_seq: 0 });
-        assert!(!i.marked(4));
-        assert!(i.marked(5));
-        assert!(!i.marked(5));
+        assert!(!i.awaits_mark(4));
+        assert!(i.awaits_mark(5));
+        assert_eq!(i.resetting(20), Some(9));
+        assert!(!i.awaits_mark(5));
+        assert_eq!(i.resetting(21), None);
+        assert!(i.owns(20) && !i.owns(21));
         assert_eq!(i.reset().map(|c| c.0), Some(Some(1)));
         assert!(i.reset().is_none());
-        assert_eq!(i.write(0, Some(1), false), Some((9, 5)));
+        assert!(!i.owns(20));
+        assert_eq!(i.target(), Some((9, 5)));
+        i.write(0, Some(1), false, 22);
+        assert!(i.owns(22));
         assert_eq!(i.fit(&key("a", 5), 1), Fit::OutOfOrder { next_seq: 0 });
         let w = i.written().expect("written");
         assert_eq!((w.seq, w.token, w.done), (0, Some(1), false));
@@ -231,7 +260,7 @@ mod tests {
         assert_eq!(i.fit(&key("a", 6), 1), Fit::Other);
         assert_eq!(i.fit(&key("a", 5), 2), Fit::OutOfOrder { next_seq: 1 });
         assert_eq!(i.fit(&key("a", 5), 1), Fit::Next);
-        i.write(1, Some(2), true);
+        i.write(1, Some(2), true, 23);
         let w = i.written().expect("written");
         assert!(w.done);
         assert!(!i.is_active());
@@ -262,7 +291,7 @@ mod tests {
     #[test]
     fn a_resent_chunk_still_being_written_says_where_the_install_stands() {
         let mut i = written_up_to(2);
-        i.write(2, Some(3), false);
+        i.write(2, Some(3), false, 30);
         assert_eq!(i.fit(&key("a", 5), 2), Fit::OutOfOrder { next_seq: 2 });
         i.written();
         assert_eq!(i.fit(&key("a", 5), 2), Fit::Duplicate);
@@ -276,9 +305,9 @@ mod tests {
         assert_eq!((a.sid, a.from.as_str(), a.held, a.next_seq), (9, "a", Some(Some(1)), 0));
         assert!(i.abort().is_none());
         i.begin(key("a", 5), 10, (None, None, false));
-        i.marked(5);
+        i.resetting(40);
         i.reset();
-        i.write(0, None, false);
+        i.write(0, None, false, 41);
         i.written();
         // nothing held between chunks
         assert_eq!(i.abort().map(|a| a.held), Some(None));

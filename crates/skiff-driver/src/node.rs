@@ -352,8 +352,8 @@ impl<H: Host> Driver<H> {
                 self.send_finished(peer, kind, sent, error, result)
             }
             IoKind::SnapshotRead { peer } => self.snapshot_read_finished(peer, error, result),
-            IoKind::SnapshotReset => self.install_reset_finished(error),
-            IoKind::SnapshotWrite => self.install_write_finished(error),
+            IoKind::SnapshotReset => self.install_reset_finished(io, error),
+            IoKind::SnapshotWrite => self.install_write_finished(io, error),
             IoKind::Quiesce => self.quiesce_finished(io, error, result),
             IoKind::SnapshotOpen { peer, sid } => self.snapshot_opened(peer, sid, error, result),
         }
@@ -444,9 +444,11 @@ impl<H: Host> Driver<H> {
                 IoKind::SnapshotRead { peer } => self.snapshot_read_timed_out(peer),
                 IoKind::Quiesce => self.quiesce_timed_out(io),
                 IoKind::SnapshotOpen { peer, sid } => self.snapshot_open_timed_out(peer, sid),
-                IoKind::SnapshotReset | IoKind::SnapshotWrite => {
+                // (one of an install abandoned since says nothing of the one under way)
+                IoKind::SnapshotReset | IoKind::SnapshotWrite if self.install.owns(io) => {
                     self.install_failed(code::ETIMEDOUT, "the persistence plugin did not call back while installing a snapshot".into());
                 }
+                IoKind::SnapshotReset | IoKind::SnapshotWrite => {}
             }
         }
         self.expire_transfers();

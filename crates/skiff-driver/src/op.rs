@@ -103,8 +103,9 @@ pub enum Op {
     /// Open read stream `sid` with the plugin's `createSnapshotReadStream` (a point-in-time
     /// read, taken while applying goes on); answered with the applied index it is of.
     SnapshotOpen { io: u32, sid: u32 },
-    /// `removeAllState`.
-    SnapshotReset { io: u32 },
+    /// `removeAllState`, for the install that writes into stream `sid` (a late completion of
+    /// an install abandoned since is ignored: the wrapper may log it as such).
+    SnapshotReset { io: u32, sid: u32 },
     /// Write `chunks` into write stream `sid` (opened on first use); with `end`, finish the
     /// stream and then `saveCommitIndex(index)`.
     SnapshotWrite { io: u32, sid: u32, chunks: Json, end: bool, index: u64 },

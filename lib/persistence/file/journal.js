@@ -26,12 +26,13 @@ const FORMAT_VERSION = 1;
 const CHECKPOINT_FILE = 'checkpoint';
 const JOURNAL_PREFIX = 'journal-';
 
-// Calls back a queued journal operation, once.
+// Calls `op` back once: with `err` and, for a batch that failed partway, `result` the results of
+// the commands before the failed one (they took effect, and the record holds them).
 function settle(op, err, result) {
   if (op.settled) return;
   op.settled = true;
-  if (err) callBack(op.cb, err);
-  else callBack(op.cb, null, result);
+  if (err && result === undefined) callBack(op.cb, err);
+  else callBack(op.cb, err || null, result);
 }
 
 // The index a journal operation names (a batch: its first).
@@ -301,6 +302,7 @@ class Journal {
     let applied = this.applied;
     let failure = null;
     let failedAt = ops.length;
+    let partial; // the results of the commands a failed batch applied before its failure
     let records = 0;
     const results = new Array(ops.length);
     for (let k = 0; k < ops.length; k++) {
@@ -326,6 +328,7 @@ class Journal {
           } finally {
             if (done < items.length) {
               // the record holds what took effect, and what failed is left out
+              partial = results[k].slice(0, start + done);
               writer.dropFrom(mark);
               if (done > 0) {
                 const took = items.slice(0, done);
@@ -374,7 +377,7 @@ class Journal {
       const op = ops[k];
       if (writeError) settle(op, writeError);
       else if (k < failedAt) settle(op, null, results[k]);
-      else if (k === failedAt) settle(op, failure);
+      else if (k === failedAt) settle(op, failure, partial);
       else {
         settle(op, makeError(`not applied: the command at index ${opIndex(ops[failedAt])} failed`, 'EAPPLY',
           { cause: failure }));

@@ -81,11 +81,13 @@ impl<H: Host> Driver<H> {
         if let Some(raft) = self.raft.as_mut() {
             raft.advance(saved.token);
         }
-        if saved.install_mark.is_some_and(|index| self.install.marked(index)) {
+        if saved.install_mark.is_some_and(|index| self.install.awaits_mark(index)) {
             // The mark is durable: now the state machine may be cleared.
             let t = self.persistence_timeout();
             let io = self.io(IoKind::SnapshotReset, t);
-            self.ops.push(Op::SnapshotReset { io });
+            if let Some(sid) = self.install.resetting(io) {
+                self.ops.push(Op::SnapshotReset { io, sid });
+            }
         }
     }
 

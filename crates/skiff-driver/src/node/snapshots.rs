@@ -273,13 +273,19 @@ impl<H: Host> Driver<H> {
     }
 
     pub(super) fn write_chunk(&mut self, token: Option<u64>, seq: u64, data: Option<Json>, done: bool) {
-        let Some((sid, index)) = self.install.write(seq, token, done) else { return };
+        let Some((sid, index)) = self.install.target() else { return };
         let t = self.persistence_timeout();
         let io = self.io(IoKind::SnapshotWrite, t);
+        self.install.write(seq, token, done, io);
         self.ops.push(Op::SnapshotWrite { io, sid, chunks: data.unwrap_or_else(|| Json::from_value(&[] as &[u8])), end: done, index });
     }
 
-    pub(super) fn install_reset_finished(&mut self, error: Option<PluginError>) {
+    /// `removeAllState` (IO `io`) called back. One of an install abandoned since (a newer
+    /// transfer began while it ran) is ignored: it says nothing of the install under way.
+    pub(super) fn install_reset_finished(&mut self, io: u32, error: Option<PluginError>) {
+        if !self.install.owns(io) {
+            return;
+        }
         if let Some(e) = error {
             return self.install_failed(&e.code_or(code::EPERSISTENCE), format!("removeAllState failed: {}", e.message()));
         }
@@ -288,7 +294,11 @@ impl<H: Host> Driver<H> {
         }
     }
 
-    pub(super) fn install_write_finished(&mut self, error: Option<PluginError>) {
+    /// A chunk write (IO `io`) called back; one of an abandoned install is ignored, as a reset's.
+    pub(super) fn install_write_finished(&mut self, io: u32, error: Option<PluginError>) {
+        if !self.install.owns(io) {
+            return;
+        }
         if let Some(e) = error {
             return self.install_failed(&e.code_or(code::EPERSISTENCE), format!("writing the snapshot failed: {}", e.message()));
         }

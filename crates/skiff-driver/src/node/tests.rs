@@ -24,6 +24,8 @@ struct Harness {
     pending: Vec<Value>,
     /// Every op the driver produced, in order.
     ops: Vec<Value>,
+    /// Snapshot ops a test holds back, to complete them later.
+    held: Vec<Value>,
 }
 
 impl Harness {
@@ -32,7 +34,7 @@ impl Harness {
         let time = Arc::new(AtomicU64::new(0));
         let clock = Box::new(TestClock(time.clone()));
         let d = Driver::with_clock(opts, 7, NoHost, Arc::default(), Arc::new(Notify::new()), clock);
-        let mut h = Harness { d, time, saves: Vec::new(), pending: Vec::new(), ops: Vec::new() };
+        let mut h = Harness { d, time, saves: Vec::new(), pending: Vec::new(), ops: Vec::new(), held: Vec::new() };
         let batch = h.d.start();
         h.take(batch);
         for op in std::mem::take(&mut h.pending) {
@@ -161,6 +163,11 @@ impl Harness {
     /// Hands the follower chunk `seq` of the transfer (`transfer`, snapshot at 10 of `term`) and
     /// completes every save, reset and write it asks for.
     fn chunk(&mut self, reply: u64, transfer: u64, term: u64, seq: u64, done: bool) -> Handled {
+        self.chunk_but(reply, transfer, term, seq, done, |_| false).0
+    }
+
+    /// As `chunk`, but the snapshot ops `hold` picks are returned, not completed.
+    fn chunk_but(&mut self, reply: u64, transfer: u64, term: u64, seq: u64, done: bool, hold: impl Fn(&Value) -> bool) -> (Handled, Vec<Value>) {
         let args = serde_json::json!({
             "term": 2, "leaderId": "L", "lastIncludedIndex": 10, "lastIncludedTerm": term, "seq": seq,
             "first": seq == 0, "done": done, "data": [[transfer, seq]], "transfer": transfer,
@@ -169,12 +176,23 @@ impl Harness {
         let input = Input::Receive { reply, kind: "InstallSnapshot".into(), args: args.to_string(), peer: Some("L".into()) };
         let batch = self.d.input(input, None);
         self.take(batch);
+        let handled = self.finish_snapshot_ops(reply, hold);
+        (handled, std::mem::take(&mut self.held))
+    }
+
+    /// Completes every save, reset and write under way but those `hold` picks (kept in `held`),
+    /// and what they lead to; returns what was done, with the answer to `reply`.
+    fn finish_snapshot_ops(&mut self, reply: u64, hold: impl Fn(&Value) -> bool) -> Handled {
         let mut handled = Handled { reply: Value::Null, resets: 0, writes: vec![] };
         while !self.pending.is_empty() {
             for op in std::mem::take(&mut self.pending) {
                 let result = match op["op"].as_str() {
                     Some("reply") if op["id"] == reply => {
                         handled.reply = op["result"].clone();
+                        continue;
+                    }
+                    Some("snapshotReset" | "snapshotWrite") if hold(&op) => {
+                        self.held.push(op);
                         continue;
                     }
                     Some("saveMeta") => {
@@ -197,6 +215,15 @@ impl Harness {
             }
         }
         handled
+    }
+
+    /// Completes held op `op` (with `error`, if any), then what follows as `finish_snapshot_ops`.
+    fn complete_held(&mut self, op: &Value, error: Option<&str>) -> Handled {
+        // `u64::MAX`: no reply is waited for
+        let error = error.map(|m| PluginError { message: Some(m.into()), code: Some("EIO".into()) });
+        let batch = self.d.input(Input::Complete { io: io(op), error, result: None }, None);
+        self.take(batch);
+        self.finish_snapshot_ops(u64::MAX, |_| false)
     }
 }
 
@@ -231,6 +258,52 @@ fn a_follower_resumes_an_install_only_with_chunks_of_the_transfer_it_began() {
     assert_eq!(last.writes[0]["sid"], sid);
     assert_eq!(last.writes[0]["end"], true);
     assert_eq!(last.writes[0]["chunks"], serde_json::json!([[7, 2]]));
+}
+
+/// An install abandoned while its `removeAllState` was under way (a newer transfer began) must
+/// not have that call's late completion taken for the newer install's: neither its success (the
+/// newer install would write before its own reset) nor its failure (it would abort the newer one).
+/// The same holds for a chunk write of the abandoned install.
+#[test]
+fn a_late_completion_of_an_abandoned_install_does_not_complete_the_next_one() {
+    let is_reset = |op: &Value| op["op"] == "snapshotReset";
+    for error in [Some("disk gone"), None] {
+        let mut h = Harness::new(FOLLOWER);
+        let (old, held) = h.chunk_but(1, 7, 2, 0, false, is_reset);
+        assert_eq!((old.resets, old.writes.len(), held.len()), (0, 0, 1), "the first install waits for its reset");
+        let old_reset = held[0].clone();
+        // a newer transfer begins; its own reset is held too
+        let (new, held) = h.chunk_but(2, 8, 2, 0, false, is_reset);
+        assert_eq!((new.writes.len(), held.len()), (0, 1));
+        let new_reset = held[0].clone();
+        // the abandoned install's reset calls back: the newer install neither fails nor writes
+        let late = h.complete_held(&old_reset, error);
+        assert_eq!(late.writes.len(), 0, "{error:?}");
+        assert!(h.d.install.is_active(), "the newer install goes on ({error:?})");
+        // its own reset completes: its first chunk is written, and the transfer goes on
+        let own = h.complete_held(&new_reset, None);
+        assert_eq!(own.writes.len(), 1);
+        let c1 = h.chunk(3, 8, 2, 1, false);
+        assert_eq!(c1.reply["success"], true, "{:?}", c1.reply);
+    }
+    // a chunk write of an abandoned install: a newer transfer begins while chunk 1 of the older
+    // is being written; that write's late completion does not count as the newer one's
+    let is_write = |op: &Value| op["op"] == "snapshotWrite";
+    let mut h = Harness::new(FOLLOWER);
+    h.chunk(1, 7, 2, 0, false);
+    let (_, held) = h.chunk_but(2, 7, 2, 1, false, is_write);
+    let old_write = held[0].clone();
+    let newer = h.chunk(3, 8, 2, 0, false);
+    assert_eq!(newer.writes.len(), 1);
+    let (_, held) = h.chunk_but(4, 8, 2, 1, true, is_write);
+    let last_write = held[0].clone();
+    h.complete_held(&old_write, None);
+    assert!(h.d.install.is_active(), "the newer install is not finished by the older one's write");
+    assert!(!h.ops.iter().any(|op| op["op"] == "reply" && op["id"] == 4), "its last chunk is not answered before it is written");
+    let batch = h.d.input(Input::Complete { io: io(&last_write), error: None, result: None }, None);
+    h.take(batch);
+    let done = h.finish_snapshot_ops(4, |_| false);
+    assert_eq!(done.reply["installedIndex"], 10, "{:?}", done.reply);
 }
 
 /// The engine alone completes a command: its apply item is marked `want` (the wrapper keeps the
