@@ -10,6 +10,8 @@ const { callForIo } = require('./plugin-call');
 
 // How long a snapshot read that already has chunks waits for more before answering with them.
 const SNAPSHOT_PARTIAL_WAIT_MS = 20;
+// How many aborted write streams are remembered (see `_abortedSids`).
+const MAX_ABORTED_SIDS = 256;
 
 // Whether a readable has no more data to give (its source ended and its buffer is empty), even
 // if it has not emitted `end` yet.
@@ -29,7 +31,10 @@ class SnapshotIO {
     this._readStreams = new Map(); // sid -> snapshot read stream record
     this._opening = new Map(); // sid -> whether it was closed, for point-in-time reads being opened
     this._writeStreams = new Map(); // sid -> snapshot write stream record
-    this._abortedSids = new Set(); // snapshot write streams the engine gave up on
+    // Snapshot write streams the engine gave up on, newest last. Bounded: a write op for an aborted
+    // stream can only be one still queued in the state-machine lane, and the follower runs one
+    // install at a time, so only the last few aborts can still matter.
+    this._abortedSids = new Set();
   }
 
   _warn(e) {
@@ -339,6 +344,9 @@ class SnapshotIO {
   // `snapshotAbort`, and release: destroy write stream `sid` and never reopen it.
   abort(sid) {
     this._abortedSids.add(sid);
+    if (this._abortedSids.size > MAX_ABORTED_SIDS) {
+      this._abortedSids.delete(this._abortedSids.values().next().value);
+    }
     const rec = this._writeStreams.get(sid);
     if (!rec) return;
     this._writeStreams.delete(sid);
