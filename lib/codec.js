@@ -16,8 +16,23 @@ const REFUSED_CLASSES = [
   ['SharedArrayBuffer', typeof SharedArrayBuffer === 'function' ? SharedArrayBuffer : null],
 ];
 
+// `path` holds the raw steps from the top (an array index as a number, a property name as a
+// string), formatted only when an error names them: a command that is fine costs no strings.
 function pathText(path) {
-  return path.length ? path.join('') : '(top level)';
+  if (path.length === 0) return '(top level)';
+  let text = '';
+  for (const step of path) {
+    if (typeof step === 'number') text += `[${step}]`;
+    else text += /^[A-Za-z_$][\w$]*$/.test(step) ? `.${step}` : `[${JSON.stringify(step)}]`;
+  }
+  return text;
+}
+
+// Whether `value` (an object) is a plain object: none of the refused classes then, so the
+// `instanceof` walk over them can be skipped.
+function isPlain(value) {
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
 }
 
 function bad(what, path, code) {
@@ -71,21 +86,23 @@ function check(value, key, path, ancestors, code, inArray) {
   if (ArrayBuffer.isView(value)) {
     throw bad(`a ${value.constructor && value.constructor.name || 'typed array'} (use a Buffer)`, path, code);
   }
-  for (const [name, Ctor] of REFUSED_CLASSES) {
-    if (Ctor && value instanceof Ctor) throw bad(`a ${name}`, path, code);
+  if (!isPlain(value)) {
+    for (const [name, Ctor] of REFUSED_CLASSES) {
+      if (Ctor && value instanceof Ctor) throw bad(`a ${name}`, path, code);
+    }
   }
   if (ancestors.has(value)) throw bad('a cycle', path, code);
   ancestors.add(value);
   try {
     if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) {
-        path.push(`[${i}]`);
+        path.push(i);
         check(value[i], String(i), path, ancestors, code, true);
         path.pop();
       }
     } else {
       for (const k of Object.keys(value)) {
-        path.push(/^[A-Za-z_$][\w$]*$/.test(k) ? `.${k}` : `[${JSON.stringify(k)}]`);
+        path.push(k);
         let v;
         try {
           v = value[k];
