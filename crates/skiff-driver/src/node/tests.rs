@@ -155,6 +155,9 @@ struct Handled {
     reply: Value,
     resets: usize,
     writes: Vec<Value>,
+    /// For each reset: the install mark (`pendingSnapshot.lastIncludedIndex`) of the newest
+    /// save made durable before it, if that save recorded one.
+    marks_at_reset: Vec<Option<u64>>,
 }
 
 impl Harness {
@@ -169,7 +172,8 @@ impl Harness {
         let input = Input::Receive { reply, kind: "InstallSnapshot".into(), args: args.to_string(), peer: Some("L".into()) };
         let batch = self.d.input(input, None);
         self.take(batch);
-        let mut handled = Handled { reply: Value::Null, resets: 0, writes: vec![] };
+        let mut handled = Handled { reply: Value::Null, resets: 0, writes: vec![], marks_at_reset: vec![] };
+        let mut durable_mark = None;
         while !self.pending.is_empty() {
             for op in std::mem::take(&mut self.pending) {
                 let result = match op["op"].as_str() {
@@ -180,10 +184,12 @@ impl Harness {
                     Some("saveMeta") => {
                         // the ops that wait for the save run once it is durable
                         self.pending.extend(op["after"].as_array().cloned().unwrap_or_default());
+                        durable_mark = op["state"]["log"]["meta"]["pendingSnapshot"]["lastIncludedIndex"].as_u64();
                         None
                     }
                     Some("snapshotReset") => {
                         handled.resets += 1;
+                        handled.marks_at_reset.push(durable_mark);
                         None
                     }
                     Some("snapshotWrite") => {
@@ -231,6 +237,20 @@ fn a_follower_resumes_an_install_only_with_chunks_of_the_transfer_it_began() {
     assert_eq!(last.writes[0]["sid"], sid);
     assert_eq!(last.writes[0]["end"], true);
     assert_eq!(last.writes[0]["chunks"], serde_json::json!([[7, 2]]));
+}
+
+/// The state machine is cleared for an install only once a save that records the install mark
+/// is durable. A first chunk from a leader of a newer term arrives in a round whose save (the
+/// new term) was built before the install began; that save must not count as the mark, or a
+/// crash after the install leaves a state machine at the snapshot over a log that never heard
+/// of it (simulation seeds snapshots 3360 and 7361: a restart with commit past the log's end).
+#[test]
+fn a_follower_clears_its_state_machine_only_after_the_install_mark_is_durable() {
+    let mut h = Harness::new(FOLLOWER);
+    assert_eq!(h.d.raft.as_ref().unwrap().term(), 1, "the chunk's term 2 is new to this follower");
+    let c0 = h.chunk(1, 7, 2, 0, true);
+    assert_eq!(c0.marks_at_reset, vec![Some(10)], "the reset waited for a save recording the mark");
+    assert_eq!(c0.reply["installedIndex"], 10, "{:?}", c0.reply);
 }
 
 /// The engine alone completes a command: its apply item is marked `want` (the wrapper keeps the
