@@ -28,6 +28,11 @@ pub enum LoadError {
     Log(#[from] LogError),
     #[error("persisted {0} is too large")]
     TooLarge(&'static str),
+    /// The state machine holds entries the persisted log never recorded, and no install mark
+    /// says they are a snapshot's: nothing tells which term they are of, so this node cannot
+    /// take part without risking a log that disagrees with its state machine.
+    #[error("the state machine is at index {applied}, past the persisted log's end at {last}, and no snapshot install accounts for it")]
+    AheadOfLog { applied: u64, last: u64 },
 }
 
 #[derive(Deserialize)]
@@ -107,7 +112,9 @@ fn membership(list: Vec<PeerIn>) -> Membership {
 pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, metadata: &Json) -> Result<Restored, LoadError> {
     let parsed: Option<StateIn> = serde_json::from_str(state_json)?;
     let fresh = || Restored { applied, bootstrap: (!standby).then(|| metadata.clone()), ..Restored::default() };
-    let Some(state) = parsed else { return Ok(fresh()) };
+    let Some(state) = parsed else {
+        return if applied == 0 { Ok(fresh()) } else { Err(LoadError::AheadOfLog { applied, last: 0 }) };
+    };
     let term = state.current_term.unwrap_or(0);
     if term > MAX_SAFE || applied > MAX_SAFE {
         return Err(LoadError::TooLarge("term or applied index"));
@@ -138,6 +145,12 @@ pub fn restore(self_id: &str, state_json: &str, applied: u64, standby: bool, met
         return Err(LoadError::TooLarge("log position"));
     }
     let log = RaftLog::restore(snap_index, snap_term, entries)?;
+    // Entries reach the state machine only once durable here, and an install is marked here
+    // before the state machine is cleared: a state machine past the log's end is vouched for
+    // only by the mark of the install that put it there (finished by `Raft::new`).
+    if applied > log.last_index() && install.as_ref().is_none_or(|pi| pi.index != applied) {
+        return Err(LoadError::AheadOfLog { applied, last: log.last_index() });
+    }
     let peers = state.peers.unwrap_or_default();
     if term == 0 && log.last_index() == 0 && peers.is_empty() && base_members.is_none() && install.is_none() {
         return Ok(fresh());
@@ -356,5 +369,30 @@ mod tests {
         assert!(restore("n", r#"[1,2]"#, 0, false, &m).is_err());
         assert!(restore("n", r#"{"log":{"entries":[{"term":1,"index":3,"command":1}]}}"#, 0, false, &m).is_err());
         assert!(restore("n", r#"{"currentTerm":-1}"#, 0, false, &m).is_err());
+    }
+
+    /// A state machine past the log's end is taken only with the mark of the install that put
+    /// it there (the restart then finishes that install); anything else is refused, not
+    /// repaired, since nothing says which term its entries are of.
+    #[test]
+    fn a_state_machine_past_the_log_is_refused_unless_an_install_mark_vouches_for_it() {
+        let m = Json::empty_object();
+        let log_to_2 = r#"{"currentTerm":2,"log":{"meta":{"lastIncludedIndex":0,"lastIncludedTerm":0},
+            "entries":[{"term":1,"index":1,"command":1},{"term":2,"index":2,"command":2}]},"peers":[]}"#;
+        assert!(restore("n", log_to_2, 2, false, &m).is_ok());
+        assert!(matches!(restore("n", log_to_2, 5, false, &m), Err(LoadError::AheadOfLog { applied: 5, last: 2 })));
+        assert!(matches!(restore("n", "null", 5, false, &m), Err(LoadError::AheadOfLog { applied: 5, last: 0 })));
+        let marked = |index: u64| {
+            format!(
+                r#"{{"currentTerm":3,"log":{{"meta":{{"lastIncludedIndex":0,"lastIncludedTerm":0,
+                "pendingSnapshot":{{"lastIncludedIndex":{index},"lastIncludedTerm":3,"members":[{{"id":"n","metadata":{{}}}}]}}}},
+                "entries":[]}},"peers":[]}}"#
+            )
+        };
+        assert!(matches!(restore("n", &marked(6), 5, false, &m), Err(LoadError::AheadOfLog { .. })));
+        let r = restore("n", &marked(5), 5, false, &m).unwrap();
+        let raft = Raft::new(Config::new("n"), r).unwrap();
+        assert_eq!((raft.log().snapshot_index(), raft.commit(), raft.applied()), (5, 5, 5), "the marked install is finished");
+        assert!(raft.pending_install().is_none());
     }
 }

@@ -401,8 +401,13 @@ impl<H: Host> Driver<H> {
                 return;
             }
             let ready = raft.ready();
-            // The wrapper keeps the entries of the previous save below `truncate_from`.
-            let state = ready.save.as_ref().map(|save| (to_raw(&SaveDocument(raft, save)), save.truncate_from, save.token));
+            // The wrapper keeps the entries of the previous save below `truncate_from`. The
+            // install mark is read with the document, before the events below can begin an
+            // install: a save counts as marking an install only if its document records it.
+            let state = ready.save.as_ref().map(|save| {
+                let install_mark = raft.pending_install().map(|p| p.index);
+                (to_raw(&SaveDocument(raft, save)), save.truncate_from, save.token, install_mark)
+            });
             self.reads_answered(ready.reads, ready.read_failures);
             let mut membership_changed = false;
             for ev in ready.events {
@@ -416,8 +421,7 @@ impl<H: Host> Driver<H> {
             for m in ready.messages {
                 self.send_message(m);
             }
-            if let Some((state, from, token)) = state {
-                let install_mark = self.raft.as_ref().and_then(|r| r.pending_install().map(|p| p.index));
+            if let Some((state, from, token, install_mark)) = state {
                 self.save.begin(state, from, token, ready.persisted_messages, install_mark);
                 self.issue_save();
             }

@@ -83,24 +83,6 @@ fn run_seed(seed: u64, trace: bool) -> (Stats, usize, usize) {
     (sim.stats.clone(), sim.steps, sim.acked.len())
 }
 
-/// Seeds whose failures are known and not yet fixed: `(profile, seed)`. Each stays replayable with
-/// `SIM_SEED` (and `SIM_PROFILE`); a run skips them and says so. They are open bugs, not accepted
-/// behaviour:
-/// - big 169 (liveness): after healing, n1 stays at index 626 while the leader's log starts at
-///   707; the leader's heartbeats to it are sent but never delivered, so it never answers, gets no
-///   snapshot and pre-votes forever. Possibly the fake transport's incarnation tracking.
-/// - snapshots 3360 and 7361 (a driver bug): a follower's install mark was saved and its state
-///   machine cleared and rewritten, the next save failed (disk full), and it crashed before a save
-///   recorded the finished install; restarted, it holds the snapshot's state machine (applied 5)
-///   with a log that starts at 0 and no mark, so its commit is past the end of its log. The
-///   finished install must be durable before anything depends on it, or restore must recognise it.
-const KNOWN_FAILURES: &[(&str, u64)] = &[("big", 169), ("snapshots", 3360), ("snapshots", 7361)];
-
-fn known_failure(seed: u64) -> bool {
-    let profile = std::env::var("SIM_PROFILE").unwrap_or_else(|_| "default".into());
-    KNOWN_FAILURES.iter().any(|(p, s)| *p == profile && *s == seed)
-}
-
 #[test]
 fn random_clusters() {
     if let Some(seed) = env_u64("SIM_SEED") {
@@ -125,10 +107,6 @@ fn random_clusters() {
                     break;
                 }
                 let seed = base + k;
-                if known_failure(seed) {
-                    eprintln!("seed {seed}: skipped, a known open failure (see KNOWN_FAILURES)");
-                    continue;
-                }
                 let began = Instant::now();
                 match catch_unwind(|| run_seed(seed, false)) {
                     Ok((st, steps, acked)) => {

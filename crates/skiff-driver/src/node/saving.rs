@@ -64,6 +64,11 @@ impl<H: Host> Driver<H> {
             self.send_message(m);
         }
         let after = std::mem::replace(&mut self.ops, outer);
+        // A connection those messages open is not a promise of this save: `Connections` counts
+        // it open from now on, so it is opened now. Held in `after`, a failed save would drop
+        // it, and nothing would open it again (over a pipelining transport, never).
+        let (connects, after): (Vec<Op>, Vec<Op>) = after.into_iter().partition(|op| matches!(op, Op::Connect { .. }));
+        self.ops.extend(connects);
         self.ops.push(Op::SaveMeta { io, state, from: Some(from), after });
     }
 

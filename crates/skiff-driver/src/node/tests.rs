@@ -30,7 +30,12 @@ struct Harness {
 
 impl Harness {
     fn new(state: &str) -> Harness {
-        let opts: NodeOptions = serde_json::from_str(r#"{"id":"a"}"#).unwrap();
+        Harness::with_options(r#"{"id":"a"}"#, state)
+    }
+
+    /// A driver with options `opts` (JSON) that loads `state`.
+    fn with_options(opts: &str, state: &str) -> Harness {
+        let opts: NodeOptions = serde_json::from_str(opts).unwrap();
         let time = Arc::new(AtomicU64::new(0));
         let clock = Box::new(TestClock(time.clone()));
         let d = Driver::with_clock(opts, 7, NoHost, Arc::default(), Arc::new(Notify::new()), clock);
@@ -157,6 +162,9 @@ struct Handled {
     reply: Value,
     resets: usize,
     writes: Vec<Value>,
+    /// For each reset: the install mark (`pendingSnapshot.lastIncludedIndex`) of the newest
+    /// save made durable before it, if that save recorded one.
+    marks_at_reset: Vec<Option<u64>>,
 }
 
 impl Harness {
@@ -183,7 +191,8 @@ impl Harness {
     /// Completes every save, reset and write under way but those `hold` picks (kept in `held`),
     /// and what they lead to; returns what was done, with the answer to `reply`.
     fn finish_snapshot_ops(&mut self, reply: u64, hold: impl Fn(&Value) -> bool) -> Handled {
-        let mut handled = Handled { reply: Value::Null, resets: 0, writes: vec![] };
+        let mut handled = Handled { reply: Value::Null, resets: 0, writes: vec![], marks_at_reset: vec![] };
+        let mut durable_mark = None;
         while !self.pending.is_empty() {
             for op in std::mem::take(&mut self.pending) {
                 let result = match op["op"].as_str() {
@@ -198,10 +207,12 @@ impl Harness {
                     Some("saveMeta") => {
                         // the ops that wait for the save run once it is durable
                         self.pending.extend(op["after"].as_array().cloned().unwrap_or_default());
+                        durable_mark = op["state"]["log"]["meta"]["pendingSnapshot"]["lastIncludedIndex"].as_u64();
                         None
                     }
                     Some("snapshotReset") => {
                         handled.resets += 1;
+                        handled.marks_at_reset.push(durable_mark);
                         None
                     }
                     Some("snapshotWrite") => {
@@ -306,6 +317,20 @@ fn a_late_completion_of_an_abandoned_install_does_not_complete_the_next_one() {
     assert_eq!(done.reply["installedIndex"], 10, "{:?}", done.reply);
 }
 
+/// The state machine is cleared for an install only once a save that records the install mark
+/// is durable. A first chunk from a leader of a newer term arrives in a round whose save (the
+/// new term) was built before the install began; that save must not count as the mark, or a
+/// crash after the install leaves a state machine at the snapshot over a log that never heard
+/// of it (simulation seeds snapshots 3360 and 7361: a restart with commit past the log's end).
+#[test]
+fn a_follower_clears_its_state_machine_only_after_the_install_mark_is_durable() {
+    let mut h = Harness::new(FOLLOWER);
+    assert_eq!(h.d.raft.as_ref().unwrap().term(), 1, "the chunk's term 2 is new to this follower");
+    let c0 = h.chunk(1, 7, 2, 0, true);
+    assert_eq!(c0.marks_at_reset, vec![Some(10)], "the reset waited for a save recording the mark");
+    assert_eq!(c0.reply["installedIndex"], 10, "{:?}", c0.reply);
+}
+
 /// The engine alone completes a command: its apply item is marked `want` (the wrapper keeps the
 /// result) and one `done` names that index once it is applied.
 #[test]
@@ -345,4 +370,70 @@ fn a_command_that_times_out_before_its_apply_names_the_index_once() {
     h.pending.extend(held);
     h.settle();
     assert_eq!(h.dones(2).len(), 1, "the late apply answers nothing more");
+}
+
+/// An empty AppendEntries from `leader` in `term`.
+fn heartbeat(term: u64, leader: &str) -> String {
+    serde_json::json!({"term": term, "leaderId": leader, "prevLogIndex": 0, "prevLogTerm": 0, "entries": [], "leaderCommit": 0})
+        .to_string()
+}
+
+/// The connection a request opens is the driver's own state, not something that waits for a
+/// save: when the request waits for a save (it was made in a round that changed the term) and
+/// that save fails, the request is lost but the connection must still be opened, or every later
+/// request to that peer finds none. Over a pipelining transport nothing else reopens it
+/// (simulation seed big 169: a standby's read forwarded to a new leader, not yet a member it
+/// knew, in the round that saved the leader's term; the save failed, and the standby never
+/// reached that leader again).
+#[test]
+fn a_connection_opened_for_requests_that_wait_for_a_failed_save_is_still_opened() {
+    let mut h = Harness::with_options(r#"{"id":"a","standby":true,"pipelining":true}"#, "null");
+    h.pending.clear();
+    let receive = |h: &mut Harness, reply: u64, term: u64, leader: &str| {
+        let input = Input::Receive { reply, kind: "AppendEntries".into(), args: heartbeat(term, leader), peer: Some(leader.into()) };
+        let batch = h.d.input(input, None);
+        h.take(batch);
+    };
+    receive(&mut h, 1, 1, "L");
+    h.settle();
+    // one read goes to L; the next waits for it, and goes to M when M leads in term 2
+    for req in [1, 2] {
+        let batch = h.d.input(Input::Read { req, lease: false, timeout_ms: 0 }, None);
+        h.take(batch);
+    }
+    receive(&mut h, 2, 2, "M");
+    let save = h.pending.iter().find(|op| op["op"] == "saveMeta").expect("term 2 is saved").clone();
+    let to_m = |op: &Value, kind: &str| op["op"] == kind && op["peer"] == "M";
+    assert!(save["after"].as_array().unwrap().iter().any(|op| to_m(op, "send")), "the read to M waits for the save");
+    // What runs from here: every op as it comes, a save's `after` once that save is durable;
+    // the first save fails (its `after` never runs), later ones succeed; sends get no answer.
+    let mut ran: Vec<Value> = h.ops.iter().filter(|op| op["op"] != "saveMeta").cloned().collect();
+    let mut failed = false;
+    for round in 0..40 {
+        if round == 20 {
+            let batch = h.d.input(Input::Read { req: 3, lease: false, timeout_ms: 0 }, None);
+            h.take(batch);
+        }
+        while !h.pending.is_empty() {
+            for op in std::mem::take(&mut h.pending) {
+                if op["op"] != "saveMeta" {
+                    ran.push(op);
+                    continue;
+                }
+                let error = (!failed).then(|| PluginError { message: Some("disk full".into()), code: Some("EIO".into()) });
+                if error.is_none() {
+                    ran.extend(op["after"].as_array().cloned().unwrap_or_default());
+                }
+                failed = true;
+                let batch = h.d.input(Input::Complete { io: io(&op), error, result: None }, None);
+                h.take(batch);
+            }
+        }
+        h.time.fetch_add(50, Ordering::SeqCst);
+        h.d.timer_round();
+        let batch = h.d.drain();
+        h.take(batch);
+    }
+    let first_send = ran.iter().position(|op| to_m(op, "send")).expect("a request to M went after the failed save");
+    assert!(ran[..first_send].iter().any(|op| to_m(op, "connect")), "the connection to M was opened before it");
 }
