@@ -155,6 +155,9 @@ async function restartAfterInstall(t, when) {
   });
 
   c.hub.partition(fid, others);
+  // A leader keeps its log for a follower it heard from within two election timeouts (it may
+  // only have missed a message): wait until this one counts as gone.
+  await sleep(2 * 300 + 100);
   const N = 300;
   const failures = await pool(N, 32, (i) => leader.command({ bulk: i }, { timeout: 10000 }));
   assert.deepEqual(failures, []);

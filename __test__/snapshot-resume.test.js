@@ -253,6 +253,9 @@ test('a point-in-time read that gives junk is reported and the leader goes on', 
   leader.on('warning', (e) => warnings.push(e.code));
   leader.on('error', (e) => warnings.push(e.code));
   net.isolate('c');
+  // A leader keeps its log for a follower it heard from within two election timeouts (it may
+  // only have missed a message): wait until c counts as gone, so that the commands compact past it.
+  await sleep(2 * 1500 + 200);
   for (let i = 0; i < 40; i++) await leader.command({ op: 'put', key: `k${i}`, value: i });
   const installed = new Promise((resolve) => c.once('snapshot installed', resolve));
   net.heal();
