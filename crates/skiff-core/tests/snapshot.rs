@@ -253,12 +253,9 @@ fn finishing_an_install_that_was_recorded_but_not_saved() {
     assert!(ready.committed.is_empty());
 }
 
-/// The leader side of resuming: a transfer's snapshot must still be one the leader can vouch for
-/// (a committed index it has not compacted away, with the term it had), under an id this leader
-/// gave out in this term; the follower's refusal says where its install stands.
-#[test]
-fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
-    // a and c commit without b, so the leader keeps compacting while b waits
+/// Three nodes with snapshot transfers left to the test: a and c commit 100 commands (c0..c99)
+/// without b, so the leader compacts, then b joins and needs a snapshot.
+fn b_joins_behind() -> Cluster {
     let mut c = Cluster::new(&["a", "b", "c"], 10);
     c.manual = true;
     c.run(400);
@@ -271,6 +268,15 @@ fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
     c.join("b");
     c.run(50);
     assert!(c.needed.contains(&"b".to_string()), "b needs a snapshot");
+    c
+}
+
+/// The leader side of resuming: a transfer's snapshot must still be one the leader can vouch for
+/// (a committed index it has not compacted away, with the term it had), under an id this leader
+/// gave out in this term; the follower's refusal says where its install stands.
+#[test]
+fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
+    let mut c = b_joins_behind();
     let a = &mut c.nodes.get_mut("a").unwrap().raft;
     let (commit, first) = (a.commit(), a.log().snapshot_index());
     // an index from the plugin that is not committed, or compacted away, is no snapshot
@@ -356,16 +362,7 @@ fn steady(c: &mut Cluster, from: usize, n: usize, per_ms: usize) {
 /// few messages: it goes on from the log (Replicate) and is never sent a second snapshot.
 #[test]
 fn a_follower_goes_on_from_the_log_after_its_snapshot_under_steady_writes() {
-    let mut c = Cluster::new(&["a", "b", "c"], 10);
-    c.manual = true;
-    c.run(400);
-    c.join("c");
-    c.run(50);
-    steady(&mut c, 0, 100, 5);
-    c.run(20);
-    c.join("b");
-    c.run(20);
-    assert_eq!(c.needed, vec!["b".to_string()], "b needs a snapshot");
+    let mut c = b_joins_behind();
     c.needed.clear();
 
     // A point-in-time read at the applied index; applying goes on while it streams.
