@@ -8,7 +8,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Cluster, startCluster, waitForState, waitUntil, sleep } = require('./helpers/cluster');
+const { Cluster, startCluster, waitForState, waitUntil, untilLeaderLetsGo } = require('./helpers/cluster');
 
 function spyResets(persistence) {
   const resets = [];
@@ -29,9 +29,7 @@ test('a follower that was down catches up by snapshot', async (t) => {
   for (let i = 0; i < 5; i++) await leader.command({ early: i });
   await c.waitApplied(5);
   await away.stop();
-  // A leader keeps its log for a follower it heard from within two election timeouts (it may
-  // only have missed a message): wait until this one counts as gone.
-  await sleep(2 * 300 + 100);
+  await untilLeaderLetsGo();
   const resets = spyResets(c.persistence);
   // enough entries to exceed what a leader keeps for a lagging follower
   const LATE = 600;
