@@ -332,18 +332,6 @@ impl Raft {
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_heard = now;
         p.applied = p.applied.max(r.last_applied);
-        let holds_our_log = r.success && !r.needs_snapshot && r.match_index <= last && r.match_index >= p.pending_snapshot;
-        if p.state == ProgressState::Snapshot && holds_our_log && self.log.term(r.match_index).is_some() {
-            // The follower holds everything up to where our log goes on and awaits no install:
-            // the snapshot at 0 (whose install answer cannot be told from a chunk taken), or one
-            // whose install answer is still on its way. It needs no transfer: go on from the log.
-            p.become_probe();
-            p.on_success(r.match_index, now);
-            self.events.push(Event::SnapshotInstalled { peer: from.clone() });
-            self.maybe_commit();
-            self.send_append(&from, false);
-            return;
-        }
         if p.state == ProgressState::Snapshot || r.needs_snapshot {
             // Only a snapshot helps this follower; what a success says about its log still holds,
             // and counts toward commitment now: later answers repeating the same matchIndex do
