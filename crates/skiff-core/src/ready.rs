@@ -54,8 +54,7 @@ pub enum Event {
     SnapshotNeeded { peer: String },
     /// Leader: `peer` took chunk `seq`; send the next one.
     SnapshotAcked { peer: String, seq: u64 },
-    /// Leader: `peer` installed the snapshot, or answered that it holds everything up to where
-    /// our log goes on (and awaits no install): the transfer is over.
+    /// Leader: `peer` installed the snapshot; the transfer is over.
     SnapshotInstalled { peer: String },
     /// Leader: `peer` refused a chunk, or this node stopped leading: abandon the transfer.
     /// `next_seq`: where the follower says its partial install of this transfer stands (0: it

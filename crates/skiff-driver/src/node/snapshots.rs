@@ -203,7 +203,7 @@ impl<H: Host> Driver<H> {
             }
             return;
         }
-        let (stalled, abandoned) = self.transfers.stalled(self.now, self.snapshot_chunk_timeout(), SUSPENDED_KEEP_MS);
+        let (stalled, abandoned) = self.transfers.stalled(self.now, self.send_timeout(), SUSPENDED_KEEP_MS);
         for peer in stalled {
             self.warn(code::ETIMEDOUT, format!("snapshot transfer to {peer} stalled"));
             self.transfer_lost(&peer);
