@@ -6,7 +6,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Cluster, startCluster, waitForEvent, waitForState, waitUntil, sleep, pool } = require('./helpers/cluster');
+const { Cluster, startCluster, waitForEvent, waitForState, waitUntil, sleep, pool, untilLeaderLetsGo } = require('./helpers/cluster');
 const { MapPersistence } = require('./helpers/map-persistence');
 
 // Records the node ids removeAllState is called for.
@@ -80,6 +80,7 @@ test('a partitioned follower falls behind compaction and catches up by snapshot 
   f.on('InstallSnapshot', (args) => installs.push(args));
   const resets = spyResets(c.persistence);
   c.hub.partition(f.id, others);
+  await untilLeaderLetsGo();
 
   const N = 2000;
   const failures = await pool(N, 64, (i) => leader.command({ bulk: i }, { timeout: 10000 }));
@@ -155,6 +156,7 @@ async function restartAfterInstall(t, when) {
   });
 
   c.hub.partition(fid, others);
+  await untilLeaderLetsGo();
   const N = 300;
   const failures = await pool(N, 32, (i) => leader.command({ bulk: i }, { timeout: 10000 }));
   assert.deepEqual(failures, []);

@@ -13,7 +13,7 @@ const path = require('node:path');
 const Node = require('..');
 const { Readable } = require('node:stream');
 const { MemoryNetwork } = require('../lib/memory');
-const { waitForState, waitUntil, sleep } = require('./helpers/cluster');
+const { waitForState, waitUntil, sleep, untilLeaderLetsGo } = require('./helpers/cluster');
 
 const KEYS = 50000;
 const PER_COMMAND = 500;
@@ -253,6 +253,7 @@ test('a point-in-time read that gives junk is reported and the leader goes on', 
   leader.on('warning', (e) => warnings.push(e.code));
   leader.on('error', (e) => warnings.push(e.code));
   net.isolate('c');
+  await untilLeaderLetsGo(1500);
   for (let i = 0; i < 40; i++) await leader.command({ op: 'put', key: `k${i}`, value: i });
   const installed = new Promise((resolve) => c.once('snapshot installed', resolve));
   net.heal();

@@ -8,7 +8,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Cluster, startCluster, waitForState, waitUntil } = require('./helpers/cluster');
+const { Cluster, startCluster, waitForState, waitUntil, untilLeaderLetsGo } = require('./helpers/cluster');
 
 function spyResets(persistence) {
   const resets = [];
@@ -29,6 +29,7 @@ test('a follower that was down catches up by snapshot', async (t) => {
   for (let i = 0; i < 5; i++) await leader.command({ early: i });
   await c.waitApplied(5);
   await away.stop();
+  await untilLeaderLetsGo();
   const resets = spyResets(c.persistence);
   // enough entries to exceed what a leader keeps for a lagging follower
   const LATE = 600;

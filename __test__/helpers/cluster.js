@@ -167,6 +167,15 @@ async function startCluster(t, n, options = {}) {
   return cluster;
 }
 
+/**
+ * Waits until a leader no longer keeps its log for a follower cut off now: it does while it heard
+ * from the follower within two election timeouts (the follower may only have missed a message).
+ * `maxElectionTimeout`: the cluster's (300 by default).
+ */
+function untilLeaderLetsGo(maxElectionTimeout = 300) {
+  return sleep(2 * maxElectionTimeout + 100);
+}
+
 /** Runs `fn(i)` for i in [0, count) with at most `limit` in flight; resolves with the failures. */
 async function pool(count, limit, fn) {
   const failures = [];
@@ -188,6 +197,7 @@ async function pool(count, limit, fn) {
 module.exports = {
   Node,
   pool,
+  untilLeaderLetsGo,
   Cluster,
   startCluster,
   waitUntil,

@@ -38,6 +38,10 @@ pub struct Progress {
     pub last_progress: u64,
     /// The snapshot index being sent, in `Snapshot` state.
     pub pending_snapshot: u64,
+    /// The index of the last transfer to this follower that stopped unfinished (0: none, or the
+    /// follower has since caught up). The runtime may keep such a transfer's point-in-time read
+    /// open and resume it, which it can only do while the log still holds the entries after it.
+    pub resumable_snapshot: u64,
 }
 
 impl Progress {
@@ -53,10 +57,27 @@ impl Progress {
             last_ack: now,
             last_progress: now,
             pending_snapshot: 0,
+            resumable_snapshot: 0,
         }
     }
 
+    /// The index from which this follower can go on from the log, if the leader keeps the
+    /// entries after it: where its log matches ours (in step, or probed after a failed send
+    /// once something matched), or the index of the snapshot it is being sent or may resume.
+    /// `None`: nothing it holds or is about to hold is known (a new follower being probed).
+    pub fn resumes_from(&self) -> Option<u64> {
+        let index = match self.state {
+            ProgressState::Replicate => self.match_index,
+            ProgressState::Snapshot if self.pending_snapshot != 0 => self.pending_snapshot,
+            ProgressState::Snapshot | ProgressState::Probe => self.match_index.max(self.resumable_snapshot),
+        };
+        (index > 0).then_some(index)
+    }
+
     pub fn become_probe(&mut self) {
+        if self.state == ProgressState::Snapshot && self.pending_snapshot != 0 {
+            self.resumable_snapshot = self.pending_snapshot;
+        }
         self.state = ProgressState::Probe;
         self.inflight.clear();
         self.probe_sent = false;
@@ -70,6 +91,7 @@ impl Progress {
         self.state = ProgressState::Replicate;
         self.inflight.clear();
         self.probe_sent = false;
+        self.resumable_snapshot = 0;
         self.next_index = self.match_index + 1;
     }
 

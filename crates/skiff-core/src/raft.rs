@@ -49,8 +49,11 @@ pub const MAX_TERM: u64 = MAX_SAFE - (1 << 20);
 /// names), for batching.
 const ENTRY_OVERHEAD: usize = 96;
 
-/// How many entries past `retained_log_entries` a leader may keep for live followers that are
-/// catching up, before it compacts anyway and lets them take a snapshot.
+/// How many entries past `retained_log_entries` a leader may keep for followers that can go on
+/// from its log (see [`Raft::applied_to`]), before it compacts anyway and lets them take a
+/// snapshot. This is the bound on the log's growth: a leader's log holds at most
+/// `retained_log_entries + HOLD_FOR_FOLLOWERS` applied entries (plus those not yet applied),
+/// whatever its followers do, dead or alive.
 pub const HOLD_FOR_FOLLOWERS: u64 = 10_000;
 
 /// The role as users see it (`node.state.name`, minus the runtime's `idle` and `stopped`).
@@ -460,28 +463,7 @@ impl Raft {
         if self.install.is_none() && self.applied > self.log.snapshot_index() + keep {
             let mut upto = self.applied - keep;
             if self.is_leader() {
-                // Do not compact away what a live follower is about to need: a follower a few
-                // batches behind should get entries, not a whole snapshot. Only followers in
-                // step (answering, in Replicate) hold the log, and only up to a bound; one that
-                // failed a send, went silent, or is too far behind gets a snapshot instead. A
-                // follower being sent a snapshot holds it from the snapshot's index, so that it
-                // goes on from the log once installed: applying (and so compaction) continues
-                // while a point-in-time snapshot streams.
-                let since = self.now.saturating_sub(2 * self.cfg.max_election_timeout);
-                let floor = self.applied.saturating_sub(keep + HOLD_FOR_FOLLOWERS);
-                let slowest = self
-                    .progress
-                    .values()
-                    .filter(|p| p.last_heard >= since)
-                    .filter_map(|p| match p.state {
-                        ProgressState::Replicate => Some(p.match_index),
-                        ProgressState::Snapshot if p.pending_snapshot != 0 => Some(p.pending_snapshot),
-                        _ => None,
-                    })
-                    .min();
-                if let Some(m) = slowest {
-                    upto = upto.min(m.max(floor));
-                }
+                upto = upto.min(self.held_for_followers());
             }
             if upto <= self.log.snapshot_index() {
                 return;
@@ -491,6 +473,29 @@ impl Raft {
             // writes the shorter log, and a longer one on disk is still correct.
             self.log.compact_to(upto);
         }
+    }
+
+    /// Leader: the index the log may be compacted up to without taking from a follower entries
+    /// it can go on from ([`Progress::resumes_from`]): a follower a few batches behind should
+    /// get entries, not a whole snapshot, and one that was sent a snapshot must find the entries
+    /// after it when the install ends (applying, and so compaction, goes on while a
+    /// point-in-time snapshot streams) or when its stopped transfer resumes; otherwise it is
+    /// sent a snapshot again, and under steady writes it never catches up.
+    ///
+    /// A follower counts while it answers (within two election timeouts), or while a transfer to
+    /// it runs (the runtime watches that one and reports a stall, `snapshot_aborted`). However
+    /// many followers hold it, the log keeps at most [`HOLD_FOR_FOLLOWERS`] entries past
+    /// `retained_log_entries`: a follower further behind gets a snapshot.
+    fn held_for_followers(&self) -> u64 {
+        let since = self.now.saturating_sub(2 * self.cfg.max_election_timeout);
+        let floor = self.applied.saturating_sub(self.cfg.retained_log_entries + HOLD_FOR_FOLLOWERS);
+        let transferring = |p: &Progress| p.state == ProgressState::Snapshot && p.pending_snapshot != 0;
+        self.progress
+            .values()
+            .filter(|p| p.last_heard >= since || transferring(p))
+            .filter_map(Progress::resumes_from)
+            .min()
+            .map_or(u64::MAX, |m| m.max(floor))
     }
 
     /// The membership as of `index` (which must be at or after the log's start).

@@ -24,6 +24,8 @@ struct Cluster {
     /// Leave snapshot transfers to the test: followers found to need one are listed in `needed`.
     manual: bool,
     needed: Vec<String>,
+    /// Nodes that neither tick nor get messages (crashed, or cut off).
+    silent: Vec<String>,
 }
 
 fn cfg(id: &str, retained: u64) -> Config {
@@ -41,7 +43,7 @@ impl Cluster {
             let raft = Raft::new(cfg(id, retained), r).unwrap();
             nodes.insert(id.to_string(), Node { raft, sm: vec![], saved: "null".into(), writing: vec![], snapshot_installs: 0 });
         }
-        Cluster { nodes, now: 0, net: vec![], manual: false, needed: vec![] }
+        Cluster { nodes, now: 0, net: vec![], manual: false, needed: vec![], silent: vec![] }
     }
 
     /// Processes one node's Ready fully (save, send, apply), as the runtime does.
@@ -110,7 +112,7 @@ impl Cluster {
     fn run(&mut self, ms: u64) {
         for _ in 0..ms {
             self.now += 1;
-            let ids: Vec<String> = self.nodes.keys().cloned().collect();
+            let ids: Vec<String> = self.nodes.keys().filter(|id| !self.silent.contains(id)).cloned().collect();
             for id in &ids {
                 self.nodes.get_mut(id).unwrap().raft.tick(self.now);
                 self.process(id);
@@ -118,6 +120,9 @@ impl Cluster {
             while !self.net.is_empty() {
                 for m in std::mem::take(&mut self.net) {
                     let to = m.to.clone();
+                    if self.silent.contains(&to) {
+                        continue;
+                    }
                     if let Some(n) = self.nodes.get_mut(&to) {
                         let _ = n.raft.step(m);
                         self.process(&to);
@@ -248,12 +253,9 @@ fn finishing_an_install_that_was_recorded_but_not_saved() {
     assert!(ready.committed.is_empty());
 }
 
-/// The leader side of resuming: a transfer's snapshot must still be one the leader can vouch for
-/// (a committed index it has not compacted away, with the term it had), under an id this leader
-/// gave out in this term; the follower's refusal says where its install stands.
-#[test]
-fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
-    // a and c commit without b, so the leader keeps compacting while b waits
+/// Three nodes with snapshot transfers left to the test: a and c commit 100 commands (c0..c99)
+/// without b, so the leader compacts, then b joins and needs a snapshot.
+fn b_joins_behind() -> Cluster {
     let mut c = Cluster::new(&["a", "b", "c"], 10);
     c.manual = true;
     c.run(400);
@@ -266,6 +268,15 @@ fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
     c.join("b");
     c.run(50);
     assert!(c.needed.contains(&"b".to_string()), "b needs a snapshot");
+    c
+}
+
+/// The leader side of resuming: a transfer's snapshot must still be one the leader can vouch for
+/// (a committed index it has not compacted away, with the term it had), under an id this leader
+/// gave out in this term; the follower's refusal says where its install stands.
+#[test]
+fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
+    let mut c = b_joins_behind();
     let a = &mut c.nodes.get_mut("a").unwrap().raft;
     let (commit, first) = (a.commit(), a.log().snapshot_index());
     // an index from the plugin that is not committed, or compacted away, is no snapshot
@@ -303,7 +314,7 @@ fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
     let a = &mut c.nodes.get_mut("a").unwrap().raft;
     assert!(a.applied() > meta.index + 20, "applying went on");
     assert!(a.log().snapshot_index() <= meta.index, "not compacted past a snapshot being sent");
-    // once the leader compacts past the snapshot, the transfer cannot resume: a new one begins
+    // a transfer that stopped keeps the log held while its follower answers, so it can resume
     a.snapshot_aborted("b");
     for i in 130..180 {
         c.propose(&format!("c{i}"));
@@ -312,8 +323,91 @@ fn a_transfer_resumes_only_with_a_snapshot_the_leader_still_vouches_for() {
     c.run(50);
     assert!(c.needed.contains(&"b".to_string()));
     let a = &mut c.nodes.get_mut("a").unwrap().raft;
+    assert!(a.log().snapshot_index() <= meta.index, "held for the stopped transfer of a follower that answers");
+    assert!(a.resume_snapshot("b", &meta));
+    // once b falls silent and the leader compacts past the snapshot, the transfer cannot
+    // resume: a new one begins
+    a.snapshot_aborted("b");
+    c.silent.push("b".into());
+    c.run(700);
+    for i in 180..230 {
+        c.propose(&format!("c{i}"));
+    }
+    c.run(50);
+    c.silent.clear();
+    c.needed.clear();
+    c.run(50);
+    assert!(c.needed.contains(&"b".to_string()));
+    let a = &mut c.nodes.get_mut("a").unwrap().raft;
     assert!(a.log().snapshot_index() > meta.index, "compacted past the snapshot");
     assert!(!a.resume_snapshot("b", &meta));
     let next = a.begin_snapshot("b", a.commit()).expect("a new transfer");
     assert_eq!(next.transfer, 2, "each transfer of a term gets its own id");
+}
+
+/// `n` more commands, `per_ms` of them each millisecond, the cluster running meanwhile: steady
+/// writes at the leader.
+fn steady(c: &mut Cluster, from: usize, n: usize, per_ms: usize) {
+    for i in from..from + n {
+        c.propose(&format!("c{i}"));
+        if (i + 1) % per_ms == 0 {
+            c.run(1);
+        }
+    }
+}
+
+/// Issue 14 (learners under load): a follower that is sent a point-in-time snapshot while
+/// commands go on must find, once it installed it, the entries after the snapshot still in the
+/// leader's log, even when its transfer stopped midway and resumed, and when it later misses a
+/// few messages: it goes on from the log (Replicate) and is never sent a second snapshot.
+#[test]
+fn a_follower_goes_on_from_the_log_after_its_snapshot_under_steady_writes() {
+    let mut c = b_joins_behind();
+    c.needed.clear();
+
+    // A point-in-time read at the applied index; applying goes on while it streams.
+    let a = c.nodes.get_mut("a").unwrap();
+    let index = a.raft.applied();
+    let data: Vec<(u64, String)> = a.sm.iter().filter(|(i, _)| *i <= index).cloned().collect();
+    let meta = a.raft.begin_snapshot("b", index).expect("a snapshot");
+    steady(&mut c, 100, 300, 5);
+    let a = &c.nodes["a"].raft;
+    assert!(a.applied() > index + 200, "applying went on while the snapshot streamed");
+    assert_eq!(a.log().snapshot_index(), index, "the log is kept from the snapshot's index on");
+
+    // The transfer stops (a chunk got no answer); b still answers heartbeats, writes go on, and
+    // the stopped transfer stays resumable.
+    c.nodes.get_mut("a").unwrap().raft.snapshot_aborted("b");
+    steady(&mut c, 400, 300, 5);
+    assert!(c.needed.contains(&"b".to_string()), "b is found to need its snapshot again");
+    c.needed.clear();
+    let a = &mut c.nodes.get_mut("a").unwrap().raft;
+    assert_eq!(a.log().snapshot_index(), index, "still kept for the stopped transfer");
+    assert!(a.resume_snapshot("b", &meta), "the transfer resumes");
+    assert!(a.send_snapshot_chunk("b", &meta, 0, Some(Json::from_value(&data)), true));
+    c.process("a");
+    steady(&mut c, 700, 300, 5);
+    c.run(50);
+    assert_eq!(c.nodes["b"].snapshot_installs, 1);
+    let a = &c.nodes["a"].raft;
+    assert_eq!(a.progress()["b"].state, skiff_core::progress::ProgressState::Replicate, "b goes on from the log");
+    assert!(a.log().snapshot_index() > index, "the hold ended with the install");
+    assert!(a.log().len() < 100, "and the log is compacted again: {}", a.log().len());
+    assert!(c.needed.is_empty(), "no second snapshot: {:?}", c.needed);
+
+    // b misses messages for a moment (less than two election timeouts): it is probed, and the
+    // leader keeps the entries after what it holds instead of sending it a snapshot.
+    c.silent.push("b".into());
+    c.nodes.get_mut("a").unwrap().raft.report_unreachable("b");
+    steady(&mut c, 1000, 300, 5);
+    assert_eq!(c.nodes["a"].raft.progress()["b"].state, skiff_core::progress::ProgressState::Probe);
+    c.silent.clear();
+    steady(&mut c, 1300, 100, 5);
+    c.run(50);
+    let a = &c.nodes["a"];
+    assert_eq!(a.raft.progress()["b"].state, skiff_core::progress::ProgressState::Replicate);
+    assert!(c.needed.is_empty(), "no second snapshot: {:?}", c.needed);
+    assert_eq!(c.nodes["b"].snapshot_installs, 1);
+    assert_eq!(commands(&c.nodes["b"]), commands(a), "b holds every command, in order");
+    assert_eq!(commands(a).len(), 1400);
 }

@@ -301,6 +301,14 @@ impl<H: Host> Driver<H> {
         self.opts.max_election_timeout * 2
     }
 
+    /// How long a snapshot chunk may go unanswered: the follower answers only once it has
+    /// written the chunk into its state machine, a persistence call that may take up to its
+    /// `commandTimeout`, so the network's share alone (`send_timeout`) would give up on a
+    /// transfer that is merely writing, and start it over, again and again, on a busy follower.
+    fn snapshot_chunk_timeout(&self) -> u64 {
+        self.send_timeout() + self.persistence_timeout()
+    }
+
     // ----- inputs -----
 
     fn handle(&mut self, input: Input) {

@@ -73,7 +73,7 @@ impl<H: Host> Driver<H> {
             let peer = self.peer_arg(&m.to);
             self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Raw(args.clone())] });
         }
-        let t = self.send_timeout();
+        let t = if kind == InstallSnapshot::TYPE { self.snapshot_chunk_timeout() } else { self.send_timeout() };
         let io = self.io(IoKind::Send { peer: m.to.clone(), kind, sent }, t);
         self.ops.push(Op::Send { io, peer: m.to, kind, args });
         io
