@@ -260,7 +260,13 @@ impl Raft {
 
     /// Follower: fails the ReadIndex in flight when its leader changed or it got no answer in
     /// time, and sends the next one for the reads waiting.
+    /// Runs after every input: with no read waiting here (every node in the steady state) it
+    /// returns before it copies the leader's id or builds an error, which cost about 3.5k
+    /// instructions per command at 3 nodes and one client.
     fn settle_follower_reads(&mut self) {
+        if self.reads.asked.is_none() && self.reads.unasked.is_empty() {
+            return;
+        }
         let (leader, term) = (self.leader.clone(), self.term);
         let lost = self.reads.asked.as_ref().is_some_and(|a| {
             leader.as_deref() != Some(a.leader.as_str())
