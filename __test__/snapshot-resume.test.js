@@ -13,7 +13,7 @@ const path = require('node:path');
 const Node = require('..');
 const { Readable } = require('node:stream');
 const { MemoryNetwork } = require('../lib/memory');
-const { waitForState, waitUntil, sleep, untilLeaderLetsGo } = require('./helpers/cluster');
+const { waitForState, waitUntil, untilLeaderLetsGo } = require('./helpers/cluster');
 
 const KEYS = 50000;
 const PER_COMMAND = 500;
@@ -71,11 +71,12 @@ async function threeNodes(cleanup, persistence) {
   return { net, leader, b: nodes[1], c: nodes[2] };
 }
 
-// Cuts `c` off, waits until the leader no longer counts it as answering (so that no snapshot is
-// read for it before the heal), and puts KEYS keys through `leader`, PER_COMMAND to a command.
+// Cuts `c` off, waits until the leader no longer keeps its log for it (two election timeouts
+// after it last heard from it: until then `c` would go on from the log, and no snapshot would be
+// read for it), and puts KEYS keys through `leader`, PER_COMMAND to a command.
 async function cutOffAndFill(net, leader) {
   net.isolate('c');
-  await sleep(1700);
+  await untilLeaderLetsGo(1500);
   for (let i = 0; i < KEYS; i += PER_COMMAND) {
     const ops = [];
     for (let k = i; k < i + PER_COMMAND; k++) ops.push({ op: 'put', key: `k${k}`, value: VALUE });
@@ -106,7 +107,9 @@ async function catchUpUnderLoad(cleanup, pointInTime) {
   const latencies = [];
   let during = 0;
   let n = 0;
+  const giveUp = Date.now() + 60000;
   while (!done) {
+    assert.ok(Date.now() < giveUp, `no snapshot installed on c within 60 s (${n} commands)`);
     const t0 = process.hrtime.bigint();
     await leader.command({ op: 'put', key: `during${n++}`, value: n });
     latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
