@@ -66,17 +66,23 @@ impl Progress {
     /// once something matched), or the index of the snapshot it is being sent or may resume.
     /// `None`: nothing it holds or is about to hold is known (a new follower being probed).
     pub fn resumes_from(&self) -> Option<u64> {
-        let index = match self.state {
-            ProgressState::Replicate => self.match_index,
-            ProgressState::Snapshot if self.pending_snapshot != 0 => self.pending_snapshot,
-            ProgressState::Snapshot | ProgressState::Probe => self.match_index.max(self.resumable_snapshot),
+        let index = match (self.state, self.snapshot_in_flight()) {
+            (_, Some(index)) => index,
+            (ProgressState::Replicate, None) => self.match_index,
+            (ProgressState::Snapshot | ProgressState::Probe, None) => self.match_index.max(self.resumable_snapshot),
         };
         (index > 0).then_some(index)
     }
 
+    /// The index of the snapshot being sent to this follower, while a transfer runs (in
+    /// `Snapshot` state once one was started; that state alone may still wait for one).
+    pub fn snapshot_in_flight(&self) -> Option<u64> {
+        (self.state == ProgressState::Snapshot && self.pending_snapshot != 0).then_some(self.pending_snapshot)
+    }
+
     pub fn become_probe(&mut self) {
-        if self.state == ProgressState::Snapshot && self.pending_snapshot != 0 {
-            self.resumable_snapshot = self.pending_snapshot;
+        if let Some(index) = self.snapshot_in_flight() {
+            self.resumable_snapshot = index;
         }
         self.state = ProgressState::Probe;
         self.inflight.clear();

@@ -489,10 +489,9 @@ impl Raft {
     fn held_for_followers(&self) -> u64 {
         let since = self.now.saturating_sub(2 * self.cfg.max_election_timeout);
         let floor = self.applied.saturating_sub(self.cfg.retained_log_entries + HOLD_FOR_FOLLOWERS);
-        let transferring = |p: &Progress| p.state == ProgressState::Snapshot && p.pending_snapshot != 0;
         self.progress
             .values()
-            .filter(|p| p.last_heard >= since || transferring(p))
+            .filter(|p| p.last_heard >= since || p.snapshot_in_flight().is_some())
             .filter_map(Progress::resumes_from)
             .min()
             .map_or(u64::MAX, |m| m.max(floor))

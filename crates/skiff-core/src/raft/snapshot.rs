@@ -122,7 +122,7 @@ impl Raft {
         let last = self.log.last_index();
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_heard = now;
-        if p.state != ProgressState::Snapshot || p.pending_snapshot == 0 {
+        if p.snapshot_in_flight().is_none() {
             return;
         }
         if !r.success {
