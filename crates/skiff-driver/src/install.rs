@@ -140,17 +140,18 @@ impl Install {
         Some(Aborted { sid: inc.sid, held: inc.held_token(), from: inc.key.from, next_seq: inc.next_seq })
     }
 
-    /// Whether the install under way waits for exactly the mark of `index` to be durable (then
-    /// the state machine may be cleared: see `resetting`).
-    pub(super) fn awaits_mark(&self, index: u64) -> bool {
-        self.current.as_ref().is_some_and(|inc| inc.key.index == index && inc.phase == InstallPhase::Marking)
+    /// The stream of the install under way if it waits for exactly the mark of `index` to be
+    /// durable (then the state machine may be cleared: see `resetting`).
+    pub(super) fn awaits_mark(&self, index: u64) -> Option<u32> {
+        self.current.as_ref().filter(|inc| inc.key.index == index && inc.phase == InstallPhase::Marking).map(|inc| inc.sid)
     }
 
-    /// The mark is durable and IO `io` clears the state machine; returns the install's stream.
-    pub(super) fn resetting(&mut self, io: u32) -> Option<u32> {
-        let inc = self.current.as_mut().filter(|inc| inc.phase == InstallPhase::Marking)?;
-        inc.phase = InstallPhase::Resetting { io };
-        Some(inc.sid)
+    /// The mark is durable and IO `io` clears the state machine (nothing changes unless the
+    /// install under way was waiting for its mark).
+    pub(super) fn resetting(&mut self, io: u32) {
+        if let Some(inc) = self.current.as_mut().filter(|inc| inc.phase == InstallPhase::Marking) {
+            inc.phase = InstallPhase::Resetting { io };
+        }
     }
 
     /// Whether IO `io` is the reset or write the install under way waits for. Any other such
@@ -239,12 +240,12 @@ mod tests {
         // nothing is written before the mark is durable and the state machine cleared
         assert!(i.reset().is_none());
         assert_eq!(i.fit(&key("a", 5), 0), Fit::OutOfOrder { next_seq: 0 });
-        assert!(!i.awaits_mark(4));
-        assert!(i.awaits_mark(5));
-        assert_eq!(i.resetting(20), Some(9));
-        assert!(!i.awaits_mark(5));
-        assert_eq!(i.resetting(21), None);
-        assert!(i.owns(20) && !i.owns(21));
+        assert_eq!(i.awaits_mark(4), None);
+        assert_eq!(i.awaits_mark(5), Some(9));
+        i.resetting(20);
+        assert_eq!(i.awaits_mark(5), None);
+        i.resetting(21);
+        assert!(i.owns(20) && !i.owns(21), "only the install's first reset counts");
         assert_eq!(i.reset().map(|c| c.0), Some(Some(1)));
         assert!(i.reset().is_none());
         assert!(!i.owns(20));

@@ -86,13 +86,12 @@ impl<H: Host> Driver<H> {
         if let Some(raft) = self.raft.as_mut() {
             raft.advance(saved.token);
         }
-        if saved.install_mark.is_some_and(|index| self.install.awaits_mark(index)) {
+        if let Some(sid) = saved.install_mark.and_then(|index| self.install.awaits_mark(index)) {
             // The mark is durable: now the state machine may be cleared.
             let t = self.persistence_timeout();
             let io = self.io(IoKind::SnapshotReset, t);
-            if let Some(sid) = self.install.resetting(io) {
-                self.ops.push(Op::SnapshotReset { io, sid });
-            }
+            self.install.resetting(io);
+            self.ops.push(Op::SnapshotReset { io, sid });
         }
     }
 
