@@ -185,3 +185,41 @@ fn a_delayed_answer_does_not_stretch_the_lease() {
     c.flush();
     assert_eq!(served(&c, l, 1), None, "a lease read was served on answers that arrived late");
 }
+
+/// The read round rides on broadcasts only: the AppendEntries a proposal sends and their answers
+/// carry no `readCtx` (the field cost every message bytes and parsing at one client), a heartbeat
+/// does, and a read waiting meanwhile is still confirmed by the next broadcast's answers.
+#[test]
+fn only_broadcast_append_entries_carry_the_read_round() {
+    let (mut c, l, _) = Cluster::elected();
+    c.run(200); // heartbeats under check-quorum: the rounds have started
+    c.nodes[l].propose(Json::from_value(&"b")).expect("the leader takes it");
+    c.flush();
+    let proposal: Vec<&Message> = c.net.iter().filter(|m| m.from == IDS[l]).collect();
+    assert_eq!(proposal.len(), 2, "one AppendEntries per follower: {proposal:?}");
+    for m in &proposal {
+        match &m.body {
+            Body::AppendEntries(a) => {
+                assert_eq!(a.entries.len(), 1);
+                assert_eq!(a.read_ctx, None, "a proposal's AppendEntries carried the read round");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    c.net.clear();
+    // A read: the leader broadcasts at once, and every AppendEntries of that broadcast carries it.
+    c.nodes[l].read_index(7, false).expect("the leader takes reads");
+    c.flush();
+    let round: Vec<Option<u64>> = c
+        .net
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::AppendEntries(a) if m.from == IDS[l] => Some(a.read_ctx),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(round.len(), 2, "the read's broadcast: {round:?}");
+    assert!(round.iter().all(|r| r.is_some()), "a broadcast AppendEntries without the round: {round:?}");
+    c.run(5);
+    assert!(served(&c, l, 7).is_some(), "the read was not served: {:?}", c.read_failures);
+}

@@ -3,9 +3,10 @@
 //!
 //! A read on the leader takes the commit index as its read index, but only once the leader has
 //! committed an entry of its own term (before that its commit index may be behind what earlier
-//! leaders committed), then confirms it still leads with a quorum round: every AppendEntries
-//! carries the leader's latest round number (`readCtx`) and every answer echoes it, so the
-//! heartbeats are the round and all reads waiting at once share one. A read is served once the
+//! leaders committed), then confirms it still leads with a quorum round: every broadcast of
+//! AppendEntries (the heartbeats, and one sent at once for a new round) carries the leader's
+//! latest round number (`readCtx`) and every answer echoes it, so the heartbeats are the round
+//! and all reads waiting at once share one. A read is served once the
 //! state machine applied its index.
 //!
 //! With `lease`, a leader whose latest round a majority echoed skips the round while that round
@@ -90,7 +91,7 @@ struct LeaderRead {
 /// get one all at once; every seq is at most `seq`; `acked` holds only answers of term `term`.
 #[derive(Debug, Default)]
 pub(super) struct ReadOnly {
-    /// The latest round; every AppendEntries carries it as `readCtx`.
+    /// The latest round; every broadcast AppendEntries carries it as `readCtx`.
     seq: u64,
     /// A round was opened that no AppendEntries carried yet: broadcast heartbeats now.
     need_round: bool,
@@ -124,7 +125,7 @@ impl ReadOnly {
         self.confirming.len() + self.unasked.len() + self.asked.as_ref().map_or(0, |a| a.ids.len()) + self.applying.len()
     }
 
-    /// The `readCtx` to stamp on an AppendEntries.
+    /// The `readCtx` to stamp on a broadcast AppendEntries (see `Raft::send_append`).
     pub(super) fn ctx(&self) -> Option<u64> {
         (self.seq > 0).then_some(self.seq)
     }

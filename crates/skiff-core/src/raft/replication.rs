@@ -38,9 +38,17 @@ impl Raft {
         }
     }
 
-    /// Sends `peer` what it is missing. With `heartbeat`, sends an empty AppendEntries when there
-    /// is nothing else to send, so the follower keeps its leader and learns the commit index.
+    /// Sends `peer` what it is missing. With `heartbeat` (a broadcast: the heartbeat timer or a
+    /// read round), sends an empty AppendEntries when there is nothing else to send, so the
+    /// follower keeps its leader and learns the commit index, and stamps what it sends with the
+    /// latest read round (`readCtx`).
+    ///
+    /// Only a broadcast carries the round: every round is opened for one (a read's, a transfer's,
+    /// or under check-quorum the heartbeat's own), and the answers to it confirm the round. The
+    /// AppendEntries sent as proposals arrive need not repeat it; stamping them all made every
+    /// message and answer carry the field at 3 nodes and one client, for nothing.
     pub(super) fn send_append(&mut self, peer: &str, heartbeat: bool) {
+        let read_ctx = if heartbeat { self.reads.ctx() } else { None };
         let mut sent_any = false;
         loop {
             let Some(p) = self.progress.get(peer) else { return };
@@ -48,7 +56,7 @@ impl Raft {
             let wants_entries = p.next_index <= last && !p.is_paused(self.cfg.max_inflight);
             if !wants_entries {
                 if heartbeat && !sent_any {
-                    self.send_heartbeat(peer);
+                    self.send_heartbeat(peer, read_ctx);
                 }
                 return;
             }
@@ -58,7 +66,7 @@ impl Raft {
                 // driven by the runtime; until it reports success keep the follower's lease.
                 self.enter_snapshot(peer);
                 if heartbeat && !sent_any {
-                    self.send_heartbeat(peer);
+                    self.send_heartbeat(peer, read_ctx);
                 }
                 return;
             };
@@ -79,7 +87,7 @@ impl Raft {
             }
             let sent_last = prev + entries.len() as u64;
             let count = entries.len();
-            self.send_append_entries(peer, prev, prev_term, entries);
+            self.send_append_entries(peer, prev, prev_term, entries, read_ctx);
             sent_any = true;
             let now = self.now;
             let Some(p) = self.progress.get_mut(peer) else { return };
@@ -100,18 +108,19 @@ impl Raft {
     }
 
     /// An AppendEntries with no entries anchored at what the follower is known to have.
-    fn send_heartbeat(&mut self, peer: &str) {
+    fn send_heartbeat(&mut self, peer: &str, read_ctx: Option<u64>) {
         let Some(p) = self.progress.get(peer) else { return };
         let (prev, prev_term) = match self.log.term(p.match_index) {
             Some(t) => (p.match_index, t),
             None => (0, 0),
         };
-        self.send_append_entries(peer, prev, prev_term, Vec::new());
+        self.send_append_entries(peer, prev, prev_term, Vec::new(), read_ctx);
     }
 
     /// Sends `peer` an AppendEntries with `entries` after `prev` (none: a heartbeat), stamped
-    /// with this leader's term and commit index: the one place the message is built.
-    fn send_append_entries(&mut self, peer: &str, prev: u64, prev_term: u64, entries: Vec<Entry>) {
+    /// with this leader's term and commit index, and with `read_ctx` (see `send_append`): the
+    /// one place the message is built.
+    fn send_append_entries(&mut self, peer: &str, prev: u64, prev_term: u64, entries: Vec<Entry>, read_ctx: Option<u64>) {
         let msg = AppendEntries {
             term: self.term,
             leader_id: self.cfg.id.clone(),
@@ -120,7 +129,7 @@ impl Raft {
             entries,
             leader_commit: self.commit,
             peers: self.base_for(prev),
-            read_ctx: self.reads.ctx(),
+            read_ctx,
             transfer_to: self.announced_transfer(),
         };
         self.send(peer.to_string(), None, Body::AppendEntries(msg));
@@ -141,7 +150,7 @@ impl Raft {
             for id in peers {
                 if let Some(p) = self.progress.get(&id) {
                     if p.next_index > self.log.last_index() || p.is_paused(self.cfg.max_inflight) {
-                        self.send_heartbeat(&id);
+                        self.send_heartbeat(&id, None);
                     }
                 }
             }
