@@ -631,6 +631,8 @@ function createNodeClass(loadNative) {
       this._requests.failAll(makeError('node stopped before the request completed', CODES.ESTOPPED));
       this._connections.releaseAll();
       this._snapshots.releaseAll();
+      this._meta.release();
+      this._apply.lane.close();
       this._debug.stopped();
       this._waiters.release();
 

@@ -25,8 +25,11 @@ class MetaSaver {
   save(op) {
     const node = this._node;
     const after = Array.isArray(op.after) ? op.after : [];
+    const started = node._stats.now();
     const onResult = (err) => {
+      const label = node._stats.finished('saveMeta', started, err);
       if (err) {
+        node._debug.ioFailed(label, err);
         // what waited for this save is not sent: peers time out and ask again. The
         // requests among it are still answered, with a refusal.
         for (const a of after) {
@@ -48,6 +51,11 @@ class MetaSaver {
     }
     this._latest = this._fullState(op);
     this._call(this._latest, onResult);
+  }
+
+  // The node is gone: no save is timed out any more (the lane's timer is cleared).
+  release() {
+    this._lane.close();
   }
 
   // One saveLog call of the newest delta; the LogDelta hears how each call ends, a late one too.
