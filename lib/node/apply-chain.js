@@ -103,6 +103,14 @@ class ApplyChain {
     // The whole chain holds the state-machine lane once; the lane gives up on it only after
     // `timeoutMs` without progress.
     const batched = typeof (persistence || {}).applyCommands === 'function';
+    const started = node._stats.now();
+    // Tells the engine how the chain ended: applied through `last`, then stopped by `err` (or
+    // not); timed here for stats().
+    const finish = (err, last) => {
+      const label = node._stats.finished('apply', started, err);
+      if (err) node._debug.ioFailed(label, err);
+      this._io.complete(op.io, err ? toWire(err) : null, JSON.stringify(last));
+    };
     this.lane.run((release, touch) => {
       let k = 0;
       let last = null;
@@ -137,7 +145,7 @@ class ApplyChain {
         if (err) {
           // the engine counts what was applied (`last`) and retries from the next item
           release();
-          this._io.complete(op.io, toWire(err), JSON.stringify(last));
+          finish(err, last);
           return false;
         }
         const within = owed ? Math.min(OWED_EVERY_MS, progressMs) : progressMs;
@@ -158,7 +166,7 @@ class ApplyChain {
           if (k >= entries.length) {
             // the lane is free before the engine hears of it (its answer may be a new chain)
             release();
-            this._io.complete(op.io, null, JSON.stringify(last));
+            finish(null, last);
             return;
           }
           const n = batched ? Math.max(1, commandRun(entries, k)) : 1;

@@ -34,6 +34,9 @@ const SNAPSHOT_OPS = Object.freeze({
   snapshotClose: 'snapshot stream closed',
 });
 
+// What `_namespaces` holds before `debug` was first asked: equal to no namespaces value.
+const NOT_READ = Symbol('not read');
+
 function peerId(arg) {
   return arg && typeof arg === 'object' ? arg.id : arg;
 }
@@ -44,11 +47,19 @@ class DebugLog {
     this._node = node;
     this._leader = null; // the last leader logged (skiff:election)
     this._reading = new Set(); // snapshot read streams already logged as started
+    this._namespaces = NOT_READ; // `debug`'s enabled namespaces when `_watchesLeader` was read
+    this._watchesLeader = false;
   }
 
-  // Whether a change of leader needs watching after each batch.
+  // Whether a change of leader needs watching after each batch. Asked after every batch, so it
+  // asks `debug` (two getters deep) only when the enabled namespaces changed (`debug.enable()`
+  // sets `namespaces`, which is also what `debug` itself checks).
   get watchesLeader() {
-    return log.election.enabled;
+    if (createDebug.namespaces !== this._namespaces) {
+      this._namespaces = createDebug.namespaces;
+      this._watchesLeader = log.election.enabled;
+    }
+    return this._watchesLeader;
   }
 
   // Engine events the enabled namespaces need, beside those the user listens to.
@@ -122,12 +133,12 @@ class DebugLog {
     log.snapshot('%s: removeAllState of an abandoned install (stream %d) %s late: ignored', this._node.id, sid, outcome);
   }
 
-  // A persistence op (`rec.label`, from NodeStats) finished; logs it when it failed.
-  ioFailed(rec, error) {
+  // A persistence op (`label`, what NodeStats counts it as) failed: logs it.
+  ioFailed(label, error) {
     if (!log.plugin.enabled) return;
     const message = error && typeof error === 'object' ? error.message : String(error);
     const code = error && typeof error === 'object' && error.code ? ` (${error.code})` : '';
-    log.plugin('%s: %s failed, the engine retries it: %s%s', this._node.id, rec.label, message, code);
+    log.plugin('%s: %s failed, the engine retries it: %s%s', this._node.id, label, message, code);
   }
 
   stopped() {

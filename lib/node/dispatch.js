@@ -20,6 +20,7 @@ class Dispatcher {
     this._backlog = []; // batches that arrived while another ran
     this._laneRelease = new Map(); // io -> release of the lane its op holds until it completes
     this.complete = this.complete.bind(this);
+    this._warn = (e) => node._warn(e); // for plugin calls: made once, not per op
   }
 
   // Runs a batch the engine returned. Batches run one after another, in the order the engine
@@ -104,7 +105,7 @@ class Dispatcher {
     }
     if (node._released) return;
     const persistence = node.options.persistence;
-    const warn = (e) => node._warn(e);
+    const warn = this._warn;
     switch (op.op) {
       case 'loadMeta':
         node._stats.opStarted(op);
@@ -116,11 +117,9 @@ class Dispatcher {
           'lastAppliedCommitIndex', [node.id], true);
         return;
       case 'saveMeta':
-        node._stats.opStarted(op);
         node._meta.save(op);
         return;
       case 'apply':
-        node._stats.opStarted(op);
         node._apply.apply(op);
         return;
       case 'quiesce':
@@ -212,7 +211,7 @@ class Dispatcher {
       release();
     }
     const rec = node._stats.ioCompleted(io, error);
-    if (rec !== undefined && error) node._debug.ioFailed(rec, error);
+    if (rec !== undefined && error) node._debug.ioFailed(rec.label, error);
     if (!node._native || node._released) return;
     try {
       this.run(node._native.complete(io, error, resultJson, node._apply.lastApplied));

@@ -42,7 +42,10 @@ function invoke(warn, label, target, method, args, onResult, lane, laneOpts) {
   try {
     const fn = target && target[method];
     if (typeof fn !== 'function') throw makeError(`${label} is not a function`, CODES.EPLUGIN);
-    fn.apply(target, [...args, cb]);
+    // `args` is the caller's own array (every caller writes a fresh literal): the callback goes
+    // on its end rather than into a copy
+    args.push(cb);
+    fn.apply(target, args);
   } catch (e) {
     if (!calledBack) {
       calledBack = true;
