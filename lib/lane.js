@@ -19,8 +19,14 @@ class Lane {
   constructor() {
     this._busy = false;
     this._queue = [];
-    // The running call: { task, released, deadline (ms, 0: none), abandon() }, or null.
-    this._current = null;
+    // The running call: its number (0: none), its task, and its deadline (ms, 0: none). Kept in
+    // the lane's own fields, not in a record per call: the lane lives long, and records of its
+    // calls that V8 moved to the old generation kept every young closure and argument they
+    // reached alive through each scavenge (3x1 bench: old space 6 -> 19 MB, 10 ms scavenges).
+    this._running = 0;
+    this._task = null;
+    this._deadline = 0;
+    this._calls = 0;
     // The lane's one timer, and the time it fires at. Invariant: while a call with a deadline
     // runs, the timer is armed for that deadline or earlier (until `close()`).
     this._timer = null;
@@ -42,37 +48,34 @@ class Lane {
   }
 
   _start(task) {
-    const current = { task, released: false, deadline: 0, abandon: null };
-    this._current = current;
-    const next = () => {
-      if (this._current === current) this._current = null;
-      const t = this._queue.shift();
-      if (t) this._start(t);
-      else this._busy = false;
-    };
+    const call = ++this._calls;
+    this._running = call;
+    this._task = task;
+    this._deadline = task.timeoutMs > 0 ? Date.now() + task.timeoutMs : 0;
     const release = () => {
-      if (current.released) return;
-      current.released = true;
-      next();
-    };
-    current.abandon = () => {
-      current.released = true;
-      if (task.onAbandon) task.onAbandon();
-      next();
+      if (this._running !== call) return;
+      this._next();
     };
     const touch = () => {
-      if (task.timeoutMs > 0) current.deadline = Date.now() + task.timeoutMs;
+      if (this._running === call && task.timeoutMs > 0) this._deadline = Date.now() + task.timeoutMs;
     };
-    if (task.timeoutMs > 0) {
-      current.deadline = Date.now() + task.timeoutMs;
-      this._watch(current.deadline);
-    }
+    if (this._deadline > 0) this._watch(this._deadline);
     try {
       task.fn(release, touch);
     } catch (e) {
       release();
       throw e;
     }
+  }
+
+  // The running call is over (released or abandoned): the next one starts.
+  _next() {
+    this._running = 0;
+    this._task = null;
+    this._deadline = 0;
+    const t = this._queue.shift();
+    if (t) this._start(t);
+    else this._busy = false;
   }
 
   // Makes sure the timer fires by `deadline`.
@@ -87,13 +90,15 @@ class Lane {
   // The timer fired: abandons the running call if it is past its deadline, else waits for it.
   _expire() {
     this._timer = null;
-    const current = this._current;
-    if (current === null || current.released || current.deadline === 0) return;
-    if (Date.now() < current.deadline) {
-      this._watch(current.deadline);
+    if (this._running === 0 || this._deadline === 0) return;
+    if (Date.now() < this._deadline) {
+      this._watch(this._deadline);
       return;
     }
-    current.abandon();
+    const task = this._task;
+    this._running = 0; // its late release is ignored
+    if (task.onAbandon) task.onAbandon();
+    this._next();
   }
 
   // The node is gone: the timer is cleared and no call is timed out any more.
