@@ -51,6 +51,9 @@ pub struct Status {
     election_term: u64,
     /// The last leader that was known, so that leader → none → same leader is no change.
     last_known_leader: Option<String>,
+    /// Invariant: `members` is the core's membership as of this count of its changes
+    /// (`Raft::members_changes`); `None` before the first `observe`.
+    members_changes: Option<u64>,
 }
 
 impl Default for Status {
@@ -71,6 +74,7 @@ impl Default for Status {
             snapshot_bytes_sent: 0,
             election_term: 0,
             last_known_leader: None,
+            members_changes: None,
         }
     }
 }
@@ -85,8 +89,9 @@ impl Status {
         self.applied = raft.applied();
         self.last_index = raft.log().last_index();
         self.first_index = raft.log().first_index();
-        if self.members != *raft.members() {
+        if self.members_changes != Some(raft.members_changes()) {
             self.members = raft.members().clone();
+            self.members_changes = Some(raft.members_changes());
         }
         self.observe_leader(raft.leader());
         let (_, vote) = raft.hard_state_ref();
