@@ -106,12 +106,20 @@ impl Legacy {
         self.modern.contains(peer)
     }
 
+    /// `peer` runs skiff-rs. Every AppendEntries and every reply to one says so again: the usual
+    /// case finds it recorded already and neither allocates its id nor touches `old`.
+    fn mark_modern(&mut self, peer: &str) {
+        if !self.modern.contains(peer) {
+            self.modern.insert(peer.to_string());
+            self.old.remove(peer);
+        }
+    }
+
     /// An AppendEntries came from `leader` (its connection's peer), in our format (`ours`,
     /// with `prevLogTerm`) or skiff-algorithm's: how a follower learns what its leader runs.
     pub(super) fn heard_leader(&mut self, leader: &str, ours: bool) {
         if ours {
-            self.modern.insert(leader.to_string());
-            self.old.remove(leader);
+            self.mark_modern(leader);
         } else {
             self.modern.remove(leader);
         }
@@ -135,8 +143,7 @@ impl Legacy {
     /// committed there, so the leader may look again from just after it.
     pub(super) fn position_reply(&mut self, peer: &str, text: &str, sent: Sent, r: &mut AppendEntriesResponse) {
         if text.contains("\"matchIndex\"") {
-            self.modern.insert(peer.to_string());
-            self.old.remove(peer);
+            self.mark_modern(peer);
             return;
         }
         self.old.insert(peer.to_string());
