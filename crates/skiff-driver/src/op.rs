@@ -1,9 +1,32 @@
 //! Operations the engine asks the JS wrapper to carry out (see docs/PROTOCOL.md).
 
 use super::code;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
+use skiff_core::json_out::{write_array, Obj};
 use skiff_core::Json;
+
+/// JSON text the engine wrote itself (a peer message, a saved document): valid by
+/// construction, so `write_batch` copies it into a batch as it is, where a `RawValue` would
+/// have parsed it once more to check it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonText(pub String);
+
+impl JsonText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for JsonText {
+    /// The serde path (a test, an event argument): checked like any other raw JSON.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match RawValue::from_string(self.0.clone()) {
+            Ok(raw) => raw.serialize(s),
+            Err(_) => s.serialize_unit(),
+        }
+    }
+}
 
 /// A coded error as it crosses to JS, where it becomes an `Error` with these properties.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -45,6 +68,7 @@ pub struct ApplyItem {
 pub enum Arg {
     Json(Json),
     Raw(Box<RawValue>),
+    Text(JsonText),
     Str(String),
     Num(u64),
     Peer { id: String, metadata: Json },
@@ -74,7 +98,7 @@ pub enum Op {
     /// once instead of with every save).
     SaveMeta {
         io: u32,
-        state: Box<RawValue>,
+        state: JsonText,
         #[serde(skip_serializing_if = "Option::is_none")]
         from: Option<u64>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -83,8 +107,8 @@ pub enum Op {
     Apply { io: u32, entries: Vec<ApplyItem> },
     Connect { peer: String, metadata: Json },
     Disconnect { peer: String },
-    Send { io: u32, peer: String, #[serde(rename = "type")] kind: &'static str, args: Box<RawValue> },
-    Reply { id: u64, error: Option<JsError>, result: Option<Box<RawValue>> },
+    Send { io: u32, peer: String, #[serde(rename = "type")] kind: &'static str, args: JsonText },
+    Reply { id: u64, error: Option<JsError>, result: Option<JsonText> },
     Event { name: &'static str, args: Vec<Arg> },
     /// Finishes a `command`/`join`/`leave`/`stop` call. `index` is the log index of a command,
     /// whose `applyCommand` result the wrapper kept (see `ApplyItem::want`): it hands that
@@ -114,4 +138,111 @@ pub enum Op {
     /// last index applied.
     Quiesce { io: u32 },
     Stopped,
+}
+
+/// The batch `ops` as JSON text: what serde writes for `Vec<Op>` (the tests hold the two
+/// together), with the ops every command produces (`saveMeta`, `apply`, `send`, `reply`,
+/// `done`) written by hand; the others, rare, through serde.
+pub fn write_batch(ops: &[Op], out: &mut String) {
+    write_array(out, ops, write_op);
+}
+
+fn write_op(out: &mut String, op: &Op) {
+    match op {
+        Op::SaveMeta { io, state, from, after } => {
+            let mut o = Obj::begin(out);
+            o.str("op", "saveMeta").u64("io", u64::from(*io)).raw("state", state.as_str());
+            if let Some(from) = from {
+                o.u64("from", *from);
+            }
+            if !after.is_empty() {
+                write_batch(after, o.key("after"));
+            }
+            o.end();
+        }
+        Op::Apply { io, entries } => {
+            let mut o = Obj::begin(out);
+            o.str("op", "apply").u64("io", u64::from(*io));
+            write_array(o.key("entries"), entries, |out, item| {
+                let mut e = Obj::begin(out);
+                e.u64("index", item.index);
+                if let Some(c) = &item.command {
+                    e.json("command", c);
+                }
+                if item.want {
+                    e.bool("want", true);
+                }
+                e.end();
+            });
+            o.end();
+        }
+        Op::Send { io, peer, kind, args } => {
+            let mut o = Obj::begin(out);
+            o.str("op", "send").u64("io", u64::from(*io)).str("peer", peer).str("type", kind).raw("args", args.as_str());
+            o.end();
+        }
+        Op::Reply { id, error, result } => {
+            let mut o = Obj::begin(out);
+            o.str("op", "reply").u64("id", *id);
+            write_error(o.key("error"), error.as_ref());
+            o.raw("result", result.as_ref().map_or("null", JsonText::as_str));
+            o.end();
+        }
+        Op::Done { req, error, index } => {
+            let mut o = Obj::begin(out);
+            o.str("op", "done").u64("req", u64::from(*req));
+            write_error(o.key("error"), error.as_ref());
+            if let Some(index) = index {
+                o.u64("index", *index);
+            }
+            o.end();
+        }
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_else(|_| "null".into())),
+    }
+}
+
+fn write_error(out: &mut String, error: Option<&JsError>) {
+    let Some(e) = error else {
+        out.push_str("null");
+        return;
+    };
+    let mut o = Obj::begin(out);
+    o.str("message", &e.message).str("code", &e.code);
+    if let Some(leader) = &e.leader {
+        o.opt_str("leader", leader.as_deref());
+    }
+    o.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_written_batch_is_the_serde_batch() {
+        let text = |t: &str| JsonText(t.to_string());
+        let command = Json::from_text(r#"{"k":"v"}"#).unwrap();
+        let reply = Op::Reply { id: 4, error: None, result: Some(text(r#"{"term":1}"#)) };
+        let ops = vec![
+            Op::SaveMeta { io: 1, state: text(r#"{"currentTerm":1}"#), from: Some(3), after: vec![reply] },
+            Op::SaveMeta { io: 2, state: text("{}"), from: None, after: vec![] },
+            Op::Apply {
+                io: 3,
+                entries: vec![
+                    ApplyItem { index: 7, command: Some(command), want: true },
+                    ApplyItem { index: 8, command: None, want: false },
+                ],
+            },
+            Op::Send { io: 5, peer: "n\"2".into(), kind: "AppendEntries", args: text(r#"{"term":1,"entries":[]}"#) },
+            Op::Reply { id: 9, error: Some(JsError::new(code::EBADMESSAGE, "bad\nline")), result: None },
+            Op::Done { req: 1, error: None, index: Some(7) },
+            Op::Done { req: 2, error: Some(JsError::not_leader(Some("b".into()))), index: None },
+            Op::Done { req: 3, error: Some(JsError::not_leader(None)), index: None },
+            Op::Event { name: "reply", args: vec![Arg::Text(text("[1]")), Arg::node()] },
+            Op::Stopped,
+        ];
+        let mut out = String::new();
+        write_batch(&ops, &mut out);
+        assert_eq!(out, serde_json::to_string(&ops).unwrap());
+    }
 }

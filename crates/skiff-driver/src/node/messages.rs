@@ -25,7 +25,7 @@ impl<H: Host> Driver<H> {
         if let Some(token) = m.token {
             let args = wire::to_json(&m.body);
             if self.events.wants("reply") {
-                self.ops.push(Op::Event { name: "reply", args: vec![Arg::Raw(args.clone())] });
+                self.ops.push(Op::Event { name: "reply", args: vec![Arg::Text(args.clone())] });
             }
             self.ops.push(Op::Reply { id: token, error: None, result: Some(args) });
             return;
@@ -71,7 +71,7 @@ impl<H: Host> Driver<H> {
         }
         if self.events.wants("outgoing call") {
             let peer = self.peer_arg(&m.to);
-            self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Raw(args.clone())] });
+            self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Text(args.clone())] });
         }
         let t = if kind == InstallSnapshot::TYPE { self.snapshot_chunk_timeout() } else { self.send_timeout() };
         let io = self.io(IoKind::Send { peer: m.to.clone(), kind, sent }, t);

@@ -336,7 +336,7 @@ impl Sim {
     /// Delivers a request from `from` (which may be down: a peer the test plays) to `i` now.
     pub fn inject(&mut self, from: usize, i: usize, body: Body) {
         let kind = body.type_name().to_string();
-        let args = wire::to_json(&body).get().to_string();
+        let args = wire::to_json(&body).0;
         let inc = self.nodes[from].inc;
         self.receive(i, from, inc, 0, kind, args);
         self.check_all();
