@@ -3,7 +3,7 @@
 use serde_json::value::RawValue;
 use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, RequestVote};
 use skiff_core::{Body, Message, Raft};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 /// What an AppendEntries carried: the position a reply without `matchIndex`/`rejectIndex` (one
 /// from skiff-algorithm, which has no such fields) is about.
@@ -74,15 +74,18 @@ pub(super) struct LegacyMark {
 /// whose latest AppendEntries request (on their own connection) carried `prevLogTerm`; `old`
 /// only peers whose latest AppendEntries reply did not (the two never share a peer); `mark` was
 /// set only from a request whose connection was its sender's (see `accept`).
+///
+/// The sets are ordered sets of a few member ids, looked up for every message sent and every
+/// AppendEntries reply: comparing an id with a handful of others costs less than hashing it.
 #[derive(Default)]
 pub(super) struct Legacy {
     /// Peers whose AppendEntries replies carry `matchIndex`, or whose AppendEntries requests
     /// carry `prevLogTerm`: skiff-rs nodes. The others may run
     /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
-    modern: HashSet<String>,
+    modern: BTreeSet<String>,
     /// Peers whose AppendEntries replies lack `matchIndex`: skiff-algorithm nodes, which know
     /// nothing of learners. While one is a member, `join` adds voters at once, as it did.
-    old: HashSet<String>,
+    old: BTreeSet<String>,
     /// See `LegacyMark`.
     mark: Option<LegacyMark>,
 }
