@@ -1,6 +1,7 @@
 //! Log entries and the JSON payloads they carry.
 
 use crate::json_out::{write_str, Obj};
+use crate::key;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -166,12 +167,17 @@ impl Serialize for Entry {
 }
 
 impl Entry {
+    /// About how long `write_json` makes the entry: room to reserve for it.
+    pub fn json_len_hint(&self) -> usize {
+        self.kind.size_hint() + 96
+    }
+
     /// Writes the entry as its `Serialize` form does (the tests hold the two together), without
     /// serde: the hot paths (saves, AppendEntries) write one per command.
     pub fn write_json(&self, out: &mut String) {
         let mut o = Obj::begin(out);
-        o.u64("term", self.term).u64("index", self.index);
-        let command = o.key("command");
+        o.u64(key!("term"), self.term).u64(key!("index"), self.index);
+        let command = o.key(key!("command"));
         let topology_change = match &self.kind {
             EntryKind::Command(c) => {
                 command.push_str(c.as_str());
@@ -205,9 +211,9 @@ impl Entry {
             }
         };
         if topology_change {
-            o.bool("topologyChange", true);
+            o.bool(key!("topologyChange"), true);
         }
-        o.str("uuid", &self.uuid);
+        o.str(key!("uuid"), &self.uuid);
         o.end();
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::entry::{EntryKind, Json};
 use crate::json_out::{write_array, Obj};
+use crate::key;
 use crate::message::PeerDesc;
 use std::collections::BTreeMap;
 
@@ -107,11 +108,11 @@ impl Membership {
         let members = self.members.iter().filter(|(id, _)| Some(id.as_str()) != except);
         write_array(out, members, |out, (id, m)| {
             let mut o = Obj::begin(out);
-            o.str("id", id).json("metadata", &m.metadata);
+            o.str(key!("id"), id).json(key!("metadata"), &m.metadata);
             if let Suffrage::Learner { promote } = m.suffrage {
-                o.bool("voter", false);
+                o.bool(key!("voter"), false);
                 if promote {
-                    o.bool("promote", true);
+                    o.bool(key!("promote"), true);
                 }
             }
             o.end();

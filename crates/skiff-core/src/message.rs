@@ -5,6 +5,7 @@
 
 use crate::entry::{Entry, Json};
 use crate::json_out::{write_array, Obj};
+use crate::key;
 use crate::membership::{Member, Suffrage};
 use serde::{Deserialize, Serialize};
 
@@ -212,18 +213,18 @@ pub struct TimeoutNowResponse {
 impl AppendEntries {
     pub fn write_json(&self, out: &mut String) {
         let mut o = Obj::begin(out);
-        o.u64("term", self.term).str("leaderId", &self.leader_id);
-        o.u64("prevLogIndex", self.prev_log_index).u64("prevLogTerm", self.prev_log_term);
-        write_array(o.key("entries"), &self.entries, |out, e| e.write_json(out));
-        o.u64("leaderCommit", self.leader_commit);
+        o.u64(key!("term"), self.term).str(key!("leaderId"), &self.leader_id);
+        o.u64(key!("prevLogIndex"), self.prev_log_index).u64(key!("prevLogTerm"), self.prev_log_term);
+        write_array(o.key(key!("entries")), &self.entries, |out, e| e.write_json(out));
+        o.u64(key!("leaderCommit"), self.leader_commit);
         if let Some(peers) = &self.peers {
-            write_array(o.key("peers"), peers, |out, p| p.write_json(out));
+            write_array(o.key(key!("peers")), peers, |out, p| p.write_json(out));
         }
         if let Some(ctx) = self.read_ctx {
-            o.u64("readCtx", ctx);
+            o.u64(key!("readCtx"), ctx);
         }
         if let Some(to) = &self.transfer_to {
-            o.str("transferTo", to);
+            o.str(key!("transferTo"), to);
         }
         o.end();
     }
@@ -232,22 +233,22 @@ impl AppendEntries {
 impl AppendEntriesResponse {
     pub fn write_json(&self, out: &mut String) {
         let mut o = Obj::begin(out);
-        o.u64("term", self.term).bool("success", self.success).u64("lastApplied", self.last_applied);
-        o.u64("matchIndex", self.match_index).u64("rejectIndex", self.reject_index);
+        o.u64(key!("term"), self.term).bool(key!("success"), self.success).u64(key!("lastApplied"), self.last_applied);
+        o.u64(key!("matchIndex"), self.match_index).u64(key!("rejectIndex"), self.reject_index);
         if let Some(i) = self.conflict_index {
-            o.u64("conflictIndex", i);
+            o.u64(key!("conflictIndex"), i);
         }
         if let Some(t) = self.conflict_term {
-            o.u64("conflictTerm", t);
+            o.u64(key!("conflictTerm"), t);
         }
         if let Some(r) = &self.reason {
-            o.str("reason", r);
+            o.str(key!("reason"), r);
         }
         if self.needs_snapshot {
-            o.bool("needsSnapshot", true);
+            o.bool(key!("needsSnapshot"), true);
         }
         if let Some(ctx) = self.read_ctx {
-            o.u64("readCtx", ctx);
+            o.u64(key!("readCtx"), ctx);
         }
         o.end();
     }
@@ -256,12 +257,12 @@ impl AppendEntriesResponse {
 impl PeerDesc {
     fn write_json(&self, out: &mut String) {
         let mut o = Obj::begin(out);
-        o.str("id", &self.id).json("metadata", &self.metadata);
+        o.str(key!("id"), &self.id).json(key!("metadata"), &self.metadata);
         if !self.voter {
-            o.bool("voter", false);
+            o.bool(key!("voter"), false);
         }
         if self.promote {
-            o.bool("promote", true);
+            o.bool(key!("promote"), true);
         }
         o.end();
     }

@@ -14,6 +14,7 @@
 use crate::config::{PendingInstall, Restored};
 use crate::entry::{Entry, Json};
 use crate::json_out::{write_array, Obj};
+use crate::key;
 use crate::log::{LogError, RaftLog};
 use crate::membership::Membership;
 use crate::message::PeerDesc;
@@ -293,26 +294,26 @@ impl SaveDocument<'_> {
     /// together), without serde, as every command saves one on each node.
     pub fn to_json_text(&self) -> String {
         let raft = self.0;
-        let mut out = String::with_capacity(256 + self.1.entries.iter().map(|e| e.kind.size_hint() + 96).sum::<usize>());
+        let mut out = String::with_capacity(256 + self.1.entries.iter().map(Entry::json_len_hint).sum::<usize>());
         let mut doc = Obj::begin(&mut out);
-        doc.u64("currentTerm", self.1.hard_state.term).opt_str("votedFor", self.1.hard_state.vote.as_deref());
-        let mut log = Obj::begin(doc.key("log"));
-        let mut meta = Obj::begin(log.key("meta"));
-        meta.u64("lastIncludedIndex", raft.log().snapshot_index()).u64("lastIncludedTerm", raft.log().snapshot_term());
-        raft.base_members().write_json(meta.key("members"), None);
+        doc.u64(key!("currentTerm"), self.1.hard_state.term).opt_str(key!("votedFor"), self.1.hard_state.vote.as_deref());
+        let mut log = Obj::begin(doc.key(key!("log")));
+        let mut meta = Obj::begin(log.key(key!("meta")));
+        meta.u64(key!("lastIncludedIndex"), raft.log().snapshot_index()).u64(key!("lastIncludedTerm"), raft.log().snapshot_term());
+        raft.base_members().write_json(meta.key(key!("members")), None);
         if let Some(pi) = raft.pending_install() {
-            let mut pending = Obj::begin(meta.key("pendingSnapshot"));
-            pending.u64("lastIncludedIndex", pi.index).u64("lastIncludedTerm", pi.term);
-            pi.members.write_json(pending.key("members"), None);
+            let mut pending = Obj::begin(meta.key(key!("pendingSnapshot")));
+            pending.u64(key!("lastIncludedIndex"), pi.index).u64(key!("lastIncludedTerm"), pi.term);
+            pi.members.write_json(pending.key(key!("members")), None);
             pending.end();
         }
         if raft.known_commit() != 0 {
-            meta.u64("knownCommit", raft.known_commit());
+            meta.u64(key!("knownCommit"), raft.known_commit());
         }
         meta.end();
-        write_array(log.key("entries"), &self.1.entries, |out, e| e.write_json(out));
+        write_array(log.key(key!("entries")), &self.1.entries, |out, e| e.write_json(out));
         log.end();
-        raft.members().write_json(doc.key("peers"), Some(raft.id()));
+        raft.members().write_json(doc.key(key!("peers")), Some(raft.id()));
         doc.end();
         out
     }

@@ -4,6 +4,7 @@ use super::code;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use skiff_core::json_out::{write_array, Obj};
+use skiff_core::key;
 use skiff_core::Json;
 
 /// JSON text the engine wrote itself (a peer message, a saved document): valid by
@@ -151,26 +152,26 @@ fn write_op(out: &mut String, op: &Op) {
     match op {
         Op::SaveMeta { io, state, from, after } => {
             let mut o = Obj::begin(out);
-            o.str("op", "saveMeta").u64("io", u64::from(*io)).raw("state", state.as_str());
+            o.name(key!("op"), "saveMeta").u64(key!("io"), u64::from(*io)).raw(key!("state"), state.as_str());
             if let Some(from) = from {
-                o.u64("from", *from);
+                o.u64(key!("from"), *from);
             }
             if !after.is_empty() {
-                write_batch(after, o.key("after"));
+                write_batch(after, o.key(key!("after")));
             }
             o.end();
         }
         Op::Apply { io, entries } => {
             let mut o = Obj::begin(out);
-            o.str("op", "apply").u64("io", u64::from(*io));
-            write_array(o.key("entries"), entries, |out, item| {
+            o.name(key!("op"), "apply").u64(key!("io"), u64::from(*io));
+            write_array(o.key(key!("entries")), entries, |out, item| {
                 let mut e = Obj::begin(out);
-                e.u64("index", item.index);
+                e.u64(key!("index"), item.index);
                 if let Some(c) = &item.command {
-                    e.json("command", c);
+                    e.json(key!("command"), c);
                 }
                 if item.want {
-                    e.bool("want", true);
+                    e.bool(key!("want"), true);
                 }
                 e.end();
             });
@@ -178,22 +179,22 @@ fn write_op(out: &mut String, op: &Op) {
         }
         Op::Send { io, peer, kind, args } => {
             let mut o = Obj::begin(out);
-            o.str("op", "send").u64("io", u64::from(*io)).str("peer", peer).str("type", kind).raw("args", args.as_str());
+            o.name(key!("op"), "send").u64(key!("io"), u64::from(*io)).str(key!("peer"), peer).name(key!("type"), kind).raw(key!("args"), args.as_str());
             o.end();
         }
         Op::Reply { id, error, result } => {
             let mut o = Obj::begin(out);
-            o.str("op", "reply").u64("id", *id);
-            write_error(o.key("error"), error.as_ref());
-            o.raw("result", result.as_ref().map_or("null", JsonText::as_str));
+            o.name(key!("op"), "reply").u64(key!("id"), *id);
+            write_error(o.key(key!("error")), error.as_ref());
+            o.raw(key!("result"), result.as_ref().map_or("null", JsonText::as_str));
             o.end();
         }
         Op::Done { req, error, index } => {
             let mut o = Obj::begin(out);
-            o.str("op", "done").u64("req", u64::from(*req));
-            write_error(o.key("error"), error.as_ref());
+            o.name(key!("op"), "done").u64(key!("req"), u64::from(*req));
+            write_error(o.key(key!("error")), error.as_ref());
             if let Some(index) = index {
-                o.u64("index", *index);
+                o.u64(key!("index"), *index);
             }
             o.end();
         }
@@ -207,9 +208,9 @@ fn write_error(out: &mut String, error: Option<&JsError>) {
         return;
     };
     let mut o = Obj::begin(out);
-    o.str("message", &e.message).str("code", &e.code);
+    o.str(key!("message"), &e.message).str(key!("code"), &e.code);
     if let Some(leader) = &e.leader {
-        o.opt_str("leader", leader.as_deref());
+        o.opt_str(key!("leader"), leader.as_deref());
     }
     o.end();
 }

@@ -83,7 +83,11 @@ macro_rules! wire {
 /// A body as the JSON text that goes on the wire. The AppendEntries exchange (every command's)
 /// is written by hand, the rest through serde.
 pub fn to_json(body: &Body) -> JsonText {
-    let mut out = String::new();
+    // Reserved up front: grown piece by piece, the text was reallocated several times.
+    let mut out = match body {
+        Body::AppendEntries(m) => String::with_capacity(160 + m.entries.iter().map(|e| e.json_len_hint()).sum::<usize>()),
+        _ => String::with_capacity(128),
+    };
     match body {
         Body::AppendEntries(m) => m.write_json(&mut out),
         Body::AppendEntriesResponse(m) => m.write_json(&mut out),
