@@ -72,8 +72,6 @@ pub struct Driver<H: Host> {
     load: Load,
     /// Operations for JS, in the order they were produced, until a batch takes them.
     ops: Vec<Op>,
-    /// The length of the last batch's text: what the next one reserves.
-    batch_capacity: usize,
     /// IO handed to JS and not yet called back.
     ios: IoTable,
 
@@ -150,7 +148,6 @@ impl<H: Host> Driver<H> {
             raft: None,
             load: Load::default(),
             ops: Vec::new(),
-            batch_capacity: 256,
             ios: IoTable::default(),
             save: SaveQueue::default(),
             apply: ApplyQueue::default(),
@@ -255,12 +252,9 @@ impl<H: Host> Driver<H> {
         if self.ops.is_empty() {
             return None;
         }
-        let mut out = String::with_capacity(self.batch_capacity);
+        let mut out = String::new();
         write_batch(&self.ops, &mut out);
         self.ops.clear();
-        // Room for a batch like this one next time, so the text is not grown piece by piece
-        // (bounded: one huge batch does not make every later one reserve as much).
-        self.batch_capacity = out.len().clamp(256, 64 * 1024);
         Some(out)
     }
 

@@ -145,7 +145,22 @@ pub enum Op {
 /// together), with the ops every command produces (`saveMeta`, `apply`, `send`, `reply`,
 /// `done`) written by hand; the others, rare, through serde.
 pub fn write_batch(ops: &[Op], out: &mut String) {
+    out.reserve(ops.iter().map(Op::len_hint).sum::<usize>() + 2);
     write_array(out, ops, write_op);
+}
+
+impl Op {
+    /// About how long `write_batch` makes the op: the text it carries and room for the rest,
+    /// so that a batch is written into one allocation instead of being grown piece by piece.
+    fn len_hint(&self) -> usize {
+        64 + match self {
+            Op::SaveMeta { state, after, .. } => state.0.len() + after.iter().map(Op::len_hint).sum::<usize>(),
+            Op::Apply { entries, .. } => entries.iter().map(|e| 32 + e.command.as_ref().map_or(0, |c| c.as_str().len())).sum(),
+            Op::Send { peer, args, .. } => peer.len() + args.0.len(),
+            Op::Reply { result, .. } => result.as_ref().map_or(0, |r| r.0.len()),
+            _ => 0,
+        }
+    }
 }
 
 fn write_op(out: &mut String, op: &Op) {
