@@ -193,8 +193,7 @@ impl Legacy {
         match kind {
             AppendEntries::TYPE => {
                 // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
-                let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
-                if head.contains("\"prevLogTerm\"") {
+                if prev_log_term_first(args) {
                     return Ok(None);
                 }
             }
@@ -246,6 +245,26 @@ impl Legacy {
     }
 }
 
+/// Whether `"prevLogTerm"` occurs in `args` before (and not overlapping) the first `"entries"`:
+/// an AppendEntries of ours. Looks only at the quotes up to the first of the two, where a
+/// substring search set up a searcher over the whole text for every AppendEntries.
+fn prev_log_term_first(args: &str) -> bool {
+    const PREV: &str = "\"prevLogTerm\"";
+    const ENTRIES: &str = "\"entries\"";
+    for (i, _) in args.match_indices('"') {
+        let rest = &args[i..];
+        if rest.starts_with(ENTRIES) {
+            return false;
+        }
+        if rest.starts_with(PREV) {
+            // The one quote inside it, its last, may begin `"entries"`: then no `"prevLogTerm"`
+            // lies wholly before the first `"entries"`.
+            return !rest[PREV.len() - 1..].starts_with(ENTRIES);
+        }
+    }
+    false
+}
+
 /// skiff-algorithm's AppendEntries made into ours, as JSON text: its `entries` (already JSON text)
 /// go through untouched, so they are not parsed and written again.
 fn append_text(term: u64, leader: &str, prev: u64, prev_term: u64, entries: &str, commit: u64) -> String {
@@ -287,6 +306,28 @@ mod tests {
     fn prev_log(text: &str) -> (u64, u64) {
         let v: serde_json::Value = serde_json::from_str(text).expect("JSON");
         (v["prevLogIndex"].as_u64().unwrap_or(u64::MAX), v["prevLogTerm"].as_u64().unwrap_or(u64::MAX))
+    }
+
+    #[test]
+    fn prev_log_term_must_come_before_the_entries() {
+        let old = |args: &str| {
+            let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
+            head.contains("\"prevLogTerm\"")
+        };
+        for args in [
+            r#"{"term":1,"leaderId":"a","prevLogIndex":1,"prevLogTerm":1,"entries":[],"leaderCommit":0}"#,
+            r#"{"term":1,"entries":[{"prevLogTerm":1}],"prevLogTerm":1}"#,
+            r#"{"term":1,"leaderId":"a","prevLogIndex":1,"entries":[]}"#,
+            r#"{"prevLogTerm"entries":1}"#,
+            r#"{"x":"\"prevLogTerm\"","entries":[]}"#,
+            r#""prevLogTerm""#,
+            "",
+            "\"",
+        ] {
+            assert_eq!(prev_log_term_first(args), old(args), "{args}");
+        }
+        assert!(prev_log_term_first(r#"{"prevLogTerm":1,"entries":[]}"#));
+        assert!(!prev_log_term_first(r#"{"entries":[],"prevLogTerm":1}"#));
     }
 
     #[test]
