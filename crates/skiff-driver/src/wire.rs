@@ -47,16 +47,22 @@ impl Sender for TimeoutNow {
     }
 }
 
-/// Writes [`request`], [`response`] and `serde_text` from one list of `Request / Response`.
+/// Writes [`request`], [`sender`], [`response`] and `serde_text` from one list of `Request / Response`.
 macro_rules! wire {
     ($($req:ident / $res:ident,)*) => {
-        /// A request of type `kind` from its JSON text → the node it speaks for and its body.
-        pub fn request(kind: &str, text: &str) -> Result<(String, Body), String> {
+        /// A request of type `kind` from its JSON text.
+        pub fn request(kind: &str, text: &str) -> Result<Body, String> {
             match kind {
-                $($req::TYPE => serde_json::from_str::<$req>(text)
-                    .map(|m| (m.sender().to_string(), Body::$req(m)))
-                    .map_err(|e| e.to_string()),)*
+                $($req::TYPE => serde_json::from_str::<$req>(text).map(Body::$req).map_err(|e| e.to_string()),)*
                 other => Err(format!("unknown message type {other:?}")),
+            }
+        }
+
+        /// The node a request speaks for (`None` for a response).
+        pub fn sender(body: &Body) -> Option<&str> {
+            match body {
+                $(Body::$req(m) => Some(m.sender()),)*
+                _ => None,
             }
         }
 
@@ -116,13 +122,14 @@ mod tests {
         ];
         for text in requests {
             let kind = if text.contains("candidateId") { "RequestVote" } else { "AppendEntries" };
-            let (from, body) = request(kind, text).expect("a well-formed request");
+            let body = request(kind, text).expect("a well-formed request");
+            let from = sender(&body).expect("a request names its sender");
             assert_eq!(body.type_name(), kind);
             assert!(body.is_request());
             assert_eq!(from, if kind == "RequestVote" { "b" } else { "a" });
             assert_eq!(to_json(&body).as_str(), serde_text(&body));
             let again = request(kind, to_json(&body).as_str()).expect("reads back");
-            assert_eq!(again.1, body);
+            assert_eq!(again, body);
         }
         let reply = response("RequestVote", r#"{"term":2,"voteGranted":true}"#).expect("a vote");
         assert_eq!(reply.type_name(), "RequestVote");

@@ -296,7 +296,7 @@ impl Sim {
         let (kind, args) = (op.kind.as_deref().unwrap_or_default(), op.args.map_or("null", |a| a.get()));
         let peer = op.peer.clone().unwrap_or_default();
         let body = match wire::request(kind, args) {
-            Ok((_, body)) => body,
+            Ok(body) => body,
             Err(e) => self.violation(format!("{} sends a malformed {kind}: {e}", self.nodes[i].id)),
         };
         let m = Message { from: self.nodes[i].id.clone(), to: peer.clone(), token: None, body };
