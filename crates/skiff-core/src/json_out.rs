@@ -106,6 +106,11 @@ pub fn write_array<T>(out: &mut String, items: impl IntoIterator<Item = T>, mut 
 
 /// Writes `value` in decimal, as serde_json does.
 pub fn write_u64(out: &mut String, value: u64) {
+    // Terms, flags and fresh counters are mostly one digit: one push, no copy.
+    if value < 10 {
+        out.push(char::from(b'0' + value as u8));
+        return;
+    }
     out.push_str(itoa::Buffer::new().format(value));
 }
 
