@@ -54,6 +54,11 @@ pub struct Status {
     /// Invariant: `members` is the core's membership as of this count of its changes
     /// (`Raft::members_changes`); `None` before the first `observe`.
     members_changes: Option<u64>,
+    /// Invariant: `peers` holds one entry per key of the core's progress map as it was while
+    /// leading at this (count of membership changes, term). A leader's progress map gets its
+    /// keys when it takes office (a new term) and changes them only with its membership, so
+    /// while this pair holds the ids need no comparing; `None` when not leading.
+    peers_of: Option<(u64, u64)>,
 }
 
 impl Default for Status {
@@ -75,6 +80,7 @@ impl Default for Status {
             election_term: 0,
             last_known_leader: None,
             members_changes: None,
+            peers_of: None,
         }
     }
 }
@@ -120,10 +126,14 @@ impl Status {
     fn observe_peers(&mut self, raft: &Raft, transfers: &Transfers, now: u64) {
         if !raft.is_leader() {
             self.peers.clear();
+            self.peers_of = None;
             return;
         }
         let progress = raft.progress();
-        let same = self.peers.len() == progress.len() && self.peers.iter().zip(progress.keys()).all(|(p, id)| p.id == *id);
+        let of = (raft.members_changes(), raft.term());
+        let same = self.peers_of == Some(of)
+            || (self.peers.len() == progress.len() && self.peers.iter().zip(progress.keys()).all(|(p, id)| p.id == *id));
+        self.peers_of = Some(of);
         if !same {
             let old = std::mem::take(&mut self.peers);
             self.peers = progress
