@@ -362,12 +362,12 @@ mod tests {
         assert_eq!(raft2.base_members(), raft.base_members());
     }
 
-    #[test]
-    fn the_first_save_after_a_restore_writes_the_whole_state() {
-        let r = restore("node-a", ORIGINAL, 121, false, &Json::empty_object()).unwrap();
+    /// Node `node-a` restored from `state`, and the save it asks for after a vote request of a
+    /// newer term (something to save, with the log unchanged).
+    fn save_after_a_newer_term(state: &str, applied: u64) -> (Raft, SaveDelta) {
+        let r = restore("node-a", state, applied, false, &Json::empty_object()).unwrap();
         let mut raft = Raft::new(Config::new("node-a"), r).unwrap();
         let _ = raft.ready();
-        // A vote request of a newer term: something to save, with the log unchanged.
         let body = crate::message::Body::RequestVote(crate::message::RequestVote {
             term: 5,
             candidate_id: "node-c".into(),
@@ -377,8 +377,13 @@ mod tests {
             transfer: false,
         });
         raft.step(crate::message::Message { from: "node-c".into(), to: "node-a".into(), token: Some(1), body }).unwrap();
-        let rd = raft.ready();
-        let save = rd.save.expect("the restored node saves once something changes");
+        let save = raft.ready().save.expect("the restored node saves once something changes");
+        (raft, save)
+    }
+
+    #[test]
+    fn the_first_save_after_a_restore_writes_the_whole_state() {
+        let (raft, save) = save_after_a_newer_term(ORIGINAL, 121);
         assert_eq!(save.truncate_from, 121, "the wrapper holds no entries yet: all of them");
         assert_eq!(save.hard_state.term, 5);
         let doc = serde_json::to_string(&SaveDocument(&raft, &save)).unwrap();
@@ -396,19 +401,7 @@ mod tests {
             "knownCommit":122},
           "entries":[{"term":3,"index":121,"command":"x","uuid":"a"},{"term":3,"index":122,"command":["add peer","node-d",{"zone":"b"},{"voter":false}],"topologyChange":true,"uuid":"b"}]},
           "peers":[]}"#;
-        let r = restore("node-a", state, 120, false, &Json::empty_object()).unwrap();
-        let mut raft = Raft::new(Config::new("node-a"), r).unwrap();
-        let _ = raft.ready();
-        let body = crate::message::Body::RequestVote(crate::message::RequestVote {
-            term: 5,
-            candidate_id: "node-c".into(),
-            last_log_index: 122,
-            last_log_term: 3,
-            pre_vote: false,
-            transfer: false,
-        });
-        raft.step(crate::message::Message { from: "node-c".into(), to: "node-a".into(), token: Some(1), body }).unwrap();
-        let save = raft.ready().save.expect("a newer term to save");
+        let (raft, save) = save_after_a_newer_term(state, 120);
         let doc = serde_json::to_string(&SaveDocument(&raft, &save)).unwrap();
         assert!(doc.contains("pendingSnapshot") && doc.contains("knownCommit") && doc.contains("promote"), "{doc}");
         assert_eq!(SaveDocument(&raft, &save).to_json_text(), doc);
