@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod entry;
+pub mod json_out;
 pub mod log;
 pub mod membership;
 pub mod message;

@@ -1,6 +1,8 @@
 //! Cluster membership: who votes, who only learns, and the metadata each member joined with.
 
 use crate::entry::{EntryKind, Json};
+use crate::json_out::{write_array, Obj};
+use crate::key;
 use crate::message::PeerDesc;
 use std::collections::BTreeMap;
 
@@ -98,6 +100,23 @@ impl Membership {
     /// `promote` for a learner only, so that skiff-algorithm still reads the list).
     pub fn peers(&self) -> impl Iterator<Item = PeerDesc> + '_ {
         self.iter().map(|(id, m)| PeerDesc::new(id.clone(), m))
+    }
+
+    /// Writes the members as the array `peers()` serializes to, leaving out `except` (see
+    /// [`crate::json_out`]: the saved document holds it twice per save).
+    pub fn write_json(&self, out: &mut String, except: Option<&str>) {
+        let members = self.members.iter().filter(|(id, _)| Some(id.as_str()) != except);
+        write_array(out, members, |out, (id, m)| {
+            let mut o = Obj::begin(out);
+            o.str(key!("id"), id).json(key!("metadata"), &m.metadata);
+            if let Suffrage::Learner { promote } = m.suffrage {
+                o.bool(key!("voter"), false);
+                if promote {
+                    o.bool(key!("promote"), true);
+                }
+            }
+            o.end();
+        });
     }
 
     /// Votes needed for a majority of the voters.

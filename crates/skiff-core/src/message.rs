@@ -4,6 +4,8 @@
 //! hints, `preVote`) are added beside the original ones, so a trace still reads the same.
 
 use crate::entry::{Entry, Json};
+use crate::json_out::{write_array, Obj};
+use crate::key;
 use crate::membership::{Member, Suffrage};
 use serde::{Deserialize, Serialize};
 
@@ -206,6 +208,66 @@ pub struct TimeoutNowResponse {
     pub reason: Option<String>,
 }
 
+// The two messages every command sends, written without serde (see `crate::json_out`); the
+// tests hold each to its `Serialize` form.
+impl AppendEntries {
+    pub fn write_json(&self, out: &mut String) {
+        let mut o = Obj::begin(out);
+        o.u64(key!("term"), self.term).str(key!("leaderId"), &self.leader_id);
+        o.u64(key!("prevLogIndex"), self.prev_log_index).u64(key!("prevLogTerm"), self.prev_log_term);
+        write_array(o.key(key!("entries")), &self.entries, |out, e| e.write_json(out));
+        o.u64(key!("leaderCommit"), self.leader_commit);
+        if let Some(peers) = &self.peers {
+            write_array(o.key(key!("peers")), peers, |out, p| p.write_json(out));
+        }
+        if let Some(ctx) = self.read_ctx {
+            o.u64(key!("readCtx"), ctx);
+        }
+        if let Some(to) = &self.transfer_to {
+            o.str(key!("transferTo"), to);
+        }
+        o.end();
+    }
+}
+
+impl AppendEntriesResponse {
+    pub fn write_json(&self, out: &mut String) {
+        let mut o = Obj::begin(out);
+        o.u64(key!("term"), self.term).bool(key!("success"), self.success).u64(key!("lastApplied"), self.last_applied);
+        o.u64(key!("matchIndex"), self.match_index).u64(key!("rejectIndex"), self.reject_index);
+        if let Some(i) = self.conflict_index {
+            o.u64(key!("conflictIndex"), i);
+        }
+        if let Some(t) = self.conflict_term {
+            o.u64(key!("conflictTerm"), t);
+        }
+        if let Some(r) = &self.reason {
+            o.str(key!("reason"), r);
+        }
+        if self.needs_snapshot {
+            o.bool(key!("needsSnapshot"), true);
+        }
+        if let Some(ctx) = self.read_ctx {
+            o.u64(key!("readCtx"), ctx);
+        }
+        o.end();
+    }
+}
+
+impl PeerDesc {
+    fn write_json(&self, out: &mut String) {
+        let mut o = Obj::begin(out);
+        o.str(key!("id"), &self.id).json(key!("metadata"), &self.metadata);
+        if !self.voter {
+            o.bool(key!("voter"), false);
+        }
+        if self.promote {
+            o.bool(key!("promote"), true);
+        }
+        o.end();
+    }
+}
+
 // The wire names of the requests (skiff-algorithm's): the one table of them. A response
 // travels as the reply to its request, under the request's name.
 impl AppendEntries {
@@ -326,4 +388,36 @@ pub struct Message {
     /// runtime whose transport pairs requests with replies (skiff's callbacks) can route it.
     pub token: Option<u64>,
     pub body: Body,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(write: impl Fn(&mut String)) -> String {
+        let mut out = String::new();
+        write(&mut out);
+        out
+    }
+
+    #[test]
+    fn the_hand_written_append_exchange_is_the_serde_form() {
+        let requests = [
+            r#"{"term":2,"leaderId":"a","prevLogIndex":1,"prevLogTerm":1,"entries":[],"leaderCommit":1}"#,
+            r#"{"term":2,"leaderId":"a\"b","prevLogIndex":0,"prevLogTerm":0,"entries":[{"term":2,"index":1,"command":{"x":[1]},"uuid":"u"}],"leaderCommit":0,"peers":[{"id":"a","metadata":{}},{"id":"l","metadata":{"m":1},"voter":false,"promote":true}],"readCtx":7,"transferTo":"c"}"#,
+        ];
+        for text in requests {
+            let m: AppendEntries = serde_json::from_str(text).unwrap();
+            assert_eq!(written(|out| m.write_json(out)), serde_json::to_string(&m).unwrap());
+        }
+        let replies = [
+            r#"{"term":2,"success":true,"lastApplied":3,"matchIndex":4,"rejectIndex":0}"#,
+            r#"{"term":2,"success":false,"lastApplied":3,"matchIndex":0,"rejectIndex":9,"conflictIndex":5,"conflictTerm":1,"reason":"no \"match\"","needsSnapshot":true,"readCtx":2}"#,
+        ];
+        for text in replies {
+            let r: AppendEntriesResponse = serde_json::from_str(text).unwrap();
+            assert_eq!(written(|out| r.write_json(out)), serde_json::to_string(&r).unwrap());
+            assert_eq!(written(|out| r.write_json(out)), text);
+        }
+    }
 }

@@ -13,6 +13,8 @@
 
 use crate::config::{PendingInstall, Restored};
 use crate::entry::{Entry, Json};
+use crate::json_out::{write_array, Obj};
+use crate::key;
 use crate::log::{LogError, RaftLog};
 use crate::membership::Membership;
 use crate::message::PeerDesc;
@@ -287,6 +289,36 @@ impl Serialize for SaveDocument<'_> {
     }
 }
 
+impl SaveDocument<'_> {
+    /// The document as JSON text: what its `Serialize` form writes (the tests hold the two
+    /// together), without serde, as every command saves one on each node.
+    pub fn to_json_text(&self) -> String {
+        let raft = self.0;
+        let mut out = String::with_capacity(256 + self.1.entries.iter().map(Entry::json_len_hint).sum::<usize>());
+        let mut doc = Obj::begin(&mut out);
+        doc.u64(key!("currentTerm"), self.1.hard_state.term).opt_str(key!("votedFor"), self.1.hard_state.vote.as_deref());
+        let mut log = Obj::begin(doc.key(key!("log")));
+        let mut meta = Obj::begin(log.key(key!("meta")));
+        meta.u64(key!("lastIncludedIndex"), raft.log().snapshot_index()).u64(key!("lastIncludedTerm"), raft.log().snapshot_term());
+        raft.base_members().write_json(meta.key(key!("members")), None);
+        if let Some(pi) = raft.pending_install() {
+            let mut pending = Obj::begin(meta.key(key!("pendingSnapshot")));
+            pending.u64(key!("lastIncludedIndex"), pi.index).u64(key!("lastIncludedTerm"), pi.term);
+            pi.members.write_json(pending.key(key!("members")), None);
+            pending.end();
+        }
+        if raft.known_commit() != 0 {
+            meta.u64(key!("knownCommit"), raft.known_commit());
+        }
+        meta.end();
+        write_array(log.key(key!("entries")), &self.1.entries, |out, e| e.write_json(out));
+        log.end();
+        raft.members().write_json(doc.key(key!("peers")), Some(raft.id()));
+        doc.end();
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,12 +362,12 @@ mod tests {
         assert_eq!(raft2.base_members(), raft.base_members());
     }
 
-    #[test]
-    fn the_first_save_after_a_restore_writes_the_whole_state() {
-        let r = restore("node-a", ORIGINAL, 121, false, &Json::empty_object()).unwrap();
+    /// Node `node-a` restored from `state`, and the save it asks for after a vote request of a
+    /// newer term (something to save, with the log unchanged).
+    fn save_after_a_newer_term(state: &str, applied: u64) -> (Raft, SaveDelta) {
+        let r = restore("node-a", state, applied, false, &Json::empty_object()).unwrap();
         let mut raft = Raft::new(Config::new("node-a"), r).unwrap();
         let _ = raft.ready();
-        // A vote request of a newer term: something to save, with the log unchanged.
         let body = crate::message::Body::RequestVote(crate::message::RequestVote {
             term: 5,
             candidate_id: "node-c".into(),
@@ -345,12 +377,34 @@ mod tests {
             transfer: false,
         });
         raft.step(crate::message::Message { from: "node-c".into(), to: "node-a".into(), token: Some(1), body }).unwrap();
-        let rd = raft.ready();
-        let save = rd.save.expect("the restored node saves once something changes");
+        let save = raft.ready().save.expect("the restored node saves once something changes");
+        (raft, save)
+    }
+
+    #[test]
+    fn the_first_save_after_a_restore_writes_the_whole_state() {
+        let (raft, save) = save_after_a_newer_term(ORIGINAL, 121);
         assert_eq!(save.truncate_from, 121, "the wrapper holds no entries yet: all of them");
         assert_eq!(save.hard_state.term, 5);
         let doc = serde_json::to_string(&SaveDocument(&raft, &save)).unwrap();
         assert_eq!(doc, serde_json::to_string(&PersistedState(&raft)).unwrap());
+        assert_eq!(SaveDocument(&raft, &save).to_json_text(), doc);
+    }
+
+    #[test]
+    fn the_hand_written_document_is_the_serde_document() {
+        // learners (one to promote), a pending install, a known commit, an id to escape
+        let state = r#"{"currentTerm":3,"votedFor":null,
+          "log":{"meta":{"lastIncludedIndex":120,"lastIncludedTerm":2,
+            "members":[{"id":"node-a","metadata":{}},{"id":"n\"q","metadata":{"z":1},"voter":false,"promote":true},{"id":"node-e","metadata":{},"voter":false}],
+            "pendingSnapshot":{"lastIncludedIndex":300,"lastIncludedTerm":3,"members":[{"id":"node-a","metadata":{}}]},
+            "knownCommit":122},
+          "entries":[{"term":3,"index":121,"command":"x","uuid":"a"},{"term":3,"index":122,"command":["add peer","node-d",{"zone":"b"},{"voter":false}],"topologyChange":true,"uuid":"b"}]},
+          "peers":[]}"#;
+        let (raft, save) = save_after_a_newer_term(state, 120);
+        let doc = serde_json::to_string(&SaveDocument(&raft, &save)).unwrap();
+        assert!(doc.contains("pendingSnapshot") && doc.contains("knownCommit") && doc.contains("promote"), "{doc}");
+        assert_eq!(SaveDocument(&raft, &save).to_json_text(), doc);
     }
 
     #[test]

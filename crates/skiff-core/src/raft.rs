@@ -139,6 +139,10 @@ pub struct Raft {
     // Derived from the durable state.
     /// `base` with every membership entry of `log` applied: the membership we act on.
     members: Membership,
+    /// How many times `members` was replaced by a different membership. Lets a runtime that
+    /// mirrors `members` tell in one comparison whether it changed, instead of comparing
+    /// every member's id and metadata after each round.
+    members_changes: u64,
     /// Index of the newest membership entry in the log (or of the new leader's barrier): a new
     /// change may be proposed only once this is committed.
     pending_conf_index: u64,
@@ -261,6 +265,7 @@ impl Raft {
             log,
             base,
             members,
+            members_changes: 0,
             pending_conf_index,
             bootstrap,
             install,
@@ -345,6 +350,10 @@ impl Raft {
     }
     pub fn members(&self) -> &Membership {
         &self.members
+    }
+    /// Changes whenever `members()` does (see `members_changes`).
+    pub fn members_changes(&self) -> u64 {
+        self.members_changes
     }
     /// Membership at the start of the log (persisted so a restart can rebuild `members`).
     pub fn base_members(&self) -> &Membership {
@@ -639,6 +648,7 @@ impl Raft {
             self.events.push(Event::Left { id });
         }
         self.members = members;
+        self.members_changes += 1;
         if self.is_leader() {
             let next = self.log.last_index() + 1;
             let now = self.now;

@@ -3,7 +3,7 @@
 
 use super::lane::Lanes;
 use skiff_core::{Json, Message};
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// What a member change asks of the wrapper.
 #[derive(Debug, Default, PartialEq)]
@@ -22,14 +22,14 @@ pub(super) struct Connections {
     pipelining: bool,
     connected: BTreeSet<String>,
     /// Peers whose connection declared `pipelining` (beside a transport that declared it for all).
-    pipelined: HashSet<String>,
+    pipelined: BTreeSet<String>,
     /// Peers whose connection takes one request at a time: what is in flight and what waits.
     lanes: Lanes,
 }
 
 impl Connections {
     pub(super) fn new(pipelining: bool) -> Self {
-        Connections { pipelining, connected: BTreeSet::new(), pipelined: HashSet::new(), lanes: Lanes::default() }
+        Connections { pipelining, connected: BTreeSet::new(), pipelined: BTreeSet::new(), lanes: Lanes::default() }
     }
 
     /// The members other than this node are now `wanted`: forget the peers that left, and

@@ -3,7 +3,7 @@
 use serde_json::value::RawValue;
 use skiff_core::message::{AppendEntries, AppendEntriesResponse, InstallSnapshot, RequestVote};
 use skiff_core::{Body, Message, Raft};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 /// What an AppendEntries carried: the position a reply without `matchIndex`/`rejectIndex` (one
 /// from skiff-algorithm, which has no such fields) is about.
@@ -74,15 +74,18 @@ pub(super) struct LegacyMark {
 /// whose latest AppendEntries request (on their own connection) carried `prevLogTerm`; `old`
 /// only peers whose latest AppendEntries reply did not (the two never share a peer); `mark` was
 /// set only from a request whose connection was its sender's (see `accept`).
+///
+/// The sets are ordered sets of a few member ids, looked up for every message sent and every
+/// AppendEntries reply: comparing an id with a handful of others costs less than hashing it.
 #[derive(Default)]
 pub(super) struct Legacy {
     /// Peers whose AppendEntries replies carry `matchIndex`, or whose AppendEntries requests
     /// carry `prevLogTerm`: skiff-rs nodes. The others may run
     /// skiff-algorithm (a rolling upgrade) and get AppendEntries they can take safely.
-    modern: HashSet<String>,
+    modern: BTreeSet<String>,
     /// Peers whose AppendEntries replies lack `matchIndex`: skiff-algorithm nodes, which know
     /// nothing of learners. While one is a member, `join` adds voters at once, as it did.
-    old: HashSet<String>,
+    old: BTreeSet<String>,
     /// See `LegacyMark`.
     mark: Option<LegacyMark>,
 }
@@ -106,12 +109,20 @@ impl Legacy {
         self.modern.contains(peer)
     }
 
+    /// `peer` runs skiff-rs. Every AppendEntries and every reply to one says so again: the usual
+    /// case finds it recorded already and neither allocates its id nor touches `old`.
+    fn mark_modern(&mut self, peer: &str) {
+        if !self.modern.contains(peer) {
+            self.modern.insert(peer.to_string());
+            self.old.remove(peer);
+        }
+    }
+
     /// An AppendEntries came from `leader` (its connection's peer), in our format (`ours`,
     /// with `prevLogTerm`) or skiff-algorithm's: how a follower learns what its leader runs.
     pub(super) fn heard_leader(&mut self, leader: &str, ours: bool) {
         if ours {
-            self.modern.insert(leader.to_string());
-            self.old.remove(leader);
+            self.mark_modern(leader);
         } else {
             self.modern.remove(leader);
         }
@@ -135,8 +146,7 @@ impl Legacy {
     /// committed there, so the leader may look again from just after it.
     pub(super) fn position_reply(&mut self, peer: &str, text: &str, sent: Sent, r: &mut AppendEntriesResponse) {
         if text.contains("\"matchIndex\"") {
-            self.modern.insert(peer.to_string());
-            self.old.remove(peer);
+            self.mark_modern(peer);
             return;
         }
         self.old.insert(peer.to_string());
@@ -183,8 +193,7 @@ impl Legacy {
         match kind {
             AppendEntries::TYPE => {
                 // Ours put `prevLogTerm` before the entries: a quick look settles the usual case.
-                let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
-                if head.contains("\"prevLogTerm\"") {
+                if prev_log_term_first(args) {
                     return Ok(None);
                 }
             }
@@ -236,6 +245,26 @@ impl Legacy {
     }
 }
 
+/// Whether `"prevLogTerm"` occurs in `args` before (and not overlapping) the first `"entries"`:
+/// an AppendEntries of ours. Looks only at the quotes up to the first of the two, where a
+/// substring search set up a searcher over the whole text for every AppendEntries.
+fn prev_log_term_first(args: &str) -> bool {
+    const PREV: &str = "\"prevLogTerm\"";
+    const ENTRIES: &str = "\"entries\"";
+    for (i, _) in args.match_indices('"') {
+        let rest = &args[i..];
+        if rest.starts_with(ENTRIES) {
+            return false;
+        }
+        if rest.starts_with(PREV) {
+            // The one quote inside it, its last, may begin `"entries"`: then no `"prevLogTerm"`
+            // lies wholly before the first `"entries"`.
+            return !rest[PREV.len() - 1..].starts_with(ENTRIES);
+        }
+    }
+    false
+}
+
 /// skiff-algorithm's AppendEntries made into ours, as JSON text: its `entries` (already JSON text)
 /// go through untouched, so they are not parsed and written again.
 fn append_text(term: u64, leader: &str, prev: u64, prev_term: u64, entries: &str, commit: u64) -> String {
@@ -277,6 +306,28 @@ mod tests {
     fn prev_log(text: &str) -> (u64, u64) {
         let v: serde_json::Value = serde_json::from_str(text).expect("JSON");
         (v["prevLogIndex"].as_u64().unwrap_or(u64::MAX), v["prevLogTerm"].as_u64().unwrap_or(u64::MAX))
+    }
+
+    #[test]
+    fn prev_log_term_must_come_before_the_entries() {
+        let old = |args: &str| {
+            let head = args.find("\"entries\"").map_or(args, |i| &args[..i]);
+            head.contains("\"prevLogTerm\"")
+        };
+        for args in [
+            r#"{"term":1,"leaderId":"a","prevLogIndex":1,"prevLogTerm":1,"entries":[],"leaderCommit":0}"#,
+            r#"{"term":1,"entries":[{"prevLogTerm":1}],"prevLogTerm":1}"#,
+            r#"{"term":1,"leaderId":"a","prevLogIndex":1,"entries":[]}"#,
+            r#"{"prevLogTerm"entries":1}"#,
+            r#"{"x":"\"prevLogTerm\"","entries":[]}"#,
+            r#""prevLogTerm""#,
+            "",
+            "\"",
+        ] {
+            assert_eq!(prev_log_term_first(args), old(args), "{args}");
+        }
+        assert!(prev_log_term_first(r#"{"prevLogTerm":1,"entries":[]}"#));
+        assert!(!prev_log_term_first(r#"{"entries":[],"prevLogTerm":1}"#));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use super::io::{IoKind, IoTable};
 use super::legacy::{Legacy, Sent};
 use super::load::Load;
 use super::reads::Reads;
-use super::op::{ApplyItem, Arg, JsError, Op};
+use super::op::{write_batch, ApplyItem, Arg, JsError, JsonText, Op};
 use super::options::NodeOptions;
 use super::requests::{MembershipQueue, Outcome, Requests, Waiting};
 use super::save::{HoldView, SaveQueue};
@@ -118,9 +118,6 @@ fn raw(text: String) -> Box<RawValue> {
     RawValue::from_string(text).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
-fn to_raw<T: serde::Serialize>(value: &T) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).unwrap_or_else(|_| raw("null".into()))
-}
 
 impl<H: Host> Driver<H> {
     pub fn new(opts: NodeOptions, seed: u64, host: H, status: Arc<Mutex<Status>>, notify: Arc<Notify>) -> Self {
@@ -255,13 +252,10 @@ impl<H: Host> Driver<H> {
         if self.ops.is_empty() {
             return None;
         }
-        let ops = std::mem::take(&mut self.ops);
-        Some(serde_json::to_string(&ops).unwrap_or_else(|e| {
-            // Cannot happen for the types in `Op`; say so rather than lose the batch silently.
-            serde_json::json!([{ "op": "event", "name": "error",
-                "args": [{ "message": format!("internal: cannot encode operations: {e}"), "code": code::EINTERNAL }] }])
-            .to_string()
-        }))
+        let mut out = String::new();
+        write_batch(&self.ops, &mut out);
+        self.ops.clear();
+        Some(out)
     }
 
     fn clock(&self) -> u64 {
@@ -414,7 +408,7 @@ impl<H: Host> Driver<H> {
             // install: a save counts as marking an install only if its document records it.
             let state = ready.save.as_ref().map(|save| {
                 let install_mark = raft.pending_install().map(|p| p.index);
-                (to_raw(&SaveDocument(raft, save)), save.truncate_from, save.token, install_mark)
+                (JsonText(SaveDocument(raft, save).to_json_text()), save.truncate_from, save.token, install_mark)
             });
             self.reads_answered(ready.reads, ready.read_failures);
             let mut membership_changed = false;

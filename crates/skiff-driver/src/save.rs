@@ -1,7 +1,7 @@
 //! The save queue: one `saveMeta` in flight, group commit, retries, and the messages that wait
 //! for the save to be durable.
 
-use serde_json::value::RawValue;
+use super::op::JsonText;
 use skiff_core::{Message, PersistToken};
 
 /// Back-off before retrying a failed save.
@@ -21,7 +21,7 @@ struct Save {
     /// The `saveMeta` op of the current attempt (0 before the first).
     io: u32,
     /// The document, as the core's `SaveDelta` made it: entries from `from` on.
-    state: Box<RawValue>,
+    state: JsonText,
     from: u64,
     token: PersistToken,
     /// The `persisted_messages` of the `Ready` that asked for this save that did not travel
@@ -71,7 +71,7 @@ impl SaveQueue {
     /// Takes on a new save; issue it with `issue`.
     pub(super) fn begin(
         &mut self,
-        state: Box<RawValue>,
+        state: JsonText,
         from: u64,
         token: PersistToken,
         messages: Vec<Message>,
@@ -83,7 +83,7 @@ impl SaveQueue {
 
     /// (Re-)issues the save as op `io`: returns the document, its `from`, and the messages still
     /// waiting (hand back with `keep_waiting` those that cannot travel with the op).
-    pub(super) fn issue(&mut self, io: u32) -> Option<(Box<RawValue>, u64, Vec<Message>)> {
+    pub(super) fn issue(&mut self, io: u32) -> Option<(JsonText, u64, Vec<Message>)> {
         let save = self.saving.as_mut()?;
         save.io = io;
         save.retry_at = None;
@@ -151,8 +151,8 @@ impl SaveQueue {
 mod tests {
     use super::*;
 
-    fn doc() -> Box<RawValue> {
-        RawValue::from_string("{}".into()).unwrap()
+    fn doc() -> JsonText {
+        JsonText("{}".into())
     }
 
     fn msg(to: &str) -> Message {

@@ -51,6 +51,14 @@ pub struct Status {
     election_term: u64,
     /// The last leader that was known, so that leader → none → same leader is no change.
     last_known_leader: Option<String>,
+    /// Invariant: `members` is the core's membership as of this count of its changes
+    /// (`Raft::members_changes`); `None` before the first `observe`.
+    members_changes: Option<u64>,
+    /// Invariant: `peers` holds one entry per key of the core's progress map as it was while
+    /// leading at this (count of membership changes, term). A leader's progress map gets its
+    /// keys when it takes office (a new term) and changes them only with its membership, so
+    /// while this pair holds the ids need no comparing; `None` when not leading.
+    peers_of: Option<(u64, u64)>,
 }
 
 impl Default for Status {
@@ -71,6 +79,8 @@ impl Default for Status {
             snapshot_bytes_sent: 0,
             election_term: 0,
             last_known_leader: None,
+            members_changes: None,
+            peers_of: None,
         }
     }
 }
@@ -85,8 +95,9 @@ impl Status {
         self.applied = raft.applied();
         self.last_index = raft.log().last_index();
         self.first_index = raft.log().first_index();
-        if self.members != *raft.members() {
+        if self.members_changes != Some(raft.members_changes()) {
             self.members = raft.members().clone();
+            self.members_changes = Some(raft.members_changes());
         }
         self.observe_leader(raft.leader());
         let (_, vote) = raft.hard_state_ref();
@@ -115,10 +126,14 @@ impl Status {
     fn observe_peers(&mut self, raft: &Raft, transfers: &Transfers, now: u64) {
         if !raft.is_leader() {
             self.peers.clear();
+            self.peers_of = None;
             return;
         }
         let progress = raft.progress();
-        let same = self.peers.len() == progress.len() && self.peers.iter().zip(progress.keys()).all(|(p, id)| p.id == *id);
+        let of = (raft.members_changes(), raft.term());
+        let same = self.peers_of == Some(of)
+            || (self.peers.len() == progress.len() && self.peers.iter().zip(progress.keys()).all(|(p, id)| p.id == *id));
+        self.peers_of = Some(of);
         if !same {
             let old = std::mem::take(&mut self.peers);
             self.peers = progress

@@ -2,10 +2,10 @@
 //!
 //! A request travels as `send(type, args)`; its response travels as the reply to that request,
 //! so a response is read knowing the type of the request it answers. The message types are
-//! listed once, in the `wire!` table below, which writes the three conversions from it; their
+//! listed once, in the `wire!` table below, which writes the conversions from it; their
 //! names are the core's (`AppendEntries::TYPE`, ...).
 
-use serde_json::value::RawValue;
+use super::op::JsonText;
 use skiff_core::message::{
     AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, ReadIndex, ReadIndexResponse,
     RequestVote, RequestVoteResponse, TimeoutNow, TimeoutNowResponse,
@@ -47,16 +47,22 @@ impl Sender for TimeoutNow {
     }
 }
 
-/// Writes [`request`], [`response`] and [`to_json`] from one list of `Request / Response`.
+/// Writes [`request`], [`sender`], [`response`] and `serde_text` from one list of `Request / Response`.
 macro_rules! wire {
     ($($req:ident / $res:ident,)*) => {
-        /// A request of type `kind` from its JSON text → the node it speaks for and its body.
-        pub fn request(kind: &str, text: &str) -> Result<(String, Body), String> {
+        /// A request of type `kind` from its JSON text.
+        pub fn request(kind: &str, text: &str) -> Result<Body, String> {
             match kind {
-                $($req::TYPE => serde_json::from_str::<$req>(text)
-                    .map(|m| (m.sender().to_string(), Body::$req(m)))
-                    .map_err(|e| e.to_string()),)*
+                $($req::TYPE => serde_json::from_str::<$req>(text).map(Body::$req).map_err(|e| e.to_string()),)*
                 other => Err(format!("unknown message type {other:?}")),
+            }
+        }
+
+        /// The node a request speaks for (`None` for a response).
+        pub fn sender(body: &Body) -> Option<&str> {
+            match body {
+                $(Body::$req(m) => Some(m.sender()),)*
+                _ => None,
             }
         }
 
@@ -68,16 +74,32 @@ macro_rules! wire {
             }
         }
 
-        /// A body as the JSON text that goes on the wire.
-        pub fn to_json(body: &Body) -> Box<RawValue> {
+        /// A body as serde writes it: the form `to_json` writes.
+        fn serde_text(body: &Body) -> String {
             let text = match body {
-                $(Body::$req(m) => serde_json::value::to_raw_value(m),
-                  Body::$res(m) => serde_json::value::to_raw_value(m),)*
+                $(Body::$req(m) => serde_json::to_string(m),
+                  Body::$res(m) => serde_json::to_string(m),)*
             };
             // The core's messages are plain data; serialising them cannot fail.
-            text.unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
+            text.unwrap_or_else(|_| "null".into())
         }
     };
+}
+
+/// A body as the JSON text that goes on the wire. The AppendEntries exchange (every command's)
+/// is written by hand, the rest through serde.
+pub fn to_json(body: &Body) -> JsonText {
+    // Reserved up front: grown piece by piece, the text was reallocated several times.
+    let mut out = match body {
+        Body::AppendEntries(m) => String::with_capacity(160 + m.entries.iter().map(|e| e.json_len_hint()).sum::<usize>()),
+        _ => String::with_capacity(128),
+    };
+    match body {
+        Body::AppendEntries(m) => m.write_json(&mut out),
+        Body::AppendEntriesResponse(m) => m.write_json(&mut out),
+        other => out = serde_text(other),
+    }
+    JsonText(out)
 }
 
 wire! {
@@ -100,17 +122,19 @@ mod tests {
         ];
         for text in requests {
             let kind = if text.contains("candidateId") { "RequestVote" } else { "AppendEntries" };
-            let (from, body) = request(kind, text).expect("a well-formed request");
+            let body = request(kind, text).expect("a well-formed request");
+            let from = sender(&body).expect("a request names its sender");
             assert_eq!(body.type_name(), kind);
             assert!(body.is_request());
             assert_eq!(from, if kind == "RequestVote" { "b" } else { "a" });
-            let again = request(kind, to_json(&body).get()).expect("reads back");
-            assert_eq!(again.1, body);
+            assert_eq!(to_json(&body).as_str(), serde_text(&body));
+            let again = request(kind, to_json(&body).as_str()).expect("reads back");
+            assert_eq!(again, body);
         }
         let reply = response("RequestVote", r#"{"term":2,"voteGranted":true}"#).expect("a vote");
         assert_eq!(reply.type_name(), "RequestVote");
         assert!(!reply.is_request());
-        assert_eq!(response("RequestVote", to_json(&reply).get()).expect("reads back"), reply);
+        assert_eq!(response("RequestVote", to_json(&reply).as_str()).expect("reads back"), reply);
     }
 
     #[test]

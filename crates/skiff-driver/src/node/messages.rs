@@ -25,7 +25,7 @@ impl<H: Host> Driver<H> {
         if let Some(token) = m.token {
             let args = wire::to_json(&m.body);
             if self.events.wants("reply") {
-                self.ops.push(Op::Event { name: "reply", args: vec![Arg::Raw(args.clone())] });
+                self.ops.push(Op::Event { name: "reply", args: vec![Arg::Text(args.clone())] });
             }
             self.ops.push(Op::Reply { id: token, error: None, result: Some(args) });
             return;
@@ -71,7 +71,7 @@ impl<H: Host> Driver<H> {
         }
         if self.events.wants("outgoing call") {
             let peer = self.peer_arg(&m.to);
-            self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Raw(args.clone())] });
+            self.ops.push(Op::Event { name: "outgoing call", args: vec![peer, Arg::Str(kind.into()), Arg::Text(args.clone())] });
         }
         let t = if kind == InstallSnapshot::TYPE { self.snapshot_chunk_timeout() } else { self.send_timeout() };
         let io = self.io(IoKind::Send { peer: m.to.clone(), kind, sent }, t);
@@ -129,23 +129,25 @@ impl<H: Host> Driver<H> {
             Err(e) => return reject(self, code::EBADMESSAGE, e),
         };
         let text = translated.as_deref().unwrap_or(&args);
-        let (from, body) = match wire::request(&kind, text) {
-            Ok(p) => p,
+        let body = match wire::request(&kind, text) {
+            Ok(body) => body,
             Err(e) => return reject(self, code::EBADMESSAGE, format!("malformed {kind} message: {e}")),
         };
         // The sender is the connection: a message may only speak for the peer its connection
         // was opened with. A connection the transport gave no peer id for speaks for no one.
-        match peer {
-            Some(p) if p == from => {}
+        // (Once they agree, the connection's id is the sender's: no copy of it is made.)
+        let claimed = wire::sender(&body).unwrap_or_default();
+        let from = match peer {
+            Some(p) if p == claimed => p,
             Some(p) => {
-                let message = format!("{kind} on the connection with {p} claims to come from {from}");
+                let message = format!("{kind} on the connection with {p} claims to come from {claimed}");
                 return reject(self, code::EBADSENDER, message);
             }
             None => {
-                let message = format!("{kind} from {from} came on a connection the transport gave no peer id for");
+                let message = format!("{kind} from {claimed} came on a connection the transport gave no peer id for");
                 return reject(self, code::EBADSENDER, message);
             }
-        }
+        };
         self.legacy.accept(mark);
         if let Body::AppendEntries(_) = body {
             self.legacy.heard_leader(&from, translated.is_none());

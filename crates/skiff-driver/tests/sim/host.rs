@@ -296,7 +296,7 @@ impl Sim {
         let (kind, args) = (op.kind.as_deref().unwrap_or_default(), op.args.map_or("null", |a| a.get()));
         let peer = op.peer.clone().unwrap_or_default();
         let body = match wire::request(kind, args) {
-            Ok((_, body)) => body,
+            Ok(body) => body,
             Err(e) => self.violation(format!("{} sends a malformed {kind}: {e}", self.nodes[i].id)),
         };
         let m = Message { from: self.nodes[i].id.clone(), to: peer.clone(), token: None, body };
@@ -336,7 +336,7 @@ impl Sim {
     /// Delivers a request from `from` (which may be down: a peer the test plays) to `i` now.
     pub fn inject(&mut self, from: usize, i: usize, body: Body) {
         let kind = body.type_name().to_string();
-        let args = wire::to_json(&body).get().to_string();
+        let args = wire::to_json(&body).0;
         let inc = self.nodes[from].inc;
         self.receive(i, from, inc, 0, kind, args);
         self.check_all();
