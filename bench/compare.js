@@ -11,8 +11,9 @@
 //   --rows=...   rows of `npm run bench` (bench/run.js), without `long`; default 3x1,3x64,3x256 and
 //                3x64-inc,3x256-inc when both sides know them. A row one side does not know is left
 //                out, and the output says so.
-//   --rounds=N   rounds (default 3): each round runs every row on HEAD then on <rev>, so the two
-//                sides alternate (A B A B ...) and share whatever load the machine has meanwhile
+//   --rounds=N   rounds (default 3): each round runs every row on both sides, HEAD first in odd
+//                rounds and <rev> first in even ones (A B B A ...), so the two sides share whatever
+//                load the machine has meanwhile and neither always runs first
 //   --time=S, --count=N, --quick   the length of each run, as for bench/run.js
 //
 // Each run is a fresh child process (./compare-child.js): one cluster of skiff-rs over the
@@ -136,7 +137,10 @@ async function main() {
   const runs = new Map(rows.map((row) => [row.name, { a: [], b: [] }]));
   for (let round = 1; round <= opts.rounds; round++) {
     for (const row of rows) {
-      for (const [key, side] of [['a', a], ['b', b]]) {
+      // ABBA: which side goes first alternates from round to round, so that whatever favours
+      // the first (or the second) run of a pair falls on both sides alike
+      const order = round % 2 === 1 ? [['a', a], ['b', b]] : [['b', b], ['a', a]];
+      for (const [key, side] of order) {
         process.stderr.write(`bench:compare: round ${round}/${opts.rounds}, ${row.name}, ${side.label}\n`);
         const r = await runChild(side.dir, row, opts);
         if (r.failed) process.stderr.write(`  failed: ${r.failed}\n`);
@@ -150,7 +154,7 @@ async function main() {
   console.log('');
   console.log(`- started ${started.toISOString()}; machine: ${machine()}; node ${process.version}`);
   console.log(`- command: node ${['bench/compare.js', ...process.argv.slice(2)].join(' ')}`);
-  console.log(`- ${opts.rounds} rounds, the sides alternating, each run a fresh child process: warm-up ` +
+  console.log(`- ${opts.rounds} rounds, the sides alternating (A B B A ...), each run a fresh child process: warm-up ` +
     `${fmt(opts.warmCount)} commands or ${opts.warmMs / 1000} s, then ${fmt(opts.count)} commands or ` +
     `${opts.timeMs / 1000} s, whichever first; in-memory transport and persistence`);
   if (same) {
