@@ -187,20 +187,15 @@ impl Entry {
                 command.push_str(c.as_str());
                 true
             }
-            EntryKind::AddPeer { id, metadata } => {
+            EntryKind::AddPeer { id, metadata } | EntryKind::AddLearner { id, metadata, .. } => {
                 command.push_str("[\"add peer\",");
                 write_str(command, id);
                 command.push(',');
                 command.push_str(metadata.as_str());
+                if let EntryKind::AddLearner { promote, .. } = &self.kind {
+                    command.push_str(if *promote { r#",{"voter":false,"promote":true}"# } else { r#",{"voter":false}"# });
+                }
                 command.push(']');
-                true
-            }
-            EntryKind::AddLearner { id, metadata, promote } => {
-                command.push_str("[\"add peer\",");
-                write_str(command, id);
-                command.push(',');
-                command.push_str(metadata.as_str());
-                command.push_str(if *promote { r#",{"voter":false,"promote":true}]"# } else { r#",{"voter":false}]"# });
                 true
             }
             EntryKind::RemovePeer { id } => {

@@ -1,9 +1,8 @@
 //! Cluster membership: who votes, who only learns, and the metadata each member joined with.
 
 use crate::entry::{EntryKind, Json};
-use crate::json_out::{write_array, Obj};
-use crate::key;
-use crate::message::PeerDesc;
+use crate::json_out::write_array;
+use crate::message::{write_member, PeerDesc};
 use std::collections::BTreeMap;
 
 /// How a member takes part.
@@ -15,6 +14,16 @@ pub enum Suffrage {
     /// joined to become a voter: whichever node leads proposes its promotion once it has caught
     /// up (`learners.rs`); without, it is a permanent learner (a read replica).
     Learner { promote: bool },
+}
+
+impl Suffrage {
+    /// As a peer list writes it: (`voter`, `promote`).
+    pub fn flags(self) -> (bool, bool) {
+        match self {
+            Suffrage::Voter => (true, false),
+            Suffrage::Learner { promote } => (false, promote),
+        }
+    }
 }
 
 /// One member: its metadata and how it takes part.
@@ -107,15 +116,8 @@ impl Membership {
     pub fn write_json(&self, out: &mut String, except: Option<&str>) {
         let members = self.members.iter().filter(|(id, _)| Some(id.as_str()) != except);
         write_array(out, members, |out, (id, m)| {
-            let mut o = Obj::begin(out);
-            o.str(key!("id"), id).json(key!("metadata"), &m.metadata);
-            if let Suffrage::Learner { promote } = m.suffrage {
-                o.bool(key!("voter"), false);
-                if promote {
-                    o.bool(key!("promote"), true);
-                }
-            }
-            o.end();
+            let (voter, promote) = m.suffrage.flags();
+            write_member(out, id, &m.metadata, voter, promote);
         });
     }
 

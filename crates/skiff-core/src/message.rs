@@ -256,16 +256,23 @@ impl AppendEntriesResponse {
 
 impl PeerDesc {
     fn write_json(&self, out: &mut String) {
-        let mut o = Obj::begin(out);
-        o.str(key!("id"), &self.id).json(key!("metadata"), &self.metadata);
-        if !self.voter {
-            o.bool(key!("voter"), false);
-        }
-        if self.promote {
-            o.bool(key!("promote"), true);
-        }
-        o.end();
+        write_member(out, &self.id, &self.metadata, self.voter, self.promote);
     }
+}
+
+/// One member as a peer list holds it (`PeerDesc`'s `Serialize` form): the one writer for
+/// AppendEntries' `peers` and the saved document's member lists, which write from a
+/// `Membership` without making a `PeerDesc` of each member.
+pub(crate) fn write_member(out: &mut String, id: &str, metadata: &Json, voter: bool, promote: bool) {
+    let mut o = Obj::begin(out);
+    o.str(key!("id"), id).json(key!("metadata"), metadata);
+    if !voter {
+        o.bool(key!("voter"), false);
+    }
+    if promote {
+        o.bool(key!("promote"), true);
+    }
+    o.end();
 }
 
 // The wire names of the requests (skiff-algorithm's): the one table of them. A response
@@ -311,10 +318,7 @@ fn is_voter(voter: &bool) -> bool {
 
 impl PeerDesc {
     pub fn new(id: String, member: &Member) -> PeerDesc {
-        let (voter, promote) = match member.suffrage {
-            Suffrage::Voter => (true, false),
-            Suffrage::Learner { promote } => (false, promote),
-        };
+        let (voter, promote) = member.suffrage.flags();
         PeerDesc { id, metadata: member.metadata.clone(), voter, promote }
     }
 
