@@ -381,22 +381,24 @@ function createNodeClass(loadNative) {
       // A leader handing over refuses commands for at most an election timeout: try again
       // until the command's own timeout (after the hand-off it answers ENOTLEADER with the
       // new leader).
+      // The first attempt gets the whole `timeout` (reading the clock twice could take a
+      // millisecond off it); a retry gets what is left of it.
       const deadline = Date.now() + timeout;
-      const attempt = () => {
+      const attempt = (left) => {
         if (this._stopping || this._released) {
           callback(makeError('node is stopped', CODES.ESTOPPED));
           return;
         }
-        const left = Math.max(1, deadline - Date.now());
         this._request((err, result) => {
           if (err && err.code === CODES.ETRANSFERRING && Date.now() < deadline) {
-            setTimeout(attempt, Math.min(this.options.heartbeatInterval, left));
+            const pause = Math.min(this.options.heartbeatInterval, left);
+            setTimeout(() => attempt(Math.max(1, deadline - Date.now())), pause);
           } else {
             callback(err, result);
           }
         }, (req) => this._native.propose(req, json, left, waitForNode, this._apply.lastApplied));
       };
-      attempt();
+      attempt(timeout);
       return promise;
     }
 
